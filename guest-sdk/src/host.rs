@@ -1,0 +1,167 @@
+//! The host calls the SDK makes. On wasm32 they are the `wrun:operator`
+//! imports; elsewhere (native unit tests of operators) an in-memory host
+//! with the same semantics stands in, and counts calls so tests can check
+//! that a batch costs O(1) crossings.
+
+/// Severity of a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Very detailed diagnostics.
+    Trace,
+    /// Diagnostics for developers.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Something unexpected that was handled.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+pub(crate) use imp::*;
+
+#[cfg(target_arch = "wasm32")]
+mod imp {
+    use super::LogLevel;
+    use crate::bindings::wrun::operator::{log as wlog, state, types};
+
+    pub(crate) fn value_get_many(name: &str, keys: &[Vec<u8>]) -> Vec<Option<Vec<u8>>> {
+        state::value_get_many(name, keys)
+    }
+    pub(crate) fn value_put_many(name: &str, entries: &[types::Entry]) {
+        state::value_put_many(name, entries)
+    }
+    pub(crate) fn list_get_many(name: &str, keys: &[Vec<u8>]) -> Vec<Vec<Vec<u8>>> {
+        state::list_get_many(name, keys)
+    }
+    pub(crate) fn list_append_many(name: &str, items: &[(Vec<u8>, Vec<u8>)]) {
+        state::list_append_many(name, items)
+    }
+    pub(crate) fn list_put_many(name: &str, lists: &[(Vec<u8>, Vec<Vec<u8>>)]) {
+        state::list_put_many(name, lists)
+    }
+    pub(crate) fn map_get_many(name: &str, keys: &[(Vec<u8>, Vec<u8>)]) -> Vec<Option<Vec<u8>>> {
+        state::map_get_many(name, keys)
+    }
+    pub(crate) fn map_put_many(name: &str, entries: &[types::MapEntry]) {
+        state::map_put_many(name, entries)
+    }
+    pub(crate) fn map_entries(name: &str, key: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        state::map_entries(name, key)
+    }
+    pub(crate) fn log(level: LogLevel, message: &str) {
+        let level = match level {
+            LogLevel::Trace => wlog::Level::Trace,
+            LogLevel::Debug => wlog::Level::Debug,
+            LogLevel::Info => wlog::Level::Info,
+            LogLevel::Warn => wlog::Level::Warn,
+            LogLevel::Error => wlog::Level::Error,
+        };
+        wlog::log(level, message)
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod imp {
+    use super::LogLevel;
+    use crate::bindings::wrun::operator::types;
+    use std::cell::RefCell;
+    use std::collections::{BTreeMap, HashMap};
+
+    /// The in-memory host of native builds.
+    #[derive(Default)]
+    pub(crate) struct FakeHost {
+        pub(crate) values: HashMap<(String, Vec<u8>), Vec<u8>>,
+        pub(crate) lists: HashMap<(String, Vec<u8>), Vec<Vec<u8>>>,
+        pub(crate) maps: HashMap<(String, Vec<u8>), BTreeMap<Vec<u8>, Vec<u8>>>,
+        pub(crate) calls: u64,
+    }
+
+    thread_local! {
+        pub(crate) static HOST: RefCell<FakeHost> = RefCell::new(FakeHost::default());
+    }
+
+    fn with<R>(f: impl FnOnce(&mut FakeHost) -> R) -> R {
+        HOST.with(|h| {
+            let mut h = h.borrow_mut();
+            h.calls += 1;
+            f(&mut h)
+        })
+    }
+
+    fn k(name: &str, key: &[u8]) -> (String, Vec<u8>) {
+        (name.to_string(), key.to_vec())
+    }
+
+    pub(crate) fn value_get_many(name: &str, keys: &[Vec<u8>]) -> Vec<Option<Vec<u8>>> {
+        with(|h| {
+            keys.iter()
+                .map(|key| h.values.get(&k(name, key)).cloned())
+                .collect()
+        })
+    }
+    pub(crate) fn value_put_many(name: &str, entries: &[types::Entry]) {
+        with(|h| {
+            for e in entries {
+                match &e.value {
+                    Some(v) => h.values.insert(k(name, &e.key), v.clone()),
+                    None => h.values.remove(&k(name, &e.key)),
+                };
+            }
+        })
+    }
+    pub(crate) fn list_get_many(name: &str, keys: &[Vec<u8>]) -> Vec<Vec<Vec<u8>>> {
+        with(|h| {
+            keys.iter()
+                .map(|key| h.lists.get(&k(name, key)).cloned().unwrap_or_default())
+                .collect()
+        })
+    }
+    pub(crate) fn list_append_many(name: &str, items: &[(Vec<u8>, Vec<u8>)]) {
+        with(|h| {
+            for (key, item) in items {
+                h.lists.entry(k(name, key)).or_default().push(item.clone());
+            }
+        })
+    }
+    pub(crate) fn list_put_many(name: &str, lists: &[(Vec<u8>, Vec<Vec<u8>>)]) {
+        with(|h| {
+            for (key, list) in lists {
+                if list.is_empty() {
+                    h.lists.remove(&k(name, key));
+                } else {
+                    h.lists.insert(k(name, key), list.clone());
+                }
+            }
+        })
+    }
+    pub(crate) fn map_get_many(name: &str, keys: &[(Vec<u8>, Vec<u8>)]) -> Vec<Option<Vec<u8>>> {
+        with(|h| {
+            keys.iter()
+                .map(|(key, mk)| h.maps.get(&k(name, key)).and_then(|m| m.get(mk)).cloned())
+                .collect()
+        })
+    }
+    pub(crate) fn map_put_many(name: &str, entries: &[types::MapEntry]) {
+        with(|h| {
+            for e in entries {
+                let map = h.maps.entry(k(name, &e.key)).or_default();
+                match &e.value {
+                    Some(v) => map.insert(e.map_key.clone(), v.clone()),
+                    None => map.remove(&e.map_key),
+                };
+            }
+        })
+    }
+    pub(crate) fn map_entries(name: &str, key: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        with(|h| {
+            h.maps
+                .get(&k(name, key))
+                .map(|m| m.iter().map(|(a, b)| (a.clone(), b.clone())).collect())
+                .unwrap_or_default()
+        })
+    }
+    pub(crate) fn log(level: LogLevel, message: &str) {
+        eprintln!("[{level:?}] {message}");
+    }
+}

@@ -1,0 +1,210 @@
+//! The glue between the exported `handler` interface and an [`Operator`]:
+//! the per-batch key index that keyed state reads from, and the flush of
+//! every state touched in a batch.
+
+use crate::bindings::wrun::operator::types;
+use crate::{Context, Emitter, Error, Event, Operator};
+use rustc_hash::FxHashMap;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::thread::LocalKey;
+
+/// Where `export_operator!` keeps the subtask's operator instance.
+pub trait Slot: Operator {
+    /// The thread-local slot.
+    fn slot() -> &'static LocalKey<RefCell<Option<Self>>>;
+}
+
+/// A state handle with writes pending at the end of a batch.
+pub(crate) trait Flush {
+    fn flush(&self, keys: &[Vec<u8>]);
+}
+
+#[derive(Default)]
+struct Batch {
+    /// Increments per batch; 0 means "no batch yet". State caches compare it
+    /// to know whether their contents belong to the current batch.
+    epoch: u64,
+    /// The batch's distinct keys, in first-seen order.
+    keys: Vec<Vec<u8>>,
+    /// The index in `keys` of the event being processed.
+    current: Option<u32>,
+    touched: Vec<Rc<dyn Flush>>,
+}
+
+thread_local! {
+    static BATCH: RefCell<Batch> = RefCell::new(Batch::default());
+    static STATES: Cell<u32> = const { Cell::new(0) };
+    static RESTORED: RefCell<Option<(types::StateFormat, Vec<u8>)>> = const { RefCell::new(None) };
+}
+
+/// Counts declared state handles; a stateless operator skips key indexing.
+pub(crate) fn declare_state() {
+    STATES.with(|s| s.set(s.get().saturating_add(1)));
+}
+
+/// The current batch epoch and key index, or an error outside `process`.
+pub(crate) fn current(state: &str) -> Result<(u64, u32, usize), Error> {
+    BATCH.with(|b| {
+        let b = b.borrow();
+        match b.current {
+            Some(i) => Ok((b.epoch, i, b.keys.len())),
+            None => Err(Error::new(format!(
+                "keyed state '{state}' used without a current key: keyed state is only available inside process() for an event that has a key"
+            ))),
+        }
+    })
+}
+
+/// Runs `f` with the batch's keys.
+pub(crate) fn with_keys<R>(f: impl FnOnce(&[Vec<u8>]) -> R) -> R {
+    BATCH.with(|b| f(&b.borrow().keys))
+}
+
+/// Registers a state to be flushed at the end of the batch.
+pub(crate) fn touch(state: Rc<dyn Flush>) {
+    BATCH.with(|b| b.borrow_mut().touched.push(state));
+}
+
+/// Runs one batch through an operator: index keys, process, flush state.
+pub(crate) fn run_batch<T: Operator>(op: &mut T, batch: Vec<Event>) -> Result<Vec<Event>, Error> {
+    let indices = begin_batch(&batch);
+    let mut out = Emitter {
+        out: Vec::with_capacity(batch.len()),
+    };
+    let result = (|| {
+        for (i, event) in batch.into_iter().enumerate() {
+            let idx = indices.as_ref().and_then(|ix| ix[i]);
+            BATCH.with(|b| b.borrow_mut().current = idx);
+            op.process(event, &mut out)?;
+        }
+        Ok(())
+    })();
+    end_batch(result.is_ok());
+    result.map(|()| out.out)
+}
+
+fn begin_batch(batch: &[Event]) -> Option<Vec<Option<u32>>> {
+    BATCH.with(|b| {
+        let mut b = b.borrow_mut();
+        b.epoch += 1;
+        b.keys.clear();
+        b.current = None;
+        b.touched.clear();
+        if STATES.with(Cell::get) == 0 {
+            return None;
+        }
+        let mut index: FxHashMap<&[u8], u32> = FxHashMap::default();
+        let mut keys = std::mem::take(&mut b.keys);
+        let ix = batch
+            .iter()
+            .map(|e| {
+                e.key.as_deref().map(|k| {
+                    *index.entry(k).or_insert_with(|| {
+                        keys.push(k.to_vec());
+                        (keys.len() - 1) as u32
+                    })
+                })
+            })
+            .collect();
+        b.keys = keys;
+        Some(ix)
+    })
+}
+
+fn end_batch(flush: bool) {
+    let (touched, keys) = BATCH.with(|b| {
+        let mut b = b.borrow_mut();
+        b.current = None;
+        (std::mem::take(&mut b.touched), std::mem::take(&mut b.keys))
+    });
+    if flush {
+        for state in &touched {
+            state.flush(&keys);
+        }
+    }
+    BATCH.with(|b| b.borrow_mut().keys = keys);
+}
+
+fn context(ctx: types::Context) -> Context {
+    Context {
+        uid: ctx.uid,
+        subtask_index: ctx.subtask_index,
+        parallelism: ctx.parallelism,
+        max_parallelism: ctx.max_parallelism,
+        config: ctx.config,
+        restored: ctx.restored,
+        restored_format: ctx.restored_format,
+        restored_snapshot: RESTORED.with(|r| r.borrow_mut().take()),
+    }
+}
+
+fn raw(e: Error) -> types::Error {
+    types::Error { message: e.message }
+}
+
+pub(crate) fn open_operator<T: Operator>(ctx: Context) -> Result<T, Error> {
+    T::open(&ctx)
+}
+
+/// `handler.open`.
+pub fn open<T: Slot>(ctx: types::Context) -> Result<(), types::Error> {
+    install_panic_hook();
+    let op = open_operator::<T>(context(ctx)).map_err(raw)?;
+    T::slot().with(|s| *s.borrow_mut() = Some(op));
+    Ok(())
+}
+
+fn with_op<T: Slot, R>(f: impl FnOnce(&mut T) -> Result<R, Error>) -> Result<R, types::Error> {
+    T::slot().with(|s| match s.borrow_mut().as_mut() {
+        Some(op) => f(op).map_err(raw),
+        None => Err(types::Error {
+            message: "the operator was called before open()".into(),
+        }),
+    })
+}
+
+/// `handler.process`.
+pub fn process<T: Slot>(batch: Vec<Event>) -> Result<Vec<Event>, types::Error> {
+    with_op::<T, _>(|op| run_batch(op, batch))
+}
+
+/// `handler.close`.
+pub fn close<T: Slot>() -> Result<Vec<Event>, types::Error> {
+    with_op::<T, _>(|op| close_operator(op))
+}
+
+pub(crate) fn close_operator<T: Operator>(op: &mut T) -> Result<Vec<Event>, Error> {
+    let mut out = Emitter::default();
+    op.close(&mut out)?;
+    Ok(out.out)
+}
+
+/// `handler.snapshot`.
+pub fn snapshot<T: Slot>() -> Result<Option<types::OperatorSnapshot>, types::Error> {
+    with_op::<T, _>(|op| snapshot_operator(op))
+}
+
+pub(crate) fn snapshot_operator<T: Operator>(
+    op: &mut T,
+) -> Result<Option<types::OperatorSnapshot>, Error> {
+    Ok(op.snapshot()?.map(|data| types::OperatorSnapshot {
+        format: T::state_format(),
+        data,
+    }))
+}
+
+/// `handler.restore`: kept until `open` hands it to the operator.
+pub fn restore(snapshot: types::OperatorSnapshot) -> Result<(), types::Error> {
+    RESTORED.with(|r| *r.borrow_mut() = Some((snapshot.format, snapshot.data)));
+    Ok(())
+}
+
+/// On wasm a panic aborts with no message; log it first so the host can
+/// say why the guest trapped.
+fn install_panic_hook() {
+    #[cfg(target_arch = "wasm32")]
+    std::panic::set_hook(Box::new(|info| {
+        crate::host::log(crate::host::LogLevel::Error, &info.to_string())
+    }));
+}

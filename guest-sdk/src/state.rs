@@ -1,0 +1,465 @@
+//! Typed keyed state over the host's `wrun:operator/state` interface.
+//!
+//! Each handle caches its state for the current batch only: the first read
+//! in a batch fetches the values of *all* the batch's keys with one host
+//! call, reads and writes then hit the cache, and the batch ends with one
+//! write-back call for whatever changed. Blind writes (`set` without `get`)
+//! never fetch.
+
+use crate::bindings::wrun::operator::types;
+use crate::codec::{decode, encode};
+use crate::runtime::{self, Flush};
+use crate::{Error, host};
+use rustc_hash::FxHashMap;
+use serde::{Serialize, de::DeserializeOwned};
+use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::rc::Rc;
+
+enum Slot<T> {
+    /// Not read yet in this batch.
+    Unknown,
+    /// Fetched but not decoded yet.
+    Raw(Option<Vec<u8>>),
+    /// Decoded or written.
+    Value(Option<T>),
+}
+
+struct ValueCache<T> {
+    epoch: u64,
+    loaded: bool,
+    slots: Vec<(Slot<T>, bool)>,
+}
+
+struct ValueInner<T> {
+    name: String,
+    cache: RefCell<ValueCache<T>>,
+}
+
+/// One value of type `T` per key (Flink's `ValueState`).
+pub struct ValueState<T> {
+    inner: Rc<ValueInner<T>>,
+}
+
+impl<T: Serialize + DeserializeOwned + Clone + 'static> ValueState<T> {
+    /// A handle on the value state called `name`. Create handles in
+    /// [`Operator::open`](crate::Operator::open); the name is what
+    /// checkpoints, savepoints and `wrun savepoint inspect` know it by.
+    pub fn new(name: impl Into<String>) -> ValueState<T> {
+        runtime::declare_state();
+        ValueState {
+            inner: Rc::new(ValueInner {
+                name: name.into(),
+                cache: RefCell::new(ValueCache {
+                    epoch: 0,
+                    loaded: false,
+                    slots: Vec::new(),
+                }),
+            }),
+        }
+    }
+
+    /// The state's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Resets the cache when a new batch started; returns the key index.
+    fn enter(&self) -> Result<usize, Error> {
+        let (epoch, idx, nkeys) = runtime::current(&self.inner.name)?;
+        let fresh = {
+            let mut c = self.inner.cache.borrow_mut();
+            if c.epoch != epoch {
+                c.epoch = epoch;
+                c.loaded = false;
+                c.slots.clear();
+                c.slots.resize_with(nkeys, || (Slot::Unknown, false));
+                true
+            } else {
+                false
+            }
+        };
+        if fresh {
+            runtime::touch(self.inner.clone());
+        }
+        Ok(idx as usize)
+    }
+
+    /// The current key's value, `None` when it has none.
+    pub fn get(&self) -> Result<Option<T>, Error> {
+        let idx = self.enter()?;
+        let mut c = self.inner.cache.borrow_mut();
+        if matches!(c.slots[idx].0, Slot::Unknown) && !c.loaded {
+            let fetched = runtime::with_keys(|keys| host::value_get_many(&self.inner.name, keys));
+            for ((slot, _), value) in c.slots.iter_mut().zip(fetched) {
+                if matches!(slot, Slot::Unknown) {
+                    *slot = Slot::Raw(value);
+                }
+            }
+            c.loaded = true;
+        }
+        let slot = &mut c.slots[idx].0;
+        if let Slot::Raw(raw) = slot {
+            let value =
+                match raw {
+                    Some(bytes) => Some(decode::<T>(bytes).map_err(|e| {
+                        Error::new(format!("value state '{}': {e}", self.inner.name))
+                    })?),
+                    None => None,
+                };
+            *slot = Slot::Value(value);
+        }
+        match slot {
+            Slot::Value(v) => Ok(v.clone()),
+            Slot::Unknown | Slot::Raw(_) => Err(Error::new(format!(
+                "value state '{}': internal cache error",
+                self.inner.name
+            ))),
+        }
+    }
+
+    /// Sets the current key's value.
+    pub fn set(&self, value: &T) -> Result<(), Error> {
+        self.write(Some(value.clone()))
+    }
+
+    /// Deletes the current key's value.
+    pub fn clear(&self) -> Result<(), Error> {
+        self.write(None)
+    }
+
+    fn write(&self, value: Option<T>) -> Result<(), Error> {
+        let idx = self.enter()?;
+        self.inner.cache.borrow_mut().slots[idx] = (Slot::Value(value), true);
+        Ok(())
+    }
+}
+
+impl<T: Serialize> Flush for ValueInner<T> {
+    fn flush(&self, keys: &[Vec<u8>]) {
+        let c = self.cache.borrow();
+        let entries: Vec<types::Entry> = c
+            .slots
+            .iter()
+            .zip(keys)
+            .filter(|((_, dirty), _)| *dirty)
+            .map(|((slot, _), key)| types::Entry {
+                key: key.clone(),
+                value: match slot {
+                    Slot::Value(v) => v.as_ref().map(encode),
+                    Slot::Raw(raw) => raw.clone(),
+                    Slot::Unknown => None,
+                },
+            })
+            .collect();
+        if !entries.is_empty() {
+            host::value_put_many(&self.name, &entries);
+        }
+    }
+}
+
+enum ListSlot<T> {
+    /// Not read in this batch; holds elements appended blind.
+    Unknown(Vec<T>),
+    /// The whole list, and whether it must be written back whole.
+    Loaded(Vec<T>, bool),
+}
+
+struct ListCache<T> {
+    epoch: u64,
+    slots: Vec<ListSlot<T>>,
+}
+
+struct ListInner<T> {
+    name: String,
+    cache: RefCell<ListCache<T>>,
+}
+
+/// A list of `T` per key (Flink's `ListState`). `add` without a read is a
+/// cheap append; `get` fetches the lists of the whole batch in one call.
+pub struct ListState<T> {
+    inner: Rc<ListInner<T>>,
+}
+
+impl<T: Serialize + DeserializeOwned + Clone + 'static> ListState<T> {
+    /// A handle on the list state called `name`.
+    pub fn new(name: impl Into<String>) -> ListState<T> {
+        runtime::declare_state();
+        ListState {
+            inner: Rc::new(ListInner {
+                name: name.into(),
+                cache: RefCell::new(ListCache {
+                    epoch: 0,
+                    slots: Vec::new(),
+                }),
+            }),
+        }
+    }
+
+    fn enter(&self) -> Result<usize, Error> {
+        let (epoch, idx, nkeys) = runtime::current(&self.inner.name)?;
+        let fresh = {
+            let mut c = self.inner.cache.borrow_mut();
+            if c.epoch != epoch {
+                c.epoch = epoch;
+                c.slots.clear();
+                c.slots.resize_with(nkeys, || ListSlot::Unknown(Vec::new()));
+                true
+            } else {
+                false
+            }
+        };
+        if fresh {
+            runtime::touch(self.inner.clone());
+        }
+        Ok(idx as usize)
+    }
+
+    fn load(&self) -> Result<(), Error> {
+        let mut c = self.inner.cache.borrow_mut();
+        if !c.slots.iter().any(|s| matches!(s, ListSlot::Unknown(_))) {
+            return Ok(());
+        }
+        let fetched = runtime::with_keys(|keys| host::list_get_many(&self.inner.name, keys));
+        for (slot, items) in c.slots.iter_mut().zip(fetched) {
+            if let ListSlot::Unknown(appended) = slot {
+                let mut list = items
+                    .iter()
+                    .map(|b| decode::<T>(b))
+                    .collect::<Result<Vec<T>, _>>()
+                    .map_err(|e| Error::new(format!("list state '{}': {e}", self.inner.name)))?;
+                let dirty = !appended.is_empty();
+                list.append(appended);
+                *slot = ListSlot::Loaded(list, dirty);
+            }
+        }
+        Ok(())
+    }
+
+    /// The current key's list (empty when it has none).
+    pub fn get(&self) -> Result<Vec<T>, Error> {
+        let idx = self.enter()?;
+        self.load()?;
+        match &self.inner.cache.borrow().slots[idx] {
+            ListSlot::Loaded(list, _) => Ok(list.clone()),
+            ListSlot::Unknown(_) => Err(Error::new(format!(
+                "list state '{}': internal cache error",
+                self.inner.name
+            ))),
+        }
+    }
+
+    /// Appends an element to the current key's list.
+    pub fn add(&self, value: T) -> Result<(), Error> {
+        let idx = self.enter()?;
+        match &mut self.inner.cache.borrow_mut().slots[idx] {
+            ListSlot::Unknown(appended) => appended.push(value),
+            ListSlot::Loaded(list, dirty) => {
+                list.push(value);
+                *dirty = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the current key's list.
+    pub fn update(&self, values: Vec<T>) -> Result<(), Error> {
+        let idx = self.enter()?;
+        self.inner.cache.borrow_mut().slots[idx] = ListSlot::Loaded(values, true);
+        Ok(())
+    }
+
+    /// Empties the current key's list.
+    pub fn clear(&self) -> Result<(), Error> {
+        self.update(Vec::new())
+    }
+}
+
+impl<T: Serialize> Flush for ListInner<T> {
+    fn flush(&self, keys: &[Vec<u8>]) {
+        let c = self.cache.borrow();
+        let mut appends = Vec::new();
+        let mut puts = Vec::new();
+        for (slot, key) in c.slots.iter().zip(keys) {
+            match slot {
+                ListSlot::Unknown(appended) => {
+                    appends.extend(appended.iter().map(|v| (key.clone(), encode(v))))
+                }
+                ListSlot::Loaded(list, true) => {
+                    puts.push((key.clone(), list.iter().map(encode).collect::<Vec<_>>()))
+                }
+                ListSlot::Loaded(_, false) => {}
+            }
+        }
+        if !appends.is_empty() {
+            host::list_append_many(&self.name, &appends);
+        }
+        if !puts.is_empty() {
+            host::list_put_many(&self.name, &puts);
+        }
+    }
+}
+
+struct MapCache<V> {
+    epoch: u64,
+    /// (key index, encoded map key) → (value, dirty).
+    entries: FxHashMap<(u32, Vec<u8>), (Option<V>, bool)>,
+}
+
+struct MapInner<V> {
+    name: String,
+    cache: RefCell<MapCache<V>>,
+}
+
+/// A map from `K` to `V` per key (Flink's `MapState`). Reads are point
+/// lookups cached for the batch; writes are sent in one call per batch.
+pub struct MapState<K, V> {
+    inner: Rc<MapInner<V>>,
+    _key: PhantomData<K>,
+}
+
+impl<K, V> MapState<K, V>
+where
+    K: Serialize + DeserializeOwned + 'static,
+    V: Serialize + DeserializeOwned + Clone + 'static,
+{
+    /// A handle on the map state called `name`.
+    pub fn new(name: impl Into<String>) -> MapState<K, V> {
+        runtime::declare_state();
+        MapState {
+            inner: Rc::new(MapInner {
+                name: name.into(),
+                cache: RefCell::new(MapCache {
+                    epoch: 0,
+                    entries: FxHashMap::default(),
+                }),
+            }),
+            _key: PhantomData,
+        }
+    }
+
+    fn enter(&self) -> Result<u32, Error> {
+        let (epoch, idx, _) = runtime::current(&self.inner.name)?;
+        let fresh = {
+            let mut c = self.inner.cache.borrow_mut();
+            if c.epoch != epoch {
+                c.epoch = epoch;
+                c.entries.clear();
+                true
+            } else {
+                false
+            }
+        };
+        if fresh {
+            runtime::touch(self.inner.clone());
+        }
+        Ok(idx)
+    }
+
+    fn decode_value(&self, bytes: &[u8]) -> Result<V, Error> {
+        decode::<V>(bytes).map_err(|e| Error::new(format!("map state '{}': {e}", self.inner.name)))
+    }
+
+    /// The value under `map_key` for the current key.
+    pub fn get(&self, map_key: &K) -> Result<Option<V>, Error> {
+        let idx = self.enter()?;
+        let mk = encode(map_key);
+        if let Some((v, _)) = self.inner.cache.borrow().entries.get(&(idx, mk.clone())) {
+            return Ok(v.clone());
+        }
+        let key = runtime::with_keys(|keys| keys[idx as usize].clone());
+        let fetched = host::map_get_many(&self.inner.name, &[(key, mk.clone())])
+            .into_iter()
+            .next()
+            .flatten();
+        let value = fetched.map(|b| self.decode_value(&b)).transpose()?;
+        self.inner
+            .cache
+            .borrow_mut()
+            .entries
+            .insert((idx, mk), (value.clone(), false));
+        Ok(value)
+    }
+
+    /// Whether `map_key` has a value for the current key.
+    pub fn contains_key(&self, map_key: &K) -> Result<bool, Error> {
+        Ok(self.get(map_key)?.is_some())
+    }
+
+    /// Sets the value under `map_key` for the current key.
+    pub fn insert(&self, map_key: &K, value: V) -> Result<(), Error> {
+        let idx = self.enter()?;
+        self.inner
+            .cache
+            .borrow_mut()
+            .entries
+            .insert((idx, encode(map_key)), (Some(value), true));
+        Ok(())
+    }
+
+    /// Removes `map_key` for the current key.
+    pub fn remove(&self, map_key: &K) -> Result<(), Error> {
+        let idx = self.enter()?;
+        self.inner
+            .cache
+            .borrow_mut()
+            .entries
+            .insert((idx, encode(map_key)), (None, true));
+        Ok(())
+    }
+
+    /// All entries of the current key's map, ordered by encoded map key,
+    /// including this batch's unwritten changes.
+    pub fn entries(&self) -> Result<Vec<(K, V)>, Error> {
+        let idx = self.enter()?;
+        let key = runtime::with_keys(|keys| keys[idx as usize].clone());
+        let mut merged: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> =
+            host::map_entries(&self.inner.name, &key)
+                .into_iter()
+                .map(|(k, v)| (k, Some(v)))
+                .collect();
+        let mut pending: Vec<(Vec<u8>, Option<V>)> = Vec::new();
+        for ((i, mk), (v, dirty)) in self.inner.cache.borrow().entries.iter() {
+            if *i == idx && *dirty {
+                merged.remove(mk);
+                pending.push((mk.clone(), v.clone()));
+            }
+        }
+        let mut out: Vec<(Vec<u8>, V)> = Vec::with_capacity(merged.len() + pending.len());
+        for (mk, v) in merged {
+            if let Some(bytes) = v {
+                out.push((mk, self.decode_value(&bytes)?));
+            }
+        }
+        out.extend(pending.into_iter().filter_map(|(mk, v)| v.map(|v| (mk, v))));
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.into_iter()
+            .map(|(mk, v)| {
+                Ok((
+                    decode::<K>(&mk)
+                        .map_err(|e| Error::new(format!("map state '{}': {e}", self.inner.name)))?,
+                    v,
+                ))
+            })
+            .collect()
+    }
+}
+
+impl<V: Serialize> Flush for MapInner<V> {
+    fn flush(&self, keys: &[Vec<u8>]) {
+        let c = self.cache.borrow();
+        let entries: Vec<types::MapEntry> = c
+            .entries
+            .iter()
+            .filter(|(_, (_, dirty))| *dirty)
+            .map(|((idx, mk), (v, _))| types::MapEntry {
+                key: keys[*idx as usize].clone(),
+                map_key: mk.clone(),
+                value: v.as_ref().map(encode),
+            })
+            .collect();
+        if !entries.is_empty() {
+            host::map_put_many(&self.name, &entries);
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! The `wrun` command line: parses arguments, prints the whole cause chain
+//! of an error (one line each) and exits non-zero; never shows a panic or a
+//! `Debug` dump for bad input.
+
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// wrun runs stream jobs whose operators are WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "wrun", version, about, long_about = None)]
+pub struct Cli {
+    /// Log filter (e.g. `info`, `debug`, `wrun::guest=trace`); also WRUN_LOG.
+    #[arg(long, global = true, env = "WRUN_LOG", default_value = "info")]
+    pub log: String,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a job in this process until its bounded input ends.
+    Run(run::RunArgs),
+    /// Check a job manifest and print its graph, without running it.
+    Validate {
+        /// The job manifest.
+        manifest: PathBuf,
+        /// Default parallelism of operators that do not set their own.
+        #[arg(short, long)]
+        parallelism: Option<u32>,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging(&cli.log);
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Validate {
+            manifest,
+            parallelism,
+        } => run::validate(&manifest, parallelism),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", indent(&e.to_string()));
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {}", indent(&cause.to_string()));
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn indent(s: &str) -> String {
+    s.replace('\n', "\n    ")
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| {
+        eprintln!("warning: invalid log filter {filter:?}; using \"info\"");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

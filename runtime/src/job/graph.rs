@@ -1,0 +1,564 @@
+//! The validated job graph: vertices (sources, operators, sinks), edges
+//! with their partitioning, and the operator IDs that address state.
+
+use super::manifest::Limits;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The 16-byte ID that addresses an operator's state: the first 16 bytes
+/// of blake3 of its `uid`, or, without a uid, a hash of its place in the
+/// graph.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OperatorId(pub [u8; 16]);
+
+impl OperatorId {
+    /// The ID of an explicit uid.
+    pub fn from_uid(uid: &str) -> OperatorId {
+        let h = blake3::hash(uid.as_bytes());
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&h.as_bytes()[..16]);
+        OperatorId(id)
+    }
+
+    /// Lowercase hex.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl std::fmt::Debug for OperatorId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OperatorId({})", self.to_hex())
+    }
+}
+
+impl std::fmt::Display for OperatorId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl Serialize for OperatorId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+/// How an operator's component is named in a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ComponentRef {
+    /// A `.wasm` file, resolved against the manifest's directory.
+    Path(PathBuf),
+    /// A module in the module store, by `blake3:<hex>` digest.
+    Digest(String),
+    /// A module in the module store, by `name@version`.
+    Named {
+        /// The module name.
+        name: String,
+        /// Its version.
+        version: String,
+    },
+}
+
+impl ComponentRef {
+    /// Parses a manifest's `component` value.
+    pub fn parse(s: &str, base_dir: &Path) -> Result<ComponentRef, String> {
+        if let Some(hex) = s.strip_prefix("blake3:") {
+            if hex.len() != 64
+                || !hex
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            {
+                return Err(format!(
+                    "`component` {s:?} is not a valid digest: expected blake3: and 64 lowercase hex digits"
+                ));
+            }
+            return Ok(ComponentRef::Digest(hex.to_string()));
+        }
+        if s.ends_with(".wasm") || s.contains('/') || s.contains('\\') {
+            let p = Path::new(s);
+            return Ok(ComponentRef::Path(if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base_dir.join(p)
+            }));
+        }
+        if let Some((name, version)) = s.split_once('@') {
+            let ok = |x: &str| {
+                !x.is_empty()
+                    && x.len() <= 128
+                    && x.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c))
+                    && !x.starts_with('.')
+            };
+            if ok(name) && ok(version) {
+                return Ok(ComponentRef::Named {
+                    name: name.to_string(),
+                    version: version.to_string(),
+                });
+            }
+        }
+        Err(format!(
+            "`component` {s:?} is neither a path to a .wasm file, a blake3:<hex> digest, nor name@version"
+        ))
+    }
+}
+
+/// How a file or stdin source reads its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceFormat {
+    /// Each line is an event value; events have no key.
+    Lines,
+    /// Each line is a JSON value; the key comes from a JSON pointer.
+    Json,
+}
+
+/// What a source reads.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum SourceKind {
+    /// A file, read to its end.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Lines or JSON lines.
+        format: SourceFormat,
+        /// The JSON pointer of the key, for JSON lines.
+        key: Option<String>,
+    },
+    /// A deterministic sequence of events.
+    Generator {
+        /// How many events in all.
+        count: u64,
+        /// How many distinct keys.
+        keys: u64,
+        /// Events per second in all, or unlimited.
+        rate: Option<f64>,
+        /// Seed of the key sequence.
+        seed: u64,
+    },
+    /// Standard input, read to its end.
+    Stdin {
+        /// Lines or JSON lines.
+        format: SourceFormat,
+        /// The JSON pointer of the key, for JSON lines.
+        key: Option<String>,
+    },
+}
+
+/// Where a sink writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum SinkKind {
+    /// A file of JSON lines.
+    File {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Standard output, JSON lines.
+    Stdout,
+    /// Counts and drops events (for benchmarks).
+    Discard,
+}
+
+/// How events travel along an edge between the subtasks of two vertices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Partition {
+    /// Subtask i sends to subtask i; both sides have the same parallelism.
+    Forward,
+    /// By the key's key group, so a key always reaches the same subtask.
+    Hash,
+    /// Round-robin over the downstream subtasks.
+    Rebalance,
+    /// Every event to every downstream subtask.
+    Broadcast,
+}
+
+/// What a vertex is.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VertexKind {
+    /// Produces events.
+    Source(SourceKind),
+    /// Runs a Wasm component.
+    Operator {
+        /// Its component.
+        component: ComponentRef,
+        /// Its config as JSON bytes.
+        #[serde(serialize_with = "as_json_text")]
+        config: Vec<u8>,
+    },
+    /// Consumes events.
+    Sink(SinkKind),
+}
+
+fn as_json_text<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(v))
+}
+
+/// One vertex of the job graph.
+#[derive(Debug, Clone, Serialize)]
+pub struct Vertex {
+    /// Its name in the manifest.
+    pub name: String,
+    /// Its uid, when given.
+    pub uid: Option<String>,
+    /// The ID its state is addressed by.
+    pub id: OperatorId,
+    /// How many subtasks run it.
+    pub parallelism: u32,
+    /// What it is.
+    pub kind: VertexKind,
+}
+
+impl Vertex {
+    /// The uid if given, else the name: what a guest's context calls it.
+    pub fn display_uid(&self) -> &str {
+        self.uid.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// An edge between two vertices (indices into [`JobGraph::vertices`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct Edge {
+    /// Upstream vertex.
+    pub from: usize,
+    /// Downstream vertex.
+    pub to: usize,
+    /// Partitioning.
+    pub partition: Partition,
+}
+
+/// A validated job: a DAG whose every operator and sink is fed and whose
+/// IDs are fixed.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobGraph {
+    /// The job's name.
+    pub name: String,
+    /// Number of key groups.
+    pub max_parallelism: u32,
+    /// Events per batch across the Wasm boundary.
+    pub batch_size: usize,
+    /// How long a partial batch waits for more events, in ms.
+    pub linger_ms: u64,
+    /// Per-subtask sandbox limits.
+    pub limits: Limits,
+    /// Vertices in topological order (sources first).
+    pub vertices: Vec<Vertex>,
+    /// Edges.
+    pub edges: Vec<Edge>,
+}
+
+impl JobGraph {
+    /// The vertex called `name`.
+    pub fn vertex(&self, name: &str) -> Option<(usize, &Vertex)> {
+        self.vertices
+            .iter()
+            .enumerate()
+            .find(|(_, v)| v.name == name)
+    }
+
+    /// Edges into vertex `v`.
+    pub fn inputs(&self, v: usize) -> impl Iterator<Item = &Edge> {
+        self.edges.iter().filter(move |e| e.to == v)
+    }
+
+    /// Edges out of vertex `v`.
+    pub fn outputs(&self, v: usize) -> impl Iterator<Item = &Edge> {
+        self.edges.iter().filter(move |e| e.from == v)
+    }
+}
+
+pub(super) struct Builder {
+    g: JobGraph,
+}
+
+impl Builder {
+    pub(super) fn new(
+        name: String,
+        max_parallelism: u32,
+        batch_size: usize,
+        linger_ms: u64,
+        limits: Limits,
+    ) -> Builder {
+        Builder {
+            g: JobGraph {
+                name,
+                max_parallelism,
+                batch_size,
+                linger_ms,
+                limits,
+                vertices: Vec::new(),
+                edges: Vec::new(),
+            },
+        }
+    }
+
+    pub(super) fn names(&self) -> Vec<String> {
+        self.g
+            .vertices
+            .iter()
+            .map(|v| format!("'{}'", v.name))
+            .collect()
+    }
+
+    pub(super) fn find(&self, name: &str) -> Option<usize> {
+        self.g.vertices.iter().position(|v| v.name == name)
+    }
+
+    pub(super) fn vertex_name(&self, i: usize) -> &str {
+        &self.g.vertices[i].name
+    }
+
+    pub(super) fn uid_owner(&self, uid: &str) -> Option<usize> {
+        self.g
+            .vertices
+            .iter()
+            .position(|v| v.uid.as_deref() == Some(uid))
+    }
+
+    pub(super) fn vertex(
+        &mut self,
+        name: String,
+        uid: Option<String>,
+        parallelism: u32,
+        kind: VertexKind,
+    ) -> Result<(), String> {
+        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+            return Err(format!(
+                "vertex name {name:?} must be 1-128 printable characters"
+            ));
+        }
+        if self.find(&name).is_some() {
+            return Err(format!(
+                "duplicate vertex name '{name}': sources, operators and sinks share one namespace"
+            ));
+        }
+        let id = uid
+            .as_deref()
+            .map(OperatorId::from_uid)
+            .unwrap_or(OperatorId([0; 16]));
+        self.g.vertices.push(Vertex {
+            name,
+            uid,
+            id,
+            parallelism,
+            kind,
+        });
+        Ok(())
+    }
+
+    pub(super) fn edge(
+        &mut self,
+        from: usize,
+        to: usize,
+        partition: Option<Partition>,
+    ) -> Result<(), String> {
+        let (f, t) = (&self.g.vertices[from], &self.g.vertices[to]);
+        if matches!(t.kind, VertexKind::Source(_)) {
+            return Err(format!(
+                "edge into source '{}': sources have no inputs",
+                t.name
+            ));
+        }
+        if matches!(f.kind, VertexKind::Sink(_)) {
+            return Err(format!(
+                "edge out of sink '{}': sinks have no outputs",
+                f.name
+            ));
+        }
+        if from == to {
+            return Err(format!(
+                "edge from '{}' to itself: a job graph has no cycles",
+                f.name
+            ));
+        }
+        if self.g.edges.iter().any(|e| e.from == from && e.to == to) {
+            return Err(format!("duplicate edge from '{}' to '{}'", f.name, t.name));
+        }
+        let partition = partition.unwrap_or(if f.parallelism == t.parallelism {
+            Partition::Forward
+        } else {
+            Partition::Rebalance
+        });
+        if partition == Partition::Forward && f.parallelism != t.parallelism {
+            return Err(format!(
+                "a `forward` edge needs equal parallelism on both sides, but '{}' has {} and '{}' has {}; use `rebalance` or `hash`",
+                f.name, f.parallelism, t.name, t.parallelism
+            ));
+        }
+        self.g.edges.push(Edge {
+            from,
+            to,
+            partition,
+        });
+        Ok(())
+    }
+
+    /// Checks the shape, orders vertices topologically and fixes IDs.
+    pub(super) fn finish(mut self) -> Result<JobGraph, (Option<usize>, String)> {
+        let n = self.g.vertices.len();
+        if !self
+            .g
+            .vertices
+            .iter()
+            .any(|v| matches!(v.kind, VertexKind::Source(_)))
+        {
+            return Err((
+                None,
+                "the job has no source: declare at least one [[source]]".into(),
+            ));
+        }
+        if !self
+            .g
+            .vertices
+            .iter()
+            .any(|v| matches!(v.kind, VertexKind::Sink(_)))
+        {
+            return Err((
+                None,
+                "the job has no sink: declare at least one [[sink]]".into(),
+            ));
+        }
+        for (i, v) in self.g.vertices.iter().enumerate() {
+            let ins = self.g.edges.iter().filter(|e| e.to == i).count();
+            let outs = self.g.edges.iter().filter(|e| e.from == i).count();
+            match v.kind {
+                VertexKind::Source(_) if outs == 0 => {
+                    return Err((
+                        Some(i),
+                        format!("source '{}' feeds nothing: add an [[edge]] from it", v.name),
+                    ));
+                }
+                VertexKind::Operator { .. } | VertexKind::Sink(_) if ins == 0 => {
+                    return Err((
+                        Some(i),
+                        format!("'{}' has no input: add an [[edge]] into it", v.name),
+                    ));
+                }
+                VertexKind::Operator { .. } if outs == 0 => {
+                    return Err((
+                        Some(i),
+                        format!(
+                            "operator '{}' feeds nothing: add an [[edge]] from it to a sink",
+                            v.name
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        // Kahn's algorithm, taking the lowest manifest index first, so the
+        // order (and with it every derived ID) depends only on the manifest.
+        let mut indeg: Vec<usize> = (0..n)
+            .map(|i| self.g.edges.iter().filter(|e| e.to == i).count())
+            .collect();
+        let mut order = Vec::with_capacity(n);
+        let mut done = vec![false; n];
+        while order.len() < n {
+            let Some(next) = (0..n).find(|&i| !done[i] && indeg[i] == 0) else {
+                let cyc: Vec<String> = (0..n)
+                    .filter(|&i| !done[i])
+                    .map(|i| format!("'{}'", self.g.vertices[i].name))
+                    .collect();
+                return Err((
+                    None,
+                    format!("the job graph has a cycle through {}", cyc.join(", ")),
+                ));
+            };
+            done[next] = true;
+            order.push(next);
+            for e in self.g.edges.iter().filter(|e| e.from == next) {
+                indeg[e.to] -= 1;
+            }
+        }
+        let mut new_index = vec![0; n];
+        for (pos, &old) in order.iter().enumerate() {
+            new_index[old] = pos;
+        }
+        let mut vertices: Vec<Option<Vertex>> = std::mem::take(&mut self.g.vertices)
+            .into_iter()
+            .map(Some)
+            .collect();
+        self.g.vertices = order
+            .iter()
+            .map(|&i| vertices[i].take().expect("each vertex is taken once"))
+            .collect();
+        for e in &mut self.g.edges {
+            e.from = new_index[e.from];
+            e.to = new_index[e.to];
+        }
+        self.g.edges.sort_by_key(|e| (e.from, e.to));
+        // IDs of vertices without uid: a hash of kind, topological position
+        // and the IDs of the inputs, so the same graph shape always gives
+        // the same IDs and a changed shape changes them.
+        for i in 0..n {
+            if self.g.vertices[i].uid.is_some() {
+                continue;
+            }
+            let mut h = blake3::Hasher::new();
+            h.update(b"wrun/vertex-id/v1\0");
+            h.update(match self.g.vertices[i].kind {
+                VertexKind::Source(_) => b"source",
+                VertexKind::Operator { .. } => b"operator",
+                VertexKind::Sink(_) => b"sink",
+            });
+            h.update(&(i as u64).to_le_bytes());
+            let mut inputs: Vec<[u8; 16]> = self
+                .g
+                .edges
+                .iter()
+                .filter(|e| e.to == i)
+                .map(|e| self.g.vertices[e.from].id.0)
+                .collect();
+            inputs.sort();
+            for id in inputs {
+                h.update(&id);
+            }
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&h.finalize().as_bytes()[..16]);
+            self.g.vertices[i].id = OperatorId(id);
+        }
+        Ok(self.g)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_ids_are_blake3_prefixes() {
+        let id = OperatorId::from_uid("counter");
+        assert_eq!(id.0, blake3::hash(b"counter").as_bytes()[..16]);
+    }
+
+    #[test]
+    fn component_refs() {
+        let base = Path::new("/m");
+        assert_eq!(
+            ComponentRef::parse("op.wasm", base),
+            Ok(ComponentRef::Path("/m/op.wasm".into()))
+        );
+        assert_eq!(
+            ComponentRef::parse("counter@1.2.0", base),
+            Ok(ComponentRef::Named {
+                name: "counter".into(),
+                version: "1.2.0".into()
+            })
+        );
+        let d = "a".repeat(64);
+        assert_eq!(
+            ComponentRef::parse(&format!("blake3:{d}"), base),
+            Ok(ComponentRef::Digest(d))
+        );
+        assert!(ComponentRef::parse("blake3:xyz", base).is_err());
+        assert!(ComponentRef::parse("counter", base).is_err());
+        assert!(
+            ComponentRef::parse("../x@1", base).is_ok_and(|r| matches!(r, ComponentRef::Path(_)))
+        );
+    }
+}

@@ -1,0 +1,604 @@
+//! The `job.toml` format: what users write. Parsed with serde (unknown
+//! fields denied, kebab-case keys) and then validated into a [`JobGraph`];
+//! every error names the field and points at its line.
+
+use super::graph::{
+    self, ComponentRef, JobGraph, Partition, SinkKind, SourceFormat, SourceKind, VertexKind,
+};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// The manifest versions this wrun reads.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// A manifest that cannot be used, with the place it is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}{}: {message}", location.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
+pub struct ManifestError {
+    /// The manifest's path as given.
+    pub file: String,
+    /// Line and column (1-based), when known.
+    pub location: Option<(usize, usize)>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Manifest {
+    version: Spanned<u32>,
+    name: Spanned<String>,
+    #[serde(default)]
+    max_parallelism: Option<Spanned<u32>>,
+    #[serde(default)]
+    parallelism: Option<Spanned<u32>>,
+    #[serde(default)]
+    batch: Option<Batch>,
+    #[serde(default)]
+    limits: Option<LimitsSpec>,
+    #[serde(default, rename = "source")]
+    sources: Vec<SourceSpec>,
+    #[serde(default, rename = "operator")]
+    operators: Vec<OperatorSpec>,
+    #[serde(default, rename = "sink")]
+    sinks: Vec<SinkSpec>,
+    #[serde(default, rename = "edge")]
+    edges: Vec<EdgeSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Batch {
+    size: Option<Spanned<u32>>,
+    linger_ms: Option<u64>,
+}
+
+/// Per-subtask sandbox limits, from the manifest's `[limits]` table.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Limits {
+    /// Linear memory per subtask instance, in MiB.
+    pub memory_mb: u64,
+    /// Wall-clock limit of one guest call (one batch), in milliseconds.
+    pub call_timeout_ms: u64,
+    /// Most events one `process` call may return.
+    pub max_output_events: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mb: 256,
+            call_timeout_ms: 1000,
+            max_output_events: 1_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct LimitsSpec {
+    memory_mb: Option<Spanned<u64>>,
+    call_timeout_ms: Option<Spanned<u64>>,
+    max_output_events: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum SourceKindName {
+    File,
+    Generator,
+    Stdin,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct SourceSpec {
+    name: Spanned<String>,
+    kind: Spanned<SourceKindName>,
+    path: Option<Spanned<String>>,
+    format: Option<Spanned<SourceFormat>>,
+    key: Option<Spanned<String>>,
+    count: Option<Spanned<u64>>,
+    keys: Option<Spanned<u64>>,
+    rate: Option<Spanned<f64>>,
+    seed: Option<Spanned<u64>>,
+    parallelism: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct OperatorSpec {
+    name: Spanned<String>,
+    uid: Option<Spanned<String>>,
+    component: Spanned<String>,
+    parallelism: Option<Spanned<u32>>,
+    config: Option<toml::Table>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum SinkKindName {
+    File,
+    Stdout,
+    Discard,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct SinkSpec {
+    name: Spanned<String>,
+    kind: Spanned<SinkKindName>,
+    path: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct EdgeSpec {
+    from: Spanned<String>,
+    to: Spanned<String>,
+    partition: Option<Spanned<Partition>>,
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> ManifestError {
+        let upto = &self.text[..span.start.min(self.text.len())];
+        let line = upto.matches('\n').count() + 1;
+        let col = upto
+            .rsplit('\n')
+            .next()
+            .map(|l| l.chars().count())
+            .unwrap_or(0)
+            + 1;
+        ManifestError {
+            file: self.file.to_string(),
+            location: Some((line, col)),
+            message: message.into(),
+        }
+    }
+}
+
+fn pos<T>(ctx: &Ctx, v: &Spanned<T>, field: &str, n: T) -> Result<T, ManifestError>
+where
+    T: PartialOrd + Copy + std::fmt::Display,
+{
+    if *v.get_ref() < n {
+        return Err(ctx.err(
+            v.span(),
+            format!("`{field}` must be at least {n}, not {}", v.get_ref()),
+        ));
+    }
+    Ok(*v.get_ref())
+}
+
+/// Parses and validates a manifest. `file` names it in errors; `base_dir`
+/// resolves relative paths in it; `default_parallelism` (the CLI's
+/// `--parallelism`) overrides the manifest's job-wide `parallelism`, but
+/// not a vertex's own.
+pub fn parse_manifest(
+    text: &str,
+    file: &str,
+    base_dir: &Path,
+    default_parallelism: Option<u32>,
+) -> Result<JobGraph, ManifestError> {
+    let ctx = Ctx { file, text };
+    let m: Manifest = toml::from_str(text).map_err(|e| {
+        let location = e.span().map(|s| {
+            let upto = &text[..s.start.min(text.len())];
+            (
+                upto.matches('\n').count() + 1,
+                upto.rsplit('\n')
+                    .next()
+                    .map(|l| l.chars().count())
+                    .unwrap_or(0)
+                    + 1,
+            )
+        });
+        ManifestError {
+            file: file.to_string(),
+            location,
+            message: e.message().trim_end().to_string(),
+        }
+    })?;
+
+    if *m.version.get_ref() != MANIFEST_VERSION {
+        return Err(ctx.err(
+            m.version.span(),
+            format!(
+                "unsupported manifest `version` {}: this wrun reads version {MANIFEST_VERSION}",
+                m.version.get_ref()
+            ),
+        ));
+    }
+    let name = m.name.get_ref().clone();
+    if name.is_empty()
+        || name.len() > 128
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        || name.starts_with('.')
+    {
+        return Err(ctx.err(m.name.span(), format!("job `name` {name:?} must be 1-128 characters of letters, digits, '-', '_' or '.', not starting with '.'")));
+    }
+    let max_parallelism = match &m.max_parallelism {
+        Some(v) => {
+            let n = pos(&ctx, v, "max-parallelism", 1)?;
+            if n > 32768 {
+                return Err(ctx.err(
+                    v.span(),
+                    format!("`max-parallelism` must be at most 32768, not {n}"),
+                ));
+            }
+            n
+        }
+        None => 128,
+    };
+    let job_parallelism = match (default_parallelism, &m.parallelism) {
+        (Some(p), _) => p.max(1),
+        (None, Some(v)) => pos(&ctx, v, "parallelism", 1)?,
+        (None, None) => 1,
+    };
+    let (batch_size, linger_ms) = match &m.batch {
+        Some(b) => (
+            b.size
+                .as_ref()
+                .map(|s| pos(&ctx, s, "batch.size", 1))
+                .transpose()?
+                .unwrap_or(1024),
+            b.linger_ms.unwrap_or(10),
+        ),
+        None => (1024, 10),
+    };
+    let mut limits = Limits::default();
+    if let Some(l) = &m.limits {
+        if let Some(v) = &l.memory_mb {
+            limits.memory_mb = pos(&ctx, v, "limits.memory-mb", 1)?;
+        }
+        if let Some(v) = &l.call_timeout_ms {
+            limits.call_timeout_ms = pos(&ctx, v, "limits.call-timeout-ms", 1)?;
+        }
+        if let Some(v) = &l.max_output_events {
+            limits.max_output_events = pos(&ctx, v, "limits.max-output-events", 1)?;
+        }
+    }
+
+    let mut b = graph::Builder::new(
+        name,
+        max_parallelism,
+        batch_size as usize,
+        linger_ms,
+        limits,
+    );
+    let mut spans: Vec<std::ops::Range<usize>> = Vec::new();
+
+    let check_par = |v: &Option<Spanned<u32>>, default: u32| -> Result<u32, ManifestError> {
+        let p = match v {
+            Some(v) => pos(&ctx, v, "parallelism", 1)?,
+            None => default,
+        };
+        if p > max_parallelism {
+            let span = v.as_ref().map(|v| v.span()).unwrap_or(0..0);
+            return Err(ctx.err(span, format!("parallelism {p} is above max-parallelism {max_parallelism}: a subtask needs at least one key group")));
+        }
+        Ok(p)
+    };
+
+    for s in &m.sources {
+        let kind = *s.kind.get_ref();
+        let not_for =
+            |field: &str, present: Option<std::ops::Range<usize>>| -> Result<(), ManifestError> {
+                match present {
+                    Some(span) => Err(ctx.err(
+                        span,
+                        format!(
+                            "source '{}': `{field}` does not apply to a {:?} source",
+                            s.name.get_ref(),
+                            kind
+                        )
+                        .replace("File", "file")
+                        .replace("Generator", "generator")
+                        .replace("Stdin", "stdin"),
+                    )),
+                    None => Ok(()),
+                }
+            };
+        let source = match kind {
+            SourceKindName::File | SourceKindName::Stdin => {
+                for (f, sp) in [
+                    ("count", s.count.as_ref().map(|v| v.span())),
+                    ("keys", s.keys.as_ref().map(|v| v.span())),
+                    ("rate", s.rate.as_ref().map(|v| v.span())),
+                    ("seed", s.seed.as_ref().map(|v| v.span())),
+                    ("parallelism", s.parallelism.as_ref().map(|v| v.span())),
+                ] {
+                    not_for(f, sp)?;
+                }
+                let format = s
+                    .format
+                    .as_ref()
+                    .map(|f| *f.get_ref())
+                    .unwrap_or(SourceFormat::Lines);
+                let key = match &s.key {
+                    Some(k) => {
+                        if format != SourceFormat::Json {
+                            return Err(ctx.err(k.span(), format!("source '{}': `key` is a JSON pointer and needs `format = \"json\"`", s.name.get_ref())));
+                        }
+                        if !k.get_ref().is_empty() && !k.get_ref().starts_with('/') {
+                            return Err(ctx.err(k.span(), format!("source '{}': `key` must be a JSON pointer such as \"/user/id\" (starting with '/'), not {:?}", s.name.get_ref(), k.get_ref())));
+                        }
+                        Some(k.get_ref().clone())
+                    }
+                    None => None,
+                };
+                if kind == SourceKindName::File {
+                    let path = s.path.as_ref().ok_or_else(|| {
+                        ctx.err(
+                            s.name.span(),
+                            format!("source '{}': a file source needs `path`", s.name.get_ref()),
+                        )
+                    })?;
+                    SourceKind::File {
+                        path: resolve(base_dir, path.get_ref()),
+                        format,
+                        key,
+                    }
+                } else {
+                    not_for("path", s.path.as_ref().map(|v| v.span()))?;
+                    SourceKind::Stdin { format, key }
+                }
+            }
+            SourceKindName::Generator => {
+                for (f, sp) in [
+                    ("path", s.path.as_ref().map(|v| v.span())),
+                    ("format", s.format.as_ref().map(|v| v.span())),
+                    ("key", s.key.as_ref().map(|v| v.span())),
+                ] {
+                    not_for(f, sp)?;
+                }
+                let count = s.count.as_ref().ok_or_else(|| {
+                    ctx.err(
+                        s.name.span(),
+                        format!(
+                            "source '{}': a generator needs `count` (how many events)",
+                            s.name.get_ref()
+                        ),
+                    )
+                })?;
+                let keys = match &s.keys {
+                    Some(k) => pos(&ctx, k, "keys", 1)?,
+                    None => 1,
+                };
+                let rate = match &s.rate {
+                    Some(r) if !(*r.get_ref() > 0.0 && r.get_ref().is_finite()) => {
+                        return Err(ctx.err(
+                            r.span(),
+                            "`rate` must be a positive number of events per second",
+                        ));
+                    }
+                    Some(r) => Some(*r.get_ref()),
+                    None => None,
+                };
+                SourceKind::Generator {
+                    count: *count.get_ref(),
+                    keys,
+                    rate,
+                    seed: s.seed.as_ref().map(|v| *v.get_ref()).unwrap_or(0),
+                }
+            }
+        };
+        let par = if kind == SourceKindName::Generator {
+            check_par(&s.parallelism, 1)?
+        } else {
+            1
+        };
+        b.vertex(
+            s.name.get_ref().clone(),
+            None,
+            par,
+            VertexKind::Source(source),
+        )
+        .map_err(|e| ctx.err(s.name.span(), e))?;
+        spans.push(s.name.span());
+    }
+
+    for o in &m.operators {
+        let par = check_par(&o.parallelism, job_parallelism)?;
+        let component = ComponentRef::parse(o.component.get_ref(), base_dir).map_err(|e| {
+            ctx.err(
+                o.component.span(),
+                format!("operator '{}': {e}", o.name.get_ref()),
+            )
+        })?;
+        let config = match &o.config {
+            Some(t) => serde_json::to_vec(t).map_err(|e| {
+                ctx.err(
+                    o.name.span(),
+                    format!(
+                        "operator '{}': `config` cannot be encoded as JSON: {e}",
+                        o.name.get_ref()
+                    ),
+                )
+            })?,
+            None => b"{}".to_vec(),
+        };
+        let uid = match &o.uid {
+            Some(u) => {
+                if u.get_ref().is_empty() || u.get_ref().len() > 256 {
+                    return Err(ctx.err(
+                        u.span(),
+                        format!(
+                            "operator '{}': `uid` must be 1-256 characters",
+                            o.name.get_ref()
+                        ),
+                    ));
+                }
+                if let Some(other) = b.uid_owner(u.get_ref()) {
+                    let first = spans[other].clone();
+                    let here = ctx.err(u.span(), "");
+                    let there = ctx.err(first, "");
+                    return Err(ctx.err(
+                        u.span(),
+                        format!(
+                            "duplicate uid {:?}: operators '{}' (line {}) and '{}' (line {}) both use it; every uid must be unique within a job",
+                            u.get_ref(),
+                            b.vertex_name(other),
+                            there.location.map(|l| l.0).unwrap_or(0),
+                            o.name.get_ref(),
+                            here.location.map(|l| l.0).unwrap_or(0),
+                        ),
+                    ));
+                }
+                Some(u.get_ref().clone())
+            }
+            None => None,
+        };
+        b.vertex(
+            o.name.get_ref().clone(),
+            uid,
+            par,
+            VertexKind::Operator { component, config },
+        )
+        .map_err(|e| ctx.err(o.name.span(), e))?;
+        spans.push(o.name.span());
+    }
+
+    for s in &m.sinks {
+        let kind = match s.kind.get_ref() {
+            SinkKindName::File => {
+                let path = s.path.as_ref().ok_or_else(|| {
+                    ctx.err(
+                        s.name.span(),
+                        format!("sink '{}': a file sink needs `path`", s.name.get_ref()),
+                    )
+                })?;
+                SinkKind::File {
+                    path: resolve(base_dir, path.get_ref()),
+                }
+            }
+            other => {
+                if let Some(p) = &s.path {
+                    return Err(ctx.err(
+                        p.span(),
+                        format!(
+                            "sink '{}': `path` applies only to a file sink, not {other:?}",
+                            s.name.get_ref()
+                        )
+                        .replace("Stdout", "stdout")
+                        .replace("Discard", "discard"),
+                    ));
+                }
+                if *other == SinkKindName::Stdout {
+                    SinkKind::Stdout
+                } else {
+                    SinkKind::Discard
+                }
+            }
+        };
+        b.vertex(s.name.get_ref().clone(), None, 1, VertexKind::Sink(kind))
+            .map_err(|e| ctx.err(s.name.span(), e))?;
+        spans.push(s.name.span());
+    }
+
+    for e in &m.edges {
+        let from = b.find(e.from.get_ref()).ok_or_else(|| {
+            ctx.err(
+                e.from.span(),
+                format!(
+                    "edge `from` names unknown vertex '{}' (known: {})",
+                    e.from.get_ref(),
+                    b.names().join(", ")
+                ),
+            )
+        })?;
+        let to = b.find(e.to.get_ref()).ok_or_else(|| {
+            ctx.err(
+                e.to.span(),
+                format!(
+                    "edge `to` names unknown vertex '{}' (known: {})",
+                    e.to.get_ref(),
+                    b.names().join(", ")
+                ),
+            )
+        })?;
+        let span = e
+            .partition
+            .as_ref()
+            .map(|p| p.span())
+            .unwrap_or(e.from.span());
+        b.edge(from, to, e.partition.as_ref().map(|p| *p.get_ref()))
+            .map_err(|m| ctx.err(span, m))?;
+    }
+
+    b.finish().map_err(|(vertex, msg)| match vertex {
+        Some(v) => ctx.err(spans[v].clone(), msg),
+        None => ManifestError {
+            file: file.to_string(),
+            location: None,
+            message: msg,
+        },
+    })
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let path = Path::new(p);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Snapshot tests: every `tests/ui/*.toml` beside the expected parsed
+    /// graph (`.json`) or error (`.err`). `WRUN_BLESS=1` rewrites them.
+    #[test]
+    fn ui_manifests() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui");
+        let bless = std::env::var_os("WRUN_BLESS").is_some();
+        let mut n = 0;
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        entries.sort();
+        for path in entries {
+            n += 1;
+            let text = std::fs::read_to_string(&path).unwrap();
+            let file = path.file_name().unwrap().to_string_lossy().to_string();
+            let (ext, got) = match parse_manifest(&text, &file, Path::new("/jobs"), None) {
+                Ok(g) => ("json", serde_json::to_string_pretty(&g).unwrap() + "\n"),
+                Err(e) => ("err", e.to_string() + "\n"),
+            };
+            let expected_path = path.with_extension(ext);
+            let other = path.with_extension(if ext == "json" { "err" } else { "json" });
+            if bless {
+                std::fs::write(&expected_path, &got).unwrap();
+                let _ = std::fs::remove_file(&other);
+                continue;
+            }
+            let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|_| {
+                panic!(
+                    "{file}: expected {} to exist (got:\n{got})",
+                    expected_path.display()
+                )
+            });
+            assert_eq!(
+                got,
+                expected,
+                "{file}: output differs from {}",
+                expected_path.display()
+            );
+        }
+        assert!(n >= 10, "only {n} ui manifests");
+    }
+}

@@ -1,0 +1,13 @@
+//! wrun: a stream job runtime whose operators are WebAssembly components.
+//!
+//! Data flows one way: manifest ([`job`]) → job graph → deployment
+//! ([`module`] resolved, [`sandbox`] compiled, IDs fixed) → running
+//! subtasks ([`exec`]) over host-owned keyed [`state`]. The `wrun` binary
+//! ([`cli`]) drives it. See docs/architecture.md.
+
+pub mod cli;
+pub mod exec;
+pub mod job;
+pub mod module;
+pub mod sandbox;
+pub mod state;

@@ -1,0 +1,5 @@
+//! The `wrun` command.
+
+fn main() -> std::process::ExitCode {
+    wrun::cli::main()
+}

@@ -1,0 +1,233 @@
+//! The module store: components addressed by the blake3 digest of their
+//! bytes, optionally named `name@version`, and the resolution of a
+//! manifest's component references to bytes.
+
+use crate::job::ComponentRef;
+use std::path::{Path, PathBuf};
+
+/// A module digest: blake3 of the component's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    /// The digest of some bytes.
+    pub fn of(bytes: &[u8]) -> Digest {
+        Digest(*blake3::hash(bytes).as_bytes())
+    }
+
+    /// Lowercase hex.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "blake3:{}", self.hex())
+    }
+}
+
+/// Why a component could not be found or read.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleError {
+    /// A path in the manifest that cannot be read.
+    #[error("cannot read component {path}: {source}{}", hint_for(path))]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A digest not in the store.
+    #[error("no module {digest} in the module store {dir}; push it with `wrun module push`")]
+    UnknownDigest {
+        /// The digest.
+        digest: String,
+        /// The store.
+        dir: PathBuf,
+    },
+    /// A name not in the store.
+    #[error(
+        "no module named {name}@{version} in the module store {dir}; push it with `wrun module push FILE --name {name} --version {version}`"
+    )]
+    UnknownName {
+        /// Name.
+        name: String,
+        /// Version.
+        version: String,
+        /// The store.
+        dir: PathBuf,
+    },
+    /// A stored module whose bytes no longer match its digest.
+    #[error(
+        "module file {path} is corrupt: its blake3 is {actual}, not the {expected} it is stored under; push the component again"
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Expected digest.
+        expected: String,
+        /// Actual digest.
+        actual: String,
+    },
+    /// Store I/O.
+    #[error("module store {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+fn hint_for(path: &Path) -> &'static str {
+    if path.to_string_lossy().contains("target/guests") {
+        "\n  hint: the example components are built by `cargo xtask guests` (the README's commands run it)"
+    } else {
+        ""
+    }
+}
+
+/// Components on disk under `<data dir>/modules`.
+#[derive(Debug, Clone)]
+pub struct ModuleStore {
+    dir: PathBuf,
+}
+
+impl ModuleStore {
+    /// The store under a data directory (created on first write).
+    pub fn new(data_dir: &Path) -> ModuleStore {
+        ModuleStore {
+            dir: data_dir.join("modules"),
+        }
+    }
+
+    fn blob(&self, hex: &str) -> PathBuf {
+        self.dir.join("blobs").join(format!("{hex}.wasm"))
+    }
+
+    fn name_file(&self, name: &str, version: &str) -> PathBuf {
+        self.dir.join("names").join(name).join(version)
+    }
+
+    /// Stores bytes (a no-op when already there) and returns their digest.
+    pub fn put(&self, bytes: &[u8]) -> Result<Digest, ModuleError> {
+        let digest = Digest::of(bytes);
+        let path = self.blob(&digest.hex());
+        if path.is_file() {
+            return Ok(digest);
+        }
+        write_atomic(&path, bytes)?;
+        Ok(digest)
+    }
+
+    /// Names a stored digest `name@version`.
+    pub fn name(&self, name: &str, version: &str, digest: Digest) -> Result<(), ModuleError> {
+        write_atomic(&self.name_file(name, version), digest.hex().as_bytes())
+    }
+
+    /// Reads a stored module, verifying its digest.
+    pub fn get(&self, hex: &str) -> Result<Vec<u8>, ModuleError> {
+        let path = self.blob(hex);
+        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ModuleError::UnknownDigest {
+                digest: format!("blake3:{hex}"),
+                dir: self.dir.clone(),
+            },
+            _ => ModuleError::Io {
+                path: path.clone(),
+                source: e,
+            },
+        })?;
+        let actual = Digest::of(&bytes).hex();
+        if actual != hex {
+            return Err(ModuleError::Corrupt {
+                path,
+                expected: format!("blake3:{hex}"),
+                actual: format!("blake3:{actual}"),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Resolves a manifest reference to the component's bytes.
+    pub fn resolve(&self, r: &ComponentRef) -> Result<Vec<u8>, ModuleError> {
+        match r {
+            ComponentRef::Path(p) => std::fs::read(p).map_err(|e| ModuleError::Read {
+                path: p.clone(),
+                source: e,
+            }),
+            ComponentRef::Digest(hex) => self.get(hex),
+            ComponentRef::Named { name, version } => {
+                let f = self.name_file(name, version);
+                let hex = std::fs::read_to_string(&f).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => ModuleError::UnknownName {
+                        name: name.clone(),
+                        version: version.clone(),
+                        dir: self.dir.clone(),
+                    },
+                    _ => ModuleError::Io {
+                        path: f.clone(),
+                        source: e,
+                    },
+                })?;
+                self.get(hex.trim())
+            }
+        }
+    }
+}
+
+/// Writes a file by temp file, fsync and rename, so readers never see a
+/// partial file.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModuleError> {
+    use std::io::Write;
+    let io = |e| ModuleError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_get_name_and_detect_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ModuleStore::new(dir.path());
+        let d = store.put(b"abc").unwrap();
+        assert_eq!(store.put(b"abc").unwrap(), d, "same bytes, same digest");
+        store.name("op", "1", d).unwrap();
+        assert_eq!(
+            store
+                .resolve(&ComponentRef::Named {
+                    name: "op".into(),
+                    version: "1".into()
+                })
+                .unwrap(),
+            b"abc"
+        );
+        std::fs::write(store.blob(&d.hex()), b"abd").unwrap();
+        let err = store.get(&d.hex()).unwrap_err();
+        assert!(err.to_string().contains("corrupt"), "{err}");
+        let err = store
+            .resolve(&ComponentRef::Named {
+                name: "nope".into(),
+                version: "2".into(),
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("wrun module push"), "{err}");
+    }
+}

@@ -1,0 +1,355 @@
+//! The engine: compile and cache components, validate them against the
+//! `wrun:operator` world, and pre-link them for cheap instantiation.
+
+use super::bindings::OperatorPre;
+use super::host::SubtaskData;
+use super::instance::SandboxError;
+use crate::module::Digest;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wasmtime::component::{Component, Linker, types::ComponentItem};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+/// The `wrun:operator` versions this runtime accepts: `0.1.x`.
+pub const SUPPORTED_WIT: &str = "0.1";
+
+/// How to build the sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Where compiled components are cached (`None`: no disk cache).
+    pub cache_dir: Option<PathBuf>,
+    /// How often the epoch advances; call deadlines are multiples of it.
+    pub epoch_tick: Duration,
+    /// Use the pooling instance allocator.
+    pub pooling: bool,
+    /// The largest memory any job may allow a subtask, in bytes.
+    pub max_memory_bytes: usize,
+    /// Most concurrently live component instances (pooling only).
+    pub max_instances: u32,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            cache_dir: None,
+            epoch_tick: Duration::from_millis(5),
+            pooling: true,
+            max_memory_bytes: 4 << 30,
+            max_instances: 256,
+        }
+    }
+}
+
+/// A compiled, validated and pre-linked operator component.
+pub struct OperatorModule {
+    /// The digest of its bytes.
+    pub digest: Digest,
+    /// The `wrun:operator` version it implements.
+    pub wit_version: String,
+    /// Whether it imports keyed state (and so is stateful).
+    pub imports_state: bool,
+    /// Whether it imports WASI (toolchains such as componentize-py do).
+    pub imports_wasi: bool,
+    /// Every import name.
+    pub imports: Vec<String>,
+    pub(crate) pre: OperatorPre<SubtaskData>,
+}
+
+impl std::fmt::Debug for OperatorModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorModule")
+            .field("digest", &self.digest.to_string())
+            .field("wit_version", &self.wit_version)
+            .field("imports", &self.imports)
+            .finish()
+    }
+}
+
+/// The shared wasmtime engine, linker and compile cache.
+pub struct Sandbox {
+    pub(crate) engine: Engine,
+    linker: Linker<SubtaskData>,
+    cfg: SandboxConfig,
+    compiled: Mutex<HashMap<Digest, Arc<OperatorModule>>>,
+    stop: Arc<AtomicBool>,
+    ticker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").field("cfg", &self.cfg).finish()
+    }
+}
+
+fn engine_config(cfg: &SandboxConfig, pooling: bool) -> Config {
+    let mut c = Config::new();
+    c.wasm_component_model(true);
+    c.epoch_interruption(true);
+    c.cranelift_opt_level(OptLevel::Speed);
+    // A guest's stack is bounded; deep recursion traps instead of taking
+    // the host thread down.
+    c.max_wasm_stack(1 << 20);
+    if pooling {
+        let mut p = PoolingAllocationConfig::default();
+        p.total_component_instances(cfg.max_instances)
+            .total_core_instances(cfg.max_instances * 4)
+            .total_memories(cfg.max_instances * 2)
+            .total_tables(cfg.max_instances * 4)
+            .total_stacks(cfg.max_instances)
+            .max_memory_size(cfg.max_memory_bytes)
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(16)
+            .max_tables_per_component(32)
+            .table_elements(100_000)
+            .max_component_instance_size(1 << 20)
+            .max_core_instance_size(1 << 20)
+            // Keep a few slots warm for fast re-instantiation after restarts.
+            .max_unused_warm_slots(16);
+        c.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
+    }
+    c
+}
+
+impl Sandbox {
+    /// Creates the engine, links the host interfaces and starts the epoch
+    /// ticker thread.
+    pub fn new(cfg: SandboxConfig) -> Result<Sandbox, SandboxError> {
+        let engine = match Engine::new(&engine_config(&cfg, cfg.pooling)) {
+            Ok(e) => e,
+            Err(e) if cfg.pooling => {
+                // The pooling allocator reserves address space up front; some
+                // environments refuse that. Instances then cost a little more.
+                tracing::warn!(
+                    "pooling allocator unavailable ({e}); using on-demand instance allocation"
+                );
+                Engine::new(&engine_config(&cfg, false))
+                    .map_err(|e| SandboxError::Engine(e.to_string()))?
+            }
+            Err(e) => return Err(SandboxError::Engine(e.to_string())),
+        };
+        let mut linker = Linker::new(&engine);
+        super::host::add_to_linker(&mut linker)
+            .map_err(|e| SandboxError::Engine(format!("linking host interfaces: {e}")))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let (engine, stop, tick) = (engine.clone(), stop.clone(), cfg.epoch_tick);
+            std::thread::Builder::new()
+                .name("wrun-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| SandboxError::Engine(format!("starting the epoch thread: {e}")))?
+        };
+        Ok(Sandbox {
+            engine,
+            linker,
+            cfg,
+            compiled: Mutex::new(HashMap::new()),
+            stop,
+            ticker: Some(ticker),
+        })
+    }
+
+    /// The epoch tick.
+    pub fn epoch_tick(&self) -> Duration {
+        self.cfg.epoch_tick
+    }
+
+    fn cache_path(&self, digest: &Digest) -> Option<PathBuf> {
+        let dir = self.cfg.cache_dir.as_ref()?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        Some(
+            dir.join(format!("{:016x}", h.finish()))
+                .join(format!("{}.cwasm", digest.hex())),
+        )
+    }
+
+    /// Compiles (or loads from cache), validates and pre-links a component.
+    pub fn load(&self, bytes: &[u8]) -> Result<Arc<OperatorModule>, SandboxError> {
+        let digest = Digest::of(bytes);
+        if let Some(m) = self
+            .compiled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+        {
+            return Ok(m.clone());
+        }
+        let component = self.compile(bytes, &digest)?;
+        let module = Arc::new(self.validate(component, digest)?);
+        self.compiled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(digest, module.clone());
+        Ok(module)
+    }
+
+    fn compile(&self, bytes: &[u8], digest: &Digest) -> Result<Component, SandboxError> {
+        let cached = self.cache_path(digest);
+        if let Some(path) = &cached
+            && path.is_file()
+        {
+            // SAFETY: the file was written by `Component::serialize` of this
+            // engine configuration (the directory is keyed by its
+            // compatibility hash) into wrun's own data dir. wasmtime checks
+            // the header and refuses an incompatible artifact.
+            match unsafe { Component::deserialize_file(&self.engine, path) } {
+                Ok(c) => return Ok(c),
+                Err(e) => tracing::warn!(
+                    "ignoring unreadable compile cache entry {}: {e}",
+                    path.display()
+                ),
+            }
+        }
+        if bytes.starts_with(b"\0asm\x01\0\0\0") {
+            return Err(SandboxError::NotAComponent { digest: digest.to_string(), detail: "it is a core WebAssembly module; build it into a component (wit-component / `wasm-tools component new`)".into() });
+        }
+        if !bytes.starts_with(b"\0asm\x0d\0\x01\0") {
+            return Err(SandboxError::NotAComponent {
+                digest: digest.to_string(),
+                detail: "it is not a WebAssembly component (no component header)".into(),
+            });
+        }
+        let started = std::time::Instant::now();
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| SandboxError::NotAComponent {
+                digest: digest.to_string(),
+                detail: format!("it does not compile: {}", chain(&e)),
+            })?;
+        tracing::debug!(module = %digest, ms = started.elapsed().as_millis() as u64, "compiled component");
+        if let Some(path) = cached {
+            match component.serialize() {
+                Ok(bytes) => {
+                    if let Err(e) = crate::module::write_atomic(&path, &bytes) {
+                        tracing::warn!("cannot write the compile cache: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!("cannot serialize compiled component: {e}"),
+            }
+        }
+        Ok(component)
+    }
+
+    fn validate(
+        &self,
+        component: Component,
+        digest: Digest,
+    ) -> Result<OperatorModule, SandboxError> {
+        let ty = component.component_type();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let handler = exports
+            .iter()
+            .find(|n| n.starts_with("wrun:operator/handler"));
+        let wit_version = match handler
+            .and_then(|n| n.split_once('@'))
+            .map(|(_, v)| v.to_string())
+        {
+            Some(v) => v,
+            None => {
+                return Err(SandboxError::NotAnOperator {
+                    digest: digest.to_string(),
+                    exports,
+                });
+            }
+        };
+        if !supported(&wit_version) {
+            return Err(SandboxError::UnsupportedVersion {
+                digest: digest.to_string(),
+                found: wit_version,
+            });
+        }
+        let mut imports = Vec::new();
+        let (mut imports_state, mut imports_wasi) = (false, false);
+        for (name, item) in ty.imports(&self.engine) {
+            imports.push(name.to_string());
+            if let Some(rest) = name.strip_prefix("wrun:operator/") {
+                let (iface, v) = rest.split_once('@').unwrap_or((rest, ""));
+                if !supported(v) {
+                    return Err(SandboxError::UnsupportedVersion {
+                        digest: digest.to_string(),
+                        found: format!("{v} (in import {name})"),
+                    });
+                }
+                imports_state |= iface == "state";
+            } else if name.starts_with("wasi:")
+                && matches!(item.ty, ComponentItem::ComponentInstance(_))
+            {
+                imports_wasi = true;
+            } else {
+                return Err(SandboxError::UnsupportedImport {
+                    digest: digest.to_string(),
+                    import: name.to_string(),
+                });
+            }
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| SandboxError::Link {
+                digest: digest.to_string(),
+                detail: chain(&e),
+            })?;
+        let pre = OperatorPre::new(pre).map_err(|e| SandboxError::Link {
+            digest: digest.to_string(),
+            detail: chain(&e),
+        })?;
+        Ok(OperatorModule {
+            digest,
+            wit_version,
+            imports_state,
+            imports_wasi,
+            imports,
+            pre,
+        })
+    }
+}
+
+fn supported(version: &str) -> bool {
+    version.strip_prefix(SUPPORTED_WIT).is_some_and(|rest| {
+        rest.starts_with('.')
+            && rest[1..]
+                .split('.')
+                .next()
+                .is_some_and(|p| p.parse::<u32>().is_ok())
+    })
+}
+
+/// A wasmtime error's causes on one line.
+pub(crate) fn chain(e: &wasmtime::Error) -> String {
+    e.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn versions() {
+        assert!(super::supported("0.1.0"));
+        assert!(super::supported("0.1.7"));
+        assert!(!super::supported("0.2.0"));
+        assert!(!super::supported("0.10.0"));
+        assert!(!super::supported(""));
+    }
+}

@@ -1,0 +1,495 @@
+//! The in-memory keyed state of one subtask, partitioned by key group so
+//! that each key group can be snapshotted and restored on its own.
+
+use super::keygroup::{KeyGroup, KeyGroupRange, key_group_of};
+use std::collections::{BTreeMap, HashMap};
+
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The kind of a named state; fixed by its first use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateKind {
+    /// One value per key.
+    Value,
+    /// A list per key.
+    List,
+    /// A map per key.
+    Map,
+}
+
+/// Size limits on what a guest may store.
+#[derive(Debug, Clone, Copy)]
+pub struct StateLimits {
+    /// Largest key (event key or map key), in bytes.
+    pub max_key_bytes: usize,
+    /// Largest single value, in bytes.
+    pub max_value_bytes: usize,
+    /// Most distinct state names per operator.
+    pub max_states: usize,
+}
+
+impl Default for StateLimits {
+    fn default() -> Self {
+        StateLimits {
+            max_key_bytes: 64 * 1024,
+            max_value_bytes: 16 * 1024 * 1024,
+            max_states: 256,
+        }
+    }
+}
+
+/// A misuse of keyed state by an operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The key does not hash into this subtask's key groups.
+    #[error(
+        "state '{name}': the key belongs to key group {kg}, which this subtask does not own (it owns {start}..{end}); keyed state needs the operator's input to arrive over a `hash` edge"
+    )]
+    KeyNotOwned {
+        /// The state name.
+        name: String,
+        /// The key's group.
+        kg: u16,
+        /// Owned range start.
+        start: u16,
+        /// Owned range end.
+        end: u16,
+    },
+    /// A state name used as two kinds.
+    #[error("state '{name}' is {existing:?} state but was used as {requested:?} state")]
+    KindMismatch {
+        /// The state name.
+        name: String,
+        /// Its kind.
+        existing: StateKind,
+        /// The kind the call wanted.
+        requested: StateKind,
+    },
+    /// A key or value over the limit.
+    #[error("state '{name}': a {what} of {len} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The state name.
+        name: String,
+        /// "key", "map key" or "value".
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Too many state names.
+    #[error("the operator declared more than {limit} state names (at '{name}')")]
+    TooManyStates {
+        /// The name that went over.
+        name: String,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// One state name's data in one key group.
+#[derive(Debug, Clone)]
+pub enum Table {
+    /// Value state.
+    Value(Map<Vec<u8>, Vec<u8>>),
+    /// List state.
+    List(Map<Vec<u8>, Vec<Vec<u8>>>),
+    /// Map state, ordered by map key.
+    Map(Map<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>),
+}
+
+impl Table {
+    fn new(kind: StateKind) -> Table {
+        match kind {
+            StateKind::Value => Table::Value(Map::default()),
+            StateKind::List => Table::List(Map::default()),
+            StateKind::Map => Table::Map(Map::default()),
+        }
+    }
+
+    /// How many keys the table holds.
+    pub fn len(&self) -> usize {
+        match self {
+            Table::Value(m) => m.len(),
+            Table::List(m) => m.len(),
+            Table::Map(m) => m.len(),
+        }
+    }
+
+    /// Whether the table holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The keyed state of one subtask: every state name, for the key groups
+/// the subtask owns.
+#[derive(Debug)]
+pub struct KeyedState {
+    max_parallelism: u32,
+    range: KeyGroupRange,
+    limits: StateLimits,
+    ids: Map<String, usize>,
+    names: Vec<(String, StateKind)>,
+    /// `groups[kg - range.start][state id]`.
+    groups: Vec<Vec<Table>>,
+}
+
+impl KeyedState {
+    /// Empty state for the key groups in `range`.
+    pub fn new(max_parallelism: u32, range: KeyGroupRange, limits: StateLimits) -> KeyedState {
+        KeyedState {
+            max_parallelism,
+            range,
+            limits,
+            ids: Map::default(),
+            names: Vec::new(),
+            groups: vec![Vec::new(); range.len()],
+        }
+    }
+
+    /// The owned key groups.
+    pub fn range(&self) -> KeyGroupRange {
+        self.range
+    }
+
+    /// The state names and kinds, in first-use order.
+    pub fn names(&self) -> &[(String, StateKind)] {
+        &self.names
+    }
+
+    /// A key group's tables, indexed like [`names`](Self::names).
+    pub fn key_group(&self, kg: KeyGroup) -> Option<&[Table]> {
+        kg.0.checked_sub(self.range.start)
+            .and_then(|i| self.groups.get(usize::from(i)))
+            .map(Vec::as_slice)
+    }
+
+    /// Resolves a name to its id, registering it on first use.
+    pub fn id(&mut self, name: &str, kind: StateKind) -> Result<usize, StateError> {
+        if let Some(&id) = self.ids.get(name) {
+            let existing = self.names[id].1;
+            if existing != kind {
+                return Err(StateError::KindMismatch {
+                    name: name.to_string(),
+                    existing,
+                    requested: kind,
+                });
+            }
+            return Ok(id);
+        }
+        if self.names.len() >= self.limits.max_states {
+            return Err(StateError::TooManyStates {
+                name: name.to_string(),
+                limit: self.limits.max_states,
+            });
+        }
+        if name.len() > 1024 {
+            return Err(StateError::TooLarge {
+                name: name.chars().take(64).collect(),
+                what: "state name",
+                len: name.len(),
+                limit: 1024,
+            });
+        }
+        let id = self.names.len();
+        self.names.push((name.to_string(), kind));
+        self.ids.insert(name.to_string(), id);
+        Ok(id)
+    }
+
+    fn check_key(&self, id: usize, key: &[u8], what: &'static str) -> Result<(), StateError> {
+        if key.len() > self.limits.max_key_bytes {
+            return Err(StateError::TooLarge {
+                name: self.names[id].0.clone(),
+                what,
+                len: key.len(),
+                limit: self.limits.max_key_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, id: usize, value: &[u8]) -> Result<(), StateError> {
+        if value.len() > self.limits.max_value_bytes {
+            return Err(StateError::TooLarge {
+                name: self.names[id].0.clone(),
+                what: "value",
+                len: value.len(),
+                limit: self.limits.max_value_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// The table of state `id` in `key`'s key group, created on demand.
+    fn table(&mut self, id: usize, key: &[u8]) -> Result<&mut Table, StateError> {
+        self.check_key(id, key, "key")?;
+        let kg = key_group_of(key, self.max_parallelism);
+        if !self.range.contains(kg) {
+            return Err(StateError::KeyNotOwned {
+                name: self.names[id].0.clone(),
+                kg: kg.0,
+                start: self.range.start,
+                end: self.range.end,
+            });
+        }
+        let tables = &mut self.groups[usize::from(kg.0 - self.range.start)];
+        while tables.len() <= id {
+            tables.push(Table::new(self.names[tables.len()].1));
+        }
+        Ok(&mut tables[id])
+    }
+
+    /// A value state's value.
+    pub fn value_get(&mut self, id: usize, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        match self.table(id, key)? {
+            Table::Value(m) => Ok(m.get(key).cloned()),
+            _ => Ok(None),
+        }
+    }
+
+    /// Sets or (with `None`) deletes a value.
+    pub fn value_put(
+        &mut self,
+        id: usize,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+    ) -> Result<(), StateError> {
+        if let Some(v) = &value {
+            self.check_value(id, v)?;
+        }
+        if let Table::Value(m) = self.table(id, &key)? {
+            match value {
+                Some(v) => {
+                    m.insert(key, v);
+                }
+                None => {
+                    m.remove(&key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A list state's list.
+    pub fn list_get(&mut self, id: usize, key: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
+        match self.table(id, key)? {
+            Table::List(m) => Ok(m.get(key).cloned().unwrap_or_default()),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Appends to a list.
+    pub fn list_append(
+        &mut self,
+        id: usize,
+        key: Vec<u8>,
+        item: Vec<u8>,
+    ) -> Result<(), StateError> {
+        self.check_value(id, &item)?;
+        if let Table::List(m) = self.table(id, &key)? {
+            m.entry(key).or_default().push(item);
+        }
+        Ok(())
+    }
+
+    /// Replaces a list; an empty list deletes it.
+    pub fn list_put(
+        &mut self,
+        id: usize,
+        key: Vec<u8>,
+        items: Vec<Vec<u8>>,
+    ) -> Result<(), StateError> {
+        for i in &items {
+            self.check_value(id, i)?;
+        }
+        if let Table::List(m) = self.table(id, &key)? {
+            if items.is_empty() {
+                m.remove(&key);
+            } else {
+                m.insert(key, items);
+            }
+        }
+        Ok(())
+    }
+
+    /// A map state's entry.
+    pub fn map_get(
+        &mut self,
+        id: usize,
+        key: &[u8],
+        map_key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StateError> {
+        self.check_key(id, map_key, "map key")?;
+        match self.table(id, key)? {
+            Table::Map(m) => Ok(m.get(key).and_then(|e| e.get(map_key)).cloned()),
+            _ => Ok(None),
+        }
+    }
+
+    /// Sets or removes a map entry.
+    pub fn map_put(
+        &mut self,
+        id: usize,
+        key: Vec<u8>,
+        map_key: Vec<u8>,
+        value: Option<Vec<u8>>,
+    ) -> Result<(), StateError> {
+        self.check_key(id, &map_key, "map key")?;
+        if let Some(v) = &value {
+            self.check_value(id, v)?;
+        }
+        if let Table::Map(m) = self.table(id, &key)? {
+            match value {
+                Some(v) => {
+                    m.entry(key).or_default().insert(map_key, v);
+                }
+                None => {
+                    if let Some(e) = m.get_mut(&key) {
+                        e.remove(&map_key);
+                        if e.is_empty() {
+                            m.remove(&key);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every entry of one key's map, ordered by map key.
+    pub fn map_entries(
+        &mut self,
+        id: usize,
+        key: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        match self.table(id, key)? {
+            Table::Map(m) => Ok(m
+                .get(key)
+                .map(|e| e.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default()),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Removes a key's state of one name, whatever its kind.
+    pub fn clear(&mut self, id: usize, key: &[u8]) -> Result<(), StateError> {
+        match self.table(id, key)? {
+            Table::Value(m) => {
+                m.remove(key);
+            }
+            Table::List(m) => {
+                m.remove(key);
+            }
+            Table::Map(m) => {
+                m.remove(key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Total number of (state, key) entries held.
+    pub fn key_count(&self) -> usize {
+        self.groups
+            .iter()
+            .flat_map(|g| g.iter())
+            .map(Table::len)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full() -> KeyedState {
+        KeyedState::new(
+            16,
+            KeyGroupRange { start: 0, end: 16 },
+            StateLimits::default(),
+        )
+    }
+
+    #[test]
+    fn value_list_and_map_round_trip() {
+        let mut s = full();
+        let v = s.id("v", StateKind::Value).unwrap();
+        let l = s.id("l", StateKind::List).unwrap();
+        let m = s.id("m", StateKind::Map).unwrap();
+        s.value_put(v, b"k".to_vec(), Some(b"1".to_vec())).unwrap();
+        assert_eq!(s.value_get(v, b"k").unwrap(), Some(b"1".to_vec()));
+        s.value_put(v, b"k".to_vec(), None).unwrap();
+        assert_eq!(s.value_get(v, b"k").unwrap(), None);
+        s.list_append(l, b"k".to_vec(), b"a".to_vec()).unwrap();
+        s.list_append(l, b"k".to_vec(), b"b".to_vec()).unwrap();
+        assert_eq!(
+            s.list_get(l, b"k").unwrap(),
+            vec![b"a".to_vec(), b"b".to_vec()]
+        );
+        s.map_put(m, b"k".to_vec(), b"z".to_vec(), Some(b"1".to_vec()))
+            .unwrap();
+        s.map_put(m, b"k".to_vec(), b"a".to_vec(), Some(b"2".to_vec()))
+            .unwrap();
+        assert_eq!(s.map_entries(m, b"k").unwrap()[0].0, b"a");
+        s.map_put(m, b"k".to_vec(), b"a".to_vec(), None).unwrap();
+        assert_eq!(s.map_get(m, b"k", b"a").unwrap(), None);
+        assert_eq!(s.key_count(), 2);
+    }
+
+    #[test]
+    fn kinds_are_fixed_by_first_use() {
+        let mut s = full();
+        s.id("x", StateKind::Value).unwrap();
+        let err = s.id("x", StateKind::List).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("'x' is Value state but was used as List"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn keys_outside_the_range_are_refused() {
+        let mut s = KeyedState::new(
+            128,
+            KeyGroupRange { start: 0, end: 1 },
+            StateLimits::default(),
+        );
+        let v = s.id("v", StateKind::Value).unwrap();
+        let foreign = (0..1000u32)
+            .map(|i| i.to_string().into_bytes())
+            .find(|k| key_group_of(k, 128).0 != 0)
+            .unwrap();
+        let err = s.value_put(v, foreign, Some(vec![1])).unwrap_err();
+        assert!(err.to_string().contains("hash"), "{err}");
+    }
+
+    #[test]
+    fn oversized_keys_and_values_are_refused() {
+        let mut s = KeyedState::new(
+            1,
+            KeyGroupRange { start: 0, end: 1 },
+            StateLimits {
+                max_key_bytes: 4,
+                max_value_bytes: 8,
+                max_states: 2,
+            },
+        );
+        let v = s.id("v", StateKind::Value).unwrap();
+        assert!(matches!(
+            s.value_put(v, vec![0; 5], None),
+            Err(StateError::TooLarge { what: "key", .. })
+        ));
+        assert!(matches!(
+            s.value_put(v, vec![0; 4], Some(vec![0; 9])),
+            Err(StateError::TooLarge { what: "value", .. })
+        ));
+        s.id("w", StateKind::Value).unwrap();
+        assert!(matches!(
+            s.id("x", StateKind::Value),
+            Err(StateError::TooManyStates { .. })
+        ));
+    }
+}

@@ -1,0 +1,13 @@
+//! Keyed state owned by the host: key groups and the per-subtask backend.
+//!
+//! State is addressed by (operator, state name, key group), never by subtask
+//! index: a key belongs to the key group `xxh3_64(key) % max_parallelism`,
+//! and each subtask owns a contiguous range of key groups. That is what lets
+//! a job resume at another parallelism. This module knows nothing of
+//! execution or of Wasm.
+
+mod backend;
+mod keygroup;
+
+pub use backend::{KeyedState, StateError, StateKind, StateLimits};
+pub use keygroup::{KeyGroup, KeyGroupRange, key_group_of, subtask_for_key_group};

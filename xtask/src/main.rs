@@ -1,0 +1,37 @@
+//! `cargo xtask <task>`: developer tasks for the wrun repository.
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask guests [--force]\n\n  guests   build every guest crate (examples/, tests/guests/) into a component in target/guests/";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("guests") => {
+            let force = args.iter().any(|a| a == "--force");
+            wrun_xtask::build_guests(&wrun_xtask::Options {
+                force,
+                verbose: true,
+            })
+            .map(|built| {
+                for g in &built {
+                    println!("{}", g.component.display());
+                }
+            })
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
