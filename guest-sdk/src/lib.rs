@@ -248,6 +248,7 @@ pub trait Operator: Sized + 'static {
 macro_rules! export_operator {
     ($ty:ty) => {
         #[doc(hidden)]
+        #[allow(dead_code)]
         pub struct __WrunExport;
 
         ::std::thread_local! {
@@ -282,6 +283,9 @@ macro_rules! export_operator {
             }
         }
 
+        // Exports exist only in the wasm build; natively (unit tests, and
+        // cdylib links) the symbol names would not be valid linker input.
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::export_raw!(__WrunExport with_types_in $crate::bindings);
     };
 }

@@ -4,6 +4,8 @@
 
 mod run;
 
+pub use run::{load_manifest, load_modules};
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;

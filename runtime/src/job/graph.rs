@@ -201,6 +201,7 @@ fn as_json_text<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error>
 
 /// One vertex of the job graph.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Vertex {
     /// Its name in the manifest.
     pub name: String,
@@ -235,6 +236,7 @@ pub struct Edge {
 /// A validated job: a DAG whose every operator and sink is fed and whose
 /// IDs are fixed.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct JobGraph {
     /// The job's name.
     pub name: String,

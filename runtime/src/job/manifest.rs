@@ -14,7 +14,7 @@ pub const MANIFEST_VERSION: u32 = 1;
 
 /// A manifest that cannot be used, with the place it is wrong.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}{}: {message}", location.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
+#[error("{file}{}: {message}{}", location.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default(), snippet.as_ref().zip(*location).map(|(s, (l, _))| format!("\n  {l} | {s}")).unwrap_or_default())]
 pub struct ManifestError {
     /// The manifest's path as given.
     pub file: String,
@@ -22,6 +22,26 @@ pub struct ManifestError {
     pub location: Option<(usize, usize)>,
     /// What is wrong and what to do.
     pub message: String,
+    /// The manifest line at `location`.
+    pub snippet: Option<String>,
+}
+
+fn line_at(text: &str, offset: usize) -> (usize, usize, String) {
+    let upto = &text[..offset.min(text.len())];
+    let line = upto.matches('\n').count() + 1;
+    let col = upto
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
+    let snippet = text
+        .lines()
+        .nth(line - 1)
+        .unwrap_or("")
+        .trim_end()
+        .to_string();
+    (line, col, snippet)
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,18 +168,12 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn err(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> ManifestError {
-        let upto = &self.text[..span.start.min(self.text.len())];
-        let line = upto.matches('\n').count() + 1;
-        let col = upto
-            .rsplit('\n')
-            .next()
-            .map(|l| l.chars().count())
-            .unwrap_or(0)
-            + 1;
+        let (line, col, snippet) = line_at(self.text, span.start);
         ManifestError {
             file: self.file.to_string(),
             location: Some((line, col)),
             message: message.into(),
+            snippet: Some(snippet),
         }
     }
 }
@@ -189,21 +203,12 @@ pub fn parse_manifest(
 ) -> Result<JobGraph, ManifestError> {
     let ctx = Ctx { file, text };
     let m: Manifest = toml::from_str(text).map_err(|e| {
-        let location = e.span().map(|s| {
-            let upto = &text[..s.start.min(text.len())];
-            (
-                upto.matches('\n').count() + 1,
-                upto.rsplit('\n')
-                    .next()
-                    .map(|l| l.chars().count())
-                    .unwrap_or(0)
-                    + 1,
-            )
-        });
+        let at = e.span().map(|s| line_at(text, s.start));
         ManifestError {
             file: file.to_string(),
-            location,
+            location: at.as_ref().map(|a| (a.0, a.1)),
             message: e.message().trim_end().to_string(),
+            snippet: at.map(|a| a.2),
         }
     })?;
 
@@ -440,17 +445,17 @@ pub fn parse_manifest(
                 }
                 if let Some(other) = b.uid_owner(u.get_ref()) {
                     let first = spans[other].clone();
-                    let here = ctx.err(u.span(), "");
-                    let there = ctx.err(first, "");
+                    let here = line_at(text, u.span().start);
+                    let there = line_at(text, first.start);
                     return Err(ctx.err(
                         u.span(),
                         format!(
                             "duplicate uid {:?}: operators '{}' (line {}) and '{}' (line {}) both use it; every uid must be unique within a job",
                             u.get_ref(),
                             b.vertex_name(other),
-                            there.location.map(|l| l.0).unwrap_or(0),
+                            there.0,
                             o.name.get_ref(),
-                            here.location.map(|l| l.0).unwrap_or(0),
+                            here.0,
                         ),
                     ));
                 }
@@ -541,6 +546,7 @@ pub fn parse_manifest(
             file: file.to_string(),
             location: None,
             message: msg,
+            snippet: None,
         },
     })
 }

@@ -90,6 +90,7 @@ fn engine_config(cfg: &SandboxConfig, pooling: bool) -> Config {
     c.wasm_component_model(true);
     c.epoch_interruption(true);
     c.cranelift_opt_level(OptLevel::Speed);
+    c.wasm_backtrace_max_frames(std::num::NonZeroUsize::new(20));
     // A guest's stack is bounded; deep recursion traps instead of taking
     // the host thread down.
     c.max_wasm_stack(1 << 20);

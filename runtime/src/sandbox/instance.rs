@@ -11,7 +11,7 @@ use super::{Event, OperatorSnapshot, StateFormat};
 use crate::state::{KeyedState, StateError};
 use std::sync::Arc;
 use std::time::Duration;
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, WasmBacktrace};
 
 /// Everything that can go wrong loading or running a component.
 #[derive(Debug, thiserror::Error)]
@@ -364,8 +364,27 @@ fn classify(
         };
     }
     let panic = store.data_mut().last_panic.take();
-    // `{:?}` shows the trap, its causes and the guest's wasm backtrace.
-    let detail = format!("{e:?}").trim_end().replace('\n', "\n  ");
+    let trap = match e.downcast_ref::<Trap>() {
+        Some(Trap::StackOverflow) => {
+            "the guest's stack overflowed (deep or unbounded recursion)".to_string()
+        }
+        Some(Trap::UnreachableCodeReached) if panic.is_some() => {
+            "the guest aborted after its panic".to_string()
+        }
+        Some(Trap::MemoryOutOfBounds) => format!(
+            "{}; in Rust and C guests a stack overflow shows up like this too, when deep recursion runs off the stack kept in linear memory",
+            Trap::MemoryOutOfBounds
+        ),
+        Some(t) => t.to_string(),
+        None => e.root_cause().to_string(),
+    };
+    let detail = match e.downcast_ref::<WasmBacktrace>() {
+        Some(bt) => format!(
+            "{trap}\n  {}",
+            bt.to_string().trim_end().replace('\n', "\n  ")
+        ),
+        None => trap,
+    };
     SandboxError::Trap {
         who,
         call,

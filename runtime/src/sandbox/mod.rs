@@ -17,6 +17,7 @@ pub(crate) mod bindings {
         world: "operator",
         path: "../wit",
         imports: { default: trappable },
+        additional_derives: [PartialEq, Eq],
     });
 }
 

@@ -1,0 +1,145 @@
+//! Shared helpers: one sandbox (and compile cache) for the whole binary,
+//! manifests built from snippets, output readers, and the `wrun` binary.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use wrun::exec::{JobReport, RunOptions};
+use wrun::module::ModuleStore;
+use wrun::sandbox::{Sandbox, SandboxConfig};
+
+/// The sandbox every test shares, with a compile cache that outlives runs.
+pub fn sandbox() -> &'static Sandbox {
+    static S: OnceLock<Sandbox> = OnceLock::new();
+    S.get_or_init(|| {
+        let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compile-cache");
+        Sandbox::new(SandboxConfig {
+            cache_dir: Some(cache),
+            ..SandboxConfig::default()
+        })
+        .expect("sandbox")
+    })
+}
+
+/// A guest component's path by package name.
+pub fn guest(name: &str) -> &'static str {
+    wrun_test_guests::ALL
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, p)| *p)
+        .unwrap_or_else(|| panic!("no guest {name}"))
+}
+
+/// Parses and runs a manifest whose relative paths resolve in `dir`.
+pub fn run_in(dir: &Path, toml: &str, parallelism: Option<u32>) -> anyhow::Result<JobReport> {
+    run_with(dir, toml, parallelism, &RunOptions::default())
+}
+
+/// Like [`run_in`], with options.
+pub fn run_with(
+    dir: &Path,
+    toml: &str,
+    parallelism: Option<u32>,
+    opts: &RunOptions,
+) -> anyhow::Result<JobReport> {
+    let graph = wrun::job::parse_manifest(toml, "job.toml", dir, parallelism)?;
+    let store = ModuleStore::new(&dir.join(".wrun"));
+    let modules = wrun::cli::load_modules(&graph, &store, sandbox())?;
+    Ok(wrun::exec::run_job(&graph, sandbox(), &modules, opts)?)
+}
+
+/// The whole error chain as one string.
+pub fn chain(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// (key, value) of every line of a JSON-lines sink file.
+pub fn read_jsonl(path: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["key"].as_str().unwrap_or_default().to_string(),
+                v["value"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Sorted lines, for multiset comparison.
+pub fn sorted(mut v: Vec<(String, String)>) -> Vec<(String, String)> {
+    v.sort();
+    v
+}
+
+/// A manifest: a generator of `count` events over `keys` keys into one
+/// operator with the given extra lines, into a file sink `out.jsonl`.
+pub fn generator_job(
+    count: u64,
+    keys: u64,
+    component: &str,
+    op_extra: &str,
+    partition: &str,
+    job_extra: &str,
+) -> String {
+    format!(
+        r#"version = 1
+name = "test"
+{job_extra}
+
+[[source]]
+name = "gen"
+kind = "generator"
+count = {count}
+keys = {keys}
+
+[[operator]]
+name = "op"
+component = "{component}"
+{op_extra}
+
+[[sink]]
+name = "out"
+kind = "file"
+path = "out.jsonl"
+
+[[edge]]
+from = "gen"
+to = "op"
+partition = "{partition}"
+
+[[edge]]
+from = "op"
+to = "out"
+partition = "rebalance"
+"#
+    )
+}
+
+/// The `wrun` binary.
+pub fn wrun_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_wrun"))
+}
+
+/// Runs `wrun` with arguments in `dir`: (exit code, stdout, stderr).
+pub fn wrun(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(wrun_bin())
+        .args(args)
+        .current_dir(dir)
+        .env("WRUN_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .env(
+            "WRUN_DATA_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-data"),
+        )
+        .output()
+        .expect("run wrun");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

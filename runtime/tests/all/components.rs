@@ -1,0 +1,123 @@
+//! Components: every guest is a component exporting wrun:operator and
+//! importing nothing but wrun:operator/*; and components that are not
+//! operators are refused with a message that says why.
+
+use crate::common::*;
+use wit_component::{ComponentEncoder, StringEncoding, dummy_module, embed_component_metadata};
+use wit_parser::{ManglingAndAbi, Resolve};
+use wrun::sandbox::SandboxError;
+
+#[test]
+fn every_guest_exports_the_operator_and_imports_only_wrun() {
+    for (name, path) in wrun_test_guests::ALL {
+        let bytes = std::fs::read(path).unwrap();
+        let m = sandbox()
+            .load(&bytes)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(m.wit_version, "0.1.0", "{name}");
+        assert!(!m.imports_wasi, "{name} imports WASI: {:?}", m.imports);
+        for i in &m.imports {
+            assert!(i.starts_with("wrun:operator/"), "{name} imports {i}");
+        }
+    }
+}
+
+#[test]
+fn statefulness_is_read_from_imports() {
+    let counter = sandbox()
+        .load(&std::fs::read(guest("wordcount-counter")).unwrap())
+        .unwrap();
+    assert!(counter.imports_state);
+    let tokenizer = sandbox()
+        .load(&std::fs::read(guest("wordcount-tokenizer")).unwrap())
+        .unwrap();
+    assert!(!tokenizer.imports_state, "{:?}", tokenizer.imports);
+}
+
+/// A component for an arbitrary world, with trapping function bodies.
+fn component_for(wit: &str, world: &str) -> Vec<u8> {
+    let mut resolve = Resolve::default();
+    let pkg = resolve.push_str("test.wit", wit).unwrap();
+    let world = resolve.select_world(&[pkg], Some(world)).unwrap();
+    let mut module = dummy_module(&resolve, world, ManglingAndAbi::Standard32);
+    embed_component_metadata(&mut module, &resolve, world, StringEncoding::UTF8).unwrap();
+    ComponentEncoder::default()
+        .module(&module)
+        .unwrap()
+        .validate(true)
+        .encode()
+        .unwrap()
+}
+
+/// The real WIT with its version changed.
+fn wit_at_version(v: &str) -> String {
+    let wit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../wit/operator.wit"))
+        .unwrap();
+    wit.replace(
+        "package wrun:operator@0.1.0;",
+        &format!("package wrun:operator@{v};"),
+    )
+}
+
+#[test]
+fn an_unsupported_wit_version_is_refused() {
+    let bytes = component_for(&wit_at_version("0.2.0"), "operator");
+    let err = sandbox().load(&bytes).unwrap_err();
+    assert!(
+        matches!(err, SandboxError::UnsupportedVersion { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(
+            "implements wrun:operator@0.2.0, which this wrun does not support (it supports 0.1.x)"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_compatible_patch_version_is_accepted() {
+    let bytes = component_for(&wit_at_version("0.1.3"), "operator");
+    let m = sandbox().load(&bytes).unwrap();
+    assert_eq!(m.wit_version, "0.1.3");
+}
+
+#[test]
+fn a_component_that_is_not_an_operator_is_refused() {
+    let bytes = component_for(
+        "package acme:thing; interface api { run: func(); } world thing { export api; }",
+        "thing",
+    );
+    let err = sandbox().load(&bytes).unwrap_err().to_string();
+    assert!(
+        err.contains("does not implement the wrun:operator world: it exports [acme:thing/api]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_import_the_host_lacks_is_refused() {
+    let wit = wit_at_version("0.1.0").replace(
+        "    export handler;",
+        "    export handler;\n    import acme:db/query;",
+    ) + "\npackage acme:db { interface query { get: func(k: string) -> string; } }\n";
+    let bytes = component_for(&wit, "operator");
+    let err = sandbox().load(&bytes).unwrap_err().to_string();
+    assert!(
+        err.contains("imports acme:db/query, which wrun does not provide"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bytes_that_are_not_a_component_are_refused() {
+    let err = sandbox().load(b"hello").unwrap_err().to_string();
+    assert!(err.contains("is not a WebAssembly component"), "{err}");
+    let core = b"\0asm\x01\0\0\0";
+    let err = sandbox().load(core).unwrap_err().to_string();
+    assert!(err.contains("core WebAssembly module"), "{err}");
+    let mut truncated = std::fs::read(guest("chaos")).unwrap();
+    truncated.truncate(truncated.len() / 2);
+    let err = sandbox().load(&truncated).unwrap_err().to_string();
+    assert!(err.contains("does not compile"), "{err}");
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the runtime, linked once: real guest components
+//! (built by `wrun-test-guests`), real jobs, and the `wrun` binary.
+
+mod common;
+mod components;
+mod errors;
+mod limits;
+mod partition;
+mod wordcount;
