@@ -36,6 +36,14 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     }
 }
 
+/// Encodes a value at the end of `out` (no allocation beyond `out`'s growth).
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: Vec<u8>) -> Vec<u8> {
+    match postcard::to_extend(value, out) {
+        Ok(bytes) => bytes,
+        Err(e) => panic!("state type cannot be encoded by the wrun state codec: {e}"),
+    }
+}
+
 /// Decodes a value; trailing bytes are an error, so a value written by a
 /// wider type is never silently truncated.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {

@@ -25,11 +25,11 @@ mod imp {
     use super::LogLevel;
     use crate::bindings::wrun::operator::{log as wlog, state, types};
 
-    pub(crate) fn value_get_many(name: &str, keys: &[Vec<u8>]) -> Vec<Option<Vec<u8>>> {
+    pub(crate) fn value_get_many(name: &str, keys: &types::Packed) -> types::PackedOptions {
         state::value_get_many(name, keys)
     }
-    pub(crate) fn value_put_many(name: &str, entries: &[types::Entry]) {
-        state::value_put_many(name, entries)
+    pub(crate) fn value_put_many(name: &str, keys: &types::Packed, values: &types::PackedOptions) {
+        state::value_put_many(name, keys, values)
     }
     pub(crate) fn list_get_many(name: &str, keys: &[Vec<u8>]) -> Vec<Vec<Vec<u8>>> {
         state::list_get_many(name, keys)
@@ -68,12 +68,14 @@ mod imp {
     use std::cell::RefCell;
     use std::collections::{BTreeMap, HashMap};
 
+    type Key = (String, Vec<u8>);
+
     /// The in-memory host of native builds.
     #[derive(Default)]
     pub(crate) struct FakeHost {
-        pub(crate) values: HashMap<(String, Vec<u8>), Vec<u8>>,
-        pub(crate) lists: HashMap<(String, Vec<u8>), Vec<Vec<u8>>>,
-        pub(crate) maps: HashMap<(String, Vec<u8>), BTreeMap<Vec<u8>, Vec<u8>>>,
+        pub(crate) values: HashMap<Key, Vec<u8>>,
+        pub(crate) lists: HashMap<Key, Vec<Vec<u8>>>,
+        pub(crate) maps: HashMap<Key, BTreeMap<Vec<u8>, Vec<u8>>>,
         pub(crate) calls: u64,
     }
 
@@ -89,24 +91,38 @@ mod imp {
         })
     }
 
-    fn k(name: &str, key: &[u8]) -> (String, Vec<u8>) {
+    fn k(name: &str, key: &[u8]) -> Key {
         (name.to_string(), key.to_vec())
     }
 
-    pub(crate) fn value_get_many(name: &str, keys: &[Vec<u8>]) -> Vec<Option<Vec<u8>>> {
+    pub(crate) fn value_get_many(name: &str, keys: &types::Packed) -> types::PackedOptions {
         with(|h| {
-            keys.iter()
-                .map(|key| h.values.get(&k(name, key)).cloned())
-                .collect()
+            let mut out = types::PackedOptions {
+                data: Vec::new(),
+                ends: Vec::new(),
+                present: Vec::new(),
+            };
+            for i in 0..keys.ends.len() {
+                let v = h.values.get(&k(name, crate::runtime::item(keys, i)));
+                if let Some(v) = v {
+                    out.data.extend_from_slice(v);
+                }
+                out.present.push(v.is_some());
+                out.ends.push(out.data.len() as u32);
+            }
+            out
         })
     }
-    pub(crate) fn value_put_many(name: &str, entries: &[types::Entry]) {
+    pub(crate) fn value_put_many(name: &str, keys: &types::Packed, values: &types::PackedOptions) {
         with(|h| {
-            for e in entries {
-                match &e.value {
-                    Some(v) => h.values.insert(k(name, &e.key), v.clone()),
-                    None => h.values.remove(&k(name, &e.key)),
-                };
+            for i in 0..keys.ends.len() {
+                let key = k(name, crate::runtime::item(keys, i));
+                if values.present[i] {
+                    h.values
+                        .insert(key, crate::runtime::item_opt(values, i).to_vec());
+                } else {
+                    h.values.remove(&key);
+                }
             }
         })
     }

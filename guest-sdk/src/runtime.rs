@@ -17,23 +17,44 @@ pub trait Slot: Operator {
 
 /// A state handle with writes pending at the end of a batch.
 pub(crate) trait Flush {
-    fn flush(&self, keys: &[Vec<u8>]);
+    fn flush(&self, keys: &types::Packed);
 }
 
-#[derive(Default)]
+/// Item `i` of a packed list of optional items (empty when absent).
+pub(crate) fn item_opt(p: &types::PackedOptions, i: usize) -> &[u8] {
+    let start = if i == 0 { 0 } else { p.ends[i - 1] as usize };
+    &p.data[start..p.ends[i] as usize]
+}
+
+/// A packed list as separate byte strings.
+pub(crate) fn unpack(p: &types::Packed) -> Vec<Vec<u8>> {
+    (0..p.ends.len()).map(|i| item(p, i).to_vec()).collect()
+}
+
+/// Item `i` of a packed list.
+pub(crate) fn item(p: &types::Packed, i: usize) -> &[u8] {
+    let start = if i == 0 { 0 } else { p.ends[i - 1] as usize };
+    &p.data[start..p.ends[i] as usize]
+}
+
 struct Batch {
     /// Increments per batch; 0 means "no batch yet". State caches compare it
     /// to know whether their contents belong to the current batch.
     epoch: u64,
-    /// The batch's distinct keys, in first-seen order.
-    keys: Vec<Vec<u8>>,
+    /// The batch's distinct keys, in first-seen order, packed.
+    keys: types::Packed,
     /// The index in `keys` of the event being processed.
     current: Option<u32>,
     touched: Vec<Rc<dyn Flush>>,
 }
 
 thread_local! {
-    static BATCH: RefCell<Batch> = RefCell::new(Batch::default());
+    static BATCH: RefCell<Batch> = RefCell::new(Batch {
+        epoch: 0,
+        keys: types::Packed { data: Vec::new(), ends: Vec::new() },
+        current: None,
+        touched: Vec::new(),
+    });
     static STATES: Cell<u32> = const { Cell::new(0) };
     static RESTORED: RefCell<Option<(types::StateFormat, Vec<u8>)>> = const { RefCell::new(None) };
 }
@@ -48,7 +69,7 @@ pub(crate) fn current(state: &str) -> Result<(u64, u32, usize), Error> {
     BATCH.with(|b| {
         let b = b.borrow();
         match b.current {
-            Some(i) => Ok((b.epoch, i, b.keys.len())),
+            Some(i) => Ok((b.epoch, i, b.keys.ends.len())),
             None => Err(Error::new(format!(
                 "keyed state '{state}' used without a current key: keyed state is only available inside process() for an event that has a key"
             ))),
@@ -57,7 +78,7 @@ pub(crate) fn current(state: &str) -> Result<(u64, u32, usize), Error> {
 }
 
 /// Runs `f` with the batch's keys.
-pub(crate) fn with_keys<R>(f: impl FnOnce(&[Vec<u8>]) -> R) -> R {
+pub(crate) fn with_keys<R>(f: impl FnOnce(&types::Packed) -> R) -> R {
     BATCH.with(|b| f(&b.borrow().keys))
 }
 
@@ -88,21 +109,29 @@ fn begin_batch(batch: &[Event]) -> Option<Vec<Option<u32>>> {
     BATCH.with(|b| {
         let mut b = b.borrow_mut();
         b.epoch += 1;
-        b.keys.clear();
+        b.keys.data.clear();
+        b.keys.ends.clear();
         b.current = None;
         b.touched.clear();
         if STATES.with(Cell::get) == 0 {
             return None;
         }
         let mut index: FxHashMap<&[u8], u32> = FxHashMap::default();
-        let mut keys = std::mem::take(&mut b.keys);
+        let mut keys = std::mem::replace(
+            &mut b.keys,
+            types::Packed {
+                data: Vec::new(),
+                ends: Vec::new(),
+            },
+        );
         let ix = batch
             .iter()
             .map(|e| {
                 e.key.as_deref().map(|k| {
                     *index.entry(k).or_insert_with(|| {
-                        keys.push(k.to_vec());
-                        (keys.len() - 1) as u32
+                        keys.data.extend_from_slice(k);
+                        keys.ends.push(keys.data.len() as u32);
+                        (keys.ends.len() - 1) as u32
                     })
                 })
             })
@@ -116,7 +145,14 @@ fn end_batch(flush: bool) {
     let (touched, keys) = BATCH.with(|b| {
         let mut b = b.borrow_mut();
         b.current = None;
-        (std::mem::take(&mut b.touched), std::mem::take(&mut b.keys))
+        let keys = std::mem::replace(
+            &mut b.keys,
+            types::Packed {
+                data: Vec::new(),
+                ends: Vec::new(),
+            },
+        );
+        (std::mem::take(&mut b.touched), keys)
     });
     if flush {
         for state in &touched {

@@ -7,7 +7,7 @@
 //! never fetch.
 
 use crate::bindings::wrun::operator::types;
-use crate::codec::{decode, encode};
+use crate::codec::{decode, encode, encode_into};
 use crate::runtime::{self, Flush};
 use crate::{Error, host};
 use rustc_hash::FxHashMap;
@@ -19,8 +19,8 @@ use std::rc::Rc;
 enum Slot<T> {
     /// Not read yet in this batch.
     Unknown,
-    /// Fetched but not decoded yet.
-    Raw(Option<Vec<u8>>),
+    /// Fetched (item `idx` of the cache's `fetched`) but not decoded yet.
+    Fetched,
     /// Decoded or written.
     Value(Option<T>),
 }
@@ -28,7 +28,10 @@ enum Slot<T> {
 struct ValueCache<T> {
     epoch: u64,
     loaded: bool,
+    /// Per batch key: the slot and whether it was written.
     slots: Vec<(Slot<T>, bool)>,
+    /// What `value-get-many` returned for the batch's keys.
+    fetched: types::PackedOptions,
 }
 
 struct ValueInner<T> {
@@ -54,6 +57,11 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> ValueState<T> {
                     epoch: 0,
                     loaded: false,
                     slots: Vec::new(),
+                    fetched: types::PackedOptions {
+                        data: Vec::new(),
+                        ends: Vec::new(),
+                        present: Vec::new(),
+                    },
                 }),
             }),
         }
@@ -88,30 +96,40 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> ValueState<T> {
     /// The current key's value, `None` when it has none.
     pub fn get(&self) -> Result<Option<T>, Error> {
         let idx = self.enter()?;
-        let mut c = self.inner.cache.borrow_mut();
+        let mut guard = self.inner.cache.borrow_mut();
+        let c = &mut *guard;
         if matches!(c.slots[idx].0, Slot::Unknown) && !c.loaded {
-            let fetched = runtime::with_keys(|keys| host::value_get_many(&self.inner.name, keys));
-            for ((slot, _), value) in c.slots.iter_mut().zip(fetched) {
+            c.fetched = runtime::with_keys(|keys| host::value_get_many(&self.inner.name, keys));
+            if c.fetched.ends.len() != c.slots.len() || c.fetched.present.len() != c.slots.len() {
+                return Err(Error::new(format!(
+                    "value state '{}': the host returned {} values for {} keys",
+                    self.inner.name,
+                    c.fetched.ends.len(),
+                    c.slots.len()
+                )));
+            }
+            for (slot, _) in c.slots.iter_mut() {
                 if matches!(slot, Slot::Unknown) {
-                    *slot = Slot::Raw(value);
+                    *slot = Slot::Fetched;
                 }
             }
             c.loaded = true;
         }
-        let slot = &mut c.slots[idx].0;
-        if let Slot::Raw(raw) = slot {
+        if matches!(c.slots[idx].0, Slot::Fetched) {
             let value =
-                match raw {
-                    Some(bytes) => Some(decode::<T>(bytes).map_err(|e| {
+                if c.fetched.present[idx] {
+                    let bytes = runtime::item_opt(&c.fetched, idx);
+                    Some(decode::<T>(bytes).map_err(|e| {
                         Error::new(format!("value state '{}': {e}", self.inner.name))
-                    })?),
-                    None => None,
+                    })?)
+                } else {
+                    None
                 };
-            *slot = Slot::Value(value);
+            c.slots[idx].0 = Slot::Value(value);
         }
-        match slot {
+        match &c.slots[idx].0 {
             Slot::Value(v) => Ok(v.clone()),
-            Slot::Unknown | Slot::Raw(_) => Err(Error::new(format!(
+            Slot::Unknown | Slot::Fetched => Err(Error::new(format!(
                 "value state '{}': internal cache error",
                 self.inner.name
             ))),
@@ -136,24 +154,32 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> ValueState<T> {
 }
 
 impl<T: Serialize> Flush for ValueInner<T> {
-    fn flush(&self, keys: &[Vec<u8>]) {
+    fn flush(&self, keys: &types::Packed) {
         let c = self.cache.borrow();
-        let entries: Vec<types::Entry> = c
-            .slots
-            .iter()
-            .zip(keys)
-            .filter(|((_, dirty), _)| *dirty)
-            .map(|((slot, _), key)| types::Entry {
-                key: key.clone(),
-                value: match slot {
-                    Slot::Value(v) => v.as_ref().map(encode),
-                    Slot::Raw(raw) => raw.clone(),
-                    Slot::Unknown => None,
-                },
-            })
-            .collect();
-        if !entries.is_empty() {
-            host::value_put_many(&self.name, &entries);
+        let mut out_keys = types::Packed {
+            data: Vec::new(),
+            ends: Vec::new(),
+        };
+        let mut values = types::PackedOptions {
+            data: Vec::new(),
+            ends: Vec::new(),
+            present: Vec::new(),
+        };
+        for (i, (slot, dirty)) in c.slots.iter().enumerate() {
+            // Only written slots are dirty, and a written slot holds a value.
+            let (true, Slot::Value(v)) = (*dirty, slot) else {
+                continue;
+            };
+            out_keys.data.extend_from_slice(runtime::item(keys, i));
+            out_keys.ends.push(out_keys.data.len() as u32);
+            if let Some(v) = v {
+                values.data = encode_into(v, std::mem::take(&mut values.data));
+            }
+            values.present.push(v.is_some());
+            values.ends.push(values.data.len() as u32);
+        }
+        if !out_keys.ends.is_empty() {
+            host::value_put_many(&self.name, &out_keys, &values);
         }
     }
 }
@@ -220,7 +246,9 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> ListState<T> {
         if !c.slots.iter().any(|s| matches!(s, ListSlot::Unknown(_))) {
             return Ok(());
         }
-        let fetched = runtime::with_keys(|keys| host::list_get_many(&self.inner.name, keys));
+        let fetched = runtime::with_keys(|keys| {
+            host::list_get_many(&self.inner.name, &runtime::unpack(keys))
+        });
         for (slot, items) in c.slots.iter_mut().zip(fetched) {
             if let ListSlot::Unknown(appended) = slot {
                 let mut list = items
@@ -276,7 +304,8 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> ListState<T> {
 }
 
 impl<T: Serialize> Flush for ListInner<T> {
-    fn flush(&self, keys: &[Vec<u8>]) {
+    fn flush(&self, keys: &types::Packed) {
+        let keys = runtime::unpack(keys);
         let c = self.cache.borrow();
         let mut appends = Vec::new();
         let mut puts = Vec::new();
@@ -367,7 +396,7 @@ where
         if let Some((v, _)) = self.inner.cache.borrow().entries.get(&(idx, mk.clone())) {
             return Ok(v.clone());
         }
-        let key = runtime::with_keys(|keys| keys[idx as usize].clone());
+        let key = runtime::with_keys(|keys| runtime::item(keys, idx as usize).to_vec());
         let fetched = host::map_get_many(&self.inner.name, &[(key, mk.clone())])
             .into_iter()
             .next()
@@ -412,7 +441,7 @@ where
     /// including this batch's unwritten changes.
     pub fn entries(&self) -> Result<Vec<(K, V)>, Error> {
         let idx = self.enter()?;
-        let key = runtime::with_keys(|keys| keys[idx as usize].clone());
+        let key = runtime::with_keys(|keys| runtime::item(keys, idx as usize).to_vec());
         let mut merged: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> =
             host::map_entries(&self.inner.name, &key)
                 .into_iter()
@@ -446,14 +475,14 @@ where
 }
 
 impl<V: Serialize> Flush for MapInner<V> {
-    fn flush(&self, keys: &[Vec<u8>]) {
+    fn flush(&self, keys: &types::Packed) {
         let c = self.cache.borrow();
         let entries: Vec<types::MapEntry> = c
             .entries
             .iter()
             .filter(|(_, (_, dirty))| *dirty)
             .map(|((idx, mk), (v, _))| types::MapEntry {
-                key: keys[*idx as usize].clone(),
+                key: runtime::item(keys, *idx as usize).to_vec(),
                 map_key: mk.clone(),
                 value: v.as_ref().map(encode),
             })

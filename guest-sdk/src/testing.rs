@@ -206,7 +206,7 @@ mod tests {
             let name = format!("v{}", v % 3);
             let n = self.by_value.get(&name)?.unwrap_or(0);
             self.by_value.insert(&name, n + 1)?;
-            if v % 7 == 0 {
+            if v.is_multiple_of(7) {
                 self.by_value.remove(&name)?;
             }
             let entries = self.by_value.entries()?;
@@ -231,7 +231,7 @@ mod tests {
             let m = self.by_value.entry(key.into()).or_default();
             let name = format!("v{}", v % 3);
             *m.entry(name.clone()).or_default() += 1;
-            if v % 7 == 0 {
+            if v.is_multiple_of(7) {
                 m.remove(&name);
             }
             m.len()

@@ -1,1 +1,216 @@
-fn main() {}
+//! The runtime benchmark: a keyed running sum over generated events
+//! (default 10,000,000 events, 100,000 keys, parallelism 1) through
+//!
+//! - `wasm`: the `keyed-sum` Rust component with `ValueState<i64>`;
+//! - `native-state`: the same logic as native Rust over wrun's own keyed
+//!   state backend (the same key groups and hash maps the host gives Wasm);
+//! - `native-hashmap`: the same logic as a native closure over a plain
+//!   `HashMap`, the cheapest possible baseline;
+//!
+//! each in the same harness (generator → hash edge → operator → discard
+//! sink), in this process, one after another. Prints one JSON line per
+//! metric. `WRUN_BENCH_EVENTS` and `WRUN_BENCH_KEYS` change the workload.
+//!
+//! Run: `cargo bench -p wrun-runtime --bench throughput`
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use wrun::exec::{NativeFactory, OperatorLogic, RunOptions};
+use wrun::sandbox::{Event, SandboxConfig, SandboxError, SubtaskInfo};
+use wrun::state::{KeyedState, StateKind};
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+fn manifest(events: u64, keys: u64, component: &str) -> String {
+    format!(
+        r#"version = 1
+name = "bench"
+[[source]]
+name = "gen"
+kind = "generator"
+count = {events}
+keys = {keys}
+[[operator]]
+name = "sum"
+uid = "sum"
+component = "{component}"
+[[sink]]
+name = "out"
+kind = "discard"
+[[edge]]
+from = "gen"
+to = "sum"
+partition = "hash"
+[[edge]]
+from = "sum"
+to = "out"
+"#
+    )
+}
+
+fn parse(v: &[u8]) -> Result<i64, SandboxError> {
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| SandboxError::Guest {
+            who: "native".into(),
+            call: "process",
+            message: "not a number".into(),
+        })
+}
+
+/// The keyed sum over wrun's keyed state backend.
+struct NativeState {
+    state: KeyedState,
+}
+
+impl OperatorLogic for NativeState {
+    fn open(&mut self, _: &SubtaskInfo) -> Result<(), SandboxError> {
+        Ok(())
+    }
+    fn process(&mut self, batch: &[Event]) -> Result<Vec<Event>, SandboxError> {
+        let err = |e: wrun::state::StateError| SandboxError::State {
+            who: "native".into(),
+            call: "process",
+            source: e,
+        };
+        let id = self.state.id("sum", StateKind::Value).map_err(err)?;
+        let mut out = Vec::with_capacity(batch.len());
+        for e in batch {
+            let key = e.key.clone().unwrap_or_default();
+            let old = self
+                .state
+                .value_get(id, &key)
+                .map_err(err)?
+                .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+                .unwrap_or(0);
+            let sum = old.wrapping_add(parse(&e.value)?);
+            self.state
+                .value_put(id, key.clone(), Some(sum.to_le_bytes().to_vec()))
+                .map_err(err)?;
+            out.push(Event {
+                key: Some(key),
+                value: sum.to_string().into_bytes(),
+                timestamp: e.timestamp,
+            });
+        }
+        Ok(out)
+    }
+    fn close(&mut self) -> Result<Vec<Event>, SandboxError> {
+        Ok(Vec::new())
+    }
+}
+
+/// The keyed sum over a plain HashMap.
+struct NativeMap {
+    sums: HashMap<Vec<u8>, i64>,
+}
+
+impl OperatorLogic for NativeMap {
+    fn open(&mut self, _: &SubtaskInfo) -> Result<(), SandboxError> {
+        Ok(())
+    }
+    fn process(&mut self, batch: &[Event]) -> Result<Vec<Event>, SandboxError> {
+        let mut out = Vec::with_capacity(batch.len());
+        for e in batch {
+            let key = e.key.clone().unwrap_or_default();
+            let s = self.sums.entry(key.clone()).or_insert(0);
+            *s = s.wrapping_add(parse(&e.value)?);
+            out.push(Event {
+                key: Some(key),
+                value: s.to_string().into_bytes(),
+                timestamp: e.timestamp,
+            });
+        }
+        Ok(out)
+    }
+    fn close(&mut self) -> Result<Vec<Event>, SandboxError> {
+        Ok(Vec::new())
+    }
+}
+
+fn metric(name: &str, value: f64, unit: &str) {
+    println!(
+        "{}",
+        serde_json::json!({ "name": name, "value": (value * 1000.0).round() / 1000.0, "unit": unit })
+    );
+}
+
+fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`; any other argument is ignored.
+    let events = env_u64("WRUN_BENCH_EVENTS", 10_000_000);
+    let keys = env_u64("WRUN_BENCH_KEYS", 100_000);
+    let component = wrun_test_guests::KEYED_SUM;
+    let cache = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-cache");
+    let sandbox = wrun::sandbox::Sandbox::new(SandboxConfig {
+        cache_dir: Some(cache),
+        ..SandboxConfig::default()
+    })?;
+    let graph = wrun::job::parse_manifest(
+        &manifest(events, keys, component),
+        "bench.toml",
+        std::path::Path::new("."),
+        None,
+    )?;
+    let store = wrun::module::ModuleStore::new(std::path::Path::new("target/bench-data"));
+    let modules = wrun::cli::load_modules(&graph, &store, &sandbox)?;
+
+    let native_state: NativeFactory = Arc::new(|_, state| Box::new(NativeState { state }));
+    let native_map: NativeFactory = Arc::new(|_, _| {
+        Box::new(NativeMap {
+            sums: HashMap::new(),
+        })
+    });
+    let variants: [(&str, RunOptions); 3] = [
+        ("wasm", RunOptions::default()),
+        (
+            "native_state",
+            RunOptions {
+                native: HashMap::from([("sum".to_string(), native_state)]),
+            },
+        ),
+        (
+            "native_hashmap",
+            RunOptions {
+                native: HashMap::from([("sum".to_string(), native_map)]),
+            },
+        ),
+    ];
+    let mut rates = HashMap::new();
+    for (name, opts) in &variants {
+        let report = wrun::exec::run_job(&graph, &sandbox, &modules, opts)?;
+        let processed = report
+            .vertices
+            .iter()
+            .find(|v| v.name == "sum")
+            .map(|v| v.records_in)
+            .unwrap_or(0);
+        anyhow::ensure!(
+            processed == events,
+            "{name}: processed {processed} of {events} events"
+        );
+        let rate = events as f64 / report.elapsed.as_secs_f64();
+        rates.insert(*name, rate);
+        metric(
+            &format!("keyed_sum.{name}.records_per_s"),
+            rate,
+            "records/s",
+        );
+    }
+    metric(
+        "keyed_sum.wasm_vs_native_state.ratio",
+        rates["wasm"] / rates["native_state"],
+        "ratio",
+    );
+    metric(
+        "keyed_sum.wasm_vs_native_hashmap.ratio",
+        rates["wasm"] / rates["native_hashmap"],
+        "ratio",
+    );
+    Ok(())
+}

@@ -342,20 +342,10 @@ fn classify(
             },
         };
     }
-    if e.chain().any(|c| c.downcast_ref::<StateError>().is_some()) {
-        let detail = e
-            .chain()
-            .find_map(|c| c.downcast_ref::<StateError>())
-            .map(|s| s.to_string())
-            .unwrap_or_default();
-        let source = e
-            .downcast::<StateError>()
-            .unwrap_or_else(|_| StateError::TooManyStates {
-                name: detail,
-                limit: 0,
-            });
-        return SandboxError::State { who, call, source };
-    }
+    let e = match e.downcast::<StateError>() {
+        Ok(source) => return SandboxError::State { who, call, source },
+        Err(e) => e,
+    };
     if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
         return SandboxError::Timeout {
             who,

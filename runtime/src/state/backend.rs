@@ -6,6 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// (map key, value) pairs of one key's map state.
+pub type MapEntries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The kind of a named state; fixed by its first use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -77,6 +80,14 @@ pub enum StateError {
         len: usize,
         /// The limit.
         limit: usize,
+    },
+    /// A batched call whose arguments do not fit together.
+    #[error("state '{name}': malformed call: {detail}")]
+    Malformed {
+        /// The state name.
+        name: String,
+        /// What is wrong.
+        detail: String,
     },
     /// Too many state names.
     #[error("the operator declared more than {limit} state names (at '{name}')")]
@@ -250,6 +261,42 @@ impl KeyedState {
         }
     }
 
+    /// A value state's value, borrowed.
+    pub fn value_ref(&mut self, id: usize, key: &[u8]) -> Result<Option<&[u8]>, StateError> {
+        match self.table(id, key)? {
+            Table::Value(m) => Ok(m.get(key).map(Vec::as_slice)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Sets or (with `None`) deletes a value from borrowed bytes; updating
+    /// an existing key reuses its allocation.
+    pub fn value_set(
+        &mut self,
+        id: usize,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), StateError> {
+        if let Some(v) = value {
+            self.check_value(id, v)?;
+        }
+        if let Table::Value(m) = self.table(id, key)? {
+            match (value, m.get_mut(key)) {
+                (Some(v), Some(existing)) => {
+                    existing.clear();
+                    existing.extend_from_slice(v);
+                }
+                (Some(v), None) => {
+                    m.insert(key.to_vec(), v.to_vec());
+                }
+                (None, _) => {
+                    m.remove(key);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Sets or (with `None`) deletes a value.
     pub fn value_put(
         &mut self,
@@ -360,11 +407,7 @@ impl KeyedState {
     }
 
     /// Every entry of one key's map, ordered by map key.
-    pub fn map_entries(
-        &mut self,
-        id: usize,
-        key: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    pub fn map_entries(&mut self, id: usize, key: &[u8]) -> Result<MapEntries, StateError> {
         match self.table(id, key)? {
             Table::Map(m) => Ok(m
                 .get(key)

@@ -119,3 +119,10 @@ fn an_oversized_state_key_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn malformed_packed_arguments_are_refused() {
+    let (_d, err) = chaos("bad-packed", 0, "", 10);
+    let err = chain(&err.unwrap_err());
+    assert!(err.contains("operator chaos[0] failed in process: state 'raw': malformed call: packed end offset 9 after 1 in 2 bytes of data"), "{err}");
+}

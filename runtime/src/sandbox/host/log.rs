@@ -17,7 +17,7 @@ impl Host for SubtaskData {
                 cut -= 1;
             }
             msg.truncate(cut);
-            msg.push_str("…");
+            msg.push('…');
         }
         let who = &*self.who;
         match level {

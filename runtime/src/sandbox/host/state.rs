@@ -6,30 +6,90 @@
 use super::SubtaskData;
 use crate::sandbox::bindings::wrun::operator::{
     state::Host,
-    types::{Entry, MapEntry},
+    types::{MapEntry, Packed, PackedOptions},
 };
-use crate::state::StateKind;
+use crate::state::{StateError, StateKind};
+
+fn malformed(name: &str, detail: String) -> wasmtime::Error {
+    wasmtime::Error::new(StateError::Malformed {
+        name: name.to_string(),
+        detail,
+    })
+}
+
+/// The end offsets of a packed list, checked: never decreasing and within
+/// the data. A guest controls them, so they are validated before use.
+fn checked_ends<'a>(
+    name: &str,
+    data: &[u8],
+    ends: &'a [u32],
+) -> wasmtime::Result<impl Iterator<Item = usize> + 'a> {
+    let mut prev = 0u32;
+    for &e in ends {
+        if e < prev || e as usize > data.len() {
+            return Err(malformed(
+                name,
+                format!(
+                    "packed end offset {e} after {prev} in {} bytes of data",
+                    data.len()
+                ),
+            ));
+        }
+        prev = e;
+    }
+    Ok(ends.iter().map(|&e| e as usize))
+}
 
 type Bytes = Vec<u8>;
 
 impl Host for SubtaskData {
-    fn value_get_many(
-        &mut self,
-        name: String,
-        keys: Vec<Bytes>,
-    ) -> wasmtime::Result<Vec<Option<Bytes>>> {
+    fn value_get_many(&mut self, name: String, keys: Packed) -> wasmtime::Result<PackedOptions> {
         let id = self.state.id(&name, StateKind::Value)?;
-        let mut out = Vec::with_capacity(keys.len());
-        for k in &keys {
-            out.push(self.state.value_get(id, k)?);
+        let ends = checked_ends(&name, &keys.data, &keys.ends)?;
+        let n = keys.ends.len();
+        let mut out = PackedOptions {
+            data: Vec::new(),
+            ends: Vec::with_capacity(n),
+            present: Vec::with_capacity(n),
+        };
+        let mut start = 0;
+        for end in ends {
+            let v = self.state.value_ref(id, &keys.data[start..end])?;
+            if let Some(v) = v {
+                out.data.extend_from_slice(v);
+            }
+            out.present.push(v.is_some());
+            out.ends.push(out.data.len() as u32);
+            start = end;
         }
         Ok(out)
     }
 
-    fn value_put_many(&mut self, name: String, entries: Vec<Entry>) -> wasmtime::Result<()> {
+    fn value_put_many(
+        &mut self,
+        name: String,
+        keys: Packed,
+        values: PackedOptions,
+    ) -> wasmtime::Result<()> {
         let id = self.state.id(&name, StateKind::Value)?;
-        for e in entries {
-            self.state.value_put(id, e.key, e.value)?;
+        let key_ends = checked_ends(&name, &keys.data, &keys.ends)?;
+        let value_ends = checked_ends(&name, &values.data, &values.ends)?;
+        if keys.ends.len() != values.ends.len() || values.present.len() != values.ends.len() {
+            return Err(malformed(
+                &name,
+                format!(
+                    "{} keys, {} values and {} presence flags",
+                    keys.ends.len(),
+                    values.ends.len(),
+                    values.present.len()
+                ),
+            ));
+        }
+        let (mut ks, mut vs) = (0, 0);
+        for ((ke, ve), present) in key_ends.zip(value_ends).zip(values.present) {
+            let value = present.then(|| &values.data[vs..ve]);
+            self.state.value_set(id, &keys.data[ks..ke], value)?;
+            (ks, vs) = (ke, ve);
         }
         Ok(())
     }

@@ -11,6 +11,7 @@
 //! - `recurse`: recurses `n` frames deep per event.
 //! - `raw-key`: writes value state with a key of `n` bytes through the raw
 //!   import, bypassing the SDK.
+//! - `bad-packed`: calls `value-get-many` with end offsets past the data.
 //! - `snapshot-trap`: echoes, but panics when snapshotted.
 
 use serde::Deserialize;
@@ -90,14 +91,27 @@ impl Operator for Chaos {
             }
             "raw-key" => {
                 use wrun_guest::bindings::wrun::operator::{state, types};
-                let key = vec![7u8; self.config.n as usize];
-                state::value_put_many(
-                    "raw",
-                    &[types::Entry {
-                        key,
-                        value: Some(vec![1]),
-                    }],
-                );
+                let n = self.config.n as u32;
+                let keys = types::Packed {
+                    data: vec![7u8; n as usize],
+                    ends: vec![n],
+                };
+                let values = types::PackedOptions {
+                    data: vec![1],
+                    ends: vec![1],
+                    present: vec![true],
+                };
+                state::value_put_many("raw", &keys, &values);
+                out.emit(event);
+            }
+            "bad-packed" => {
+                use wrun_guest::bindings::wrun::operator::{state, types};
+                // End offsets past the data: a host must refuse, not read out of bounds.
+                let keys = types::Packed {
+                    data: vec![1, 2],
+                    ends: vec![1, 9],
+                };
+                state::value_get_many("raw", &keys);
                 out.emit(event);
             }
             _ => out.emit(event),
