@@ -30,7 +30,7 @@
 //!     // `count` reads and writes that key's state.
 //!     fn process(&mut self, event: Event, out: &mut Emitter) -> Result<(), Error> {
 //!         let n = self.count.get()?.unwrap_or(0) + 1;
-//!         self.count.set(&n);
+//!         self.count.set(&n)?;
 //!         out.emit(Event::keyed(event.key.unwrap_or_default(), n.to_string()));
 //!         Ok(())
 //!     }
@@ -158,7 +158,7 @@ impl From<std::str::Utf8Error> for Error {
 }
 
 /// What a subtask learns when it is opened.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Context {
     /// The operator's stable id (its `uid` in the job manifest).
     pub uid: String,
@@ -178,6 +178,22 @@ pub struct Context {
     /// The non-keyed state this operator returned from
     /// [`Operator::snapshot`] before, when the subtask was restored.
     pub restored_snapshot: Option<(StateFormat, Vec<u8>)>,
+}
+
+impl Default for Context {
+    /// A single subtask with no config (`{}`), as native tests use it.
+    fn default() -> Context {
+        Context {
+            uid: String::new(),
+            subtask_index: 0,
+            parallelism: 1,
+            max_parallelism: 128,
+            config: b"{}".to_vec(),
+            restored: false,
+            restored_format: None,
+            restored_snapshot: None,
+        }
+    }
 }
 
 impl Context {
@@ -264,6 +280,7 @@ macro_rules! export_operator {
 
         impl $crate::bindings::exports::wrun::operator::handler::Guest for __WrunExport {
             fn declared_format() -> $crate::StateFormat {
+                $crate::__private::install_panic_hook();
                 <$ty as $crate::Operator>::state_format()
             }
             fn open(ctx: $crate::__private::RawContext) -> ::std::result::Result<(), $crate::__private::RawError> {
@@ -292,7 +309,7 @@ macro_rules! export_operator {
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::runtime::{Slot, close, open, process, restore, snapshot};
+    pub use crate::runtime::{Slot, close, install_panic_hook, open, process, restore, snapshot};
     pub type RawContext = crate::types::Context;
     pub type RawError = crate::types::Error;
     pub type RawSnapshot = crate::types::OperatorSnapshot;

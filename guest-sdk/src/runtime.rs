@@ -232,15 +232,21 @@ pub(crate) fn snapshot_operator<T: Operator>(
 
 /// `handler.restore`: kept until `open` hands it to the operator.
 pub fn restore(snapshot: types::OperatorSnapshot) -> Result<(), types::Error> {
+    install_panic_hook();
     RESTORED.with(|r| *r.borrow_mut() = Some((snapshot.format, snapshot.data)));
     Ok(())
 }
 
 /// On wasm a panic aborts with no message; log it first so the host can
-/// say why the guest trapped.
-fn install_panic_hook() {
+/// say why the guest trapped. Installed on the first call into the guest.
+pub fn install_panic_hook() {
     #[cfg(target_arch = "wasm32")]
-    std::panic::set_hook(Box::new(|info| {
-        crate::host::log(crate::host::LogLevel::Error, &info.to_string())
-    }));
+    {
+        thread_local!(static INSTALLED: Cell<bool> = const { Cell::new(false) });
+        if !INSTALLED.with(|i| i.replace(true)) {
+            std::panic::set_hook(Box::new(|info| {
+                crate::host::log(crate::host::LogLevel::Error, &info.to_string())
+            }));
+        }
+    }
 }

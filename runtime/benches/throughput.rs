@@ -78,7 +78,7 @@ impl OperatorLogic for NativeState {
         let err = |e: wrun::state::StateError| SandboxError::State {
             who: "native".into(),
             call: "process",
-            source: e,
+            error: e,
         };
         let id = self.state.id("sum", StateKind::Value).map_err(err)?;
         let mut out = Vec::with_capacity(batch.len());

@@ -108,7 +108,7 @@ impl Output {
             }
             Partition::Hash => {
                 let Some(key) = e.key.as_deref() else {
-                    return Err(ExecError::Routing { edge: self.edge.clone(), detail: "an event without a key reached a `hash` edge; the upstream operator must set a key on every event it emits".into() });
+                    return Err(ExecError::Routing { edge: self.edge.clone(), detail: "an event without a key reached a `hash` edge; every event on it needs a key (an operator sets one on what it emits; a file or stdin source has keys only with format = \"json\" and `key`)".into() });
                 };
                 let kg = key_group_of(key, self.max_parallelism);
                 let t = subtask_for_key_group(kg, self.max_parallelism, self.targets.len() as u32)

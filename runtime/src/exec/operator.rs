@@ -71,6 +71,12 @@ impl Loop<'_> {
                     payload: Payload::Batch(b),
                     ..
                 }) => {
+                    // Never let a batch grow past `batch_size`: flush what
+                    // is pending first when the new events would overflow it.
+                    if !pending.is_empty() && pending.len() + b.len() > self.batch_size {
+                        let batch = std::mem::take(&mut pending);
+                        self.process(batch, &mut counts)?;
+                    }
                     if pending.is_empty() && b.len() >= self.batch_size {
                         self.process(b, &mut counts)?;
                     } else {

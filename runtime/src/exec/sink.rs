@@ -15,6 +15,12 @@ impl Sink {
     pub(super) fn open(name: &str, kind: &SinkKind) -> Result<Sink, ExecError> {
         Ok(match kind {
             SinkKind::File { path } => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| ExecError::Sink {
+                        vertex: name.to_string(),
+                        detail: format!("cannot create output directory {}: {e}", dir.display()),
+                    })?;
+                }
                 let f = std::fs::File::create(path).map_err(|e| ExecError::Sink {
                     vertex: name.to_string(),
                     detail: format!("cannot create output file {}: {e}", path.display()),

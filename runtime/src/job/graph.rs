@@ -274,6 +274,13 @@ impl JobGraph {
     }
 }
 
+/// Which field of an `[[edge]]` an error is about.
+pub(super) enum EdgeField {
+    From,
+    To,
+    Partition,
+}
+
 pub(super) struct Builder {
     g: JobGraph,
 }
@@ -331,7 +338,7 @@ impl Builder {
     ) -> Result<(), String> {
         if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
             return Err(format!(
-                "vertex name {name:?} must be 1-128 printable characters"
+                "vertex name {name:?} must be 1-128 bytes of printable characters"
             ));
         }
         if self.find(&name).is_some() {
@@ -358,28 +365,34 @@ impl Builder {
         from: usize,
         to: usize,
         partition: Option<Partition>,
-    ) -> Result<(), String> {
+    ) -> Result<(), (EdgeField, String)> {
         let (f, t) = (&self.g.vertices[from], &self.g.vertices[to]);
         if matches!(t.kind, VertexKind::Source(_)) {
-            return Err(format!(
-                "edge into source '{}': sources have no inputs",
-                t.name
+            return Err((
+                EdgeField::To,
+                format!("edge into source '{}': sources have no inputs", t.name),
             ));
         }
         if matches!(f.kind, VertexKind::Sink(_)) {
-            return Err(format!(
-                "edge out of sink '{}': sinks have no outputs",
-                f.name
+            return Err((
+                EdgeField::From,
+                format!("edge out of sink '{}': sinks have no outputs", f.name),
             ));
         }
         if from == to {
-            return Err(format!(
-                "edge from '{}' to itself: a job graph has no cycles",
-                f.name
+            return Err((
+                EdgeField::To,
+                format!(
+                    "edge from '{}' to itself: a job graph has no cycles",
+                    f.name
+                ),
             ));
         }
         if self.g.edges.iter().any(|e| e.from == from && e.to == to) {
-            return Err(format!("duplicate edge from '{}' to '{}'", f.name, t.name));
+            return Err((
+                EdgeField::To,
+                format!("duplicate edge from '{}' to '{}'", f.name, t.name),
+            ));
         }
         let partition = partition.unwrap_or(if f.parallelism == t.parallelism {
             Partition::Forward
@@ -387,9 +400,12 @@ impl Builder {
             Partition::Rebalance
         });
         if partition == Partition::Forward && f.parallelism != t.parallelism {
-            return Err(format!(
-                "a `forward` edge needs equal parallelism on both sides, but '{}' has {} and '{}' has {}; use `rebalance` or `hash`",
-                f.name, f.parallelism, t.name, t.parallelism
+            return Err((
+                EdgeField::Partition,
+                format!(
+                    "a `forward` edge needs equal parallelism on both sides, but '{}' has {} and '{}' has {}; use `rebalance` or `hash`",
+                    f.name, f.parallelism, t.name, t.parallelism
+                ),
             ));
         }
         self.g.edges.push(Edge {
@@ -462,8 +478,26 @@ impl Builder {
         let mut done = vec![false; n];
         while order.len() < n {
             let Some(next) = (0..n).find(|&i| !done[i] && indeg[i] == 0) else {
+                // The vertices left all sit on or behind a cycle; name only
+                // those that can reach themselves.
+                let reaches = |from: usize, to: usize| {
+                    let mut seen = vec![false; n];
+                    let mut stack = vec![from];
+                    while let Some(v) = stack.pop() {
+                        for e in self.g.edges.iter().filter(|e| e.from == v) {
+                            if e.to == to {
+                                return true;
+                            }
+                            if !seen[e.to] {
+                                seen[e.to] = true;
+                                stack.push(e.to);
+                            }
+                        }
+                    }
+                    false
+                };
                 let cyc: Vec<String> = (0..n)
-                    .filter(|&i| !done[i])
+                    .filter(|&i| !done[i] && reaches(i, i))
                     .map(|i| format!("'{}'", self.g.vertices[i].name))
                     .collect();
                 return Err((

@@ -244,8 +244,20 @@ pub fn parse_manifest(
         }
         None => 128,
     };
+    if let Some(p) = default_parallelism
+        && !(1..=max_parallelism).contains(&p)
+    {
+        return Err(ManifestError {
+            file: file.to_string(),
+            location: None,
+            message: format!(
+                "--parallelism {p} must be between 1 and the job's max-parallelism {max_parallelism}"
+            ),
+            snippet: None,
+        });
+    }
     let job_parallelism = match (default_parallelism, &m.parallelism) {
-        (Some(p), _) => p.max(1),
+        (Some(p), _) => p,
         (None, Some(v)) => pos(&ctx, v, "parallelism", 1)?,
         (None, None) => 1,
     };
@@ -437,10 +449,7 @@ pub fn parse_manifest(
                 if u.get_ref().is_empty() || u.get_ref().len() > 256 {
                     return Err(ctx.err(
                         u.span(),
-                        format!(
-                            "operator '{}': `uid` must be 1-256 characters",
-                            o.name.get_ref()
-                        ),
+                        format!("operator '{}': `uid` must be 1-256 bytes", o.name.get_ref()),
                     ));
                 }
                 if let Some(other) = b.uid_owner(u.get_ref()) {
@@ -531,13 +540,19 @@ pub fn parse_manifest(
                 ),
             )
         })?;
-        let span = e
-            .partition
-            .as_ref()
-            .map(|p| p.span())
-            .unwrap_or(e.from.span());
         b.edge(from, to, e.partition.as_ref().map(|p| *p.get_ref()))
-            .map_err(|m| ctx.err(span, m))?;
+            .map_err(|(field, m)| {
+                let span = match field {
+                    graph::EdgeField::From => e.from.span(),
+                    graph::EdgeField::To => e.to.span(),
+                    graph::EdgeField::Partition => e
+                        .partition
+                        .as_ref()
+                        .map(|p| p.span())
+                        .unwrap_or(e.from.span()),
+                };
+                ctx.err(span, m)
+            })?;
     }
 
     b.finish().map_err(|(vertex, msg)| match vertex {

@@ -31,15 +31,17 @@ impl std::fmt::Display for Digest {
 #[derive(Debug, thiserror::Error)]
 pub enum ModuleError {
     /// A path in the manifest that cannot be read.
-    #[error("cannot read component {path}: {source}{}", hint_for(path))]
+    #[error("cannot read component {path}: {error}{}", hint_for(path))]
     Read {
         /// The path.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A digest not in the store.
-    #[error("no module {digest} in the module store {dir}; push it with `wrun module push`")]
+    #[error(
+        "no module {digest} in the module store {dir}; reference the component by its .wasm path instead, or add it to the store"
+    )]
     UnknownDigest {
         /// The digest.
         digest: String,
@@ -48,7 +50,7 @@ pub enum ModuleError {
     },
     /// A name not in the store.
     #[error(
-        "no module named {name}@{version} in the module store {dir}; push it with `wrun module push FILE --name {name} --version {version}`"
+        "no module named {name}@{version} in the module store {dir}; reference the component by its .wasm path instead, or add it to the store under that name"
     )]
     UnknownName {
         /// Name.
@@ -71,12 +73,12 @@ pub enum ModuleError {
         actual: String,
     },
     /// Store I/O.
-    #[error("module store {path}: {source}")]
+    #[error("module store {path}: {error}")]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -136,7 +138,7 @@ impl ModuleStore {
             },
             _ => ModuleError::Io {
                 path: path.clone(),
-                source: e,
+                error: e,
             },
         })?;
         let actual = Digest::of(&bytes).hex();
@@ -155,7 +157,7 @@ impl ModuleStore {
         match r {
             ComponentRef::Path(p) => std::fs::read(p).map_err(|e| ModuleError::Read {
                 path: p.clone(),
-                source: e,
+                error: e,
             }),
             ComponentRef::Digest(hex) => self.get(hex),
             ComponentRef::Named { name, version } => {
@@ -168,7 +170,7 @@ impl ModuleStore {
                     },
                     _ => ModuleError::Io {
                         path: f.clone(),
-                        source: e,
+                        error: e,
                     },
                 })?;
                 self.get(hex.trim())
@@ -183,7 +185,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModuleError>
     use std::io::Write;
     let io = |e| ModuleError::Io {
         path: path.to_path_buf(),
-        source: e,
+        error: e,
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io)?;
@@ -228,6 +230,10 @@ mod tests {
                 version: "2".into(),
             })
             .unwrap_err();
-        assert!(err.to_string().contains("wrun module push"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("reference the component by its .wasm path"),
+            "{err}"
+        );
     }
 }

@@ -216,7 +216,7 @@ impl Sandbox {
         if !bytes.starts_with(b"\0asm\x0d\0\x01\0") {
             return Err(SandboxError::NotAComponent {
                 digest: digest.to_string(),
-                detail: "it is not a WebAssembly component (no component header)".into(),
+                detail: "it has no WebAssembly component header (is it a .wasm file?)".into(),
             });
         }
         let started = std::time::Instant::now();

@@ -88,24 +88,24 @@ pub enum SandboxError {
         ms: u64,
     },
     /// The guest hit its memory limit.
-    #[error("operator {who} failed in {call}: {source}")]
+    #[error("operator {who} failed in {call}: {error}")]
     MemoryLimit {
         /// "uid[subtask]".
         who: String,
         /// The guest function.
         call: &'static str,
         /// The limit hit.
-        source: MemoryLimitExceeded,
+        error: MemoryLimitExceeded,
     },
     /// The guest misused keyed state.
-    #[error("operator {who} failed in {call}: {source}")]
+    #[error("operator {who} failed in {call}: {error}")]
     State {
         /// "uid[subtask]".
         who: String,
         /// The guest function.
         call: &'static str,
         /// The misuse.
-        source: StateError,
+        error: StateError,
     },
     /// The guest returned an error.
     #[error("operator {who} returned an error from {call}: {message}")]
@@ -219,6 +219,8 @@ impl OperatorInstance {
     }
 
     fn arm(&mut self) {
+        // A panic message belongs to the call it happened in.
+        self.store.data_mut().last_panic = None;
         self.store.set_epoch_deadline(self.deadline_ticks);
     }
 
@@ -336,14 +338,14 @@ fn classify(
         return SandboxError::MemoryLimit {
             who,
             call,
-            source: MemoryLimitExceeded {
+            error: MemoryLimitExceeded {
                 requested: m.requested,
                 limit: m.limit,
             },
         };
     }
     let e = match e.downcast::<StateError>() {
-        Ok(source) => return SandboxError::State { who, call, source },
+        Ok(error) => return SandboxError::State { who, call, error },
         Err(e) => e,
     };
     if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {

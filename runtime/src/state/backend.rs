@@ -21,6 +21,16 @@ pub enum StateKind {
     Map,
 }
 
+impl std::fmt::Display for StateKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StateKind::Value => "value",
+            StateKind::List => "list",
+            StateKind::Map => "map",
+        })
+    }
+}
+
 /// Size limits on what a guest may store.
 #[derive(Debug, Clone, Copy)]
 pub struct StateLimits {
@@ -60,7 +70,7 @@ pub enum StateError {
         end: u16,
     },
     /// A state name used as two kinds.
-    #[error("state '{name}' is {existing:?} state but was used as {requested:?} state")]
+    #[error("state '{name}' is {existing} state but was used as {requested} state")]
     KindMismatch {
         /// The state name.
         name: String,
@@ -488,7 +498,7 @@ mod tests {
         let err = s.id("x", StateKind::List).unwrap_err();
         assert!(
             err.to_string()
-                .contains("'x' is Value state but was used as List"),
+                .contains("'x' is value state but was used as list"),
             "{err}"
         );
     }

@@ -104,3 +104,42 @@ fn usage_errors_exit_2() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("Usage"), "{err}");
 }
+
+#[test]
+fn a_bad_parallelism_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("job.toml"),
+        generator_job(1, 1, guest("chaos"), "", "forward", ""),
+    )
+    .unwrap();
+    for p in ["0", "129"] {
+        let (code, _, err) = wrun(dir.path(), &["run", "job.toml", "--parallelism", p]);
+        assert_clean_failure(code, &err);
+        assert!(
+            err.contains(&format!(
+                "--parallelism {p} must be between 1 and the job's max-parallelism 128"
+            )),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_file_sink_creates_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = generator_job(
+        5,
+        1,
+        guest("chaos"),
+        "config = { mode = \"echo\" }",
+        "forward",
+        "",
+    )
+    .replace("path = \"out.jsonl\"", "path = \"nested/dir/out.jsonl\"");
+    run_in(dir.path(), &job, None).unwrap();
+    assert_eq!(
+        read_jsonl(&dir.path().join("nested/dir/out.jsonl")).len(),
+        5
+    );
+}
