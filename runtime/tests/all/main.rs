@@ -4,6 +4,7 @@
 mod common;
 mod components;
 mod errors;
+mod io;
 mod limits;
 mod partition;
 mod wordcount;
