@@ -5,6 +5,7 @@
 //! subtasks ([`exec`]) over host-owned keyed [`state`]. The `wrun` binary
 //! ([`cli`]) drives it. See docs/architecture.md.
 
+pub mod checkpoint;
 pub mod cli;
 pub mod exec;
 pub mod job;

@@ -170,6 +170,11 @@ impl KeyedState {
         }
     }
 
+    /// The job's number of key groups.
+    pub fn max_parallelism(&self) -> u32 {
+        self.max_parallelism
+    }
+
     /// The owned key groups.
     pub fn range(&self) -> KeyGroupRange {
         self.range

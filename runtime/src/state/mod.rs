@@ -8,6 +8,8 @@
 
 mod backend;
 mod keygroup;
+mod snapshot;
 
 pub use backend::{KeyedState, StateError, StateKind, StateLimits};
 pub use keygroup::{KeyGroup, KeyGroupRange, key_group_of, subtask_for_key_group};
+pub use snapshot::SnapshotError;

@@ -1,0 +1,181 @@
+//! The checkpoint manifest: everything needed to restore a job, pointing at
+//! state by chunk hash. Stored as JSON at
+//! `jobs/<job>/checkpoints/<id>.json`.
+
+use serde::{Deserialize, Serialize};
+
+/// The manifest format this wrun writes and reads.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// A checkpoint's number within its job; increases by one per checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CheckpointId(pub u64);
+
+impl std::fmt::Display for CheckpointId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The blake3 hash of a chunk's bytes; its name in the store.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChunkHash(pub [u8; 32]);
+
+impl ChunkHash {
+    /// The hash of some bytes.
+    pub fn of(bytes: &[u8]) -> ChunkHash {
+        ChunkHash(*blake3::hash(bytes).as_bytes())
+    }
+
+    /// Lowercase hex.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses 64 lowercase hex digits.
+    pub fn parse(s: &str) -> Option<ChunkHash> {
+        let mut out = [0u8; 32];
+        (s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            && hex::decode_to_slice(s, &mut out).is_ok())
+        .then_some(ChunkHash(out))
+    }
+}
+
+impl std::fmt::Debug for ChunkHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ChunkHash({})", self.hex())
+    }
+}
+
+impl Serialize for ChunkHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for ChunkHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ChunkHash, D::Error> {
+        let s = String::deserialize(d)?;
+        ChunkHash::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{s:?} is not a blake3 chunk hash (64 lowercase hex digits)"
+            ))
+        })
+    }
+}
+
+/// One key group's state in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct KeyGroupRef {
+    /// The key group.
+    pub key_group: u16,
+    /// Its snapshot's chunk.
+    pub chunk: ChunkHash,
+    /// The chunk's size.
+    pub bytes: u64,
+}
+
+/// One subtask's non-keyed operator state (from the guest's `snapshot`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SubtaskStateRef {
+    /// The subtask index.
+    pub subtask: u32,
+    /// The payload's chunk.
+    pub chunk: ChunkHash,
+    /// The chunk's size.
+    pub bytes: u64,
+}
+
+/// An operator's state in a checkpoint, addressed by operator ID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct OperatorStateRef {
+    /// The 16-byte operator ID, hex.
+    pub operator_id: String,
+    /// The uid, when the operator has one.
+    pub uid: Option<String>,
+    /// The vertex name when the checkpoint was taken.
+    pub name: String,
+    /// Its parallelism then.
+    pub parallelism: u32,
+    /// The module that wrote the state (`blake3:<hex>`).
+    pub module: String,
+    /// The state format the module declared (name, version).
+    pub state_format: Option<(String, u32)>,
+    /// Keyed state, one entry per non-empty key group.
+    pub key_groups: Vec<KeyGroupRef>,
+    /// Non-keyed state, per subtask that returned any.
+    pub operator_state: Vec<SubtaskStateRef>,
+}
+
+/// Where a source subtask was when the checkpoint was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SourcePosition {
+    /// The source vertex.
+    pub vertex: String,
+    /// The subtask.
+    pub subtask: u32,
+    /// Lines read (file, stdin) or sequence number reached (generator).
+    pub position: u64,
+}
+
+/// What an exactly-once sink had committed, and what it staged, at the
+/// checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SinkState {
+    /// The sink vertex.
+    pub vertex: String,
+    /// Bytes of the output file that precede this checkpoint's staged part.
+    pub committed_bytes: u64,
+    /// Size of the part staged for this checkpoint.
+    pub staged_bytes: u64,
+}
+
+/// A checkpoint's manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct CheckpointManifest {
+    /// [`MANIFEST_FORMAT`].
+    pub format: u32,
+    /// The job.
+    pub job: String,
+    /// This checkpoint.
+    pub id: CheckpointId,
+    /// When it was triggered (ms since the Unix epoch).
+    pub triggered_at_ms: u64,
+    /// Trigger to completion, in ms.
+    pub duration_ms: u64,
+    /// A hash of the job graph's shape, to notice a changed job.
+    pub graph_fingerprint: String,
+    /// The job's number of key groups; fixed for the life of its state.
+    pub max_parallelism: u32,
+    /// Operator state, by operator ID.
+    pub operators: Vec<OperatorStateRef>,
+    /// Source positions.
+    pub sources: Vec<SourcePosition>,
+    /// Sink commit points.
+    pub sinks: Vec<SinkState>,
+    /// Bytes of every chunk the checkpoint references.
+    pub full_bytes: u64,
+    /// Bytes this checkpoint wrote that earlier ones had not.
+    pub new_bytes: u64,
+}
+
+impl CheckpointManifest {
+    /// Every chunk the manifest references.
+    pub fn chunks(&self) -> impl Iterator<Item = ChunkHash> + '_ {
+        self.operators.iter().flat_map(|o| {
+            o.key_groups
+                .iter()
+                .map(|k| k.chunk)
+                .chain(o.operator_state.iter().map(|s| s.chunk))
+        })
+    }
+}

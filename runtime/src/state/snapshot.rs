@@ -1,0 +1,325 @@
+//! The byte encoding of one key group's state, for checkpoints.
+//!
+//! Deterministic: the same state gives the same bytes whatever the order it
+//! was written in (state names and keys are sorted), so an unchanged key
+//! group hashes to the same chunk and is not written again. The format is
+//! documented in docs/state-format.md ("Key group snapshots").
+
+use super::backend::{KeyedState, StateKind, Table};
+use super::keygroup::KeyGroup;
+use std::collections::BTreeMap;
+
+const MAGIC: &[u8; 4] = b"WRKG";
+const VERSION: u8 = 1;
+
+/// A key group snapshot that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("key group {key_group} snapshot is unreadable: {detail}")]
+pub struct SnapshotError {
+    /// The key group.
+    pub key_group: u16,
+    /// What is wrong.
+    pub detail: String,
+}
+
+fn varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn bytes(out: &mut Vec<u8>, b: &[u8]) {
+    varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+impl KeyedState {
+    /// Encodes one owned key group, or `None` when it holds no entry.
+    pub fn encode_key_group(&self, kg: KeyGroup) -> Option<Vec<u8>> {
+        let tables = self.key_group(kg)?;
+        let mut named: Vec<(&str, StateKind, &Table)> = tables
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !t.is_empty())
+            .map(|(i, t)| (self.names()[i].0.as_str(), self.names()[i].1, t))
+            .collect();
+        if named.is_empty() {
+            return None;
+        }
+        named.sort_by(|a, b| a.0.cmp(b.0));
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION);
+        varint(&mut out, named.len() as u64);
+        for (name, kind, table) in named {
+            bytes(&mut out, name.as_bytes());
+            match table {
+                Table::Value(m) => {
+                    out.push(0);
+                    let mut entries: Vec<_> = m.iter().collect();
+                    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                    varint(&mut out, entries.len() as u64);
+                    for (k, v) in entries {
+                        bytes(&mut out, k);
+                        bytes(&mut out, v);
+                    }
+                }
+                Table::List(m) => {
+                    out.push(1);
+                    let mut entries: Vec<_> = m.iter().collect();
+                    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                    varint(&mut out, entries.len() as u64);
+                    for (k, items) in entries {
+                        bytes(&mut out, k);
+                        varint(&mut out, items.len() as u64);
+                        for i in items {
+                            bytes(&mut out, i);
+                        }
+                    }
+                }
+                Table::Map(m) => {
+                    out.push(2);
+                    let mut entries: Vec<_> = m.iter().collect();
+                    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                    varint(&mut out, entries.len() as u64);
+                    for (k, map) in entries {
+                        bytes(&mut out, k);
+                        varint(&mut out, map.len() as u64);
+                        for (mk, v) in map {
+                            bytes(&mut out, mk);
+                            bytes(&mut out, v);
+                        }
+                    }
+                }
+            }
+            debug_assert!(matches!(
+                (kind, table),
+                (StateKind::Value, Table::Value(_))
+                    | (StateKind::List, Table::List(_))
+                    | (StateKind::Map, Table::Map(_))
+            ));
+        }
+        Some(out)
+    }
+
+    /// Loads one key group's snapshot into this (owned) key group, merging
+    /// with what is there. Every length is checked against the input, so a
+    /// corrupt snapshot is an error, never a panic or a huge allocation.
+    pub fn decode_key_group(&mut self, kg: KeyGroup, data: &[u8]) -> Result<(), SnapshotError> {
+        let err = |detail: String| SnapshotError {
+            key_group: kg.0,
+            detail,
+        };
+        if !self.range().contains(kg) {
+            return Err(err(format!(
+                "this subtask owns key groups {}..{}",
+                self.range().start,
+                self.range().end
+            )));
+        }
+        let mut r = Reader { data, pos: 0 };
+        if r.take(4).map_err(&err)? != MAGIC {
+            return Err(err("bad magic: not a wrun key group snapshot".into()));
+        }
+        let version = r.take(1).map_err(&err)?[0];
+        if version != VERSION {
+            return Err(err(format!(
+                "format version {version}, but this wrun reads version {VERSION}"
+            )));
+        }
+        let states = r.varint().map_err(&err)?;
+        for _ in 0..states {
+            let name = std::str::from_utf8(r.bytes().map_err(&err)?)
+                .map_err(|e| err(format!("state name is not UTF-8: {e}")))?
+                .to_string();
+            let kind = match r.take(1).map_err(&err)?[0] {
+                0 => StateKind::Value,
+                1 => StateKind::List,
+                2 => StateKind::Map,
+                k => return Err(err(format!("unknown state kind {k}"))),
+            };
+            let id = self.id(&name, kind).map_err(|e| err(e.to_string()))?;
+            let n = r.varint().map_err(&err)?;
+            for _ in 0..n {
+                let key = r.bytes().map_err(&err)?.to_vec();
+                if super::key_group_of(&key, self.max_parallelism()) != kg {
+                    return Err(err(format!(
+                        "state '{name}' holds a key that belongs to another key group"
+                    )));
+                }
+                match kind {
+                    StateKind::Value => {
+                        let v = r.bytes().map_err(&err)?.to_vec();
+                        self.value_put(id, key, Some(v))
+                            .map_err(|e| err(e.to_string()))?;
+                    }
+                    StateKind::List => {
+                        let count = r.varint().map_err(&err)?;
+                        let mut items = Vec::new();
+                        for _ in 0..count {
+                            items.push(r.bytes().map_err(&err)?.to_vec());
+                        }
+                        self.list_put(id, key, items)
+                            .map_err(|e| err(e.to_string()))?;
+                    }
+                    StateKind::Map => {
+                        let count = r.varint().map_err(&err)?;
+                        let mut map = BTreeMap::new();
+                        for _ in 0..count {
+                            let mk = r.bytes().map_err(&err)?.to_vec();
+                            let v = r.bytes().map_err(&err)?.to_vec();
+                            map.insert(mk, v);
+                        }
+                        for (mk, v) in map {
+                            self.map_put(id, key.clone(), mk, Some(v))
+                                .map_err(|e| err(e.to_string()))?;
+                        }
+                    }
+                }
+            }
+        }
+        if r.pos != data.len() {
+            return Err(err(format!("{} trailing bytes", data.len() - r.pos)));
+        }
+        Ok(())
+    }
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or_else(|| format!("truncated at byte {} (wanted {n} more)", self.pos))?;
+        let s = &self.data[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn varint(&mut self) -> Result<u64, String> {
+        let mut n = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.take(1)?[0];
+            n |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(n);
+            }
+        }
+        Err(format!("varint too long at byte {}", self.pos))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let n = self.varint()?;
+        self.take(usize::try_from(n).map_err(|_| "length overflows".to_string())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{KeyGroupRange, StateLimits, key_group_of};
+    use proptest::prelude::*;
+
+    fn fill(order: &[u32]) -> KeyedState {
+        let mut s = KeyedState::new(
+            4,
+            KeyGroupRange { start: 0, end: 4 },
+            StateLimits::default(),
+        );
+        let v = s.id("count", StateKind::Value).unwrap();
+        let l = s.id("seen", StateKind::List).unwrap();
+        let m = s.id("by", StateKind::Map).unwrap();
+        for &i in order {
+            let k = format!("k{i}").into_bytes();
+            s.value_put(v, k.clone(), Some(i.to_le_bytes().to_vec()))
+                .unwrap();
+            s.list_append(l, k.clone(), vec![i as u8]).unwrap();
+            s.map_put(m, k, vec![(i % 3) as u8], Some(vec![1])).unwrap();
+        }
+        s
+    }
+
+    #[test]
+    fn encoding_is_deterministic_and_round_trips() {
+        let a = fill(&(0..50).collect::<Vec<_>>());
+        let b = fill(&(0..50).rev().collect::<Vec<_>>());
+        for kg in (0..4).map(KeyGroup) {
+            let (ea, eb) = (a.encode_key_group(kg), b.encode_key_group(kg));
+            assert_eq!(ea, eb, "insertion order does not change the bytes");
+            let mut c = KeyedState::new(
+                4,
+                KeyGroupRange { start: 0, end: 4 },
+                StateLimits::default(),
+            );
+            if let Some(bytes) = ea {
+                c.decode_key_group(kg, &bytes).unwrap();
+                assert_eq!(c.encode_key_group(kg).unwrap(), bytes);
+            }
+        }
+        assert_eq!(a.key_count(), 150);
+    }
+
+    #[test]
+    fn rescaling_moves_key_groups_between_subtasks() {
+        let full = fill(&(0..50).collect::<Vec<_>>());
+        let mut halves: Vec<KeyedState> = (0..2)
+            .map(|i| {
+                KeyedState::new(
+                    4,
+                    KeyGroupRange::for_subtask(4, 2, i),
+                    StateLimits::default(),
+                )
+            })
+            .collect();
+        for kg in (0..4).map(KeyGroup) {
+            if let Some(bytes) = full.encode_key_group(kg) {
+                let owner = crate::state::subtask_for_key_group(kg, 4, 2) as usize;
+                halves[owner].decode_key_group(kg, &bytes).unwrap();
+                let other = 1 - owner;
+                assert!(
+                    halves[other].decode_key_group(kg, &bytes).is_err(),
+                    "a subtask refuses a key group it does not own"
+                );
+            }
+        }
+        assert_eq!(
+            halves.iter().map(KeyedState::key_count).sum::<usize>(),
+            full.key_count()
+        );
+        let v = halves[0].id("count", StateKind::Value).unwrap();
+        let key = (0..50)
+            .map(|i| format!("k{i}").into_bytes())
+            .find(|k| halves[0].range().contains(key_group_of(k, 4)))
+            .unwrap();
+        assert!(halves[0].value_ref(v, &key).unwrap().is_some());
+    }
+
+    proptest! {
+        #[test]
+        fn corrupt_snapshots_are_errors_never_panics(cut in 0usize..400, flip in 0usize..400, byte in any::<u8>()) {
+            let s = fill(&(0..20).collect::<Vec<_>>());
+            let bytes = s.encode_key_group(KeyGroup(1)).unwrap();
+            let mut bad = bytes.clone();
+            if flip < bad.len() { bad[flip] ^= byte | 1; }
+            bad.truncate(cut.max(1).min(bad.len()));
+            let mut t = KeyedState::new(4, KeyGroupRange { start: 0, end: 4 }, StateLimits::default());
+            let _ = t.decode_key_group(KeyGroup(1), &bad);
+        }
+
+        #[test]
+        fn arbitrary_bytes_are_errors_never_panics(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let mut t = KeyedState::new(4, KeyGroupRange { start: 0, end: 4 }, StateLimits::default());
+            let mut input = b"WRKG\x01".to_vec();
+            input.extend(data);
+            let _ = t.decode_key_group(KeyGroup(0), &input);
+        }
+    }
+}
