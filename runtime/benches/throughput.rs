@@ -171,12 +171,14 @@ fn main() -> anyhow::Result<()> {
             "native_state",
             RunOptions {
                 native: HashMap::from([("sum".to_string(), native_state)]),
+                ..RunOptions::default()
             },
         ),
         (
             "native_hashmap",
             RunOptions {
                 native: HashMap::from([("sum".to_string(), native_map)]),
+                ..RunOptions::default()
             },
         ),
     ];

@@ -77,6 +77,9 @@ pub trait CheckpointStore: Send + Sync {
     fn list_checkpoints(&self, job: &str) -> Result<Vec<CheckpointId>, StoreError>;
     /// Deletes a manifest (no error if it is already gone).
     fn delete_manifest(&self, job: &str, id: CheckpointId) -> Result<(), StoreError>;
+    /// Every job with a checkpoint directory (chunks are shared by all of
+    /// them, so GC must read all their manifests).
+    fn list_jobs(&self) -> Result<Vec<String>, StoreError>;
 }
 
 fn chunk_path(h: &ChunkHash) -> PathBuf {
@@ -275,6 +278,12 @@ impl CheckpointStore for FsStore {
     fn delete_manifest(&self, job: &str, id: CheckpointId) -> Result<(), StoreError> {
         self.remove(&manifest_path(job, id))
     }
+
+    fn list_jobs(&self) -> Result<Vec<String>, StoreError> {
+        let mut jobs = self.names(Path::new("jobs"))?;
+        jobs.sort();
+        Ok(jobs)
+    }
 }
 
 /// An in-memory store for tests, which can be told to fail its writes (a
@@ -413,6 +422,18 @@ impl CheckpointStore for MemStore {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&(job.to_string(), id));
         Ok(())
+    }
+
+    fn list_jobs(&self) -> Result<Vec<String>, StoreError> {
+        let mut jobs: Vec<String> = self
+            .manifests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .map(|(j, _)| j.clone())
+            .collect();
+        jobs.dedup();
+        Ok(jobs)
     }
 }
 

@@ -27,6 +27,12 @@ pub struct Cli {
 pub enum Command {
     /// Run a job in this process until its bounded input ends.
     Run(run::RunArgs),
+    /// Checkpoints in the data directory.
+    Checkpoint {
+        /// What to do.
+        #[command(subcommand)]
+        command: CheckpointCommand,
+    },
     /// Check a job manifest and print its graph, without running it.
     Validate {
         /// The job manifest.
@@ -35,6 +41,13 @@ pub enum Command {
         #[arg(short, long)]
         parallelism: Option<u32>,
     },
+}
+
+/// `wrun checkpoint ...`.
+#[derive(Debug, Subcommand)]
+pub enum CheckpointCommand {
+    /// List checkpoints: id, time, duration, full size, bytes newly written.
+    List(run::CheckpointListArgs),
 }
 
 /// Entry point of the binary.
@@ -53,6 +66,9 @@ pub fn main() -> ExitCode {
     init_logging(&cli.log);
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Checkpoint {
+            command: CheckpointCommand::List(args),
+        } => run::checkpoint_list(args),
         Command::Validate {
             manifest,
             parallelism,

@@ -1,5 +1,6 @@
 //! `wrun run` and `wrun validate`.
 
+use crate::checkpoint::{CheckpointStore, FsStore};
 use crate::exec::{self, RunOptions};
 use crate::job::{self, JobGraph, VertexKind};
 use crate::module::ModuleStore;
@@ -17,9 +18,31 @@ pub struct RunArgs {
     /// Default parallelism of operators that do not set their own.
     #[arg(short, long)]
     pub parallelism: Option<u32>,
-    /// Data directory: module store and compile cache.
+    /// Data directory: module store, compile cache and checkpoints.
     #[arg(long, env = "WRUN_DATA_DIR", default_value = ".wrun")]
     pub data_dir: PathBuf,
+    /// Continue from the job's latest checkpoint in the data directory
+    /// (after a crash or a kill); without one, start from the beginning.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+/// Arguments of `wrun checkpoint list`.
+#[derive(Debug, clap::Args)]
+pub struct CheckpointListArgs {
+    /// Only this job's checkpoints.
+    #[arg(long)]
+    pub job: Option<String>,
+    /// Data directory.
+    #[arg(long, env = "WRUN_DATA_DIR", default_value = ".wrun")]
+    pub data_dir: PathBuf,
+}
+
+/// The checkpoint store of a data directory.
+pub fn checkpoint_store(data_dir: &Path) -> Result<std::sync::Arc<dyn CheckpointStore>> {
+    Ok(std::sync::Arc::new(FsStore::open(
+        &data_dir.join("checkpoints"),
+    )?))
 }
 
 /// Reads and validates a manifest.
@@ -78,8 +101,30 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         ..SandboxConfig::default()
     })?;
     let modules = load_modules(&graph, &store, &sandbox)?;
+    let store = match (&graph.checkpoint, args.resume) {
+        (Some(_), _) | (None, true) => Some(checkpoint_store(&args.data_dir)?),
+        (None, false) => None,
+    };
+    let restore = match (&store, args.resume) {
+        (Some(store), true) => {
+            let m = exec::latest_checkpoint(store.as_ref(), &graph.name)?;
+            match &m {
+                Some(m) => tracing::info!(job = %graph.name, "resuming from checkpoint {}", m.id),
+                None => {
+                    tracing::warn!(job = %graph.name, "--resume: no usable checkpoint in {}; starting from the beginning", args.data_dir.join("checkpoints").display())
+                }
+            }
+            m
+        }
+        _ => None,
+    };
     tracing::info!(job = %graph.name, "running");
-    let report = exec::run_job(&graph, &sandbox, &modules, &RunOptions::default())
+    let opts = RunOptions {
+        store,
+        restore,
+        ..RunOptions::default()
+    };
+    let report = exec::run_supervised(&graph, &sandbox, &modules, &opts)
         .with_context(|| format!("job '{}' failed", graph.name))?;
     let summary: Vec<String> = report
         .vertices
@@ -98,4 +143,60 @@ pub(super) fn validate(manifest: &Path, parallelism: Option<u32>) -> Result<()> 
     let graph = load_manifest(manifest, parallelism)?;
     println!("{}", serde_json::to_string_pretty(&graph)?);
     Ok(())
+}
+
+pub(super) fn checkpoint_list(args: CheckpointListArgs) -> Result<()> {
+    let dir = args.data_dir.join("checkpoints");
+    if !dir.is_dir() {
+        println!("no checkpoints in {}", dir.display());
+        return Ok(());
+    }
+    let store = checkpoint_store(&args.data_dir)?;
+    let jobs = match args.job {
+        Some(j) => vec![j],
+        None => store.list_jobs()?,
+    };
+    println!(
+        "{:<20} {:>6}  {:<24} {:>9} {:>12} {:>12}",
+        "JOB", "ID", "TRIGGERED (UTC)", "DURATION", "FULL SIZE", "NEW BYTES"
+    );
+    for job in jobs {
+        for id in store.list_checkpoints(&job)? {
+            match store.get_manifest(&job, id) {
+                Ok(m) => println!(
+                    "{:<20} {:>6}  {:<24} {:>7}ms {:>12} {:>12}",
+                    job,
+                    id,
+                    utc(m.triggered_at_ms),
+                    m.duration_ms,
+                    m.full_bytes,
+                    m.new_bytes
+                ),
+                Err(e) => println!("{job:<20} {id:>6}  unreadable: {e}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS.mmm`.
+fn utc(ms: u64) -> String {
+    let (days, rem) = ((ms / 86_400_000) as i64, ms % 86_400_000);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}",
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000
+    )
 }

@@ -15,6 +15,9 @@ pub const CHANNEL_BATCHES: usize = 16;
 pub enum Payload {
     /// A batch of events.
     Batch(Vec<Event>),
+    /// Checkpoint barrier `n`: everything before it belongs to checkpoint
+    /// `n`, everything after to later ones.
+    Barrier(u64),
     /// The sender has no more events.
     End,
 }
@@ -133,6 +136,19 @@ impl Output {
         Ok(())
     }
 
+    /// Flushes, then sends checkpoint barrier `id` to every downstream subtask.
+    pub fn barrier(&mut self, id: u64) -> Result<(), ExecError> {
+        self.flush()?;
+        for t in &self.targets {
+            t.tx.send(Message {
+                channel: t.channel,
+                payload: Payload::Barrier(id),
+            })
+            .map_err(|_| ExecError::Disconnected)?;
+        }
+        Ok(())
+    }
+
     /// Flushes and tells every downstream subtask this sender is done.
     pub fn end(&mut self) -> Result<(), ExecError> {
         self.flush()?;
@@ -173,6 +189,11 @@ impl Outputs {
         self.0.iter_mut().try_for_each(Output::flush)
     }
 
+    /// Sends checkpoint barrier `id` on every out-edge.
+    pub fn barrier(&mut self, id: u64) -> Result<(), ExecError> {
+        self.0.iter_mut().try_for_each(|o| o.barrier(id))
+    }
+
     /// Ends every out-edge.
     pub fn end(&mut self) -> Result<(), ExecError> {
         self.0.iter_mut().try_for_each(Output::end)
@@ -198,6 +219,7 @@ mod tests {
             match m.payload {
                 Payload::Batch(b) => evs.extend(b),
                 Payload::End => ends += 1,
+                Payload::Barrier(_) => {}
             }
         }
         (evs, ends)

@@ -7,23 +7,29 @@
 //! free (docs/architecture.md). Never reaches into checkpoint storage.
 
 pub mod channel;
+mod coordinator;
+mod inputs;
 mod operator;
 mod sink;
 mod source;
 
-pub use operator::{Counts, OperatorLogic};
+pub use operator::{Counts, OperatorLogic, Snapshot};
 pub use sink::json_line;
 pub use source::generated;
 
+use crate::checkpoint::{CheckpointId, CheckpointManifest, CheckpointStore, choose_restore};
 use crate::job::{JobGraph, VertexKind};
 use crate::sandbox::{
-    CallLimits, OperatorInstance, OperatorModule, Sandbox, SandboxError, SubtaskInfo,
+    CallLimits, OperatorInstance, OperatorModule, OperatorSnapshot, Sandbox, SandboxError,
+    StateFormat, SubtaskInfo,
 };
-use crate::state::{KeyGroupRange, KeyedState, StateLimits};
-use channel::{CHANNEL_BATCHES, Message, Output, Outputs, Payload};
-use std::collections::HashMap;
+use crate::state::{KeyGroup, KeyGroupRange, KeyedState, StateLimits};
+use channel::{CHANNEL_BATCHES, Message, Output, Outputs};
+use coordinator::{Ack, AckData, Coordinator};
+use inputs::{Inputs, Next};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,6 +69,17 @@ pub enum ExecError {
     /// The job was cancelled.
     #[error("the job was cancelled")]
     Cancelled,
+    /// A failure injected by a test (`RunOptions::fail_point`).
+    #[error("injected failure in {0}")]
+    Injected(String),
+    /// State could not be restored from a checkpoint.
+    #[error("cannot restore from checkpoint {id}: {detail}")]
+    Restore {
+        /// The checkpoint.
+        id: u64,
+        /// Why.
+        detail: String,
+    },
     /// A runtime thread panicked (a wrun bug).
     #[error("internal error in subtask {0}: {1} (this is a bug in wrun; please report it)")]
     Panicked(String, String),
@@ -107,11 +124,29 @@ impl Shared {
 pub type NativeFactory =
     Arc<dyn Fn(&SubtaskInfo, KeyedState) -> Box<dyn OperatorLogic> + Send + Sync>;
 
+/// A failure to inject, for recovery tests: the first subtask of `vertex`
+/// fails once it has received `after_records` records, on the first
+/// attempt only.
+#[derive(Debug, Clone)]
+pub struct FailPoint {
+    /// The operator vertex.
+    pub vertex: String,
+    /// Records before the failure.
+    pub after_records: u64,
+}
+
 /// How to run a job.
 #[derive(Default, Clone)]
 pub struct RunOptions {
     /// Vertices (by name) whose logic is native Rust instead of Wasm.
     pub native: HashMap<String, NativeFactory>,
+    /// Where checkpoints go; checkpoints run when this is set and the job
+    /// has a `[checkpoint]` table.
+    pub store: Option<Arc<dyn CheckpointStore>>,
+    /// Start from this checkpoint.
+    pub restore: Option<CheckpointManifest>,
+    /// Fault injection for tests.
+    pub fail_point: Option<FailPoint>,
 }
 
 /// Per-vertex totals of a finished job.
@@ -128,10 +163,175 @@ pub struct VertexReport {
 /// What a finished job did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct JobReport {
-    /// Per vertex, in graph order.
+    /// Per vertex, in graph order (the last attempt's counts).
     pub vertices: Vec<VertexReport>,
     /// Wall-clock time.
     pub elapsed: Duration,
+    /// Restarts after failures.
+    pub restarts: u32,
+    /// The checkpoint the last attempt started from.
+    pub restored_from: Option<u64>,
+}
+
+/// Runs a job under its restart policy: after a failure it restarts from
+/// the newest checkpoint that reads back whole (or from the start when
+/// there is none), up to `graph.restart.attempts` times.
+pub fn run_supervised(
+    graph: &JobGraph,
+    sandbox: &Sandbox,
+    modules: &HashMap<usize, Arc<OperatorModule>>,
+    opts: &RunOptions,
+) -> Result<JobReport, ExecError> {
+    let started = Instant::now();
+    let mut opts = opts.clone();
+    let mut restarts = 0;
+    loop {
+        let restored_from = opts.restore.as_ref().map(|m| m.id.0);
+        match run_job(graph, sandbox, modules, &opts) {
+            Ok(mut r) => {
+                r.elapsed = started.elapsed();
+                r.restarts = restarts;
+                r.restored_from = restored_from;
+                return Ok(r);
+            }
+            Err(e) if restarts < graph.restart.attempts => {
+                restarts += 1;
+                opts.fail_point = None;
+                opts.restore = match &opts.store {
+                    Some(store) => latest_checkpoint(store.as_ref(), &graph.name)?,
+                    None => None,
+                };
+                let from = opts
+                    .restore
+                    .as_ref()
+                    .map(|m| format!("checkpoint {}", m.id))
+                    .unwrap_or_else(|| "the start (no checkpoint yet)".into());
+                tracing::warn!(job = %graph.name, "job failed: {e}; restarting from {from} (restart {restarts} of {})", graph.restart.attempts);
+                std::thread::sleep(Duration::from_millis(graph.restart.delay_ms));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The newest checkpoint of `job` whose manifest reads and whose chunks all
+/// verify; newer broken ones are skipped with a warning naming why.
+pub fn latest_checkpoint(
+    store: &dyn CheckpointStore,
+    job: &str,
+) -> Result<Option<CheckpointManifest>, ExecError> {
+    let ids = store
+        .list_checkpoints(job)
+        .map_err(|e| ExecError::Restore {
+            id: 0,
+            detail: e.to_string(),
+        })?;
+    let mut found = None;
+    let (chosen, skipped) = choose_restore(
+        &ids,
+        |id: CheckpointId| -> Result<(), crate::checkpoint::StoreError> {
+            let m = store.get_manifest(job, id)?;
+            for c in m.chunks() {
+                store.get_chunk(&c)?;
+            }
+            found = Some(m);
+            Ok(())
+        },
+    );
+    for (id, why) in skipped {
+        tracing::warn!(job, checkpoint = id.0, "skipping checkpoint: {why}");
+    }
+    Ok(chosen.and(found))
+}
+
+/// Decodes an operator-state chunk: name length (u32 LE), name, version (u32 LE), data.
+fn operator_state(bytes: &[u8]) -> Option<OperatorSnapshot> {
+    let n = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let name = std::str::from_utf8(bytes.get(4..4 + n)?).ok()?.to_string();
+    let version = u32::from_le_bytes(bytes.get(4 + n..8 + n)?.try_into().ok()?);
+    Some(OperatorSnapshot {
+        format: StateFormat { name, version },
+        data: bytes.get(8 + n..)?.to_vec(),
+    })
+}
+
+/// What a subtask restores from a checkpoint.
+struct Restored {
+    state: KeyedState,
+    operator_state: Option<OperatorSnapshot>,
+    format: Option<StateFormat>,
+    restored: bool,
+}
+
+fn restore_operator(
+    graph: &JobGraph,
+    v: usize,
+    subtask: u32,
+    m: Option<&CheckpointManifest>,
+    store: Option<&Arc<dyn CheckpointStore>>,
+) -> Result<Restored, ExecError> {
+    let vertex = &graph.vertices[v];
+    let range = KeyGroupRange::for_subtask(graph.max_parallelism, vertex.parallelism, subtask);
+    let mut state = KeyedState::new(graph.max_parallelism, range, StateLimits::default());
+    let (Some(m), Some(store)) = (m, store) else {
+        return Ok(Restored {
+            state,
+            operator_state: None,
+            format: None,
+            restored: false,
+        });
+    };
+    let err = |detail: String| ExecError::Restore { id: m.id.0, detail };
+    if m.max_parallelism != graph.max_parallelism {
+        return Err(err(format!(
+            "the checkpoint has max-parallelism {}, the job {}; max-parallelism cannot change for the life of a job's state",
+            m.max_parallelism, graph.max_parallelism
+        )));
+    }
+    let Some(op) = m
+        .operators
+        .iter()
+        .find(|o| o.operator_id == vertex.id.to_hex())
+    else {
+        return Ok(Restored {
+            state,
+            operator_state: None,
+            format: None,
+            restored: false,
+        });
+    };
+    for r in op
+        .key_groups
+        .iter()
+        .filter(|r| range.contains(KeyGroup(r.key_group)))
+    {
+        let bytes = store.get_chunk(&r.chunk).map_err(|e| err(e.to_string()))?;
+        state
+            .decode_key_group(KeyGroup(r.key_group), &bytes)
+            .map_err(|e| err(format!("operator '{}': {e}", vertex.name)))?;
+    }
+    let operator_state = match op.operator_state.iter().find(|s| s.subtask == subtask) {
+        Some(s) => {
+            let bytes = store.get_chunk(&s.chunk).map_err(|e| err(e.to_string()))?;
+            Some(operator_state(&bytes).ok_or_else(|| {
+                err(format!(
+                    "operator '{}': subtask {subtask}'s operator state is malformed",
+                    vertex.name
+                ))
+            })?)
+        }
+        None => None,
+    };
+    let format = op
+        .state_format
+        .clone()
+        .map(|(name, version)| StateFormat { name, version });
+    Ok(Restored {
+        state,
+        operator_state,
+        format,
+        restored: true,
+    })
 }
 
 /// Runs a job to the end of its bounded input (or to its first failure).
@@ -149,6 +349,8 @@ pub fn run_job(
         first_error: Mutex::new(None),
     };
     let n = graph.vertices.len();
+    let checkpointing = graph.checkpoint.is_some() && opts.store.is_some();
+    let restore = opts.restore.as_ref();
 
     // Input channels: one receiver per subtask of every vertex with inputs.
     // Channel indices at a receiver: edges in order, then upstream subtask.
@@ -204,16 +406,6 @@ pub fn run_job(
                 .collect(),
         )
     };
-
-    let limits = CallLimits {
-        memory_bytes: usize::try_from(graph.limits.memory_mb.saturating_mul(1024 * 1024))
-            .unwrap_or(usize::MAX),
-        call_timeout: Duration::from_millis(graph.limits.call_timeout_ms),
-        max_output_events: usize::try_from(graph.limits.max_output_events).unwrap_or(usize::MAX),
-    };
-    let linger = Duration::from_millis(graph.linger_ms.max(1));
-    let counts: Mutex<Vec<Counts>> = Mutex::new(vec![Counts::default(); n]);
-
     let mut all_outputs: Vec<Vec<Option<Outputs>>> = graph
         .vertices
         .iter()
@@ -228,7 +420,75 @@ pub fn run_job(
     // channels close.
     drop(senders);
 
+    // Checkpoint control: triggers to sources, commits to sinks, acks back.
+    let (ack_tx, ack_rx) = channel::<Ack>();
+    let mut triggers: HashMap<(usize, u32), Receiver<u64>> = HashMap::new();
+    let mut trigger_txs = Vec::new();
+    let mut commits: HashMap<(usize, u32), Receiver<u64>> = HashMap::new();
+    let mut commit_txs = Vec::new();
+    let mut tasks = 0;
+    for (v, vertex) in graph.vertices.iter().enumerate() {
+        for s in 0..vertex.parallelism {
+            tasks += 1;
+            match vertex.kind {
+                VertexKind::Source(_) => {
+                    let (tx, rx) = channel();
+                    trigger_txs.push(tx);
+                    triggers.insert((v, s), rx);
+                }
+                VertexKind::Sink(_) => {
+                    let (tx, rx) = channel();
+                    commit_txs.push(tx);
+                    commits.insert((v, s), rx);
+                }
+                VertexKind::Operator { .. } => {}
+            }
+        }
+    }
+    let coordinator = match (&graph.checkpoint, &opts.store) {
+        (Some(settings), Some(store)) => {
+            let existing = store
+                .list_checkpoints(&graph.name)
+                .map_err(|e| ExecError::Restore {
+                    id: 0,
+                    detail: e.to_string(),
+                })?;
+            let next_id = existing
+                .iter()
+                .map(|c| c.0)
+                .max()
+                .unwrap_or(0)
+                .max(restore.map(|m| m.id.0).unwrap_or(0))
+                + 1;
+            Some(Coordinator {
+                graph,
+                settings: settings.clone(),
+                store: store.clone(),
+                modules: modules
+                    .iter()
+                    .map(|(v, m)| (*v, m.digest.to_string()))
+                    .collect::<BTreeMap<_, _>>(),
+                triggers: trigger_txs,
+                commits: commit_txs,
+                acks: ack_rx,
+                tasks,
+                next_id,
+            })
+        }
+        _ => None,
+    };
+
+    let limits = CallLimits {
+        memory_bytes: usize::try_from(graph.limits.memory_mb.saturating_mul(1024 * 1024))
+            .unwrap_or(usize::MAX),
+        call_timeout: Duration::from_millis(graph.limits.call_timeout_ms),
+        max_output_events: usize::try_from(graph.limits.max_output_events).unwrap_or(usize::MAX),
+    };
+    let linger = Duration::from_millis(graph.linger_ms.max(1));
+    let counts: Mutex<Vec<Counts>> = Mutex::new(vec![Counts::default(); n]);
+
     std::thread::scope(|scope| {
+        let coordinator_handle = coordinator.map(|c| scope.spawn(move || c.run()));
         let mut handles = Vec::new();
         for (v, vertex) in graph.vertices.iter().enumerate() {
             for s in 0..vertex.parallelism {
@@ -236,12 +496,33 @@ pub fn run_job(
                     .take()
                     .unwrap_or(Outputs(Vec::new()));
                 let rx = receivers[v].get_mut(s as usize).and_then(Option::take);
+                let trigger = triggers.remove(&(v, s));
+                let commit = commits.remove(&(v, s));
+                let ack = checkpointing.then(|| ack_tx.clone());
                 let (shared, counts) = (&shared, &counts);
                 let name = format!("{}[{s}]", vertex.name);
                 let inputs = input_count[v];
+                let fail_after = opts
+                    .fail_point
+                    .as_ref()
+                    .filter(|f| f.vertex == vertex.name && s == 0)
+                    .map(|f| f.after_records);
                 let work = move || -> Result<Counts, ExecError> {
                     match &vertex.kind {
                         VertexKind::Source(kind) => {
+                            let start = restore
+                                .and_then(|m| {
+                                    m.sources
+                                        .iter()
+                                        .find(|p| p.vertex == vertex.name && p.subtask == s)
+                                })
+                                .map(|p| p.position)
+                                .unwrap_or(0);
+                            let ctl = source::SourceCtl {
+                                trigger,
+                                ack,
+                                start,
+                            };
                             let out = source::run(
                                 &vertex.name,
                                 kind,
@@ -249,6 +530,7 @@ pub fn run_job(
                                 vertex.parallelism,
                                 outputs,
                                 shared,
+                                &ctl,
                             )?;
                             Ok(Counts {
                                 records_in: 0,
@@ -257,57 +539,57 @@ pub fn run_job(
                         }
                         VertexKind::Sink(kind) => {
                             let rx = rx.ok_or(ExecError::Disconnected)?;
-                            let mut sink = sink::Sink::open(&vertex.name, kind)?;
+                            let sink_state = restore
+                                .and_then(|m| m.sinks.iter().find(|k| k.vertex == vertex.name));
+                            let mut sink =
+                                sink::Sink::open(&vertex.name, kind, ack.is_some(), sink_state)?;
                             let mut c = Counts::default();
-                            let mut ended = 0;
-                            while ended < inputs {
-                                match rx.recv_timeout(Duration::from_millis(100)) {
-                                    Ok(Message {
-                                        payload: Payload::Batch(b),
-                                        ..
-                                    }) => {
+                            let mut inputs = Inputs::new(rx, inputs);
+                            loop {
+                                if let Some(commit) = &commit {
+                                    while let Ok(id) = commit.try_recv() {
+                                        sink.commit(&vertex.name, id)?;
+                                    }
+                                }
+                                match inputs.next(Duration::from_millis(20))? {
+                                    Next::Batch(b) => {
                                         c.records_in += b.len() as u64;
                                         sink.write(&vertex.name, &b)?;
                                     }
-                                    Ok(Message {
-                                        payload: Payload::End,
-                                        ..
-                                    }) => ended += 1,
-                                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                                        shared.check_cancel()?
+                                    Next::Aligned(id) => {
+                                        let state = sink.barrier(&vertex.name, id)?;
+                                        if let Some(ack) = &ack {
+                                            let _ = ack.send(Ack::Done {
+                                                id,
+                                                data: AckData::Sink(state),
+                                            });
+                                        }
                                     }
-                                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                                        return Err(ExecError::Disconnected);
-                                    }
+                                    Next::Idle => shared.check_cancel()?,
+                                    Next::End => break,
                                 }
                             }
                             sink.finish(&vertex.name)?;
+                            if let Some(ack) = &ack {
+                                let _ = ack.send(Ack::Finished);
+                            }
                             Ok(c)
                         }
                         VertexKind::Operator { config, .. } => {
                             let rx = rx.ok_or(ExecError::Disconnected)?;
+                            let r = restore_operator(graph, v, s, restore, opts.store.as_ref())?;
                             let info = SubtaskInfo {
                                 uid: vertex.display_uid().to_string(),
                                 subtask_index: s,
                                 parallelism: vertex.parallelism,
                                 max_parallelism: graph.max_parallelism,
                                 config: config.clone(),
-                                restored: false,
-                                restored_format: None,
+                                restored: r.restored,
+                                restored_format: r.format,
                             };
-                            let range = KeyGroupRange::for_subtask(
-                                graph.max_parallelism,
-                                vertex.parallelism,
-                                s,
-                            );
-                            let state = KeyedState::new(
-                                graph.max_parallelism,
-                                range,
-                                StateLimits::default(),
-                            );
                             let logic: Box<dyn OperatorLogic> = match opts.native.get(&vertex.name)
                             {
-                                Some(factory) => factory(&info, state),
+                                Some(factory) => factory(&info, r.state),
                                 None => {
                                     let module = modules.get(&v).ok_or_else(|| {
                                         ExecError::Panicked(
@@ -316,11 +598,11 @@ pub fn run_job(
                                         )
                                     })?;
                                     Box::new(OperatorInstance::instantiate(
-                                        sandbox, module, &info, limits, state,
+                                        sandbox, module, &info, limits, r.state,
                                     )?)
                                 }
                             };
-                            operator::Loop {
+                            let l = operator::Loop {
                                 logic,
                                 info,
                                 rx,
@@ -328,8 +610,12 @@ pub fn run_job(
                                 outputs,
                                 batch_size: graph.batch_size,
                                 linger,
-                            }
-                            .run(shared)
+                                vertex: v,
+                                ack,
+                                restore: r.operator_state,
+                                fail_after,
+                            };
+                            l.run(shared)
                         }
                     }
                 };
@@ -362,7 +648,12 @@ pub fn run_job(
                 }
             }
         }
+        // Once every subtask has ended, the coordinator's ack channel closes.
+        drop(ack_tx);
         for h in handles {
+            let _ = h.join();
+        }
+        if let Some(h) = coordinator_handle {
             let _ = h.join();
         }
     });
@@ -387,5 +678,7 @@ pub fn run_job(
             })
             .collect(),
         elapsed: started.elapsed(),
+        restarts: 0,
+        restored_from: restore.map(|m| m.id.0),
     })
 }

@@ -1,11 +1,24 @@
 //! The operator subtask loop: receive batches, call the operator once per
 //! batch (flushed on size or after the linger), route what it emits.
 
-use super::channel::{Message, Outputs, Payload};
+use super::channel::{Message, Outputs};
+use super::coordinator::{Ack, AckData};
+use super::inputs::{Inputs, Next};
 use super::{ExecError, Shared};
-use crate::sandbox::{Event, OperatorInstance, SandboxError, SubtaskInfo};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use crate::sandbox::{
+    Event, OperatorInstance, OperatorSnapshot, SandboxError, StateFormat, SubtaskInfo,
+};
+use std::sync::mpsc::{Receiver, Sender};
 use std::time::Duration;
+
+/// A subtask's state at a checkpoint barrier.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Encoded key groups (only non-empty ones).
+    pub key_groups: Vec<(u16, Vec<u8>)>,
+    /// The guest's non-keyed state.
+    pub operator_state: Option<OperatorSnapshot>,
+}
 
 /// What the runtime needs of an operator: a Wasm instance, or native Rust
 /// code in the same harness (benchmark baselines and tests).
@@ -16,6 +29,18 @@ pub trait OperatorLogic: Send {
     fn process(&mut self, batch: &[Event]) -> Result<Vec<Event>, SandboxError>;
     /// At the end of input: the final events.
     fn close(&mut self) -> Result<Vec<Event>, SandboxError>;
+    /// The state format the operator declares.
+    fn declared_format(&mut self) -> Result<Option<StateFormat>, SandboxError> {
+        Ok(None)
+    }
+    /// Non-keyed state from a checkpoint, before `open`.
+    fn restore(&mut self, _snapshot: &OperatorSnapshot) -> Result<(), SandboxError> {
+        Ok(())
+    }
+    /// Keyed and non-keyed state at a checkpoint barrier.
+    fn snapshot(&mut self) -> Result<Snapshot, SandboxError> {
+        Ok(Snapshot::default())
+    }
 }
 
 impl OperatorLogic for OperatorInstance {
@@ -27,6 +52,24 @@ impl OperatorLogic for OperatorInstance {
     }
     fn close(&mut self) -> Result<Vec<Event>, SandboxError> {
         OperatorInstance::close(self)
+    }
+    fn declared_format(&mut self) -> Result<Option<StateFormat>, SandboxError> {
+        OperatorInstance::declared_format(self).map(Some)
+    }
+    fn restore(&mut self, snapshot: &OperatorSnapshot) -> Result<(), SandboxError> {
+        OperatorInstance::restore(self, snapshot)
+    }
+    fn snapshot(&mut self) -> Result<Snapshot, SandboxError> {
+        let state = self.state();
+        let key_groups = state
+            .range()
+            .iter()
+            .filter_map(|kg| state.encode_key_group(kg).map(|b| (kg.0, b)))
+            .collect();
+        Ok(Snapshot {
+            key_groups,
+            operator_state: OperatorInstance::snapshot(self)?,
+        })
     }
 }
 
@@ -47,6 +90,14 @@ pub(super) struct Loop<'a> {
     pub(super) outputs: Outputs,
     pub(super) batch_size: usize,
     pub(super) linger: Duration,
+    /// The vertex index, for acknowledgements.
+    pub(super) vertex: usize,
+    /// Where checkpoint acknowledgements go (checkpoints on).
+    pub(super) ack: Option<Sender<Ack>>,
+    /// Non-keyed state to restore before `open`.
+    pub(super) restore: Option<OperatorSnapshot>,
+    /// Fault injection for recovery tests: fail after this many records.
+    pub(super) fail_after: Option<u64>,
 }
 
 impl Loop<'_> {
@@ -55,6 +106,14 @@ impl Loop<'_> {
             return Ok(());
         }
         counts.records_in += batch.len() as u64;
+        if let Some(n) = self.fail_after
+            && counts.records_in >= n
+        {
+            return Err(ExecError::Injected(format!(
+                "{}[{}] after {n} records",
+                self.info.uid, self.info.subtask_index
+            )));
+        }
         let out = self.logic.process(&batch)?;
         counts.records_out += out.len() as u64;
         self.outputs.emit(out)
@@ -62,15 +121,21 @@ impl Loop<'_> {
 
     pub(super) fn run(mut self, shared: &Shared) -> Result<Counts, ExecError> {
         let mut counts = Counts::default();
+        if let Some(s) = self.restore.take() {
+            self.logic.restore(&s)?;
+        }
+        let format = if self.ack.is_some() {
+            self.logic.declared_format()?
+        } else {
+            None
+        };
         self.logic.open(&self.info)?;
+        let rx = std::mem::replace(&mut self.rx, std::sync::mpsc::sync_channel(0).1);
+        let mut inputs = Inputs::new(rx, self.inputs);
         let mut pending: Vec<Event> = Vec::new();
-        let mut ended = 0usize;
-        while ended < self.inputs {
-            match self.rx.recv_timeout(self.linger) {
-                Ok(Message {
-                    payload: Payload::Batch(b),
-                    ..
-                }) => {
+        loop {
+            match inputs.next(self.linger)? {
+                Next::Batch(b) => {
                     // Never let a batch grow past `batch_size`: flush what
                     // is pending first when the new events would overflow it.
                     if !pending.is_empty() && pending.len() + b.len() > self.batch_size {
@@ -87,17 +152,31 @@ impl Loop<'_> {
                         }
                     }
                 }
-                Ok(Message {
-                    payload: Payload::End,
-                    ..
-                }) => ended += 1,
-                Err(RecvTimeoutError::Timeout) => {
+                Next::Aligned(id) => {
+                    // Everything before the barrier belongs to this
+                    // checkpoint: process it, snapshot, then pass it on.
+                    let batch = std::mem::take(&mut pending);
+                    self.process(batch, &mut counts)?;
+                    let snap = self.logic.snapshot()?;
+                    if let Some(ack) = &self.ack {
+                        let data = AckData::Operator {
+                            vertex: self.vertex,
+                            subtask: self.info.subtask_index,
+                            format: format.clone(),
+                            key_groups: snap.key_groups,
+                            operator_state: snap.operator_state,
+                        };
+                        let _ = ack.send(Ack::Done { id, data });
+                    }
+                    self.outputs.barrier(id)?;
+                }
+                Next::Idle => {
                     shared.check_cancel()?;
                     let batch = std::mem::take(&mut pending);
                     self.process(batch, &mut counts)?;
                     self.outputs.flush()?;
                 }
-                Err(RecvTimeoutError::Disconnected) => return Err(ExecError::Disconnected),
+                Next::End => break,
             }
         }
         let batch = std::mem::take(&mut pending);
@@ -106,6 +185,9 @@ impl Loop<'_> {
         counts.records_out += out.len() as u64;
         self.outputs.emit(out)?;
         self.outputs.end()?;
+        if let Some(ack) = &self.ack {
+            let _ = ack.send(Ack::Finished);
+        }
         Ok(counts)
     }
 }

@@ -1,4 +1,11 @@
 //! Sinks: JSON lines to a file or stdout, or discard (for benchmarks).
+//!
+//! With checkpoints on, the file sink is exactly-once (two-phase commit):
+//! events after barrier `n-1` go to `<file>.inprogress`; at barrier `n` that
+//! part is synced and renamed `<file>.pending-<n>`; when checkpoint `n`
+//! completes, pending parts up to `n` are appended to the file. The
+//! checkpoint records how long the file was before part `n` and how long
+//! part `n` is, so recovery can redo or undo a commit exactly.
 
 use super::ExecError;
 use crate::job::SinkKind;
@@ -8,12 +15,206 @@ use std::io::Write;
 /// An open sink.
 pub(super) enum Sink {
     Writer(Box<dyn Write + Send>, String),
+    Staged(Staged),
     Discard,
 }
 
+/// The exactly-once file sink's state.
+pub(super) struct Staged {
+    path: std::path::PathBuf,
+    part: std::io::BufWriter<std::fs::File>,
+    part_bytes: u64,
+    /// Parts staged at barriers and not yet committed: (checkpoint, file, bytes).
+    pending: Vec<(u64, std::path::PathBuf, u64)>,
+    /// Length of the output file once every pending part is committed.
+    committed: u64,
+}
+
+fn sink_err(name: &str, detail: String) -> ExecError {
+    ExecError::Sink {
+        vertex: name.to_string(),
+        detail,
+    }
+}
+
+fn sibling(path: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    std::path::PathBuf::from(s)
+}
+
+impl Staged {
+    /// Opens the sink, first bringing the output file to exactly what
+    /// checkpoint `restore` committed (or empty when there is none).
+    fn open(
+        name: &str,
+        path: &std::path::Path,
+        restore: Option<&crate::checkpoint::SinkState>,
+    ) -> Result<Staged, ExecError> {
+        let io = |what: &str, p: &std::path::Path, e: std::io::Error| {
+            sink_err(name, format!("{what} {}: {e}", p.display()))
+        };
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut leftovers: Vec<(u64, std::path::PathBuf)> = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if let Some(id) = n
+                    .strip_prefix(&format!("{file_name}.pending-"))
+                    .and_then(|i| i.parse::<u64>().ok())
+                {
+                    leftovers.push((id, e.path()));
+                }
+            }
+        }
+        let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let target = match restore {
+            None => 0,
+            Some(s) => {
+                let want = s.committed_bytes + s.staged_bytes;
+                if len < want {
+                    // The commit of the restored checkpoint's part did not
+                    // finish: redo it from the part file.
+                    let part = leftovers
+                        .iter()
+                        .find(|(_, p)| {
+                            std::fs::metadata(p).map(|m| m.len()).ok() == Some(s.staged_bytes)
+                        })
+                        .map(|(_, p)| p.clone());
+                    let part = part.ok_or_else(|| {
+                        sink_err(name, format!("cannot restore {}: it holds {len} bytes, the checkpoint committed {want}, and the staged part is gone", path.display()))
+                    })?;
+                    let f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(path)
+                        .map_err(|e| io("cannot open", path, e))?;
+                    f.set_len(s.committed_bytes.min(len))
+                        .map_err(|e| io("cannot truncate", path, e))?;
+                    drop(f);
+                    append(path, &part).map_err(|e| io("cannot commit into", path, e))?;
+                }
+                want
+            }
+        };
+        // Undo what later (uncompleted) checkpoints or the run after the
+        // restored checkpoint wrote.
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| io("cannot create output file", path, e))?;
+        f.set_len(target)
+            .map_err(|e| io("cannot truncate", path, e))?;
+        f.sync_all().map_err(|e| io("cannot sync", path, e))?;
+        for (_, p) in leftovers {
+            let _ = std::fs::remove_file(p);
+        }
+        let part_path = sibling(path, ".inprogress");
+        let part =
+            std::fs::File::create(&part_path).map_err(|e| io("cannot create", &part_path, e))?;
+        Ok(Staged {
+            path: path.to_path_buf(),
+            part: std::io::BufWriter::with_capacity(1 << 16, part),
+            part_bytes: 0,
+            pending: Vec::new(),
+            committed: target,
+        })
+    }
+
+    /// Barrier `id`: stage the part written since the last one.
+    fn stage(&mut self, name: &str, id: u64) -> Result<crate::checkpoint::SinkState, ExecError> {
+        let io = |what: &str, e: std::io::Error| sink_err(name, format!("{what}: {e}"));
+        self.part
+            .flush()
+            .map_err(|e| io("writing the staged part", e))?;
+        self.part
+            .get_ref()
+            .sync_all()
+            .map_err(|e| io("syncing the staged part", e))?;
+        let from = sibling(&self.path, ".inprogress");
+        let to = sibling(&self.path, &format!(".pending-{id}"));
+        std::fs::rename(&from, &to).map_err(|e| io("staging the part", e))?;
+        let committed_before: u64 = self.committed + self.pending.iter().map(|p| p.2).sum::<u64>();
+        let state = crate::checkpoint::SinkState {
+            vertex: name.to_string(),
+            committed_bytes: committed_before,
+            staged_bytes: self.part_bytes,
+        };
+        self.pending.push((id, to, self.part_bytes));
+        let part = std::fs::File::create(&from).map_err(|e| io("creating the next part", e))?;
+        self.part = std::io::BufWriter::with_capacity(1 << 16, part);
+        self.part_bytes = 0;
+        Ok(state)
+    }
+
+    /// Checkpoint `id` completed: commit the parts staged up to it.
+    fn commit(&mut self, name: &str, id: u64) -> Result<(), ExecError> {
+        while let Some((pid, part, bytes)) = self.pending.first().cloned() {
+            if pid > id {
+                break;
+            }
+            append(&self.path, &part).map_err(|e| {
+                sink_err(
+                    name,
+                    format!("committing into {}: {e}", self.path.display()),
+                )
+            })?;
+            let _ = std::fs::remove_file(&part);
+            self.committed += bytes;
+            self.pending.remove(0);
+        }
+        Ok(())
+    }
+
+    /// End of input: everything written is final.
+    fn finish(&mut self, name: &str) -> Result<(), ExecError> {
+        self.stage(name, u64::MAX)?;
+        self.commit(name, u64::MAX)?;
+        let _ = std::fs::remove_file(sibling(&self.path, ".inprogress"));
+        Ok(())
+    }
+}
+
+/// Appends a part file to the output and syncs it.
+fn append(path: &std::path::Path, part: &std::path::Path) -> std::io::Result<()> {
+    let mut out = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)?;
+    let mut src = std::fs::File::open(part)?;
+    std::io::copy(&mut src, &mut out)?;
+    out.sync_all()
+}
+
 impl Sink {
-    pub(super) fn open(name: &str, kind: &SinkKind) -> Result<Sink, ExecError> {
+    pub(super) fn open(
+        name: &str,
+        kind: &SinkKind,
+        exactly_once: bool,
+        restore: Option<&crate::checkpoint::SinkState>,
+    ) -> Result<Sink, ExecError> {
         Ok(match kind {
+            SinkKind::File { path } if exactly_once => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        sink_err(
+                            name,
+                            format!("cannot create output directory {}: {e}", dir.display()),
+                        )
+                    })?;
+                }
+                Sink::Staged(Staged::open(name, path, restore)?)
+            }
             SinkKind::File { path } => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(|e| ExecError::Sink {
@@ -39,20 +240,55 @@ impl Sink {
     }
 
     pub(super) fn write(&mut self, name: &str, batch: &[Event]) -> Result<(), ExecError> {
-        let Sink::Writer(w, target) = self else {
-            return Ok(());
-        };
         let mut buf = Vec::with_capacity(batch.len() * 32);
         for e in batch {
             json_line(e, &mut buf);
         }
-        w.write_all(&buf).map_err(|e| ExecError::Sink {
-            vertex: name.to_string(),
-            detail: format!("writing {target}: {e}"),
-        })
+        match self {
+            Sink::Writer(w, target) => w
+                .write_all(&buf)
+                .map_err(|e| sink_err(name, format!("writing {target}: {e}"))),
+            Sink::Staged(s) => {
+                s.part_bytes += buf.len() as u64;
+                s.part.write_all(&buf).map_err(|e| {
+                    sink_err(
+                        name,
+                        format!("writing the staged part of {}: {e}", s.path.display()),
+                    )
+                })
+            }
+            Sink::Discard => Ok(()),
+        }
+    }
+
+    /// Barrier `id` reached the sink: stage (exactly-once file) or flush.
+    pub(super) fn barrier(
+        &mut self,
+        name: &str,
+        id: u64,
+    ) -> Result<Option<crate::checkpoint::SinkState>, ExecError> {
+        match self {
+            Sink::Staged(s) => s.stage(name, id).map(Some),
+            Sink::Writer(w, target) => w
+                .flush()
+                .map(|()| None)
+                .map_err(|e| sink_err(name, format!("writing {target}: {e}"))),
+            Sink::Discard => Ok(None),
+        }
+    }
+
+    /// Checkpoint `id` completed.
+    pub(super) fn commit(&mut self, name: &str, id: u64) -> Result<(), ExecError> {
+        match self {
+            Sink::Staged(s) => s.commit(name, id),
+            _ => Ok(()),
+        }
     }
 
     pub(super) fn finish(&mut self, name: &str) -> Result<(), ExecError> {
+        if let Sink::Staged(s) = self {
+            return s.finish(name);
+        }
         if let Sink::Writer(w, target) = self {
             w.flush().map_err(|e| ExecError::Sink {
                 vertex: name.to_string(),

@@ -2,13 +2,61 @@
 //! deterministic sequence, in batches onto the out-edges.
 
 use super::channel::Outputs;
+use super::coordinator::{Ack, AckData};
 use super::{ExecError, Shared};
+use crate::checkpoint::SourcePosition;
 use crate::job::{SourceFormat, SourceKind};
 use crate::sandbox::Event;
 use std::io::BufRead;
+use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 /// Runs subtask `index` of a source until its input ends.
+/// A source subtask's link to the checkpoint coordinator, and where to
+/// start when restored.
+pub(super) struct SourceCtl {
+    pub(super) trigger: Option<Receiver<u64>>,
+    pub(super) ack: Option<Sender<Ack>>,
+    /// Lines (file) or events of this subtask's sequence (generator) that a
+    /// restored checkpoint already covers.
+    pub(super) start: u64,
+}
+
+impl SourceCtl {
+    /// Answers pending checkpoint triggers: record `position`, then send the
+    /// barrier after everything emitted so far.
+    fn poll(
+        &self,
+        vertex: &str,
+        subtask: u32,
+        position: u64,
+        outputs: &mut Outputs,
+    ) -> Result<(), ExecError> {
+        let (Some(trigger), Some(ack)) = (&self.trigger, &self.ack) else {
+            return Ok(());
+        };
+        while let Ok(id) = trigger.try_recv() {
+            outputs.flush()?;
+            let _ = ack.send(Ack::Done {
+                id,
+                data: AckData::Source(SourcePosition {
+                    vertex: vertex.to_string(),
+                    subtask,
+                    position,
+                }),
+            });
+            outputs.barrier(id)?;
+        }
+        Ok(())
+    }
+
+    fn finished(&self) {
+        if let Some(ack) = &self.ack {
+            let _ = ack.send(Ack::Finished);
+        }
+    }
+}
+
 pub(super) fn run(
     name: &str,
     kind: &SourceKind,
@@ -16,36 +64,43 @@ pub(super) fn run(
     parallelism: u32,
     mut outputs: Outputs,
     shared: &Shared,
+    ctl: &SourceCtl,
 ) -> Result<u64, ExecError> {
     let err = |detail: String| ExecError::Source {
         vertex: name.to_string(),
         detail,
     };
-    let mut n = 0u64;
-    match kind {
+    let poll = |pos: u64, o: &mut Outputs| ctl.poll(name, index, pos, o);
+    let n = match kind {
         SourceKind::File { path, format, key } => {
             let file = std::fs::File::open(path)
                 .map_err(|e| err(format!("cannot open input file {}: {e}", path.display())))?;
             let reader = std::io::BufReader::with_capacity(1 << 16, file);
-            n = read_lines(
+            read_lines(
                 reader,
                 *format,
                 key.as_deref(),
+                ctl.start,
                 &mut outputs,
                 shared,
+                &poll,
                 &|line, detail| err(format!("{} line {line}: {detail}", path.display())),
-            )?;
+            )?
         }
         SourceKind::Stdin { format, key } => {
+            // Stdin cannot be replayed: a restored job reads on from where
+            // stdin is now.
             let stdin = std::io::stdin();
-            n = read_lines(
+            read_lines(
                 stdin.lock(),
                 *format,
                 key.as_deref(),
+                0,
                 &mut outputs,
                 shared,
+                &poll,
                 &|line, detail| err(format!("stdin line {line}: {detail}")),
-            )?;
+            )?
         }
         SourceKind::Generator {
             count,
@@ -55,18 +110,24 @@ pub(super) fn run(
         } => {
             let started = Instant::now();
             let per_sec = rate.map(|r| r / f64::from(parallelism));
-            let mut seq = u64::from(index);
+            // Event i of this subtask is sequence number index + i * parallelism.
+            let mut produced = ctl.start;
+            let mut seq =
+                u64::from(index).saturating_add(ctl.start.saturating_mul(u64::from(parallelism)));
             let mut batch = Vec::with_capacity(1024);
+            let mut emitted = 0u64;
             while seq < *count {
                 shared.check_cancel()?;
                 batch.push(generated(seq, *keys, *seed));
                 seq += u64::from(parallelism);
-                n += 1;
+                produced += 1;
+                emitted += 1;
                 if batch.len() == 1024 || seq >= *count {
                     outputs.emit(std::mem::take(&mut batch))?;
+                    poll(produced, &mut outputs)?;
                     if let Some(r) = per_sec {
                         // Pace to the rate: wait until this many events are due.
-                        let due = Duration::from_secs_f64(n as f64 / r);
+                        let due = Duration::from_secs_f64(emitted as f64 / r);
                         if let Some(wait) = due.checked_sub(started.elapsed()) {
                             outputs.flush()?;
                             std::thread::sleep(wait);
@@ -74,9 +135,11 @@ pub(super) fn run(
                     }
                 }
             }
+            emitted
         }
-    }
+    };
     outputs.end()?;
+    ctl.finished();
     Ok(n)
 }
 
@@ -98,15 +161,20 @@ fn splitmix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn read_lines(
     mut reader: impl BufRead,
     format: SourceFormat,
     key: Option<&str>,
+    skip: u64,
     outputs: &mut Outputs,
     shared: &Shared,
+    poll: &dyn Fn(u64, &mut Outputs) -> Result<(), ExecError>,
     err: &dyn Fn(u64, String) -> ExecError,
 ) -> Result<u64, ExecError> {
+    // `n` counts lines read, which is the position a checkpoint records.
     let mut n = 0u64;
+    let mut emitted = 0u64;
     let mut line = Vec::new();
     let mut batch = Vec::with_capacity(1024);
     loop {
@@ -118,6 +186,9 @@ fn read_lines(
             break;
         }
         n += 1;
+        if n <= skip {
+            continue;
+        }
         if line.last() == Some(&b'\n') {
             line.pop();
             if line.last() == Some(&b'\r') {
@@ -125,15 +196,13 @@ fn read_lines(
             }
         }
         let event = match format {
-            SourceFormat::Lines => Event {
+            SourceFormat::Lines => Some(Event {
                 key: None,
                 value: line.clone(),
                 timestamp: None,
-            },
+            }),
+            SourceFormat::Json if line.iter().all(u8::is_ascii_whitespace) => None,
             SourceFormat::Json => {
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
                 let v: serde_json::Value = serde_json::from_slice(&line)
                     .map_err(|e| err(n, format!("not valid JSON: {e}")))?;
                 let key = match key {
@@ -146,24 +215,28 @@ fn read_lines(
                         Some(other) => Some(other.to_string().into_bytes()),
                     },
                 };
-                Event {
+                Some(Event {
                     key,
                     value: line.clone(),
                     timestamp: None,
-                }
+                })
             }
         };
-        batch.push(event);
+        if let Some(e) = event {
+            batch.push(e);
+            emitted += 1;
+        }
         // Flush when the batch is full, or when no more input is buffered
         // (an interactive stdin should not wait for a full batch).
         if batch.len() >= 1024 || reader.fill_buf().map(|b| b.is_empty()).unwrap_or(true) {
             shared.check_cancel()?;
             outputs.emit(std::mem::take(&mut batch))?;
             outputs.flush()?;
+            poll(n, outputs)?;
         }
     }
     outputs.emit(batch)?;
-    Ok(n)
+    Ok(emitted)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The validated job graph: vertices (sources, operators, sinks), edges
 //! with their partitioning, and the operator IDs that address state.
 
-use super::manifest::Limits;
+use super::manifest::{CheckpointSettings, Limits, RestartPolicy};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -248,6 +248,10 @@ pub struct JobGraph {
     pub linger_ms: u64,
     /// Per-subtask sandbox limits.
     pub limits: Limits,
+    /// Periodic checkpoints, when enabled.
+    pub checkpoint: Option<CheckpointSettings>,
+    /// Restarts after a failure.
+    pub restart: RestartPolicy,
     /// Vertices in topological order (sources first).
     pub vertices: Vec<Vertex>,
     /// Edges.
@@ -300,10 +304,24 @@ impl Builder {
                 batch_size,
                 linger_ms,
                 limits,
+                checkpoint: None,
+                restart: RestartPolicy {
+                    attempts: 0,
+                    delay_ms: 1000,
+                },
                 vertices: Vec::new(),
                 edges: Vec::new(),
             },
         }
+    }
+
+    pub(super) fn policies(
+        &mut self,
+        checkpoint: Option<CheckpointSettings>,
+        restart: RestartPolicy,
+    ) {
+        self.g.checkpoint = checkpoint;
+        self.g.restart = restart;
     }
 
     pub(super) fn names(&self) -> Vec<String> {

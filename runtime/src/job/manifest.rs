@@ -57,6 +57,10 @@ struct Manifest {
     batch: Option<Batch>,
     #[serde(default)]
     limits: Option<LimitsSpec>,
+    #[serde(default)]
+    checkpoint: Option<CheckpointSpec>,
+    #[serde(default)]
+    restart: Option<RestartSpec>,
     #[serde(default, rename = "source")]
     sources: Vec<SourceSpec>,
     #[serde(default, rename = "operator")]
@@ -94,6 +98,47 @@ impl Default for Limits {
             max_output_events: 1_000_000,
         }
     }
+}
+
+/// Periodic checkpoints, from the manifest's `[checkpoint]` table.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CheckpointSettings {
+    /// Time between checkpoint triggers, in ms.
+    pub interval_ms: u64,
+    /// A checkpoint not complete after this long is abandoned, in ms.
+    pub timeout_ms: u64,
+    /// Least time between the end of one checkpoint and the next trigger, in ms.
+    pub min_pause_ms: u64,
+    /// How many completed checkpoints to keep.
+    pub retain: usize,
+}
+
+/// What happens when a subtask fails, from the manifest's `[restart]` table.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RestartPolicy {
+    /// How many times the job restarts from its latest checkpoint before
+    /// it fails for good.
+    pub attempts: u32,
+    /// Wait before each restart, in ms.
+    pub delay_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct CheckpointSpec {
+    interval_ms: Spanned<u64>,
+    timeout_ms: Option<Spanned<u64>>,
+    min_pause_ms: Option<u64>,
+    retain: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RestartSpec {
+    attempts: u32,
+    delay_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -292,6 +337,38 @@ pub fn parse_manifest(
         linger_ms,
         limits,
     );
+    let checkpoint = match &m.checkpoint {
+        Some(c) => Some(CheckpointSettings {
+            interval_ms: pos(&ctx, &c.interval_ms, "checkpoint.interval-ms", 1)?,
+            timeout_ms: c
+                .timeout_ms
+                .as_ref()
+                .map(|t| pos(&ctx, t, "checkpoint.timeout-ms", 1))
+                .transpose()?
+                .unwrap_or(60_000),
+            min_pause_ms: c.min_pause_ms.unwrap_or(0),
+            retain: c
+                .retain
+                .as_ref()
+                .map(|r| pos(&ctx, r, "checkpoint.retain", 1))
+                .transpose()?
+                .unwrap_or(3) as usize,
+        }),
+        None => None,
+    };
+    // Without checkpoints a restart would replay from the start and
+    // duplicate output, so by default only checkpointed jobs restart.
+    let restart = match &m.restart {
+        Some(r) => RestartPolicy {
+            attempts: r.attempts,
+            delay_ms: r.delay_ms.unwrap_or(1000),
+        },
+        None => RestartPolicy {
+            attempts: if checkpoint.is_some() { 3 } else { 0 },
+            delay_ms: 1000,
+        },
+    };
+    b.policies(checkpoint, restart);
     let mut spans: Vec<std::ops::Range<usize>> = Vec::new();
 
     let check_par = |v: &Option<Spanned<u32>>, default: u32| -> Result<u32, ManifestError> {

@@ -8,4 +8,4 @@ pub use graph::{
     ComponentRef, Edge, JobGraph, OperatorId, Partition, SinkKind, SourceFormat, SourceKind,
     Vertex, VertexKind,
 };
-pub use manifest::{Limits, ManifestError, parse_manifest};
+pub use manifest::{CheckpointSettings, Limits, ManifestError, RestartPolicy, parse_manifest};

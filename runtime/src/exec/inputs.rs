@@ -1,0 +1,170 @@
+//! A subtask's inputs with barrier alignment (Chandy–Lamport, as in
+//! Flink's aligned checkpoints): when barrier `n` arrives on one input
+//! channel, that channel's later messages wait until barrier `n` has
+//! arrived on every other live channel; then the subtask snapshots and
+//! goes on with what waited.
+
+use super::ExecError;
+use super::channel::{Message, Payload};
+use crate::sandbox::Event;
+use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+/// What a subtask does next.
+pub(super) enum Next {
+    /// Process these events.
+    Batch(Vec<Event>),
+    /// Every live input delivered barrier `n`: snapshot, then forward it.
+    Aligned(u64),
+    /// Nothing arrived within the timeout.
+    Idle,
+    /// Every input has ended.
+    End,
+}
+
+pub(super) struct Inputs {
+    rx: Receiver<Message>,
+    ended: Vec<bool>,
+    blocked: Vec<bool>,
+    aligning: Option<u64>,
+    waiting: VecDeque<Message>,
+}
+
+impl Inputs {
+    pub(super) fn new(rx: Receiver<Message>, channels: usize) -> Inputs {
+        Inputs {
+            rx,
+            ended: vec![false; channels],
+            blocked: vec![false; channels],
+            aligning: None,
+            waiting: VecDeque::new(),
+        }
+    }
+
+    fn aligned(&self) -> bool {
+        self.blocked.iter().zip(&self.ended).all(|(b, e)| *b || *e)
+    }
+
+    /// The next thing to do, waiting at most `timeout` for input.
+    pub(super) fn next(&mut self, timeout: Duration) -> Result<Next, ExecError> {
+        loop {
+            let msg = match (self.aligning, self.waiting.pop_front()) {
+                (None, Some(m)) => Some(m),
+                (Some(_), Some(m)) => {
+                    // Still aligning: what waits stays waiting.
+                    self.waiting.push_front(m);
+                    self.recv(timeout)?
+                }
+                (_, None) => self.recv(timeout)?,
+            };
+            let Some(Message { channel, payload }) = msg else {
+                return Ok(Next::Idle);
+            };
+            let c = channel as usize;
+            if c >= self.ended.len() {
+                return Err(ExecError::Panicked(
+                    "input".into(),
+                    format!("message on unknown input channel {c}"),
+                ));
+            }
+            if self.aligning.is_some() && self.blocked[c] {
+                self.waiting.push_back(Message { channel, payload });
+                continue;
+            }
+            match payload {
+                Payload::Batch(b) => return Ok(Next::Batch(b)),
+                Payload::Barrier(id) => {
+                    self.blocked[c] = true;
+                    self.aligning = Some(id);
+                }
+                Payload::End => self.ended[c] = true,
+            }
+            if let Some(id) = self.aligning
+                && self.aligned()
+            {
+                self.aligning = None;
+                self.blocked.iter_mut().for_each(|b| *b = false);
+                return Ok(Next::Aligned(id));
+            }
+            if self.aligning.is_none() && self.waiting.is_empty() && self.ended.iter().all(|e| *e) {
+                return Ok(Next::End);
+            }
+        }
+    }
+
+    fn recv(&mut self, timeout: Duration) -> Result<Option<Message>, ExecError> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(m) => Ok(Some(m)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => Err(ExecError::Disconnected),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::sync_channel;
+
+    fn batch(n: usize) -> Payload {
+        Payload::Batch(vec![
+            Event {
+                key: None,
+                value: vec![n as u8],
+                timestamp: None
+            };
+            n
+        ])
+    }
+
+    #[test]
+    fn aligns_barriers_and_holds_back_what_follows_them() {
+        let (tx, rx) = sync_channel(100);
+        let send = |c: u32, p: Payload| {
+            tx.send(Message {
+                channel: c,
+                payload: p,
+            })
+            .unwrap()
+        };
+        send(0, batch(1));
+        send(0, Payload::Barrier(7));
+        send(0, batch(2)); // after the barrier on channel 0: must wait
+        send(1, batch(3)); // before the barrier on channel 1: goes first
+        send(1, Payload::Barrier(7));
+        send(1, Payload::End);
+        send(0, Payload::End);
+        let mut inputs = Inputs::new(rx, 2);
+        let mut seen = Vec::new();
+        loop {
+            match inputs.next(Duration::from_millis(1)).unwrap() {
+                Next::Batch(b) => seen.push(format!("b{}", b.len())),
+                Next::Aligned(id) => seen.push(format!("barrier{id}")),
+                Next::Idle => seen.push("idle".into()),
+                Next::End => break,
+            }
+        }
+        assert_eq!(seen, ["b1", "b3", "barrier7", "b2"]);
+    }
+
+    #[test]
+    fn an_ended_input_does_not_block_alignment() {
+        let (tx, rx) = sync_channel(100);
+        tx.send(Message {
+            channel: 1,
+            payload: Payload::End,
+        })
+        .unwrap();
+        tx.send(Message {
+            channel: 0,
+            payload: Payload::Barrier(1),
+        })
+        .unwrap();
+        let mut inputs = Inputs::new(rx, 2);
+        assert!(matches!(
+            inputs.next(Duration::from_millis(1)).unwrap(),
+            Next::Aligned(1)
+        ));
+    }
+}

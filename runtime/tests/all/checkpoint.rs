@@ -1,0 +1,293 @@
+//! Checkpoints and recovery with real components: failures mid-run, a
+//! killed process, corrupt chunks, retention and GC. The proof of
+//! exactly-once: the counter's output holds, per key, the counts 1..=n
+//! each exactly once, as an uninterrupted run does.
+
+use crate::common::*;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use wrun::checkpoint::{CheckpointStore, FsStore, unreferenced_chunks};
+use wrun::exec::{FailPoint, RunOptions};
+
+fn counter_job(count: u64, keys: u64, extra_source: &str, job_extra: &str) -> String {
+    generator_job(
+        count,
+        keys,
+        guest("wordcount-counter"),
+        "uid = \"counter\"\nparallelism = 2",
+        "hash",
+        job_extra,
+    )
+    .replace(
+        &format!("keys = {keys}\n"),
+        &format!("keys = {keys}\n{extra_source}\n"),
+    )
+}
+
+/// Asserts exactly-once output of a counter over `count` events.
+fn assert_exactly_once(out: &Path, count: u64) {
+    let mut per_key: HashMap<String, Vec<u64>> = HashMap::new();
+    let lines = read_jsonl(out);
+    for (k, v) in &lines {
+        per_key
+            .entry(k.clone())
+            .or_default()
+            .push(v.parse().unwrap());
+    }
+    for (k, counts) in per_key.iter_mut() {
+        counts.sort();
+        assert_eq!(
+            *counts,
+            (1..=counts.len() as u64).collect::<Vec<_>>(),
+            "key {k}: lost or duplicated updates"
+        );
+    }
+    assert_eq!(
+        lines.len() as u64,
+        count,
+        "every event's update exactly once"
+    );
+}
+
+fn store(dir: &Path) -> Arc<dyn CheckpointStore> {
+    Arc::new(FsStore::open(&dir.join("checkpoints")).unwrap())
+}
+
+#[test]
+fn a_failure_mid_run_restarts_from_a_checkpoint_with_nothing_lost_or_duplicated() {
+    for (seed, fail_after) in [(1u64, 2000u64), (2, 5000), (3, 8000)] {
+        let dir = tempfile::tempdir().unwrap();
+        let job = counter_job(
+            24_000,
+            97,
+            &format!("seed = {seed}\nrate = 60000.0"),
+            "[checkpoint]\ninterval-ms = 20\n[restart]\nattempts = 2\ndelay-ms = 0",
+        );
+        let opts = RunOptions {
+            store: Some(store(dir.path())),
+            fail_point: Some(FailPoint {
+                vertex: "op".into(),
+                after_records: fail_after,
+            }),
+            ..RunOptions::default()
+        };
+        let graph = wrun::job::parse_manifest(&job, "job.toml", dir.path(), None).unwrap();
+        let modules = wrun::cli::load_modules(
+            &graph,
+            &wrun::module::ModuleStore::new(&dir.path().join(".wrun")),
+            sandbox(),
+        )
+        .unwrap();
+        let report = wrun::exec::run_supervised(&graph, sandbox(), &modules, &opts).unwrap();
+        assert_eq!(report.restarts, 1, "seed {seed}");
+        assert!(
+            report.restored_from.is_some(),
+            "seed {seed}: a checkpoint completed before the failure"
+        );
+        assert_exactly_once(&dir.path().join("out.jsonl"), 24_000);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".pending-") || n.contains(".inprogress"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+}
+
+#[test]
+fn without_restarts_a_failure_fails_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = counter_job(
+        5000,
+        10,
+        "",
+        "[checkpoint]\ninterval-ms = 10\n[restart]\nattempts = 0",
+    );
+    let opts = RunOptions {
+        store: Some(store(dir.path())),
+        fail_point: Some(FailPoint {
+            vertex: "op".into(),
+            after_records: 100,
+        }),
+        ..RunOptions::default()
+    };
+    let graph = wrun::job::parse_manifest(&job, "job.toml", dir.path(), None).unwrap();
+    let modules = wrun::cli::load_modules(
+        &graph,
+        &wrun::module::ModuleStore::new(&dir.path().join(".wrun")),
+        sandbox(),
+    )
+    .unwrap();
+    let err = wrun::exec::run_supervised(&graph, sandbox(), &modules, &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("injected failure in counter[0]"), "{err}");
+}
+
+#[test]
+fn retention_keeps_the_newest_and_gc_leaves_no_orphan_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = counter_job(
+        20_000,
+        50,
+        "rate = 80000.0",
+        "[checkpoint]\ninterval-ms = 10\nretain = 2",
+    );
+    let opts = RunOptions {
+        store: Some(store(dir.path())),
+        ..RunOptions::default()
+    };
+    run_with(dir.path(), &job, None, &opts).unwrap();
+    let s = store(dir.path());
+    let ids = s.list_checkpoints("test").unwrap();
+    assert!(!ids.is_empty() && ids.len() <= 2, "{ids:?}");
+    let kept: Vec<_> = ids
+        .iter()
+        .map(|id| s.get_manifest("test", *id).unwrap())
+        .collect();
+    assert!(
+        ids.last().unwrap().0 > 2,
+        "more checkpoints were taken than kept: {ids:?}"
+    );
+    assert!(unreferenced_chunks(&s.list_chunks().unwrap(), &kept, &Default::default()).is_empty());
+    for m in &kept {
+        assert_eq!(m.operators.len(), 1, "{m:?}");
+        assert_eq!(m.operators[0].uid.as_deref(), Some("counter"));
+        assert_eq!(
+            m.operators[0].state_format,
+            Some(("wordcount".to_string(), 1))
+        );
+        assert!(m.full_bytes > 0 && m.sources.len() == 1 && m.sinks.len() == 1);
+        for c in m.chunks() {
+            s.get_chunk(&c).unwrap();
+        }
+    }
+    assert_exactly_once(&dir.path().join("out.jsonl"), 20_000);
+}
+
+#[test]
+fn restore_skips_a_checkpoint_with_a_corrupt_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = counter_job(
+        20_000,
+        50,
+        "rate = 80000.0",
+        "[checkpoint]\ninterval-ms = 10\nretain = 3",
+    );
+    run_with(
+        dir.path(),
+        &job,
+        None,
+        &RunOptions {
+            store: Some(store(dir.path())),
+            ..RunOptions::default()
+        },
+    )
+    .unwrap();
+    let s = store(dir.path());
+    let ids = s.list_checkpoints("test").unwrap();
+    assert!(ids.len() >= 2, "{ids:?}");
+    let newest = s.get_manifest("test", *ids.last().unwrap()).unwrap();
+    let older: std::collections::HashSet<_> = ids[..ids.len() - 1]
+        .iter()
+        .flat_map(|id| {
+            s.get_manifest("test", *id)
+                .unwrap()
+                .chunks()
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let victim = newest
+        .chunks()
+        .find(|c| !older.contains(c))
+        .expect("the newest checkpoint wrote a chunk of its own");
+    let path = dir
+        .path()
+        .join("checkpoints/chunks")
+        .join(&victim.hex()[..2])
+        .join(victim.hex());
+    std::fs::write(&path, b"bit rot").unwrap();
+    let err = s.get_chunk(&victim).unwrap_err().to_string();
+    assert!(
+        err.contains(&path.display().to_string()),
+        "the error names the file: {err}"
+    );
+    let chosen = wrun::exec::latest_checkpoint(s.as_ref(), "test")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        chosen.id,
+        ids[ids.len() - 2],
+        "falls back to the previous complete checkpoint"
+    );
+}
+
+#[test]
+fn sigkill_then_resume_gives_the_exactly_once_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = counter_job(
+        40_000,
+        61,
+        "rate = 20000.0",
+        "[checkpoint]\ninterval-ms = 50",
+    );
+    std::fs::write(dir.path().join("job.toml"), &job).unwrap();
+    let data = dir.path().join("data");
+    let mut child = std::process::Command::new(wrun_bin())
+        .args(["run", "job.toml", "--data-dir", data.to_str().unwrap()])
+        .current_dir(dir.path())
+        .env("WRUN_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for a completed checkpoint (an event, polled), then kill -9.
+    let manifests = data.join("checkpoints/jobs/test/checkpoints");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_dir(&manifests)
+        .map(|d| d.count())
+        .unwrap_or(0)
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint within 30 s"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended before it could be killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = read_jsonl(&dir.path().join("out.jsonl")).len();
+    assert!(
+        partial < 40_000,
+        "killed mid-run ({partial} lines committed)"
+    );
+    let (code, _, err) = wrun(
+        dir.path(),
+        &[
+            "run",
+            "job.toml",
+            "--resume",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_exactly_once(&dir.path().join("out.jsonl"), 40_000);
+    let (code, out, err) = wrun(
+        dir.path(),
+        &["checkpoint", "list", "--data-dir", data.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("JOB")
+            && out.contains("NEW BYTES")
+            && out.lines().any(|l| l.starts_with("test ")),
+        "{out}"
+    );
+}
