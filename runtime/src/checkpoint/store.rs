@@ -129,6 +129,12 @@ fn parse_manifest(
 pub struct FsStore {
     root: PathBuf,
     dir: Dir,
+    /// Directories with renamed-in files whose entries are not yet synced.
+    unsynced: Mutex<std::collections::BTreeSet<PathBuf>>,
+    /// Chunks written or verified by this store: trusted without a read.
+    verified: Mutex<std::collections::HashSet<ChunkHash>>,
+    /// Chunks were written without fsync since the last manifest.
+    dirty: AtomicBool,
 }
 
 impl FsStore {
@@ -149,6 +155,9 @@ impl FsStore {
         Ok(FsStore {
             root: root.to_path_buf(),
             dir,
+            unsynced: Mutex::new(Default::default()),
+            verified: Mutex::new(Default::default()),
+            dirty: AtomicBool::new(false),
         })
     }
 
@@ -159,7 +168,7 @@ impl FsStore {
 
     /// Writes `bytes` at `rel` by temp file, fsync, rename, and fsync of the
     /// directory, so a crash leaves the old file or the new one, never half.
-    fn write_atomic(&self, rel: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    fn write_atomic(&self, rel: &Path, bytes: &[u8], durable: bool) -> Result<(), StoreError> {
         let parent = rel.parent().unwrap_or(Path::new(""));
         self.dir
             .create_dir_all(parent)
@@ -171,15 +180,31 @@ impl FsStore {
         let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
         let mut f = self.dir.create(&tmp).map_err(self.io("create", &tmp))?;
         f.write_all(bytes).map_err(self.io("write", &tmp))?;
-        f.sync_all().map_err(self.io("sync", &tmp))?;
+        if durable {
+            f.sync_all().map_err(self.io("sync", &tmp))?;
+        }
         drop(f);
         self.dir
             .rename(&tmp, &self.dir, rel)
             .map_err(self.io("rename into place", rel))?;
-        let d = self.dir.open_dir(parent).map_err(self.io("open", parent))?;
-        d.open(".")
-            .and_then(|f| f.sync_all())
-            .map_err(self.io("sync", parent))?;
+        self.unsynced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(parent.to_path_buf());
+        Ok(())
+    }
+
+    /// Syncs every directory a rename went into since the last call, so
+    /// the entries are durable before a manifest refers to them.
+    fn sync_dirs(&self) -> Result<(), StoreError> {
+        let dirs = std::mem::take(&mut *self.unsynced.lock().unwrap_or_else(|p| p.into_inner()));
+        for d in dirs {
+            self.dir
+                .open_dir(&d)
+                .and_then(|dir| dir.open("."))
+                .and_then(|f| f.sync_all())
+                .map_err(self.io("sync", &d))?;
+        }
         Ok(())
     }
 
@@ -206,11 +231,32 @@ impl FsStore {
 impl CheckpointStore for FsStore {
     fn put_chunk(&self, bytes: &[u8]) -> Result<(ChunkHash, u64), StoreError> {
         let hash = ChunkHash::of(bytes);
-        let rel = chunk_path(&hash);
-        if self.dir.exists(&rel) {
+        if self
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&hash)
+        {
             return Ok((hash, 0));
         }
-        self.write_atomic(&rel, bytes)?;
+        let rel = chunk_path(&hash);
+        // A chunk file left by an earlier process may predate a crash that
+        // lost its data: trust it only once its bytes verify.
+        if self.dir.exists(&rel) && self.get_chunk(&hash).is_ok() {
+            self.verified
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(hash);
+            return Ok((hash, 0));
+        }
+        // No fsync per chunk: the next manifest makes them all durable at
+        // once (syncfs) before it commits.
+        self.write_atomic(&rel, bytes, false)?;
+        self.dirty.store(true, Ordering::SeqCst);
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(hash);
         Ok((hash, bytes.len() as u64))
     }
 
@@ -246,6 +292,11 @@ impl CheckpointStore for FsStore {
     }
 
     fn delete_chunk(&self, hash: &ChunkHash) -> Result<(), StoreError> {
+        // Forget it first: a later put of the same bytes must write it again.
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(hash);
         self.remove(&chunk_path(hash))
     }
 
@@ -254,7 +305,26 @@ impl CheckpointStore for FsStore {
             path: self.root.join(manifest_path(&m.job, m.id)),
             detail: e.to_string(),
         })?;
-        self.write_atomic(&manifest_path(&m.job, m.id), &bytes)
+        // Chunks first: a durable manifest must never name a chunk that
+        // could still be lost. One syncfs flushes every chunk written since
+        // the last manifest, their directory entries included.
+        if self.dirty.swap(false, Ordering::SeqCst) {
+            let sync = |f: cap_std::fs::File| rustix::fs::syncfs(&f).map_err(std::io::Error::from);
+            self.dir
+                .open(".")
+                .and_then(sync)
+                .map_err(|error| StoreError::Io {
+                    op: "sync",
+                    path: self.root.clone(),
+                    error,
+                })?;
+            self.unsynced
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
+        self.write_atomic(&manifest_path(&m.job, m.id), &bytes, true)?;
+        self.sync_dirs()
     }
 
     fn get_manifest(&self, job: &str, id: CheckpointId) -> Result<CheckpointManifest, StoreError> {
@@ -547,6 +617,25 @@ mod tests {
                 if p.is_dir() { walk(&p) } else { vec![p] }
             })
             .collect()
+    }
+
+    #[test]
+    fn a_deleted_chunk_is_written_again_and_a_bad_leftover_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let (h, _) = store.put_chunk(b"x").unwrap();
+        store.delete_chunk(&h).unwrap();
+        assert_eq!(
+            store.put_chunk(b"x").unwrap(),
+            (h, 1),
+            "written again after GC"
+        );
+        store.get_chunk(&h).unwrap();
+        // A leftover from a crash with lost data: a new store must not trust it.
+        std::fs::write(dir.path().join(chunk_path(&h)), b"").unwrap();
+        let fresh = FsStore::open(dir.path()).unwrap();
+        assert_eq!(fresh.put_chunk(b"x").unwrap(), (h, 1));
+        assert_eq!(fresh.get_chunk(&h).unwrap(), b"x");
     }
 
     #[test]

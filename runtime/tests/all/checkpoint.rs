@@ -129,10 +129,12 @@ fn without_restarts_a_failure_fails_the_job() {
 fn retention_keeps_the_newest_and_gc_leaves_no_orphan_chunks() {
     let dir = tempfile::tempdir().unwrap();
     let job = counter_job(
-        20_000,
+        40_000,
         50,
         "rate = 80000.0",
-        "[checkpoint]\ninterval-ms = 10\nretain = 2",
+        "[checkpoint]
+interval-ms = 10
+retain = 2",
     );
     let opts = RunOptions {
         store: Some(store(dir.path())),
@@ -163,7 +165,7 @@ fn retention_keeps_the_newest_and_gc_leaves_no_orphan_chunks() {
             s.get_chunk(&c).unwrap();
         }
     }
-    assert_exactly_once(&dir.path().join("out.jsonl"), 20_000);
+    assert_exactly_once(&dir.path().join("out.jsonl"), 40_000);
 }
 
 #[test]
