@@ -12,6 +12,13 @@
 //! metric (the median of `WRUN_BENCH_ROUNDS`, default 3, interleaved
 //! rounds). `WRUN_BENCH_EVENTS` and `WRUN_BENCH_KEYS` change the workload.
 //!
+//! Then the checkpoint figures: at 100,000 and 1,000,000 keys, the
+//! synchronous pause (the copy-on-write snapshot), the time to encode and
+//! write a checkpoint, its full and newly written bytes, and the same after
+//! 1% of the keys change; and the keyed sum's throughput with a checkpoint
+//! every second, against the same job without (`WRUN_BENCH_SKIP_CHECKPOINT=1`
+//! skips them).
+//!
 //! Run: `cargo bench -p wrun-runtime --bench throughput`
 
 use std::collections::HashMap;
@@ -218,6 +225,44 @@ fn main() -> anyhow::Result<()> {
             "records/s",
         );
     }
+    if std::env::var_os("WRUN_BENCH_SKIP_CHECKPOINT").is_none() {
+        checkpoint_figures()?;
+        let mut cp_graph = graph.clone();
+        cp_graph.checkpoint = Some(wrun::job::CheckpointSettings {
+            interval_ms: 1000,
+            timeout_ms: 60_000,
+            min_pause_ms: 0,
+            retain: 3,
+        });
+        let dir = tempfile::tempdir()?;
+        let store: Arc<dyn wrun::checkpoint::CheckpointStore> =
+            Arc::new(wrun::checkpoint::FsStore::open(dir.path())?);
+        let mut with = Vec::new();
+        let mut without = Vec::new();
+        for _ in 0..rounds {
+            let r = wrun::exec::run_job(
+                &cp_graph,
+                &sandbox,
+                &modules,
+                &RunOptions {
+                    store: Some(store.clone()),
+                    ..RunOptions::default()
+                },
+            )?;
+            with.push(events as f64 / r.elapsed.as_secs_f64());
+            let r = wrun::exec::run_job(&graph, &sandbox, &modules, &RunOptions::default())?;
+            without.push(events as f64 / r.elapsed.as_secs_f64());
+        }
+        with.sort_by(f64::total_cmp);
+        without.sort_by(f64::total_cmp);
+        let (w, wo) = (with[with.len() / 2], without[without.len() / 2]);
+        metric("keyed_sum.wasm_checkpoint_1s.records_per_s", w, "records/s");
+        metric(
+            "keyed_sum.wasm_checkpoint_1s_vs_none.ratio",
+            w / wo,
+            "ratio",
+        );
+    }
     metric(
         "keyed_sum.wasm_vs_native_state.ratio",
         rates["wasm"] / rates["native_state"],
@@ -228,5 +273,86 @@ fn main() -> anyhow::Result<()> {
         rates["wasm"] / rates["native_hashmap"],
         "ratio",
     );
+    Ok(())
+}
+
+/// Pause, duration and bytes of a checkpoint of one subtask's value state.
+fn checkpoint_figures() -> anyhow::Result<()> {
+    use wrun::checkpoint::{CheckpointStore, FsStore};
+    use wrun::state::{KeyGroupRange, StateLimits};
+    for keys in [100_000u64, 1_000_000] {
+        let mut state = KeyedState::new(
+            128,
+            KeyGroupRange { start: 0, end: 128 },
+            StateLimits::default(),
+        );
+        let id = state.id("sum", StateKind::Value)?;
+        for k in 0..keys {
+            state.value_set(
+                id,
+                format!("key-{k}").as_bytes(),
+                Some(&(k as i64).to_le_bytes()),
+            )?;
+        }
+        let dir = tempfile::tempdir()?;
+        let store = FsStore::open(dir.path())?;
+        let write = |state: &KeyedState, label: &str| -> anyhow::Result<()> {
+            let t = std::time::Instant::now();
+            let snap = state.snapshot();
+            let pause = t.elapsed();
+            let (mut full, mut new) = (0u64, 0u64);
+            for (_, bytes) in snap.encode() {
+                full += bytes.len() as u64;
+                new += store.put_chunk(&bytes)?.1;
+            }
+            let manifest = wrun::checkpoint::CheckpointManifest {
+                format: wrun::checkpoint::MANIFEST_FORMAT,
+                job: "bench".into(),
+                id: wrun::checkpoint::CheckpointId(1),
+                triggered_at_ms: 0,
+                duration_ms: 0,
+                graph_fingerprint: String::new(),
+                max_parallelism: 128,
+                operators: vec![],
+                sources: vec![],
+                sinks: vec![],
+                full_bytes: full,
+                new_bytes: new,
+            };
+            store.put_manifest(&manifest)?;
+            let total = t.elapsed();
+            metric(
+                &format!("checkpoint.{keys}_keys.{label}.sync_pause_ms"),
+                pause.as_secs_f64() * 1e3,
+                "ms",
+            );
+            metric(
+                &format!("checkpoint.{keys}_keys.{label}.duration_ms"),
+                total.as_secs_f64() * 1e3,
+                "ms",
+            );
+            metric(
+                &format!("checkpoint.{keys}_keys.{label}.full_bytes"),
+                full as f64,
+                "bytes",
+            );
+            metric(
+                &format!("checkpoint.{keys}_keys.{label}.new_bytes"),
+                new as f64,
+                "bytes",
+            );
+            Ok(())
+        };
+        write(&state, "full")?;
+        // 1% of the keys change, spread over the key space.
+        for k in (0..keys).step_by(100) {
+            state.value_set(
+                id,
+                format!("key-{k}").as_bytes(),
+                Some(&(-(k as i64)).to_le_bytes()),
+            )?;
+        }
+        write(&state, "after_1pct_change")?;
+    }
     Ok(())
 }

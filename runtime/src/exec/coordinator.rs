@@ -22,7 +22,7 @@ pub(crate) enum AckData {
         vertex: usize,
         subtask: u32,
         format: Option<StateFormat>,
-        key_groups: Vec<(u16, Vec<u8>)>,
+        state: Option<crate::state::StateSnapshot>,
         operator_state: Option<OperatorSnapshot>,
     },
     Sink(Option<SinkState>),
@@ -170,7 +170,7 @@ impl Coordinator<'_> {
                     vertex,
                     subtask,
                     format,
-                    key_groups,
+                    state,
                     operator_state,
                 } => {
                     let v = &self.graph.vertices[vertex];
@@ -187,7 +187,9 @@ impl Coordinator<'_> {
                     if let Some(f) = format {
                         entry.state_format = Some((f.name, f.version));
                     }
-                    for (kg, bytes) in key_groups {
+                    // The asynchronous part: encode the copy-on-write
+                    // snapshot here, off the subtask's thread.
+                    for (kg, bytes) in state.map(|s| s.encode()).unwrap_or_default() {
                         let (chunk, written) = self.store.put_chunk(&bytes)?;
                         full += bytes.len() as u64;
                         new += written;

@@ -14,8 +14,8 @@ use std::time::Duration;
 /// A subtask's state at a checkpoint barrier.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    /// Encoded key groups (only non-empty ones).
-    pub key_groups: Vec<(u16, Vec<u8>)>,
+    /// Keyed state, copy-on-write; encoded off the subtask's thread.
+    pub state: Option<crate::state::StateSnapshot>,
     /// The guest's non-keyed state.
     pub operator_state: Option<OperatorSnapshot>,
 }
@@ -60,14 +60,9 @@ impl OperatorLogic for OperatorInstance {
         OperatorInstance::restore(self, snapshot)
     }
     fn snapshot(&mut self) -> Result<Snapshot, SandboxError> {
-        let state = self.state();
-        let key_groups = state
-            .range()
-            .iter()
-            .filter_map(|kg| state.encode_key_group(kg).map(|b| (kg.0, b)))
-            .collect();
+        let state = Some(self.state().snapshot());
         Ok(Snapshot {
-            key_groups,
+            state,
             operator_state: OperatorInstance::snapshot(self)?,
         })
     }
@@ -163,7 +158,7 @@ impl Loop<'_> {
                             vertex: self.vertex,
                             subtask: self.info.subtask_index,
                             format: format.clone(),
-                            key_groups: snap.key_groups,
+                            state: snap.state,
                             operator_state: snap.operator_state,
                         };
                         let _ = ack.send(Ack::Done { id, data });

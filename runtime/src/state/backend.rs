@@ -3,6 +3,7 @@
 
 use super::keygroup::{KeyGroup, KeyGroupRange, key_group_of};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -144,6 +145,13 @@ impl Table {
     }
 }
 
+/// A copy-on-write snapshot of a subtask's key groups.
+#[derive(Debug, Clone)]
+pub struct StateSnapshot {
+    pub(super) names: Arc<Vec<(String, StateKind)>>,
+    pub(super) groups: Vec<(KeyGroup, Arc<Vec<Table>>)>,
+}
+
 /// The keyed state of one subtask: every state name, for the key groups
 /// the subtask owns.
 #[derive(Debug)]
@@ -153,8 +161,11 @@ pub struct KeyedState {
     limits: StateLimits,
     ids: Map<String, usize>,
     names: Vec<(String, StateKind)>,
-    /// `groups[kg - range.start][state id]`.
-    groups: Vec<Vec<Table>>,
+    /// `groups[kg - range.start][state id]`. Each key group is shared
+    /// copy-on-write with the snapshots taken of it: a snapshot clones the
+    /// `Arc`s, and the first write to a key group after a snapshot copies
+    /// that key group only.
+    groups: Vec<Arc<Vec<Table>>>,
 }
 
 impl KeyedState {
@@ -166,7 +177,7 @@ impl KeyedState {
             limits,
             ids: Map::default(),
             names: Vec::new(),
-            groups: vec![Vec::new(); range.len()],
+            groups: (0..range.len()).map(|_| Arc::new(Vec::new())).collect(),
         }
     }
 
@@ -189,7 +200,23 @@ impl KeyedState {
     pub fn key_group(&self, kg: KeyGroup) -> Option<&[Table]> {
         kg.0.checked_sub(self.range.start)
             .and_then(|i| self.groups.get(usize::from(i)))
-            .map(Vec::as_slice)
+            .map(|g| g.as_slice())
+    }
+
+    /// A snapshot of every owned key group: O(key groups), whatever the
+    /// amount of state, so the subtask's pause at a barrier stays short.
+    /// Encode it off the subtask's thread with [`StateSnapshot::encode`].
+    pub fn snapshot(&self) -> StateSnapshot {
+        StateSnapshot {
+            names: Arc::new(self.names.clone()),
+            groups: self
+                .range
+                .iter()
+                .zip(&self.groups)
+                .filter(|(_, g)| !g.is_empty())
+                .map(|(kg, g)| (kg, Arc::clone(g)))
+                .collect(),
+        }
     }
 
     /// Resolves a name to its id, registering it on first use.
@@ -261,7 +288,7 @@ impl KeyedState {
                 end: self.range.end,
             });
         }
-        let tables = &mut self.groups[usize::from(kg.0 - self.range.start)];
+        let tables = Arc::make_mut(&mut self.groups[usize::from(kg.0 - self.range.start)]);
         while tables.len() <= id {
             tables.push(Table::new(self.names[tables.len()].1));
         }

@@ -5,7 +5,7 @@
 //! group hashes to the same chunk and is not written again. The format is
 //! documented in docs/state-format.md ("Key group snapshots").
 
-use super::backend::{KeyedState, StateKind, Table};
+use super::backend::{KeyedState, StateKind, StateSnapshot, Table};
 use super::keygroup::KeyGroup;
 use std::collections::BTreeMap;
 
@@ -35,73 +35,87 @@ fn bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-impl KeyedState {
-    /// Encodes one owned key group, or `None` when it holds no entry.
-    pub fn encode_key_group(&self, kg: KeyGroup) -> Option<Vec<u8>> {
-        let tables = self.key_group(kg)?;
-        let mut named: Vec<(&str, StateKind, &Table)> = tables
+impl StateSnapshot {
+    /// Encodes every non-empty key group of the snapshot.
+    pub fn encode(&self) -> Vec<(u16, Vec<u8>)> {
+        self.groups
             .iter()
-            .enumerate()
-            .filter(|(_, t)| !t.is_empty())
-            .map(|(i, t)| (self.names()[i].0.as_str(), self.names()[i].1, t))
-            .collect();
-        if named.is_empty() {
-            return None;
-        }
-        named.sort_by(|a, b| a.0.cmp(b.0));
-        let mut out = Vec::with_capacity(64);
-        out.extend_from_slice(MAGIC);
-        out.push(VERSION);
-        varint(&mut out, named.len() as u64);
-        for (name, kind, table) in named {
-            bytes(&mut out, name.as_bytes());
-            match table {
-                Table::Value(m) => {
-                    out.push(0);
-                    let mut entries: Vec<_> = m.iter().collect();
-                    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                    varint(&mut out, entries.len() as u64);
-                    for (k, v) in entries {
-                        bytes(&mut out, k);
-                        bytes(&mut out, v);
-                    }
+            .filter_map(|(kg, tables)| encode_tables(&self.names, tables).map(|b| (kg.0, b)))
+            .collect()
+    }
+}
+
+/// Encodes one key group's tables, or `None` when they hold no entry.
+fn encode_tables(names: &[(String, StateKind)], tables: &[Table]) -> Option<Vec<u8>> {
+    let mut named: Vec<(&str, StateKind, &Table)> = tables
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| !t.is_empty())
+        .map(|(i, t)| (names[i].0.as_str(), names[i].1, t))
+        .collect();
+    if named.is_empty() {
+        return None;
+    }
+    named.sort_by(|a, b| a.0.cmp(b.0));
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    varint(&mut out, named.len() as u64);
+    for (name, kind, table) in named {
+        bytes(&mut out, name.as_bytes());
+        match table {
+            Table::Value(m) => {
+                out.push(0);
+                let mut entries: Vec<_> = m.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                varint(&mut out, entries.len() as u64);
+                for (k, v) in entries {
+                    bytes(&mut out, k);
+                    bytes(&mut out, v);
                 }
-                Table::List(m) => {
-                    out.push(1);
-                    let mut entries: Vec<_> = m.iter().collect();
-                    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                    varint(&mut out, entries.len() as u64);
-                    for (k, items) in entries {
-                        bytes(&mut out, k);
-                        varint(&mut out, items.len() as u64);
-                        for i in items {
-                            bytes(&mut out, i);
-                        }
-                    }
-                }
-                Table::Map(m) => {
-                    out.push(2);
-                    let mut entries: Vec<_> = m.iter().collect();
-                    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                    varint(&mut out, entries.len() as u64);
-                    for (k, map) in entries {
-                        bytes(&mut out, k);
-                        varint(&mut out, map.len() as u64);
-                        for (mk, v) in map {
-                            bytes(&mut out, mk);
-                            bytes(&mut out, v);
-                        }
+            }
+            Table::List(m) => {
+                out.push(1);
+                let mut entries: Vec<_> = m.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                varint(&mut out, entries.len() as u64);
+                for (k, items) in entries {
+                    bytes(&mut out, k);
+                    varint(&mut out, items.len() as u64);
+                    for i in items {
+                        bytes(&mut out, i);
                     }
                 }
             }
-            debug_assert!(matches!(
-                (kind, table),
-                (StateKind::Value, Table::Value(_))
-                    | (StateKind::List, Table::List(_))
-                    | (StateKind::Map, Table::Map(_))
-            ));
+            Table::Map(m) => {
+                out.push(2);
+                let mut entries: Vec<_> = m.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                varint(&mut out, entries.len() as u64);
+                for (k, map) in entries {
+                    bytes(&mut out, k);
+                    varint(&mut out, map.len() as u64);
+                    for (mk, v) in map {
+                        bytes(&mut out, mk);
+                        bytes(&mut out, v);
+                    }
+                }
+            }
         }
-        Some(out)
+        debug_assert!(matches!(
+            (kind, table),
+            (StateKind::Value, Table::Value(_))
+                | (StateKind::List, Table::List(_))
+                | (StateKind::Map, Table::Map(_))
+        ));
+    }
+    Some(out)
+}
+
+impl KeyedState {
+    /// Encodes one owned key group, or `None` when it holds no entry.
+    pub fn encode_key_group(&self, kg: KeyGroup) -> Option<Vec<u8>> {
+        encode_tables(self.names(), self.key_group(kg)?)
     }
 
     /// Loads one key group's snapshot into this (owned) key group, merging
@@ -300,6 +314,29 @@ mod tests {
             .find(|k| halves[0].range().contains(key_group_of(k, 4)))
             .unwrap();
         assert!(halves[0].value_ref(v, &key).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_snapshot_is_copy_on_write() {
+        let mut s = fill(&(0..20).collect::<Vec<_>>());
+        let before: Vec<_> = (0..4)
+            .filter_map(|k| s.encode_key_group(KeyGroup(k)).map(|b| (k, b)))
+            .collect();
+        let snap = s.snapshot();
+        let v = s.id("count", StateKind::Value).unwrap();
+        for i in 0..20u32 {
+            s.value_set(v, format!("k{i}").as_bytes(), Some(b"changed"))
+                .unwrap();
+        }
+        assert_eq!(
+            snap.encode(),
+            before,
+            "later writes do not reach the snapshot"
+        );
+        assert_ne!(
+            s.encode_key_group(KeyGroup(before[0].0)),
+            Some(before[0].1.clone())
+        );
     }
 
     proptest! {
