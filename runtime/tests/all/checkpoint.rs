@@ -83,14 +83,7 @@ fn a_failure_mid_run_restarts_from_a_checkpoint_with_nothing_lost_or_duplicated(
             }),
             ..RunOptions::default()
         };
-        let graph = wrun::job::parse_manifest(&job, "job.toml", dir.path(), None).unwrap();
-        let modules = wrun::cli::load_modules(
-            &graph,
-            &wrun::module::ModuleStore::new(&dir.path().join(".wrun")),
-            sandbox(),
-        )
-        .unwrap();
-        let report = wrun::exec::run_supervised(&graph, sandbox(), &modules, &opts).unwrap();
+        let report = run_supervised(dir.path(), &job, &opts).unwrap();
         assert_eq!(report.restarts, 1, "seed {seed}");
         assert!(
             report.restored_from.is_some(),
@@ -123,14 +116,7 @@ fn without_restarts_a_failure_fails_the_job() {
         }),
         ..RunOptions::default()
     };
-    let graph = wrun::job::parse_manifest(&job, "job.toml", dir.path(), None).unwrap();
-    let modules = wrun::cli::load_modules(
-        &graph,
-        &wrun::module::ModuleStore::new(&dir.path().join(".wrun")),
-        sandbox(),
-    )
-    .unwrap();
-    let err = wrun::exec::run_supervised(&graph, sandbox(), &modules, &opts)
+    let err = run_supervised(dir.path(), &job, &opts)
         .unwrap_err()
         .to_string();
     assert!(err.contains("injected failure in counter[0]"), "{err}");

@@ -47,6 +47,19 @@ pub fn run_with(
     Ok(wrun::exec::run_job(&graph, sandbox(), &modules, opts)?)
 }
 
+/// Like [`run_with`], under the job's restart policy.
+pub fn run_supervised(dir: &Path, toml: &str, opts: &RunOptions) -> anyhow::Result<JobReport> {
+    let graph = wrun::job::parse_manifest(toml, "job.toml", dir, None)?;
+    let store = ModuleStore::new(&dir.join(".wrun"));
+    let modules = wrun::cli::load_modules(&graph, &store, sandbox())?;
+    Ok(wrun::exec::run_supervised(
+        &graph,
+        sandbox(),
+        &modules,
+        opts,
+    )?)
+}
+
 /// The whole error chain as one string.
 pub fn chain(e: &anyhow::Error) -> String {
     e.chain()
