@@ -101,6 +101,13 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         ..SandboxConfig::default()
     })?;
     let modules = load_modules(&graph, &store, &sandbox)?;
+    if args.resume && graph.checkpoint.is_none() {
+        anyhow::bail!(
+            "--resume needs checkpoints, but job '{}' has no [checkpoint] table in {}; add one (see docs/checkpoints.md) or run without --resume",
+            graph.name,
+            args.manifest.display()
+        );
+    }
     let store = match (&graph.checkpoint, args.resume) {
         (Some(_), _) | (None, true) => Some(checkpoint_store(&args.data_dir)?),
         (None, false) => None,

@@ -143,3 +143,19 @@ fn a_file_sink_creates_its_directory() {
         5
     );
 }
+
+#[test]
+fn resume_without_checkpoints_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("job.toml"),
+        generator_job(1, 1, guest("chaos"), "", "forward", ""),
+    )
+    .unwrap();
+    let (code, _, err) = wrun(dir.path(), &["run", "job.toml", "--resume"]);
+    assert_clean_failure(code, &err);
+    assert!(
+        err.contains("--resume needs checkpoints, but job 'test' has no [checkpoint] table"),
+        "{err}"
+    );
+}
