@@ -539,8 +539,12 @@ pub fn run_job(
                         }
                         VertexKind::Sink(kind) => {
                             let rx = rx.ok_or(ExecError::Disconnected)?;
-                            let sink_state = restore
-                                .and_then(|m| m.sinks.iter().find(|k| k.vertex == vertex.name));
+                            let sink_state = restore.and_then(|m| {
+                                m.sinks
+                                    .iter()
+                                    .find(|k| k.vertex == vertex.name)
+                                    .map(|k| (m.id.0, k))
+                            });
                             let mut sink =
                                 sink::Sink::open(&vertex.name, kind, ack.is_some(), sink_state)?;
                             let mut c = Counts::default();

@@ -45,11 +45,12 @@ fn sibling(path: &std::path::Path, suffix: &str) -> std::path::PathBuf {
 
 impl Staged {
     /// Opens the sink, first bringing the output file to exactly what
-    /// checkpoint `restore` committed (or empty when there is none).
+    /// checkpoint `restore` (its id and the sink's state in it) committed,
+    /// or empty when there is none.
     fn open(
         name: &str,
         path: &std::path::Path,
-        restore: Option<&crate::checkpoint::SinkState>,
+        restore: Option<(u64, &crate::checkpoint::SinkState)>,
     ) -> Result<Staged, ExecError> {
         let io = |what: &str, p: &std::path::Path, e: std::io::Error| {
             sink_err(name, format!("{what} {}: {e}", p.display()))
@@ -77,20 +78,34 @@ impl Staged {
         let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let target = match restore {
             None => 0,
-            Some(s) => {
+            Some((id, s)) => {
                 let want = s.committed_bytes + s.staged_bytes;
                 if len < want {
                     // The commit of the restored checkpoint's part did not
                     // finish: redo it from the part file.
+                    // The part is named by its checkpoint; its length must
+                    // be what the checkpoint recorded, or it is incomplete.
                     let part = leftovers
                         .iter()
-                        .find(|(_, p)| {
-                            std::fs::metadata(p).map(|m| m.len()).ok() == Some(s.staged_bytes)
-                        })
+                        .find(|(pid, _)| *pid == id)
                         .map(|(_, p)| p.clone());
                     let part = part.ok_or_else(|| {
-                        sink_err(name, format!("cannot restore {}: it holds {len} bytes, the checkpoint committed {want}, and the staged part is gone", path.display()))
+                        sink_err(name, format!("cannot restore {}: it holds {len} bytes, the checkpoint committed {want}, and the staged part {} is gone", path.display(), sibling(path, &format!(".pending-{id}")).display()))
                     })?;
+                    let part_len = std::fs::metadata(&part)
+                        .map(|m| m.len())
+                        .map_err(|e| io("cannot read", &part, e))?;
+                    if part_len != s.staged_bytes {
+                        return Err(sink_err(
+                            name,
+                            format!(
+                                "cannot restore {}: the staged part {} holds {part_len} bytes, the checkpoint recorded {}",
+                                path.display(),
+                                part.display(),
+                                s.staged_bytes
+                            ),
+                        ));
+                    }
                     let f = std::fs::OpenOptions::new()
                         .write(true)
                         .create(true)
@@ -201,7 +216,7 @@ impl Sink {
         name: &str,
         kind: &SinkKind,
         exactly_once: bool,
-        restore: Option<&crate::checkpoint::SinkState>,
+        restore: Option<(u64, &crate::checkpoint::SinkState)>,
     ) -> Result<Sink, ExecError> {
         Ok(match kind {
             SinkKind::File { path } if exactly_once => {
@@ -355,6 +370,59 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "{\"key\":\"a\\\"b\",\"value\":\"1\",\"timestamp\":5}\n{\"key\":null,\"value\":{\"hex\":\"ff\"}}\n"
+        );
+    }
+
+    #[test]
+    fn recovery_recommits_the_part_of_the_restored_checkpoint_by_id() {
+        use crate::checkpoint::SinkState;
+        for (id, want) in [(3u64, "committed\nAAAA"), (4, "committed\nBBBB")] {
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("out.jsonl");
+            std::fs::write(&out, "committed\n").unwrap();
+            // Two staged parts of the same length: only the id tells them apart.
+            std::fs::write(dir.path().join("out.jsonl.pending-3"), "AAAA").unwrap();
+            std::fs::write(dir.path().join("out.jsonl.pending-4"), "BBBB").unwrap();
+            let state = SinkState {
+                vertex: "out".into(),
+                committed_bytes: 10,
+                staged_bytes: 4,
+            };
+            let kind = SinkKind::File { path: out.clone() };
+            let mut sink = Sink::open("out", &kind, true, Some((id, &state))).unwrap();
+            sink.finish("out").unwrap();
+            assert_eq!(
+                std::fs::read_to_string(&out).unwrap(),
+                want,
+                "checkpoint {id}"
+            );
+            let left: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(left.len(), 1, "{left:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.jsonl");
+        std::fs::write(&out, "committed\n").unwrap();
+        std::fs::write(dir.path().join("out.jsonl.pending-5"), "BB").unwrap();
+        let state = SinkState {
+            vertex: "out".into(),
+            committed_bytes: 10,
+            staged_bytes: 4,
+        };
+        let err = Sink::open(
+            "out",
+            &SinkKind::File { path: out },
+            true,
+            Some((5, &state)),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("holds 2 bytes, the checkpoint recorded 4"),
+            "{err}"
         );
     }
 }
