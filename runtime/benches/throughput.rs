@@ -296,24 +296,34 @@ fn checkpoint_figures() -> anyhow::Result<()> {
         }
         let dir = tempfile::tempdir()?;
         let store = FsStore::open(dir.path())?;
-        let write = |state: &KeyedState, label: &str| -> anyhow::Result<()> {
+        // The previous checkpoint's key group refs: what deltas build on.
+        let mut last: std::collections::HashMap<u16, wrun::checkpoint::KeyGroupRef> =
+            Default::default();
+        let mut write = |state: &mut KeyedState, label: &str, id: u64| -> anyhow::Result<()> {
             let t = std::time::Instant::now();
-            let snap = state.snapshot();
+            let snap = state.snapshot(last.is_empty());
             let pause = t.elapsed();
-            let (mut full, mut new) = (0u64, 0u64);
-            for (_, bytes) in snap.encode() {
-                full += bytes.len() as u64;
-                new += store.put_chunk(&bytes)?.1;
-            }
+            let previous = |kg: u16| last.get(&kg).cloned();
+            let (refs, full, new) = wrun::checkpoint::write_key_groups(&store, &previous, &snap)?;
+            last = refs.iter().map(|r| (r.key_group, r.clone())).collect();
             let manifest = wrun::checkpoint::CheckpointManifest {
                 format: wrun::checkpoint::MANIFEST_FORMAT,
                 job: "bench".into(),
-                id: wrun::checkpoint::CheckpointId(1),
+                id: wrun::checkpoint::CheckpointId(id),
                 triggered_at_ms: 0,
                 duration_ms: 0,
                 graph_fingerprint: String::new(),
                 max_parallelism: 128,
-                operators: vec![],
+                operators: vec![wrun::checkpoint::OperatorStateRef {
+                    operator_id: "00".repeat(16),
+                    uid: None,
+                    name: "sum".into(),
+                    parallelism: 1,
+                    module: String::new(),
+                    state_format: None,
+                    key_groups: refs,
+                    operator_state: vec![],
+                }],
                 sources: vec![],
                 sinks: vec![],
                 full_bytes: full,
@@ -343,7 +353,7 @@ fn checkpoint_figures() -> anyhow::Result<()> {
             );
             Ok(())
         };
-        write(&state, "full")?;
+        write(&mut state, "full", 1)?;
         // 1% of the keys change, spread over the key space.
         for k in (0..keys).step_by(100) {
             state.value_set(
@@ -352,7 +362,7 @@ fn checkpoint_figures() -> anyhow::Result<()> {
                 Some(&(-(k as i64)).to_le_bytes()),
             )?;
         }
-        write(&state, "after_1pct_change")?;
+        write(&mut state, "after_1pct_change", 2)?;
     }
     Ok(())
 }

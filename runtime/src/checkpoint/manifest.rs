@@ -67,15 +67,36 @@ impl<'de> Deserialize<'de> for ChunkHash {
     }
 }
 
-/// One key group's state in a checkpoint.
+/// One key group's state in a checkpoint: a whole snapshot, and the
+/// deltas written since, to apply in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct KeyGroupRef {
     /// The key group.
     pub key_group: u16,
-    /// Its snapshot's chunk.
+    /// Its whole snapshot's chunk (`WRKG`).
     pub chunk: ChunkHash,
     /// The chunk's size.
+    pub bytes: u64,
+    /// Delta chunks (`WRKD`) on top of it, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deltas: Vec<ChunkRef>,
+}
+
+impl KeyGroupRef {
+    /// Bytes of the snapshot and its deltas: what a restore reads.
+    pub fn total_bytes(&self) -> u64 {
+        self.bytes + self.deltas.iter().map(|d| d.bytes).sum::<u64>()
+    }
+}
+
+/// A chunk and its size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ChunkRef {
+    /// The chunk.
+    pub chunk: ChunkHash,
+    /// Its size.
     pub bytes: u64,
 }
 
@@ -174,8 +195,60 @@ impl CheckpointManifest {
         self.operators.iter().flat_map(|o| {
             o.key_groups
                 .iter()
-                .map(|k| k.chunk)
+                .flat_map(|k| std::iter::once(k.chunk).chain(k.deltas.iter().map(|d| d.chunk)))
                 .chain(o.operator_state.iter().map(|s| s.chunk))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_references_its_deltas() {
+        let h = |b: u8| ChunkHash([b; 32]);
+        let m = CheckpointManifest {
+            format: MANIFEST_FORMAT,
+            job: "j".into(),
+            id: CheckpointId(1),
+            triggered_at_ms: 0,
+            duration_ms: 0,
+            graph_fingerprint: String::new(),
+            max_parallelism: 1,
+            operators: vec![OperatorStateRef {
+                operator_id: "00".repeat(16),
+                uid: None,
+                name: "op".into(),
+                parallelism: 1,
+                module: String::new(),
+                state_format: None,
+                key_groups: vec![KeyGroupRef {
+                    key_group: 0,
+                    chunk: h(1),
+                    bytes: 10,
+                    deltas: vec![ChunkRef {
+                        chunk: h(2),
+                        bytes: 3,
+                    }],
+                }],
+                operator_state: vec![SubtaskStateRef {
+                    subtask: 0,
+                    chunk: h(3),
+                    bytes: 1,
+                }],
+            }],
+            sources: vec![],
+            sinks: vec![],
+            full_bytes: 0,
+            new_bytes: 0,
+        };
+        assert_eq!(m.chunks().collect::<Vec<_>>(), [h(1), h(2), h(3)]);
+        assert_eq!(m.operators[0].key_groups[0].total_bytes(), 13);
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(
+            serde_json::from_str::<CheckpointManifest>(&json).unwrap(),
+            m
+        );
     }
 }

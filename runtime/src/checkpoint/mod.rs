@@ -5,20 +5,20 @@
 //! with a filesystem implementation rooted at one directory handle and an
 //! in-memory one for tests. Decisions (`retention`): which checkpoints to
 //! keep, which chunks nothing references, which checkpoint to restore.
-//! This module never reaches into running subtasks: the running job drives
-//! it (DESIGN.md, "Layers").
-//!
-//! Status: the storage layer and decisions are complete and tested; the
-//! barrier-driven coordinator that fills them from a running job is the
-//! next step of the checkpoint work.
+//! Keyed state (`keyed`): whole key group snapshots, deltas on them, and
+//! reading a key group back. This module never reaches into running
+//! subtasks: the running job's coordinator (`exec`) drives it (DESIGN.md,
+//! "Layers").
 
+mod keyed;
 mod manifest;
 mod retention;
 mod store;
 
+pub use keyed::{MAX_DELTAS, read_key_group, write_key_groups};
 pub use manifest::{
-    CheckpointId, CheckpointManifest, ChunkHash, KeyGroupRef, MANIFEST_FORMAT, OperatorStateRef,
-    SinkState, SourcePosition, SubtaskStateRef,
+    CheckpointId, CheckpointManifest, ChunkHash, ChunkRef, KeyGroupRef, MANIFEST_FORMAT,
+    OperatorStateRef, SinkState, SourcePosition, SubtaskStateRef,
 };
 pub use retention::{choose_restore, to_delete, unreferenced_chunks};
 pub use store::{CheckpointStore, FsStore, MemStore, StoreError};

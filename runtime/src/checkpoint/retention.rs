@@ -88,6 +88,7 @@ mod tests {
                         key_group: u16::from(c),
                         chunk: ChunkHash([c; 32]),
                         bytes: 1,
+                        deltas: vec![],
                     })
                     .collect(),
                 operator_state: vec![],

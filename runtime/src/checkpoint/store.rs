@@ -535,6 +535,7 @@ mod tests {
                         key_group: i as u16,
                         chunk: *c,
                         bytes: 3,
+                        deltas: vec![],
                     })
                     .collect(),
                 operator_state: vec![],

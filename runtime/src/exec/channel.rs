@@ -15,11 +15,21 @@ pub const CHANNEL_BATCHES: usize = 16;
 pub enum Payload {
     /// A batch of events.
     Batch(Vec<Event>),
-    /// Checkpoint barrier `n`: everything before it belongs to checkpoint
-    /// `n`, everything after to later ones.
-    Barrier(u64),
+    /// A checkpoint barrier: everything before it belongs to its
+    /// checkpoint, everything after to later ones.
+    Barrier(Barrier),
     /// The sender has no more events.
     End,
+}
+
+/// A checkpoint barrier as it travels from the sources to the sinks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Barrier {
+    /// The checkpoint.
+    pub id: u64,
+    /// Store every key group whole: the previous checkpoint did not
+    /// complete, so there is nothing to write a delta against.
+    pub full: bool,
 }
 
 /// A payload tagged with the input channel it arrived on (one channel per
@@ -136,13 +146,13 @@ impl Output {
         Ok(())
     }
 
-    /// Flushes, then sends checkpoint barrier `id` to every downstream subtask.
-    pub fn barrier(&mut self, id: u64) -> Result<(), ExecError> {
+    /// Flushes, then sends a checkpoint barrier to every downstream subtask.
+    pub fn barrier(&mut self, b: Barrier) -> Result<(), ExecError> {
         self.flush()?;
         for t in &self.targets {
             t.tx.send(Message {
                 channel: t.channel,
-                payload: Payload::Barrier(id),
+                payload: Payload::Barrier(b),
             })
             .map_err(|_| ExecError::Disconnected)?;
         }
@@ -189,9 +199,9 @@ impl Outputs {
         self.0.iter_mut().try_for_each(Output::flush)
     }
 
-    /// Sends checkpoint barrier `id` on every out-edge.
-    pub fn barrier(&mut self, id: u64) -> Result<(), ExecError> {
-        self.0.iter_mut().try_for_each(|o| o.barrier(id))
+    /// Sends a checkpoint barrier on every out-edge.
+    pub fn barrier(&mut self, b: Barrier) -> Result<(), ExecError> {
+        self.0.iter_mut().try_for_each(|o| o.barrier(b))
     }
 
     /// Ends every out-edge.

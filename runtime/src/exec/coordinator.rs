@@ -7,10 +7,11 @@
 use crate::checkpoint::{
     CheckpointId, CheckpointManifest, CheckpointStore, KeyGroupRef, MANIFEST_FORMAT,
     OperatorStateRef, SinkState, SourcePosition, SubtaskStateRef, to_delete, unreferenced_chunks,
+    write_key_groups,
 };
 use crate::job::{CheckpointSettings, JobGraph};
 use crate::sandbox::{OperatorSnapshot, StateFormat};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -42,11 +43,17 @@ pub(crate) struct Coordinator<'a> {
     pub(crate) settings: CheckpointSettings,
     pub(crate) store: Arc<dyn CheckpointStore>,
     pub(crate) modules: BTreeMap<usize, String>,
-    pub(crate) triggers: Vec<Sender<u64>>,
+    pub(crate) triggers: Vec<Sender<super::channel::Barrier>>,
     pub(crate) commits: Vec<Sender<u64>>,
     pub(crate) acks: Receiver<Ack>,
     pub(crate) tasks: usize,
     pub(crate) next_id: u64,
+    /// Key group refs of the last completed checkpoint, by (vertex, key
+    /// group): the bases that deltas are written against.
+    pub(crate) last: HashMap<(usize, u16), KeyGroupRef>,
+    /// Whether the last triggered checkpoint completed: only then do the
+    /// subtasks' changes since their last snapshot line up with `last`.
+    pub(crate) last_completed: bool,
 }
 
 struct Pending {
@@ -128,8 +135,13 @@ impl Coordinator<'_> {
                             triggered_at_ms: now_ms(),
                             acks: Vec::new(),
                         });
+                        let barrier = super::channel::Barrier {
+                            id,
+                            full: !self.last_completed,
+                        };
+                        self.last_completed = false;
                         for t in &self.triggers {
-                            let _ = t.send(id);
+                            let _ = t.send(barrier);
                         }
                         next_trigger = Instant::now() + interval;
                     }
@@ -139,10 +151,28 @@ impl Coordinator<'_> {
         }
     }
 
-    fn complete(&self, p: Pending) {
+    fn complete(&mut self, p: Pending) {
         let id = p.id;
         match self.write(p) {
             Ok(m) => {
+                self.last = m
+                    .operators
+                    .iter()
+                    .filter_map(|o| {
+                        let v = self
+                            .graph
+                            .vertices
+                            .iter()
+                            .position(|v| v.id.to_hex() == o.operator_id)?;
+                        Some(
+                            o.key_groups
+                                .iter()
+                                .map(move |k| ((v, k.key_group), k.clone())),
+                        )
+                    })
+                    .flatten()
+                    .collect();
+                self.last_completed = true;
                 tracing::info!(job = %self.graph.name, checkpoint = id, ms = m.duration_ms, full_bytes = m.full_bytes, new_bytes = m.new_bytes, "checkpoint complete");
                 for c in &self.commits {
                     let _ = c.send(id);
@@ -189,15 +219,12 @@ impl Coordinator<'_> {
                     }
                     // The asynchronous part: encode the copy-on-write
                     // snapshot here, off the subtask's thread.
-                    for (kg, bytes) in state.map(|s| s.encode()).unwrap_or_default() {
-                        let (chunk, written) = self.store.put_chunk(&bytes)?;
-                        full += bytes.len() as u64;
-                        new += written;
-                        entry.key_groups.push(KeyGroupRef {
-                            key_group: kg,
-                            chunk,
-                            bytes: bytes.len() as u64,
-                        });
+                    if let Some(snap) = &state {
+                        let previous = |kg: u16| self.last.get(&(vertex, kg)).cloned();
+                        let (refs, f, n) = write_key_groups(self.store.as_ref(), &previous, snap)?;
+                        entry.key_groups.extend(refs);
+                        full += f;
+                        new += n;
                     }
                     if let Some(s) = operator_state {
                         let mut payload = Vec::with_capacity(s.data.len() + 32);

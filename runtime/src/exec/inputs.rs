@@ -5,7 +5,7 @@
 //! goes on with what waited.
 
 use super::ExecError;
-use super::channel::{Message, Payload};
+use super::channel::{Barrier, Message, Payload};
 use crate::sandbox::Event;
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -16,7 +16,7 @@ pub(super) enum Next {
     /// Process these events.
     Batch(Vec<Event>),
     /// Every live input delivered barrier `n`: snapshot, then forward it.
-    Aligned(u64),
+    Aligned(Barrier),
     /// Nothing arrived within the timeout.
     Idle,
     /// Every input has ended.
@@ -27,7 +27,7 @@ pub(super) struct Inputs {
     rx: Receiver<Message>,
     ended: Vec<bool>,
     blocked: Vec<bool>,
-    aligning: Option<u64>,
+    aligning: Option<Barrier>,
     waiting: VecDeque<Message>,
 }
 
@@ -74,9 +74,9 @@ impl Inputs {
             }
             match payload {
                 Payload::Batch(b) => return Ok(Next::Batch(b)),
-                Payload::Barrier(id) => {
+                Payload::Barrier(b) => {
                     self.blocked[c] = true;
-                    self.aligning = Some(id);
+                    self.aligning = Some(b);
                 }
                 Payload::End => self.ended[c] = true,
             }
@@ -107,6 +107,10 @@ mod tests {
     use super::*;
     use std::sync::mpsc::sync_channel;
 
+    fn barrier(id: u64) -> Barrier {
+        Barrier { id, full: false }
+    }
+
     fn batch(n: usize) -> Payload {
         Payload::Batch(vec![
             Event {
@@ -129,10 +133,10 @@ mod tests {
             .unwrap()
         };
         send(0, batch(1));
-        send(0, Payload::Barrier(7));
+        send(0, Payload::Barrier(barrier(7)));
         send(0, batch(2)); // after the barrier on channel 0: must wait
         send(1, batch(3)); // before the barrier on channel 1: goes first
-        send(1, Payload::Barrier(7));
+        send(1, Payload::Barrier(barrier(7)));
         send(1, Payload::End);
         send(0, Payload::End);
         let mut inputs = Inputs::new(rx, 2);
@@ -140,7 +144,7 @@ mod tests {
         loop {
             match inputs.next(Duration::from_millis(1)).unwrap() {
                 Next::Batch(b) => seen.push(format!("b{}", b.len())),
-                Next::Aligned(id) => seen.push(format!("barrier{id}")),
+                Next::Aligned(b) => seen.push(format!("barrier{}", b.id)),
                 Next::Idle => seen.push("idle".into()),
                 Next::End => break,
             }
@@ -158,13 +162,13 @@ mod tests {
         .unwrap();
         tx.send(Message {
             channel: 0,
-            payload: Payload::Barrier(1),
+            payload: Payload::Barrier(barrier(1)),
         })
         .unwrap();
         let mut inputs = Inputs::new(rx, 2);
         assert!(matches!(
             inputs.next(Duration::from_millis(1)).unwrap(),
-            Next::Aligned(1)
+            Next::Aligned(b) if b.id == 1
         ));
     }
 }

@@ -305,9 +305,7 @@ fn restore_operator(
         .iter()
         .filter(|r| range.contains(KeyGroup(r.key_group)))
     {
-        let bytes = store.get_chunk(&r.chunk).map_err(|e| err(e.to_string()))?;
-        state
-            .decode_key_group(KeyGroup(r.key_group), &bytes)
+        crate::checkpoint::read_key_group(store.as_ref(), r, &mut state)
             .map_err(|e| err(format!("operator '{}': {e}", vertex.name)))?;
     }
     let operator_state = match op.operator_state.iter().find(|s| s.subtask == subtask) {
@@ -422,7 +420,7 @@ pub fn run_job(
 
     // Checkpoint control: triggers to sources, commits to sinks, acks back.
     let (ack_tx, ack_rx) = channel::<Ack>();
-    let mut triggers: HashMap<(usize, u32), Receiver<u64>> = HashMap::new();
+    let mut triggers: HashMap<(usize, u32), Receiver<channel::Barrier>> = HashMap::new();
     let mut trigger_txs = Vec::new();
     let mut commits: HashMap<(usize, u32), Receiver<u64>> = HashMap::new();
     let mut commit_txs = Vec::new();
@@ -473,6 +471,8 @@ pub fn run_job(
                 acks: ack_rx,
                 tasks,
                 next_id,
+                last: HashMap::new(),
+                last_completed: false,
             })
         }
         _ => None,
@@ -560,7 +560,8 @@ pub fn run_job(
                                         c.records_in += b.len() as u64;
                                         sink.write(&vertex.name, &b)?;
                                     }
-                                    Next::Aligned(id) => {
+                                    Next::Aligned(b) => {
+                                        let id = b.id;
                                         let state = sink.barrier(&vertex.name, id)?;
                                         if let Some(ack) = &ack {
                                             let _ = ack.send(Ack::Done {

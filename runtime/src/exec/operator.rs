@@ -37,8 +37,10 @@ pub trait OperatorLogic: Send {
     fn restore(&mut self, _snapshot: &OperatorSnapshot) -> Result<(), SandboxError> {
         Ok(())
     }
-    /// Keyed and non-keyed state at a checkpoint barrier.
-    fn snapshot(&mut self) -> Result<Snapshot, SandboxError> {
+    /// Keyed and non-keyed state at a checkpoint barrier; `full` asks for
+    /// every key group whole rather than as changes since the previous
+    /// snapshot ([`crate::state::KeyedState::snapshot`]).
+    fn snapshot(&mut self, _full: bool) -> Result<Snapshot, SandboxError> {
         Ok(Snapshot::default())
     }
 }
@@ -59,8 +61,8 @@ impl OperatorLogic for OperatorInstance {
     fn restore(&mut self, snapshot: &OperatorSnapshot) -> Result<(), SandboxError> {
         OperatorInstance::restore(self, snapshot)
     }
-    fn snapshot(&mut self) -> Result<Snapshot, SandboxError> {
-        let state = Some(self.state().snapshot());
+    fn snapshot(&mut self, full: bool) -> Result<Snapshot, SandboxError> {
+        let state = Some(self.state_mut().snapshot(full));
         Ok(Snapshot {
             state,
             operator_state: OperatorInstance::snapshot(self)?,
@@ -147,12 +149,13 @@ impl Loop<'_> {
                         }
                     }
                 }
-                Next::Aligned(id) => {
+                Next::Aligned(barrier) => {
+                    let id = barrier.id;
                     // Everything before the barrier belongs to this
                     // checkpoint: process it, snapshot, then pass it on.
                     let batch = std::mem::take(&mut pending);
                     self.process(batch, &mut counts)?;
-                    let snap = self.logic.snapshot()?;
+                    let snap = self.logic.snapshot(barrier.full)?;
                     if let Some(ack) = &self.ack {
                         let data = AckData::Operator {
                             vertex: self.vertex,
@@ -163,7 +166,7 @@ impl Loop<'_> {
                         };
                         let _ = ack.send(Ack::Done { id, data });
                     }
-                    self.outputs.barrier(id)?;
+                    self.outputs.barrier(barrier)?;
                 }
                 Next::Idle => {
                     shared.check_cancel()?;

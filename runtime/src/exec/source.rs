@@ -1,7 +1,7 @@
 //! Sources: read a file or stdin (lines or JSON lines), or generate a
 //! deterministic sequence, in batches onto the out-edges.
 
-use super::channel::Outputs;
+use super::channel::{Barrier, Outputs};
 use super::coordinator::{Ack, AckData};
 use super::{ExecError, Shared};
 use crate::checkpoint::SourcePosition;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 /// A source subtask's link to the checkpoint coordinator, and where to
 /// start when restored.
 pub(super) struct SourceCtl {
-    pub(super) trigger: Option<Receiver<u64>>,
+    pub(super) trigger: Option<Receiver<Barrier>>,
     pub(super) ack: Option<Sender<Ack>>,
     /// Lines (file) or events of this subtask's sequence (generator) that a
     /// restored checkpoint already covers.
@@ -35,17 +35,17 @@ impl SourceCtl {
         let (Some(trigger), Some(ack)) = (&self.trigger, &self.ack) else {
             return Ok(());
         };
-        while let Ok(id) = trigger.try_recv() {
+        while let Ok(b) = trigger.try_recv() {
             outputs.flush()?;
             let _ = ack.send(Ack::Done {
-                id,
+                id: b.id,
                 data: AckData::Source(SourcePosition {
                     vertex: vertex.to_string(),
                     subtask,
                     position,
                 }),
             });
-            outputs.barrier(id)?;
+            outputs.barrier(b)?;
         }
         Ok(())
     }

@@ -218,6 +218,11 @@ impl OperatorInstance {
         &self.store.data().state
     }
 
+    /// The subtask's keyed state, for snapshots.
+    pub fn state_mut(&mut self) -> &mut KeyedState {
+        &mut self.store.data_mut().state
+    }
+
     fn arm(&mut self) {
         // A panic message belongs to the call it happened in.
         self.store.data_mut().last_panic = None;

@@ -145,11 +145,42 @@ impl Table {
     }
 }
 
+/// Keys written since the last snapshot in one key group, per state id.
+pub(super) type DirtyKeys = Vec<Set<Vec<u8>>>;
+
+type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
+/// One key group in a [`StateSnapshot`]: its tables (shared copy-on-write),
+/// and what changed since the subtask's previous snapshot.
+#[derive(Debug, Clone)]
+pub struct GroupSnapshot {
+    /// The key group.
+    pub key_group: KeyGroup,
+    pub(super) tables: Arc<Vec<Table>>,
+    /// What changed since the previous snapshot.
+    pub change: Change,
+    pub(super) dirty: Arc<DirtyKeys>,
+}
+
+/// What changed in a key group since the previous snapshot of its subtask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Nothing was written to it.
+    Unchanged,
+    /// Some keys were written; the snapshot can be stored as a delta of
+    /// just those keys.
+    Delta,
+    /// No delta is known (first snapshot, a full one was asked for, or too
+    /// much changed): store it whole.
+    Full,
+}
+
 /// A copy-on-write snapshot of a subtask's key groups.
 #[derive(Debug, Clone)]
 pub struct StateSnapshot {
     pub(super) names: Arc<Vec<(String, StateKind)>>,
-    pub(super) groups: Vec<(KeyGroup, Arc<Vec<Table>>)>,
+    /// Every owned key group that holds state or changed.
+    pub groups: Vec<GroupSnapshot>,
 }
 
 /// The keyed state of one subtask: every state name, for the key groups
@@ -166,6 +197,11 @@ pub struct KeyedState {
     /// `Arc`s, and the first write to a key group after a snapshot copies
     /// that key group only.
     groups: Vec<Arc<Vec<Table>>>,
+    /// `dirty[kg - range.start][state id]`: keys written since the last
+    /// snapshot, for incremental checkpoints. Tracked from the first
+    /// snapshot on, so a job without checkpoints pays nothing.
+    dirty: Vec<DirtyKeys>,
+    tracking: bool,
 }
 
 impl KeyedState {
@@ -178,6 +214,8 @@ impl KeyedState {
             ids: Map::default(),
             names: Vec::new(),
             groups: (0..range.len()).map(|_| Arc::new(Vec::new())).collect(),
+            dirty: (0..range.len()).map(|_| Vec::new()).collect(),
+            tracking: false,
         }
     }
 
@@ -203,19 +241,63 @@ impl KeyedState {
             .map(|g| g.as_slice())
     }
 
-    /// A snapshot of every owned key group: O(key groups), whatever the
-    /// amount of state, so the subtask's pause at a barrier stays short.
-    /// Encode it off the subtask's thread with [`StateSnapshot::encode`].
-    pub fn snapshot(&self) -> StateSnapshot {
+    /// A snapshot of every owned key group: O(key groups + keys written
+    /// since the last snapshot), whatever the amount of state, so the
+    /// subtask's pause at a barrier stays short. Encode it off the
+    /// subtask's thread with [`StateSnapshot::encode`] and
+    /// [`GroupSnapshot::encode_delta`].
+    ///
+    /// With `full`, every key group is marked [`Change::Full`]; otherwise
+    /// each says what changed since the previous snapshot, which is what a
+    /// delta is relative to. The caller asks for `full` whenever the
+    /// previous snapshot did not become a completed checkpoint.
+    pub fn snapshot(&mut self, full: bool) -> StateSnapshot {
+        let full = full || !self.tracking;
+        self.tracking = true;
+        let mut groups = Vec::new();
+        for ((kg, tables), dirty) in self.range.iter().zip(&self.groups).zip(&mut self.dirty) {
+            let changed: usize = dirty.iter().map(Set::len).sum();
+            let held: usize = tables.iter().map(Table::len).sum();
+            if held == 0 && changed == 0 {
+                continue;
+            }
+            let change = if full || changed * 2 > held {
+                Change::Full
+            } else if changed == 0 {
+                Change::Unchanged
+            } else {
+                Change::Delta
+            };
+            let dirty = std::mem::take(dirty);
+            groups.push(GroupSnapshot {
+                key_group: kg,
+                tables: Arc::clone(tables),
+                change,
+                dirty: Arc::new(if change == Change::Delta {
+                    dirty
+                } else {
+                    Vec::new()
+                }),
+            });
+        }
         StateSnapshot {
             names: Arc::new(self.names.clone()),
-            groups: self
-                .range
-                .iter()
-                .zip(&self.groups)
-                .filter(|(_, g)| !g.is_empty())
-                .map(|(kg, g)| (kg, Arc::clone(g)))
-                .collect(),
+            groups,
+        }
+    }
+
+    /// Records that `key` of state `id` in owned key group index `gi`
+    /// changed, for the next incremental snapshot.
+    fn mark(&mut self, gi: usize, id: usize, key: &[u8]) {
+        if !self.tracking {
+            return;
+        }
+        let d = &mut self.dirty[gi];
+        while d.len() <= id {
+            d.push(Set::default());
+        }
+        if !d[id].contains(key) {
+            d[id].insert(key.to_vec());
         }
     }
 
@@ -276,8 +358,8 @@ impl KeyedState {
         Ok(())
     }
 
-    /// The table of state `id` in `key`'s key group, created on demand.
-    fn table(&mut self, id: usize, key: &[u8]) -> Result<&mut Table, StateError> {
+    /// The index among the owned key groups of `key`'s key group.
+    fn group_index(&self, id: usize, key: &[u8]) -> Result<usize, StateError> {
         self.check_key(id, key, "key")?;
         let kg = key_group_of(key, self.max_parallelism);
         if !self.range.contains(kg) {
@@ -288,17 +370,37 @@ impl KeyedState {
                 end: self.range.end,
             });
         }
-        let tables = Arc::make_mut(&mut self.groups[usize::from(kg.0 - self.range.start)]);
+        Ok(usize::from(kg.0 - self.range.start))
+    }
+
+    /// The table of state `id` in owned key group index `gi`, created on
+    /// demand.
+    fn group_table(&mut self, gi: usize, id: usize) -> &mut Table {
+        let tables = Arc::make_mut(&mut self.groups[gi]);
         while tables.len() <= id {
             tables.push(Table::new(self.names[tables.len()].1));
         }
-        Ok(&mut tables[id])
+        &mut tables[id]
+    }
+
+    /// The table of state `id` in `key`'s key group, for reading: never
+    /// copies a key group shared with a snapshot.
+    fn table(&self, id: usize, key: &[u8]) -> Result<Option<&Table>, StateError> {
+        let gi = self.group_index(id, key)?;
+        Ok(self.groups[gi].get(id))
+    }
+
+    /// The table of state `id` in `key`'s key group, for writing `key`.
+    fn table_for_write(&mut self, id: usize, key: &[u8]) -> Result<&mut Table, StateError> {
+        let gi = self.group_index(id, key)?;
+        self.mark(gi, id, key);
+        Ok(self.group_table(gi, id))
     }
 
     /// A value state's value.
     pub fn value_get(&mut self, id: usize, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         match self.table(id, key)? {
-            Table::Value(m) => Ok(m.get(key).cloned()),
+            Some(Table::Value(m)) => Ok(m.get(key).cloned()),
             _ => Ok(None),
         }
     }
@@ -306,7 +408,7 @@ impl KeyedState {
     /// A value state's value, borrowed.
     pub fn value_ref(&mut self, id: usize, key: &[u8]) -> Result<Option<&[u8]>, StateError> {
         match self.table(id, key)? {
-            Table::Value(m) => Ok(m.get(key).map(Vec::as_slice)),
+            Some(Table::Value(m)) => Ok(m.get(key).map(Vec::as_slice)),
             _ => Ok(None),
         }
     }
@@ -322,7 +424,7 @@ impl KeyedState {
         if let Some(v) = value {
             self.check_value(id, v)?;
         }
-        if let Table::Value(m) = self.table(id, key)? {
+        if let Table::Value(m) = self.table_for_write(id, key)? {
             match (value, m.get_mut(key)) {
                 (Some(v), Some(existing)) => {
                     existing.clear();
@@ -349,7 +451,7 @@ impl KeyedState {
         if let Some(v) = &value {
             self.check_value(id, v)?;
         }
-        if let Table::Value(m) = self.table(id, &key)? {
+        if let Table::Value(m) = self.table_for_write(id, &key)? {
             match value {
                 Some(v) => {
                     m.insert(key, v);
@@ -365,7 +467,7 @@ impl KeyedState {
     /// A list state's list.
     pub fn list_get(&mut self, id: usize, key: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
         match self.table(id, key)? {
-            Table::List(m) => Ok(m.get(key).cloned().unwrap_or_default()),
+            Some(Table::List(m)) => Ok(m.get(key).cloned().unwrap_or_default()),
             _ => Ok(Vec::new()),
         }
     }
@@ -378,7 +480,7 @@ impl KeyedState {
         item: Vec<u8>,
     ) -> Result<(), StateError> {
         self.check_value(id, &item)?;
-        if let Table::List(m) = self.table(id, &key)? {
+        if let Table::List(m) = self.table_for_write(id, &key)? {
             m.entry(key).or_default().push(item);
         }
         Ok(())
@@ -394,7 +496,7 @@ impl KeyedState {
         for i in &items {
             self.check_value(id, i)?;
         }
-        if let Table::List(m) = self.table(id, &key)? {
+        if let Table::List(m) = self.table_for_write(id, &key)? {
             if items.is_empty() {
                 m.remove(&key);
             } else {
@@ -413,7 +515,7 @@ impl KeyedState {
     ) -> Result<Option<Vec<u8>>, StateError> {
         self.check_key(id, map_key, "map key")?;
         match self.table(id, key)? {
-            Table::Map(m) => Ok(m.get(key).and_then(|e| e.get(map_key)).cloned()),
+            Some(Table::Map(m)) => Ok(m.get(key).and_then(|e| e.get(map_key)).cloned()),
             _ => Ok(None),
         }
     }
@@ -430,7 +532,7 @@ impl KeyedState {
         if let Some(v) = &value {
             self.check_value(id, v)?;
         }
-        if let Table::Map(m) = self.table(id, &key)? {
+        if let Table::Map(m) = self.table_for_write(id, &key)? {
             match value {
                 Some(v) => {
                     m.entry(key).or_default().insert(map_key, v);
@@ -451,7 +553,7 @@ impl KeyedState {
     /// Every entry of one key's map, ordered by map key.
     pub fn map_entries(&mut self, id: usize, key: &[u8]) -> Result<MapEntries, StateError> {
         match self.table(id, key)? {
-            Table::Map(m) => Ok(m
+            Some(Table::Map(m)) => Ok(m
                 .get(key)
                 .map(|e| e.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                 .unwrap_or_default()),
@@ -461,7 +563,7 @@ impl KeyedState {
 
     /// Removes a key's state of one name, whatever its kind.
     pub fn clear(&mut self, id: usize, key: &[u8]) -> Result<(), StateError> {
-        match self.table(id, key)? {
+        match self.table_for_write(id, key)? {
             Table::Value(m) => {
                 m.remove(key);
             }

@@ -10,6 +10,8 @@ mod backend;
 mod keygroup;
 mod snapshot;
 
-pub use backend::{KeyedState, StateError, StateKind, StateLimits, StateSnapshot};
+pub use backend::{
+    Change, GroupSnapshot, KeyedState, StateError, StateKind, StateLimits, StateSnapshot,
+};
 pub use keygroup::{KeyGroup, KeyGroupRange, key_group_of, subtask_for_key_group};
 pub use snapshot::SnapshotError;

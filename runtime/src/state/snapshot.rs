@@ -5,12 +5,16 @@
 //! group hashes to the same chunk and is not written again. The format is
 //! documented in docs/state-format.md ("Key group snapshots").
 
-use super::backend::{KeyedState, StateKind, StateSnapshot, Table};
+use super::backend::{Change, GroupSnapshot, KeyedState, StateKind, StateSnapshot, Table};
 use super::keygroup::KeyGroup;
 use std::collections::BTreeMap;
 
 const MAGIC: &[u8; 4] = b"WRKG";
 const VERSION: u8 = 1;
+/// A delta: the keys written since the previous checkpoint, each with its
+/// whole new state or a removal mark. Applied on top of a `WRKG` chunk.
+const DELTA_MAGIC: &[u8; 4] = b"WRKD";
+const DELTA_VERSION: u8 = 1;
 
 /// A key group snapshot that cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -36,12 +40,90 @@ fn bytes(out: &mut Vec<u8>, b: &[u8]) {
 }
 
 impl StateSnapshot {
-    /// Encodes every non-empty key group of the snapshot.
+    /// Encodes every non-empty key group of the snapshot whole.
     pub fn encode(&self) -> Vec<(u16, Vec<u8>)> {
         self.groups
             .iter()
-            .filter_map(|(kg, tables)| encode_tables(&self.names, tables).map(|b| (kg.0, b)))
+            .filter_map(|g| self.encode_full(g).map(|b| (g.key_group.0, b)))
             .collect()
+    }
+
+    /// Encodes one key group whole (`WRKG`), or `None` when it holds no
+    /// entry.
+    pub fn encode_full(&self, g: &GroupSnapshot) -> Option<Vec<u8>> {
+        encode_tables(&self.names, &g.tables)
+    }
+
+    /// Encodes the keys of one key group written since the previous
+    /// snapshot (`WRKD`), or `None` when the group is not a
+    /// [`Change::Delta`].
+    pub fn encode_delta(&self, g: &GroupSnapshot) -> Option<Vec<u8>> {
+        if g.change != Change::Delta {
+            return None;
+        }
+        let mut named: Vec<(usize, &str)> = g
+            .dirty
+            .iter()
+            .enumerate()
+            .filter(|(_, keys)| !keys.is_empty())
+            .map(|(i, _)| (i, self.names[i].0.as_str()))
+            .collect();
+        named.sort_by(|a, b| a.1.cmp(b.1));
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(DELTA_MAGIC);
+        out.push(DELTA_VERSION);
+        varint(&mut out, named.len() as u64);
+        for (id, name) in named {
+            bytes(&mut out, name.as_bytes());
+            let kind = self.names[id].1;
+            out.push(kind_byte(kind));
+            let mut keys: Vec<&Vec<u8>> = g.dirty[id].iter().collect();
+            keys.sort_unstable();
+            varint(&mut out, keys.len() as u64);
+            let table = g.tables.get(id);
+            for key in keys {
+                bytes(&mut out, key);
+                match table {
+                    Some(Table::Value(m)) if m.contains_key(key) => {
+                        out.push(1);
+                        bytes(&mut out, &m[key]);
+                    }
+                    Some(Table::List(m)) if m.contains_key(key) => {
+                        out.push(1);
+                        encode_list(&mut out, &m[key]);
+                    }
+                    Some(Table::Map(m)) if m.contains_key(key) => {
+                        out.push(1);
+                        encode_map(&mut out, &m[key]);
+                    }
+                    _ => out.push(0),
+                }
+            }
+        }
+        Some(out)
+    }
+}
+
+fn kind_byte(kind: StateKind) -> u8 {
+    match kind {
+        StateKind::Value => 0,
+        StateKind::List => 1,
+        StateKind::Map => 2,
+    }
+}
+
+fn encode_list(out: &mut Vec<u8>, items: &[Vec<u8>]) {
+    varint(out, items.len() as u64);
+    for i in items {
+        bytes(out, i);
+    }
+}
+
+fn encode_map(out: &mut Vec<u8>, map: &BTreeMap<Vec<u8>, Vec<u8>>) {
+    varint(out, map.len() as u64);
+    for (mk, v) in map {
+        bytes(out, mk);
+        bytes(out, v);
     }
 }
 
@@ -81,10 +163,7 @@ fn encode_tables(names: &[(String, StateKind)], tables: &[Table]) -> Option<Vec<
                 varint(&mut out, entries.len() as u64);
                 for (k, items) in entries {
                     bytes(&mut out, k);
-                    varint(&mut out, items.len() as u64);
-                    for i in items {
-                        bytes(&mut out, i);
-                    }
+                    encode_list(&mut out, items);
                 }
             }
             Table::Map(m) => {
@@ -94,11 +173,7 @@ fn encode_tables(names: &[(String, StateKind)], tables: &[Table]) -> Option<Vec<
                 varint(&mut out, entries.len() as u64);
                 for (k, map) in entries {
                     bytes(&mut out, k);
-                    varint(&mut out, map.len() as u64);
-                    for (mk, v) in map {
-                        bytes(&mut out, mk);
-                        bytes(&mut out, v);
-                    }
+                    encode_map(&mut out, map);
                 }
             }
         }
@@ -122,6 +197,26 @@ impl KeyedState {
     /// with what is there. Every length is checked against the input, so a
     /// corrupt snapshot is an error, never a panic or a huge allocation.
     pub fn decode_key_group(&mut self, kg: KeyGroup, data: &[u8]) -> Result<(), SnapshotError> {
+        self.decode(kg, data, false)
+    }
+
+    /// Applies a delta chunk (from [`StateSnapshot::encode_delta`]) to a
+    /// key group loaded with [`decode_key_group`](Self::decode_key_group):
+    /// each key it names gets its new state or is removed.
+    pub fn apply_key_group_delta(
+        &mut self,
+        kg: KeyGroup,
+        data: &[u8],
+    ) -> Result<(), SnapshotError> {
+        self.decode(kg, data, true)
+    }
+
+    fn decode(&mut self, kg: KeyGroup, data: &[u8], delta: bool) -> Result<(), SnapshotError> {
+        let (magic, want) = if delta {
+            (DELTA_MAGIC, DELTA_VERSION)
+        } else {
+            (MAGIC, VERSION)
+        };
         let err = |detail: String| SnapshotError {
             key_group: kg.0,
             detail,
@@ -134,13 +229,16 @@ impl KeyedState {
             )));
         }
         let mut r = Reader { data, pos: 0 };
-        if r.take(4).map_err(&err)? != MAGIC {
-            return Err(err("bad magic: not a wrun key group snapshot".into()));
+        if r.take(4).map_err(&err)? != magic {
+            return Err(err(format!(
+                "bad magic: not a wrun key group {}",
+                if delta { "delta" } else { "snapshot" }
+            )));
         }
         let version = r.take(1).map_err(&err)?[0];
-        if version != VERSION {
+        if version != want {
             return Err(err(format!(
-                "format version {version}, but this wrun reads version {VERSION}"
+                "format version {version}, but this wrun reads version {want}"
             )));
         }
         let states = r.varint().map_err(&err)?;
@@ -162,6 +260,20 @@ impl KeyedState {
                     return Err(err(format!(
                         "state '{name}' holds a key that belongs to another key group"
                     )));
+                }
+                if delta {
+                    match r.take(1).map_err(&err)?[0] {
+                        0 => {
+                            self.clear(id, &key).map_err(|e| err(e.to_string()))?;
+                            continue;
+                        }
+                        1 => {
+                            if kind == StateKind::Map {
+                                self.clear(id, &key).map_err(|e| err(e.to_string()))?;
+                            }
+                        }
+                        t => return Err(err(format!("unknown delta entry tag {t}"))),
+                    }
                 }
                 match kind {
                     StateKind::Value => {
@@ -322,7 +434,7 @@ mod tests {
         let before: Vec<_> = (0..4)
             .filter_map(|k| s.encode_key_group(KeyGroup(k)).map(|b| (k, b)))
             .collect();
-        let snap = s.snapshot();
+        let snap = s.snapshot(true);
         let v = s.id("count", StateKind::Value).unwrap();
         for i in 0..20u32 {
             s.value_set(v, format!("k{i}").as_bytes(), Some(b"changed"))
@@ -349,6 +461,27 @@ mod tests {
             bad.truncate(cut.max(1).min(bad.len()));
             let mut t = KeyedState::new(4, KeyGroupRange { start: 0, end: 4 }, StateLimits::default());
             let _ = t.decode_key_group(KeyGroup(1), &bad);
+        }
+
+        #[test]
+        fn corrupt_deltas_are_errors_never_panics(cut in 0usize..400, flip in 0usize..400, byte in any::<u8>()) {
+            let mut s = fill(&(0..20).collect::<Vec<_>>());
+            s.snapshot(true);
+            let v = s.id("count", StateKind::Value).unwrap();
+            for i in 0..5u32 {
+                s.value_set(v, format!("k{i}").as_bytes(), Some(b"new")).unwrap();
+            }
+            s.value_set(v, b"k7", None).unwrap();
+            let snap = s.snapshot(false);
+            for g in &snap.groups {
+                if let Some(bytes) = snap.encode_delta(g) {
+                    let mut bad = bytes.clone();
+                    if flip < bad.len() { bad[flip] ^= byte | 1; }
+                    bad.truncate(cut.max(1).min(bad.len()));
+                    let mut t = fill(&(0..20).collect::<Vec<_>>());
+                    let _ = t.apply_key_group_delta(g.key_group, &bad);
+                }
+            }
         }
 
         #[test]

@@ -1,0 +1,224 @@
+//! Keyed state in checkpoints: which key groups to write whole, which as
+//! a delta on the previous checkpoint's chain, which to point at unchanged;
+//! and reading a key group back from its chain.
+
+use super::{CheckpointStore, ChunkRef, KeyGroupRef, StoreError};
+use crate::state::{Change, KeyGroup, KeyedState, StateSnapshot};
+
+/// Longest chain of deltas on one whole snapshot before the key group is
+/// written whole again, so that a restore reads a bounded number of chunks.
+pub const MAX_DELTAS: usize = 8;
+
+/// Writes one subtask's keyed state snapshot: unchanged key groups point at
+/// the previous checkpoint's chunks, key groups with few changes get a
+/// delta chunk on their previous chain, the rest are written whole (and a
+/// chain that grew past [`MAX_DELTAS`] or past the size of its base is
+/// compacted). Returns the refs, the bytes they cover and the bytes newly
+/// written.
+pub fn write_key_groups(
+    store: &dyn CheckpointStore,
+    previous: &dyn Fn(u16) -> Option<KeyGroupRef>,
+    snap: &StateSnapshot,
+) -> Result<(Vec<KeyGroupRef>, u64, u64), StoreError> {
+    let (mut refs, mut full, mut new) = (Vec::new(), 0u64, 0u64);
+    for g in &snap.groups {
+        let kg = g.key_group.0;
+        let base = previous(kg);
+        let reused = match (g.change, base) {
+            (Change::Unchanged, Some(base)) => Some(base),
+            (Change::Delta, Some(mut base)) if base.deltas.len() < MAX_DELTAS => snap
+                .encode_delta(g)
+                .filter(|d| {
+                    let chain: u64 = base.deltas.iter().map(|d| d.bytes).sum();
+                    chain + d.len() as u64 <= base.bytes
+                })
+                .map(|d| -> Result<_, StoreError> {
+                    let (chunk, written) = store.put_chunk(&d)?;
+                    new += written;
+                    base.deltas.push(ChunkRef {
+                        chunk,
+                        bytes: d.len() as u64,
+                    });
+                    Ok(base)
+                })
+                .transpose()?,
+            _ => None,
+        };
+        let r = match reused {
+            Some(r) => r,
+            None => {
+                let Some(bytes) = snap.encode_full(g) else {
+                    continue;
+                };
+                let (chunk, written) = store.put_chunk(&bytes)?;
+                new += written;
+                KeyGroupRef {
+                    key_group: kg,
+                    chunk,
+                    bytes: bytes.len() as u64,
+                    deltas: Vec::new(),
+                }
+            }
+        };
+        full += r.total_bytes();
+        refs.push(r);
+    }
+    Ok((refs, full, new))
+}
+
+/// Loads one key group from its whole snapshot and deltas into `state`,
+/// verifying every chunk. The error says which chunk failed and why.
+pub fn read_key_group(
+    store: &dyn CheckpointStore,
+    r: &KeyGroupRef,
+    state: &mut KeyedState,
+) -> Result<(), String> {
+    let kg = KeyGroup(r.key_group);
+    let base = store.get_chunk(&r.chunk).map_err(|e| e.to_string())?;
+    state
+        .decode_key_group(kg, &base)
+        .map_err(|e| e.to_string())?;
+    for d in &r.deltas {
+        let bytes = store.get_chunk(&d.chunk).map_err(|e| e.to_string())?;
+        state
+            .apply_key_group_delta(kg, &bytes)
+            .map_err(|e| format!("{e} (delta chunk {})", d.chunk.hex()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::MemStore;
+    use crate::state::{KeyGroupRange, StateKind, StateLimits};
+    use std::collections::HashMap;
+
+    const GROUPS: u16 = 128;
+
+    fn state() -> KeyedState {
+        KeyedState::new(
+            u32::from(GROUPS),
+            KeyGroupRange {
+                start: 0,
+                end: GROUPS,
+            },
+            StateLimits::default(),
+        )
+    }
+
+    /// Writes a checkpoint of `s` on top of `last`, returning (full, new).
+    fn checkpoint(
+        store: &MemStore,
+        s: &mut KeyedState,
+        last: &mut HashMap<u16, KeyGroupRef>,
+    ) -> (u64, u64) {
+        let snap = s.snapshot(last.is_empty());
+        let previous = |kg: u16| last.get(&kg).cloned();
+        let (refs, full, new) = write_key_groups(store, &previous, &snap).unwrap();
+        *last = refs.into_iter().map(|r| (r.key_group, r)).collect();
+        (full, new)
+    }
+
+    /// Restores every key group from `last` and checks it equals `s`.
+    fn assert_restores(store: &MemStore, s: &KeyedState, last: &HashMap<u16, KeyGroupRef>) {
+        let mut restored = state();
+        for r in last.values() {
+            read_key_group(store, r, &mut restored).unwrap();
+        }
+        for kg in (0..GROUPS).map(KeyGroup) {
+            assert_eq!(
+                restored.encode_key_group(kg),
+                s.encode_key_group(kg),
+                "key group {}",
+                kg.0
+            );
+        }
+    }
+
+    #[test]
+    fn one_percent_of_keys_changed_writes_under_five_percent() {
+        let store = MemStore::default();
+        let mut s = state();
+        let v = s.id("count", StateKind::Value).unwrap();
+        for k in 0..100_000u64 {
+            s.value_set(v, format!("key-{k}").as_bytes(), Some(&k.to_le_bytes()))
+                .unwrap();
+        }
+        let mut last = HashMap::new();
+        let (full, new) = checkpoint(&store, &mut s, &mut last);
+        assert_eq!(full, new, "the first checkpoint writes everything");
+        for k in (0..100_000u64).step_by(100) {
+            s.value_set(
+                v,
+                format!("key-{k}").as_bytes(),
+                Some(&(k + 1).to_le_bytes()),
+            )
+            .unwrap();
+        }
+        let (_, new) = checkpoint(&store, &mut s, &mut last);
+        assert!(
+            new * 20 <= full,
+            "after 1% of keys changed, {new} bytes written of a full {full}"
+        );
+        assert!(new > 0);
+        assert_restores(&store, &s, &last);
+        let (_, new) = checkpoint(&store, &mut s, &mut last);
+        assert_eq!(new, 0, "nothing changed, nothing written");
+    }
+
+    #[test]
+    fn deltas_carry_every_kind_of_change_and_chains_are_compacted() {
+        let store = MemStore::default();
+        let mut s = state();
+        let (v, l, m) = (
+            s.id("v", StateKind::Value).unwrap(),
+            s.id("l", StateKind::List).unwrap(),
+            s.id("m", StateKind::Map).unwrap(),
+        );
+        for k in 0..2_000u32 {
+            let key = format!("k{k}").into_bytes();
+            s.value_set(v, &key, Some(&k.to_le_bytes())).unwrap();
+            s.list_append(l, key.clone(), vec![1]).unwrap();
+            s.map_put(m, key, vec![1], Some(vec![1])).unwrap();
+        }
+        let mut last = HashMap::new();
+        checkpoint(&store, &mut s, &mut last);
+        let mut longest = 0;
+        for round in 0..(MAX_DELTAS as u32 * 2) {
+            let key = |k: u32| format!("k{}", k * 37 + round).into_bytes();
+            for k in 0..5 {
+                s.value_set(v, &key(k), None).unwrap();
+                s.list_append(l, key(k), vec![round as u8]).unwrap();
+                s.map_put(m, key(k), vec![1], None).unwrap();
+                s.map_put(m, key(k), vec![2], Some(vec![round as u8]))
+                    .unwrap();
+                s.clear(l, &key(k + 10)).unwrap();
+            }
+            checkpoint(&store, &mut s, &mut last);
+            assert_restores(&store, &s, &last);
+            longest = longest.max(last.values().map(|r| r.deltas.len()).max().unwrap());
+        }
+        assert!(longest > 0, "small changes are written as deltas");
+        assert!(longest <= MAX_DELTAS, "chains stay bounded: {longest}");
+    }
+
+    #[test]
+    fn a_full_snapshot_ignores_the_previous_chain() {
+        let store = MemStore::default();
+        let mut s = state();
+        let v = s.id("v", StateKind::Value).unwrap();
+        for k in 0..1_000u32 {
+            s.value_set(v, format!("k{k}").as_bytes(), Some(b"x"))
+                .unwrap();
+        }
+        let mut last = HashMap::new();
+        checkpoint(&store, &mut s, &mut last);
+        s.value_set(v, b"k1", Some(b"y")).unwrap();
+        // As after a checkpoint that did not complete: write whole.
+        let snap = s.snapshot(true);
+        let previous = |kg: u16| last.get(&kg).cloned();
+        let (refs, _, _) = write_key_groups(&store, &previous, &snap).unwrap();
+        assert!(refs.iter().all(|r| r.deltas.is_empty()));
+    }
+}
