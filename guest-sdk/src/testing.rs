@@ -73,6 +73,16 @@ pub fn value<T: DeserializeOwned>(state: &str, key: &[u8]) -> Option<T> {
     })
 }
 
+/// Writes a value state straight into the in-memory host, as state
+/// restored from a checkpoint or written by an older version would be.
+pub fn set_value<T: serde::Serialize>(state: &str, key: &[u8], value: &T) {
+    crate::host::HOST.with(|h| {
+        h.borrow_mut()
+            .values
+            .insert((state.to_string(), key.to_vec()), codec::encode(value));
+    })
+}
+
 /// Reads a list state straight from the in-memory host.
 pub fn list<T: DeserializeOwned>(state: &str, key: &[u8]) -> Vec<T> {
     crate::host::HOST.with(|h| {

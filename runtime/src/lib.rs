@@ -2,9 +2,11 @@
 //!
 //! Data flows one way: manifest ([`job`]) → job graph → deployment
 //! ([`module`] resolved, [`sandbox`] compiled, IDs fixed) → running
-//! subtasks ([`exec`]) over host-owned keyed [`state`]. The `wrun` binary
-//! ([`cli`]) drives it. See docs/architecture.md.
+//! subtasks ([`exec`]) over host-owned keyed [`state`] → [`checkpoint`]s
+//! and savepoints. Running jobs are reached through the HTTP [`api`]. The
+//! `wrun` binary ([`cli`]) drives it. See docs/architecture.md.
 
+pub mod api;
 pub mod checkpoint;
 pub mod cli;
 pub mod exec;

@@ -10,15 +10,22 @@
 //! subtasks: the running job's coordinator (`exec`) drives it (DESIGN.md,
 //! "Layers").
 
+mod gc;
 mod keyed;
 mod manifest;
 mod retention;
+mod savepoint;
 mod store;
 
+pub use gc::collect_garbage;
 pub use keyed::{MAX_DELTAS, read_key_group, write_key_groups};
 pub use manifest::{
     CheckpointId, CheckpointManifest, ChunkHash, ChunkRef, KeyGroupRef, MANIFEST_FORMAT,
     OperatorStateRef, SinkState, SourcePosition, SubtaskStateRef,
 };
 pub use retention::{choose_restore, to_delete, unreferenced_chunks};
+pub use savepoint::{
+    EXPORT_RECORD, FsSavepoints, MemorySavepoints, SAVEPOINT_FORMAT, Savepoint, SavepointBackend,
+    SavepointError, SavepointStore, check_name, export, find, import, open_export,
+};
 pub use store::{CheckpointStore, FsStore, MemStore, StoreError};

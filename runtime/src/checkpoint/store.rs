@@ -80,6 +80,11 @@ pub trait CheckpointStore: Send + Sync {
     /// Every job with a checkpoint directory (chunks are shared by all of
     /// them, so GC must read all their manifests).
     fn list_jobs(&self) -> Result<Vec<String>, StoreError>;
+    /// Makes every chunk written so far durable (`put_manifest` does this
+    /// itself before it commits).
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 fn chunk_path(h: &ChunkHash) -> PathBuf {
@@ -306,8 +311,15 @@ impl CheckpointStore for FsStore {
             detail: e.to_string(),
         })?;
         // Chunks first: a durable manifest must never name a chunk that
-        // could still be lost. One syncfs flushes every chunk written since
-        // the last manifest, their directory entries included.
+        // could still be lost.
+        self.sync()?;
+        self.write_atomic(&manifest_path(&m.job, m.id), &bytes, true)?;
+        self.sync_dirs()
+    }
+
+    /// One syncfs flushes every chunk written since the last call, their
+    /// directory entries included.
+    fn sync(&self) -> Result<(), StoreError> {
         if self.dirty.swap(false, Ordering::SeqCst) {
             let sync = |f: cap_std::fs::File| rustix::fs::syncfs(&f).map_err(std::io::Error::from);
             self.dir
@@ -323,8 +335,7 @@ impl CheckpointStore for FsStore {
                 .unwrap_or_else(|p| p.into_inner())
                 .clear();
         }
-        self.write_atomic(&manifest_path(&m.job, m.id), &bytes, true)?;
-        self.sync_dirs()
+        Ok(())
     }
 
     fn get_manifest(&self, job: &str, id: CheckpointId) -> Result<CheckpointManifest, StoreError> {

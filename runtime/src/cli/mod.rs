@@ -3,6 +3,7 @@
 //! `Debug` dump for bad input.
 
 mod run;
+mod savepoint;
 
 pub use run::{load_manifest, load_modules};
 
@@ -25,8 +26,17 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a job in this process until its bounded input ends.
+    /// Run a job in this process until its bounded input ends or it is
+    /// stopped; serves the control API meanwhile.
     Run(run::RunArgs),
+    /// Stop a running job: with --savepoint, at a savepoint; else cancel.
+    Stop(savepoint::StopArgs),
+    /// Savepoints: trigger, list, inspect, dispose, export, import.
+    Savepoint {
+        /// What to do.
+        #[command(subcommand)]
+        command: savepoint::SavepointCommand,
+    },
     /// Checkpoints in the data directory.
     Checkpoint {
         /// What to do.
@@ -48,6 +58,14 @@ pub enum Command {
 pub enum CheckpointCommand {
     /// List checkpoints: id, time, duration, full size, bytes newly written.
     List(run::CheckpointListArgs),
+    /// Take a checkpoint of a running job now.
+    Trigger {
+        /// The job.
+        job: String,
+        /// Data directory of the running wrun.
+        #[arg(long, env = "WRUN_DATA_DIR", default_value = ".wrun")]
+        data_dir: PathBuf,
+    },
 }
 
 /// Entry point of the binary.
@@ -69,6 +87,11 @@ pub fn main() -> ExitCode {
         Command::Checkpoint {
             command: CheckpointCommand::List(args),
         } => run::checkpoint_list(args),
+        Command::Checkpoint {
+            command: CheckpointCommand::Trigger { job, data_dir },
+        } => savepoint::checkpoint_trigger(&job, &data_dir),
+        Command::Stop(args) => savepoint::stop(args),
+        Command::Savepoint { command } => savepoint::run(command),
         Command::Validate {
             manifest,
             parallelism,

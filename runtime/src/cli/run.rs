@@ -1,6 +1,8 @@
 //! `wrun run` and `wrun validate`.
 
-use crate::checkpoint::{CheckpointStore, FsStore};
+use crate::checkpoint::{
+    CheckpointStore, FsSavepoints, FsStore, MemorySavepoints, SavepointBackend, SavepointStore,
+};
 use crate::exec::{self, RunOptions};
 use crate::job::{self, JobGraph, VertexKind};
 use crate::module::ModuleStore;
@@ -23,8 +25,21 @@ pub struct RunArgs {
     pub data_dir: PathBuf,
     /// Continue from the job's latest checkpoint in the data directory
     /// (after a crash or a kill); without one, start from the beginning.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "from_savepoint")]
     pub resume: bool,
+    /// Start from a savepoint: its ID or name, or the directory of an
+    /// exported savepoint. State is mapped to operators by uid.
+    #[arg(long, value_name = "SAVEPOINT")]
+    pub from_savepoint: Option<String>,
+    /// With --from-savepoint: start even if the savepoint holds state for
+    /// operators (uids) this job does not have; that state is dropped.
+    #[arg(long, requires = "from_savepoint")]
+    pub allow_non_restored_state: bool,
+    /// Address of the control API (savepoints, stop, checkpoints) on
+    /// loopback; port 0 picks a free one. Commands find it through the data
+    /// directory.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
 }
 
 /// Arguments of `wrun checkpoint list`.
@@ -108,31 +123,72 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
             args.manifest.display()
         );
     }
-    let store = match (&graph.checkpoint, args.resume) {
-        (Some(_), _) | (None, true) => Some(checkpoint_store(&args.data_dir)?),
-        (None, false) => None,
-    };
-    let restore = match (&store, args.resume) {
-        (Some(store), true) => {
-            let m = exec::latest_checkpoint(store.as_ref(), &graph.name)?;
-            match &m {
-                Some(m) => tracing::info!(job = %graph.name, "resuming from checkpoint {}", m.id),
-                None => {
-                    tracing::warn!(job = %graph.name, "--resume: no usable checkpoint in {}; starting from the beginning", args.data_dir.join("checkpoints").display())
-                }
+    // The store is always there: savepoints can be taken on request even
+    // without periodic checkpoints.
+    let store = checkpoint_store(&args.data_dir)?;
+    let fs_savepoints: Arc<dyn SavepointStore> = Arc::new(FsSavepoints::open(
+        &graph
+            .savepoints
+            .dir
+            .clone()
+            .unwrap_or_else(|| args.data_dir.join("savepoints")),
+    )?);
+    let (savepoints, registries): (Arc<dyn SavepointStore>, Vec<Arc<dyn SavepointStore>>) =
+        match graph.savepoints.backend {
+            SavepointBackend::Filesystem => (fs_savepoints.clone(), vec![fs_savepoints]),
+            SavepointBackend::Memory => {
+                let mem: Arc<dyn SavepointStore> = Arc::new(MemorySavepoints::default());
+                (mem.clone(), vec![mem, fs_savepoints])
             }
-            m
+        };
+    let mut restore_store = None;
+    let restore = if args.resume {
+        let m = exec::latest_checkpoint(store.as_ref(), &graph.name)?;
+        match &m {
+            Some(m) => tracing::info!(job = %graph.name, "resuming from checkpoint {}", m.id),
+            None => {
+                tracing::warn!(job = %graph.name, "--resume: no usable checkpoint in {}; starting from the beginning", args.data_dir.join("checkpoints").display())
+            }
         }
-        _ => None,
+        m
+    } else if let Some(sp) = &args.from_savepoint {
+        let (sp, chunks) = super::savepoint::resolve(sp, &registries, &store)?;
+        tracing::info!(job = %graph.name, savepoint = %sp.id, "starting from savepoint {} (checkpoint {} of job '{}')", sp.id, sp.checkpoint.id, sp.job());
+        restore_store = chunks;
+        Some(sp.checkpoint)
+    } else {
+        None
     };
-    tracing::info!(job = %graph.name, "running");
+
+    let control = exec::JobControl::new(&graph.name);
+    let api = crate::api::ApiState::new(
+        crate::api::token(&args.data_dir)?,
+        store.clone(),
+        registries,
+    );
+    api.add_job(&graph.name, control.clone());
+    let server = crate::api::serve(args.listen, api)?;
+    let endpoint = EndpointFile::write(&args.data_dir, server.addr)?;
+    tracing::info!(job = %graph.name, api = %format!("http://{}", server.addr), "running");
+    if graph.savepoints.backend == SavepointBackend::Memory {
+        tracing::warn!(job = %graph.name, "savepoints of this job are kept in memory: they are lost when this wrun stops and can only resume a job inside this same running wrun (see docs/savepoints.md)");
+    }
     let opts = RunOptions {
-        store,
+        store: Some(store),
         restore,
+        restore_store,
+        allow_non_restored_state: args.allow_non_restored_state,
+        savepoints: Some(savepoints),
+        control: Some(control),
         ..RunOptions::default()
     };
-    let report = exec::run_supervised(&graph, &sandbox, &modules, &opts)
-        .with_context(|| format!("job '{}' failed", graph.name))?;
+    let report = exec::run_supervised(&graph, &sandbox, &modules, &opts);
+    drop(server);
+    drop(endpoint);
+    let report = report.with_context(|| format!("job '{}' failed", graph.name))?;
+    if let Some(sp) = &report.stopped_at {
+        tracing::info!(job = %graph.name, savepoint = %sp.id, "stopped at savepoint {}; resume with `wrun run {} --from-savepoint {}`", sp.id, args.manifest.display(), sp.id);
+    }
     let summary: Vec<String> = report
         .vertices
         .iter()
@@ -144,6 +200,39 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         .collect();
     tracing::info!(job = %graph.name, "finished in {:.2} s: {}", report.elapsed.as_secs_f64(), summary.join(", "));
     Ok(())
+}
+
+/// `api.json` while this process serves the API; removed on drop, unless
+/// another process has replaced it since.
+struct EndpointFile {
+    path: PathBuf,
+}
+
+impl EndpointFile {
+    fn write(data_dir: &Path, addr: std::net::SocketAddr) -> Result<EndpointFile> {
+        let path = crate::api::endpoint_path(data_dir);
+        let ep = crate::api::Endpoint {
+            url: format!("http://{addr}"),
+            pid: std::process::id(),
+        };
+        let tmp = data_dir.join(format!(".api.json.tmp-{}", std::process::id()));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&ep)?)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(EndpointFile { path })
+    }
+}
+
+impl Drop for EndpointFile {
+    fn drop(&mut self) {
+        let ours = std::fs::read(&self.path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<crate::api::Endpoint>(&b).ok())
+            .is_some_and(|ep| ep.pid == std::process::id());
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 pub(super) fn validate(manifest: &Path, parallelism: Option<u32>) -> Result<()> {
@@ -187,7 +276,7 @@ pub(super) fn checkpoint_list(args: CheckpointListArgs) -> Result<()> {
 }
 
 /// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS.mmm`.
-fn utc(ms: u64) -> String {
+pub(super) fn utc(ms: u64) -> String {
     let (days, rem) = ((ms / 86_400_000) as i64, ms % 86_400_000);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days + 719_468;

@@ -30,6 +30,9 @@ pub struct Barrier {
     /// Store every key group whole: the previous checkpoint did not
     /// complete, so there is nothing to write a delta against.
     pub full: bool,
+    /// The job stops at this barrier (stop with a savepoint): nothing is
+    /// processed after it.
+    pub stop: Option<super::StopMode>,
 }
 
 /// A payload tagged with the input channel it arrived on (one channel per

@@ -3,15 +3,20 @@
 //! state through the checkpoint store (off the subtasks' threads), commits
 //! the manifest, tells the sinks to commit their staged output, and applies
 //! retention and GC. Decisions come from `checkpoint::retention`.
+//!
+//! It also serves [`JobControl`](super::JobControl) requests: a checkpoint
+//! now, a savepoint (a checkpoint registered in the savepoint store), and
+//! stop-with-savepoint (the same barrier with a `stop` flag).
 
+use super::control::{JobControl, Request, Triggered};
 use crate::checkpoint::{
     CheckpointId, CheckpointManifest, CheckpointStore, KeyGroupRef, MANIFEST_FORMAT,
-    OperatorStateRef, SinkState, SourcePosition, SubtaskStateRef, to_delete, unreferenced_chunks,
-    write_key_groups,
+    OperatorStateRef, SAVEPOINT_FORMAT, Savepoint, SavepointStore, SinkState, SourcePosition,
+    SubtaskStateRef, collect_garbage, to_delete, write_key_groups,
 };
 use crate::job::{CheckpointSettings, JobGraph};
 use crate::sandbox::{OperatorSnapshot, StateFormat};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -36,6 +41,8 @@ pub(crate) enum Ack {
     /// The subtask reached the end of its input: no more checkpoints can
     /// complete (every subtask must take part).
     Finished,
+    /// A request from outside the job ([`JobControl`]).
+    Request(Request),
 }
 
 pub(crate) struct Coordinator<'a> {
@@ -54,6 +61,15 @@ pub(crate) struct Coordinator<'a> {
     /// Whether the last triggered checkpoint completed: only then do the
     /// subtasks' changes since their last snapshot line up with `last`.
     pub(crate) last_completed: bool,
+    /// Trigger checkpoints on the interval (`[checkpoint]`); otherwise only
+    /// on request.
+    pub(crate) periodic: bool,
+    /// Where savepoints are registered.
+    pub(crate) savepoints: Option<Arc<dyn SavepointStore>>,
+    /// The job's control handle, for status.
+    pub(crate) control: Option<Arc<JobControl>>,
+    /// Fails the job (a stop-with-savepoint that could not complete).
+    pub(crate) fail: &'a (dyn Fn(String) + Sync),
 }
 
 struct Pending {
@@ -61,6 +77,7 @@ struct Pending {
     triggered: Instant,
     triggered_at_ms: u64,
     acks: Vec<AckData>,
+    request: Option<Request>,
 }
 
 fn now_ms() -> u64 {
@@ -85,14 +102,27 @@ pub(crate) fn fingerprint(graph: &JobGraph) -> String {
 }
 
 impl Coordinator<'_> {
-    pub(crate) fn run(mut self) {
+    /// Runs until every subtask has ended; returns the savepoint the job
+    /// stopped at, if it stopped at one.
+    pub(crate) fn run(mut self) -> Option<Savepoint> {
         let interval = Duration::from_millis(self.settings.interval_ms);
         let timeout = Duration::from_millis(self.settings.timeout_ms);
         let min_pause = Duration::from_millis(self.settings.min_pause_ms);
-        let mut next_trigger = Instant::now() + interval;
+        let never = Duration::from_secs(365 * 24 * 3600);
+        let period = if self.periodic { interval } else { never };
+        let mut next_trigger = Instant::now() + period;
         let mut pending: Option<Pending> = None;
+        let mut queued: VecDeque<Request> = VecDeque::new();
         let mut finished = false;
+        let mut stopped_at: Option<Savepoint> = None;
         loop {
+            if pending.is_none()
+                && stopped_at.is_none()
+                && !finished
+                && let Some(r) = queued.pop_front()
+            {
+                pending = Some(self.trigger(Some(r)));
+            }
             let wait = match &pending {
                 Some(p) => (p.triggered + timeout).saturating_duration_since(Instant::now()),
                 None => next_trigger.saturating_duration_since(Instant::now()),
@@ -103,10 +133,13 @@ impl Coordinator<'_> {
                         continue;
                     };
                     p.acks.push(data);
+                    tracing::trace!(job = %self.graph.name, checkpoint = id, acks = p.acks.len(), of = self.tasks, "ack");
                     if p.acks.len() == self.tasks
                         && let Some(p) = pending.take()
                     {
-                        self.complete(p);
+                        if let Some(sp) = self.complete(p) {
+                            stopped_at = Some(sp);
+                        }
                         next_trigger = (Instant::now() + min_pause).max(next_trigger);
                     }
                 }
@@ -115,76 +148,214 @@ impl Coordinator<'_> {
                         finished = true;
                         if let Some(p) = pending.take() {
                             tracing::debug!(job = %self.graph.name, checkpoint = p.id, "abandoned: a subtask finished its input");
+                            self.abandon(p, "the job's input ended before every subtask took part; the job finished without it".into());
                         }
+                        for r in queued.drain(..) {
+                            let _ = r.reply.send(Err(format!("job '{}' reached the end of its input and is finishing; no more checkpoints can complete", self.graph.name)));
+                        }
+                    }
+                }
+                Ok(Ack::Request(r)) => {
+                    if finished || stopped_at.is_some() {
+                        let _ = r.reply.send(Err(format!(
+                            "job '{}' is finishing; no more checkpoints can complete",
+                            self.graph.name
+                        )));
+                    } else {
+                        queued.push_back(r);
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     if let Some(p) = &pending
                         && p.triggered.elapsed() >= timeout
+                        && let Some(p) = pending.take()
                     {
-                        tracing::warn!(job = %self.graph.name, checkpoint = p.id, "checkpoint timed out after {} ms (checkpoint.timeout-ms); the job goes on", self.settings.timeout_ms);
-                        pending = None;
+                        let msg = format!(
+                            "checkpoint {} timed out after {} ms (checkpoint.timeout-ms)",
+                            p.id, self.settings.timeout_ms
+                        );
+                        tracing::warn!(job = %self.graph.name, "{msg}; the job goes on");
+                        self.abandon(p, msg);
                         next_trigger = Instant::now() + min_pause;
                     }
-                    if pending.is_none() && !finished && Instant::now() >= next_trigger {
-                        let id = self.next_id;
-                        self.next_id += 1;
-                        pending = Some(Pending {
-                            id,
-                            triggered: Instant::now(),
-                            triggered_at_ms: now_ms(),
-                            acks: Vec::new(),
-                        });
-                        let barrier = super::channel::Barrier {
-                            id,
-                            full: !self.last_completed,
-                        };
-                        self.last_completed = false;
-                        for t in &self.triggers {
-                            let _ = t.send(barrier);
-                        }
-                        next_trigger = Instant::now() + interval;
+                    if pending.is_none()
+                        && !finished
+                        && stopped_at.is_none()
+                        && Instant::now() >= next_trigger
+                    {
+                        pending = Some(self.trigger(None));
+                        next_trigger = Instant::now() + period;
                     }
                 }
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Disconnected) => return stopped_at,
             }
         }
     }
 
-    fn complete(&mut self, p: Pending) {
-        let id = p.id;
-        match self.write(p) {
-            Ok(m) => {
-                self.last = m
-                    .operators
-                    .iter()
-                    .filter_map(|o| {
-                        let v = self
-                            .graph
-                            .vertices
-                            .iter()
-                            .position(|v| v.id.to_hex() == o.operator_id)?;
-                        Some(
-                            o.key_groups
-                                .iter()
-                                .map(move |k| ((v, k.key_group), k.clone())),
-                        )
-                    })
-                    .flatten()
-                    .collect();
-                self.last_completed = true;
-                tracing::info!(job = %self.graph.name, checkpoint = id, ms = m.duration_ms, full_bytes = m.full_bytes, new_bytes = m.new_bytes, "checkpoint complete");
-                for c in &self.commits {
-                    let _ = c.send(id);
-                }
-                if let Err(e) = self.retain() {
-                    tracing::warn!(job = %self.graph.name, "checkpoint retention failed: {e}");
-                }
+    fn trigger(&mut self, request: Option<Request>) -> Pending {
+        let id = self.next_id;
+        self.next_id += 1;
+        let barrier = super::channel::Barrier {
+            id,
+            full: !self.last_completed,
+            stop: request.as_ref().and_then(|r| r.stop),
+        };
+        self.last_completed = false;
+        tracing::debug!(job = %self.graph.name, checkpoint = id, full = barrier.full, stop = ?barrier.stop, "checkpoint triggered");
+        for t in &self.triggers {
+            let _ = t.send(barrier);
+        }
+        Pending {
+            id,
+            triggered: Instant::now(),
+            triggered_at_ms: now_ms(),
+            acks: Vec::new(),
+            request,
+        }
+    }
+
+    /// A checkpoint that will not complete: tell whoever asked for it; a
+    /// stop that cannot complete fails the job (its sources have stopped).
+    fn abandon(&mut self, p: Pending, why: String) {
+        if let Some(r) = p.request {
+            if r.stop.is_some() {
+                (self.fail)(format!(
+                    "stop with savepoint failed: {why}; the job stopped without a savepoint"
+                ));
             }
+            let _ = r.reply.send(Err(why));
+        }
+    }
+
+    /// Writes a checkpoint whose acks are all in; returns the savepoint
+    /// the job stops at, when this was a stop-with-savepoint.
+    fn complete(&mut self, mut p: Pending) -> Option<Savepoint> {
+        let id = p.id;
+        let request = p.request.take();
+        let manifest = match self.write(p) {
+            Ok(m) => m,
             Err(e) => {
-                tracing::warn!(job = %self.graph.name, checkpoint = id, "checkpoint failed, the job goes on: {e}")
+                let msg = format!("checkpoint {id} failed: {e}");
+                tracing::warn!(job = %self.graph.name, "{msg}; the job goes on");
+                if let Some(r) = request {
+                    self.abandon(
+                        Pending {
+                            id,
+                            triggered: Instant::now(),
+                            triggered_at_ms: 0,
+                            acks: Vec::new(),
+                            request: Some(r),
+                        },
+                        msg,
+                    );
+                }
+                return None;
+            }
+        };
+        tracing::info!(job = %self.graph.name, checkpoint = id, ms = manifest.duration_ms, full_bytes = manifest.full_bytes, new_bytes = manifest.new_bytes, "checkpoint complete");
+        self.last = manifest
+            .operators
+            .iter()
+            .filter_map(|o| {
+                let v = self
+                    .graph
+                    .vertices
+                    .iter()
+                    .position(|v| v.id.to_hex() == o.operator_id)?;
+                Some(
+                    o.key_groups
+                        .iter()
+                        .map(move |k| ((v, k.key_group), k.clone())),
+                )
+            })
+            .flatten()
+            .collect();
+        self.last_completed = true;
+        if let Some(c) = &self.control {
+            c.update(|s| s.last_checkpoint = Some(id));
+        }
+        // Register the savepoint before the sinks commit: a stop must not
+        // commit output past a savepoint that does not exist.
+        let mut savepoint = None;
+        if let Some(r) = &request
+            && let Some(name) = &r.savepoint
+        {
+            match self.register(&manifest, name.clone(), r.stop) {
+                Ok(sp) => savepoint = Some(sp),
+                Err(e) => {
+                    let msg = format!(
+                        "checkpoint {id} completed, but the savepoint could not be registered: {e}"
+                    );
+                    if r.stop.is_some() {
+                        (self.fail)(format!("stop with savepoint failed: {msg}"));
+                    }
+                    if let Some(r) = request {
+                        let _ = r.reply.send(Err(msg));
+                    }
+                    return None;
+                }
             }
         }
+        for c in &self.commits {
+            let _ = c.send(id);
+        }
+        if let Err(e) = self.retain() {
+            tracing::warn!(job = %self.graph.name, "checkpoint retention failed: {e}");
+        }
+        let stop = request.as_ref().and_then(|r| r.stop);
+        if let Some(r) = request {
+            let _ = r.reply.send(Ok(Triggered {
+                checkpoint: id,
+                savepoint: savepoint.clone(),
+            }));
+        }
+        if stop.is_some() { savepoint } else { None }
+    }
+
+    fn register(
+        &self,
+        m: &CheckpointManifest,
+        name: Option<String>,
+        stop: Option<super::StopMode>,
+    ) -> Result<Savepoint, String> {
+        let store = self
+            .savepoints
+            .as_ref()
+            .ok_or_else(|| "this job has no savepoint store".to_string())?;
+        let suffix = &blake3::hash(
+            format!("{}{}{:?}", now_ms(), m.id, std::thread::current().id()).as_bytes(),
+        )
+        .to_hex()[..6];
+        let prefix = match store.backend() {
+            crate::checkpoint::SavepointBackend::Memory => "mem",
+            crate::checkpoint::SavepointBackend::Filesystem => "sp",
+        };
+        // The job name may hold characters a savepoint ID may not.
+        let job: String = m
+            .job
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(32)
+            .collect();
+        let sp = Savepoint {
+            format: SAVEPOINT_FORMAT,
+            id: format!("{prefix}-{job}-{}-{suffix}", m.id),
+            name,
+            backend: store.backend(),
+            created_at_ms: now_ms(),
+            stopped: stop.is_some(),
+            drained: stop == Some(super::StopMode::Drain),
+            checkpoint: m.clone(),
+        };
+        store.put(&sp).map_err(|e| e.to_string())?;
+        tracing::info!(job = %m.job, savepoint = %sp.id, checkpoint = m.id.0, backend = %sp.backend, "savepoint complete");
+        Ok(sp)
     }
 
     fn write(&self, p: Pending) -> Result<CheckpointManifest, crate::checkpoint::StoreError> {
@@ -273,18 +444,16 @@ impl Coordinator<'_> {
         for id in to_delete(&existing, self.settings.retain, &BTreeSet::new()) {
             self.store.delete_manifest(&self.graph.name, id)?;
         }
-        // Chunks are shared by every job in the store, so what is kept is
-        // every manifest of every job. A manifest that cannot be read stops
-        // the GC: deleting what it might reference could lose state.
-        let mut kept = Vec::new();
-        for job in self.store.list_jobs()? {
-            for id in self.store.list_checkpoints(&job)? {
-                kept.push(self.store.get_manifest(&job, id)?);
-            }
-        }
-        for chunk in unreferenced_chunks(&self.store.list_chunks()?, &kept, &HashSet::new()) {
-            self.store.delete_chunk(&chunk)?;
-        }
+        // Savepoints keep their chunks: they hold the manifests they pin.
+        let savepoints = match &self.savepoints {
+            Some(s) => s.list().map_err(|e| crate::checkpoint::StoreError::Io {
+                op: "list savepoints in",
+                path: s.location().into(),
+                error: std::io::Error::other(e.to_string()),
+            })?,
+            None => Vec::new(),
+        };
+        collect_garbage(self.store.as_ref(), &savepoints)?;
         Ok(())
     }
 }

@@ -108,7 +108,11 @@ mod tests {
     use std::sync::mpsc::sync_channel;
 
     fn barrier(id: u64) -> Barrier {
-        Barrier { id, full: false }
+        Barrier {
+            id,
+            full: false,
+            stop: None,
+        }
     }
 
     fn batch(n: usize) -> Payload {

@@ -7,17 +7,21 @@
 //! free (docs/architecture.md). Never reaches into checkpoint storage.
 
 pub mod channel;
+mod control;
 mod coordinator;
 mod inputs;
 mod operator;
 mod sink;
 mod source;
 
+pub use control::{JobControl, JobState, JobStatus, StopMode, Triggered};
 pub use operator::{Counts, OperatorLogic, Snapshot};
 pub use sink::json_line;
 pub use source::generated;
 
-use crate::checkpoint::{CheckpointId, CheckpointManifest, CheckpointStore, choose_restore};
+use crate::checkpoint::{
+    CheckpointId, CheckpointManifest, CheckpointStore, Savepoint, SavepointStore, choose_restore,
+};
 use crate::job::{JobGraph, VertexKind};
 use crate::sandbox::{
     CallLimits, OperatorInstance, OperatorModule, OperatorSnapshot, Sandbox, SandboxError,
@@ -80,6 +84,9 @@ pub enum ExecError {
         /// Why.
         detail: String,
     },
+    /// A stop with a savepoint could not complete.
+    #[error("{0}")]
+    StopFailed(String),
     /// A runtime thread panicked (a wrun bug).
     #[error("internal error in subtask {0}: {1} (this is a bug in wrun; please report it)")]
     Panicked(String, String),
@@ -94,7 +101,7 @@ impl ExecError {
 
 /// State shared by the subtasks of a running job.
 pub struct Shared {
-    cancel: AtomicBool,
+    cancel: Arc<AtomicBool>,
     first_error: Mutex<Option<ExecError>>,
 }
 
@@ -147,6 +154,18 @@ pub struct RunOptions {
     pub restore: Option<CheckpointManifest>,
     /// Fault injection for tests.
     pub fail_point: Option<FailPoint>,
+    /// Where the chunks of `restore` are, when not in `store` (an exported
+    /// savepoint).
+    pub restore_store: Option<Arc<dyn CheckpointStore>>,
+    /// Start even when `restore` holds state for operators the job lacks
+    /// (that state is dropped).
+    pub allow_non_restored_state: bool,
+    /// Where savepoints are registered.
+    pub savepoints: Option<Arc<dyn SavepointStore>>,
+    /// The handle through which the job is reached while it runs. With a
+    /// control and a store, the job takes checkpoints on request even
+    /// without a `[checkpoint]` table.
+    pub control: Option<Arc<JobControl>>,
 }
 
 /// Per-vertex totals of a finished job.
@@ -171,6 +190,8 @@ pub struct JobReport {
     pub restarts: u32,
     /// The checkpoint the last attempt started from.
     pub restored_from: Option<u64>,
+    /// The savepoint the job stopped at (`wrun stop --savepoint`).
+    pub stopped_at: Option<Savepoint>,
 }
 
 /// Runs a job under its restart policy: after a failure it restarts from
@@ -184,22 +205,56 @@ pub fn run_supervised(
 ) -> Result<JobReport, ExecError> {
     let started = Instant::now();
     let mut opts = opts.clone();
+    let initial = (opts.restore.clone(), opts.restore_store.clone());
     let mut restarts = 0;
+    let set_state = |state: JobState, restarts: u32, error: Option<String>| {
+        if let Some(c) = &opts.control {
+            c.update(|s| {
+                s.state = state;
+                s.restarts = restarts;
+                s.error = error;
+            });
+        }
+    };
     loop {
         let restored_from = opts.restore.as_ref().map(|m| m.id.0);
-        match run_job(graph, sandbox, modules, &opts) {
+        let result = run_job(graph, sandbox, modules, &opts);
+        let cancelled = opts.control.as_ref().is_some_and(|c| c.is_cancelled());
+        match result {
             Ok(mut r) => {
                 r.elapsed = started.elapsed();
                 r.restarts = restarts;
                 r.restored_from = restored_from;
+                let state = if r.stopped_at.is_some() {
+                    JobState::Stopped
+                } else {
+                    JobState::Finished
+                };
+                set_state(state, restarts, None);
                 return Ok(r);
+            }
+            Err(e) if cancelled => {
+                set_state(JobState::Cancelled, restarts, None);
+                return Err(match e {
+                    ExecError::Disconnected => ExecError::Cancelled,
+                    e => e,
+                });
             }
             Err(e) if restarts < graph.restart.attempts => {
                 restarts += 1;
+                set_state(JobState::Restarting, restarts, Some(e.to_string()));
                 opts.fail_point = None;
-                opts.restore = match &opts.store {
-                    Some(store) => latest_checkpoint(store.as_ref(), &graph.name)?,
+                // The newest checkpoint taken since the start; before the
+                // first one, the checkpoint or savepoint the job started from.
+                let since = initial.0.as_ref().map(|m| m.id.0).unwrap_or(0);
+                let latest = match &opts.store {
+                    Some(store) => latest_checkpoint(store.as_ref(), &graph.name)?
+                        .filter(|m| m.id.0 > since || initial.0.is_none()),
                     None => None,
+                };
+                (opts.restore, opts.restore_store) = match latest {
+                    Some(m) => (Some(m), None),
+                    None => initial.clone(),
                 };
                 let from = opts
                     .restore
@@ -209,7 +264,10 @@ pub fn run_supervised(
                 tracing::warn!(job = %graph.name, "job failed: {e}; restarting from {from} (restart {restarts} of {})", graph.restart.attempts);
                 std::thread::sleep(Duration::from_millis(graph.restart.delay_ms));
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                set_state(JobState::Failed, restarts, Some(e.to_string()));
+                return Err(e);
+            }
         }
     }
 }
@@ -242,6 +300,98 @@ pub fn latest_checkpoint(
         tracing::warn!(job, checkpoint = id.0, "skipping checkpoint: {why}");
     }
     Ok(chosen.and(found))
+}
+
+/// Waits until checkpoint `id` is committed (or the job is cancelled),
+/// passing every commit on to `commit`.
+fn wait_commit(
+    rx: Option<&Receiver<u64>>,
+    shared: &Shared,
+    id: u64,
+    mut commit: impl FnMut(u64) -> Result<(), ExecError>,
+) -> Result<(), ExecError> {
+    let Some(rx) = rx else {
+        return Ok(());
+    };
+    loop {
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(c) => {
+                commit(c)?;
+                if c >= id {
+                    return Ok(());
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => shared.check_cancel()?,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(ExecError::Disconnected);
+            }
+        }
+    }
+}
+
+/// Checks that a job can start from checkpoint or savepoint `m`, before
+/// any subtask starts (DESIGN.md, "Savepoints": restore rules).
+fn check_restore(
+    graph: &JobGraph,
+    m: &CheckpointManifest,
+    modules: &HashMap<usize, Arc<OperatorModule>>,
+    allow_non_restored_state: bool,
+) -> Result<(), ExecError> {
+    let err = |detail: String| ExecError::Restore { id: m.id.0, detail };
+    if m.max_parallelism != graph.max_parallelism {
+        return Err(err(format!(
+            "it was taken with max-parallelism {}, and the job now has {}; max-parallelism fixes the key groups state is split into, so it cannot change for the life of a job's state. Set max-parallelism = {} in the job",
+            m.max_parallelism, graph.max_parallelism, m.max_parallelism
+        )));
+    }
+    let orphans: Vec<String> = m
+        .operators
+        .iter()
+        .filter(|o| !o.key_groups.is_empty() || !o.operator_state.is_empty())
+        .filter(|o| {
+            !graph
+                .vertices
+                .iter()
+                .any(|v| v.id.to_hex() == o.operator_id)
+        })
+        .map(|o| match &o.uid {
+            Some(uid) => format!("uid '{uid}' (operator '{}')", o.name),
+            None => format!("operator '{}' (no uid; ID {})", o.name, o.operator_id),
+        })
+        .collect();
+    if !orphans.is_empty() {
+        if !allow_non_restored_state {
+            return Err(err(format!(
+                "it holds state for operators this job does not have: {}. Add them back with the same uid, or pass --allow-non-restored-state to start without that state",
+                orphans.join(", ")
+            )));
+        }
+        tracing::warn!(job = %graph.name, "--allow-non-restored-state: dropping the state of {}", orphans.join(", "));
+    }
+    for (i, v) in graph.vertices.iter().enumerate() {
+        if let Some(o) = m.operators.iter().find(|o| o.operator_id == v.id.to_hex()) {
+            if o.parallelism != v.parallelism && !o.operator_state.is_empty() {
+                return Err(err(format!(
+                    "operator '{}' has non-keyed operator state from {} subtasks, which cannot be split or merged to parallelism {}; keep parallelism {} or keep that state in keyed state",
+                    v.name, o.parallelism, v.parallelism, o.parallelism
+                )));
+            }
+            if let Some(module) = modules.get(&i)
+                && !o.module.is_empty()
+                && o.module != module.digest.to_string()
+            {
+                tracing::info!(job = %graph.name, operator = %v.name, "module swap: state written by {} is restored into {}", o.module, module.digest);
+            }
+        }
+        let positions = m.sources.iter().filter(|p| p.vertex == v.name).count();
+        if positions > 0 && positions != v.parallelism as usize {
+            return Err(err(format!(
+                "source '{}' ran with parallelism {positions}, and the job now gives it {}; a source's read positions cannot be redistributed, so keep its parallelism at {positions}",
+                v.name, v.parallelism
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Decodes an operator-state chunk: name length (u32 LE), name, version (u32 LE), data.
@@ -343,12 +493,17 @@ pub fn run_job(
 ) -> Result<JobReport, ExecError> {
     let started = Instant::now();
     let shared = Shared {
-        cancel: AtomicBool::new(false),
+        cancel: Arc::new(AtomicBool::new(false)),
         first_error: Mutex::new(None),
     };
     let n = graph.vertices.len();
-    let checkpointing = graph.checkpoint.is_some() && opts.store.is_some();
+    let checkpointing =
+        opts.store.is_some() && (graph.checkpoint.is_some() || opts.control.is_some());
     let restore = opts.restore.as_ref();
+    let restore_store = opts.restore_store.as_ref().or(opts.store.as_ref());
+    if let Some(m) = restore {
+        check_restore(graph, m, modules, opts.allow_non_restored_state)?;
+    }
 
     // Input channels: one receiver per subtask of every vertex with inputs.
     // Channel indices at a receiver: edges in order, then upstream subtask.
@@ -443,8 +598,19 @@ pub fn run_job(
             }
         }
     }
-    let coordinator = match (&graph.checkpoint, &opts.store) {
-        (Some(settings), Some(store)) => {
+    let fail_job = |msg: String| shared.fail(ExecError::StopFailed(msg));
+    let coordinator = match (&opts.store, checkpointing) {
+        (Some(store), true) => {
+            let periodic = graph.checkpoint.is_some();
+            let settings = graph
+                .checkpoint
+                .clone()
+                .unwrap_or(crate::job::CheckpointSettings {
+                    interval_ms: 1000,
+                    timeout_ms: 600_000,
+                    min_pause_ms: 0,
+                    retain: 3,
+                });
             let existing = store
                 .list_checkpoints(&graph.name)
                 .map_err(|e| ExecError::Restore {
@@ -460,7 +626,7 @@ pub fn run_job(
                 + 1;
             Some(Coordinator {
                 graph,
-                settings: settings.clone(),
+                settings,
                 store: store.clone(),
                 modules: modules
                     .iter()
@@ -473,6 +639,10 @@ pub fn run_job(
                 next_id,
                 last: HashMap::new(),
                 last_completed: false,
+                periodic,
+                savepoints: opts.savepoints.clone(),
+                control: opts.control.clone(),
+                fail: &fail_job,
             })
         }
         _ => None,
@@ -487,6 +657,14 @@ pub fn run_job(
     let linger = Duration::from_millis(graph.linger_ms.max(1));
     let counts: Mutex<Vec<Counts>> = Mutex::new(vec![Counts::default(); n]);
 
+    if let Some(c) = &opts.control {
+        c.attach(
+            coordinator.as_ref().map(|_| ack_tx.clone()),
+            shared.cancel.clone(),
+        );
+        c.update(|s| s.state = JobState::Running);
+    }
+    let mut stopped_at = None;
     std::thread::scope(|scope| {
         let coordinator_handle = coordinator.map(|c| scope.spawn(move || c.run()));
         let mut handles = Vec::new();
@@ -569,6 +747,15 @@ pub fn run_job(
                                                 data: AckData::Sink(state),
                                             });
                                         }
+                                        if b.stop.is_some() {
+                                            // Stop with a savepoint: commit
+                                            // what the savepoint covers, then
+                                            // end without finishing.
+                                            wait_commit(commit.as_ref(), shared, id, |c| {
+                                                sink.commit(&vertex.name, c)
+                                            })?;
+                                            return Ok(c);
+                                        }
                                     }
                                     Next::Idle => shared.check_cancel()?,
                                     Next::End => break,
@@ -582,7 +769,7 @@ pub fn run_job(
                         }
                         VertexKind::Operator { config, .. } => {
                             let rx = rx.ok_or(ExecError::Disconnected)?;
-                            let r = restore_operator(graph, v, s, restore, opts.store.as_ref())?;
+                            let r = restore_operator(graph, v, s, restore, restore_store)?;
                             let info = SubtaskInfo {
                                 uid: vertex.display_uid().to_string(),
                                 subtask_index: s,
@@ -658,8 +845,13 @@ pub fn run_job(
         for h in handles {
             let _ = h.join();
         }
+        // The control holds a sender too: let go of it so the
+        // coordinator's channel closes.
+        if let Some(c) = &opts.control {
+            c.detach();
+        }
         if let Some(h) = coordinator_handle {
-            let _ = h.join();
+            stopped_at = h.join().ok().flatten();
         }
     });
 
@@ -685,5 +877,6 @@ pub fn run_job(
         elapsed: started.elapsed(),
         restarts: 0,
         restored_from: restore.map(|m| m.id.0),
+        stopped_at,
     })
 }

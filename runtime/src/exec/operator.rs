@@ -155,6 +155,13 @@ impl Loop<'_> {
                     // checkpoint: process it, snapshot, then pass it on.
                     let batch = std::mem::take(&mut pending);
                     self.process(batch, &mut counts)?;
+                    if barrier.stop == Some(super::StopMode::Drain) {
+                        // Drain: the operator's final output belongs to the
+                        // savepoint too.
+                        let out = self.logic.close()?;
+                        counts.records_out += out.len() as u64;
+                        self.outputs.emit(out)?;
+                    }
                     let snap = self.logic.snapshot(barrier.full)?;
                     if let Some(ack) = &self.ack {
                         let data = AckData::Operator {
@@ -167,6 +174,10 @@ impl Loop<'_> {
                         let _ = ack.send(Ack::Done { id, data });
                     }
                     self.outputs.barrier(barrier)?;
+                    if barrier.stop.is_some() {
+                        // Stop with a savepoint: nothing after the barrier.
+                        return Ok(counts);
+                    }
                 }
                 Next::Idle => {
                     shared.check_cancel()?;

@@ -24,16 +24,17 @@ pub(super) struct SourceCtl {
 
 impl SourceCtl {
     /// Answers pending checkpoint triggers: record `position`, then send the
-    /// barrier after everything emitted so far.
+    /// barrier after everything emitted so far. Returns `true` when the
+    /// barrier stops the job: the source must emit nothing more.
     fn poll(
         &self,
         vertex: &str,
         subtask: u32,
         position: u64,
         outputs: &mut Outputs,
-    ) -> Result<(), ExecError> {
+    ) -> Result<bool, ExecError> {
         let (Some(trigger), Some(ack)) = (&self.trigger, &self.ack) else {
-            return Ok(());
+            return Ok(false);
         };
         while let Ok(b) = trigger.try_recv() {
             outputs.flush()?;
@@ -46,8 +47,11 @@ impl SourceCtl {
                 }),
             });
             outputs.barrier(b)?;
+            if b.stop.is_some() {
+                return Ok(true);
+            }
         }
-        Ok(())
+        Ok(false)
     }
 
     fn finished(&self) {
@@ -71,6 +75,7 @@ pub(super) fn run(
         detail,
     };
     let poll = |pos: u64, o: &mut Outputs| ctl.poll(name, index, pos, o);
+    let mut stopped = false;
     let n = match kind {
         SourceKind::File { path, format, key } => {
             let file = std::fs::File::open(path)
@@ -85,6 +90,7 @@ pub(super) fn run(
                 shared,
                 &poll,
                 &|line, detail| err(format!("{} line {line}: {detail}", path.display())),
+                &mut stopped,
             )?
         }
         SourceKind::Stdin { format, key } => {
@@ -100,6 +106,7 @@ pub(super) fn run(
                 shared,
                 &poll,
                 &|line, detail| err(format!("stdin line {line}: {detail}")),
+                &mut stopped,
             )?
         }
         SourceKind::Generator {
@@ -124,7 +131,10 @@ pub(super) fn run(
                 emitted += 1;
                 if batch.len() == 1024 || seq >= *count {
                     outputs.emit(std::mem::take(&mut batch))?;
-                    poll(produced, &mut outputs)?;
+                    if poll(produced, &mut outputs)? {
+                        stopped = true;
+                        break;
+                    }
                     if let Some(r) = per_sec {
                         // Pace to the rate: wait until this many events are due.
                         let due = Duration::from_secs_f64(emitted as f64 / r);
@@ -138,6 +148,11 @@ pub(super) fn run(
             emitted
         }
     };
+    if stopped {
+        // Stopped at a savepoint barrier: no end-of-input downstream (the
+        // operators must not close), no "finished" to the coordinator.
+        return Ok(n);
+    }
     outputs.end()?;
     ctl.finished();
     Ok(n)
@@ -169,8 +184,9 @@ fn read_lines(
     skip: u64,
     outputs: &mut Outputs,
     shared: &Shared,
-    poll: &dyn Fn(u64, &mut Outputs) -> Result<(), ExecError>,
+    poll: &dyn Fn(u64, &mut Outputs) -> Result<bool, ExecError>,
     err: &dyn Fn(u64, String) -> ExecError,
+    stopped: &mut bool,
 ) -> Result<u64, ExecError> {
     // `n` counts lines read, which is the position a checkpoint records.
     let mut n = 0u64;
@@ -232,7 +248,10 @@ fn read_lines(
             shared.check_cancel()?;
             outputs.emit(std::mem::take(&mut batch))?;
             outputs.flush()?;
-            poll(n, outputs)?;
+            if poll(n, outputs)? {
+                *stopped = true;
+                return Ok(emitted);
+            }
         }
     }
     outputs.emit(batch)?;

@@ -1,7 +1,7 @@
 //! The validated job graph: vertices (sources, operators, sinks), edges
 //! with their partitioning, and the operator IDs that address state.
 
-use super::manifest::{CheckpointSettings, Limits, RestartPolicy};
+use super::manifest::{CheckpointSettings, Limits, RestartPolicy, SavepointSettings};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -252,6 +252,8 @@ pub struct JobGraph {
     pub checkpoint: Option<CheckpointSettings>,
     /// Restarts after a failure.
     pub restart: RestartPolicy,
+    /// Where savepoints go.
+    pub savepoints: SavepointSettings,
     /// Vertices in topological order (sources first).
     pub vertices: Vec<Vertex>,
     /// Edges.
@@ -309,6 +311,7 @@ impl Builder {
                     attempts: 0,
                     delay_ms: 1000,
                 },
+                savepoints: SavepointSettings::default(),
                 vertices: Vec::new(),
                 edges: Vec::new(),
             },
@@ -319,9 +322,11 @@ impl Builder {
         &mut self,
         checkpoint: Option<CheckpointSettings>,
         restart: RestartPolicy,
+        savepoints: SavepointSettings,
     ) {
         self.g.checkpoint = checkpoint;
         self.g.restart = restart;
+        self.g.savepoints = savepoints;
     }
 
     pub(super) fn names(&self) -> Vec<String> {

@@ -61,6 +61,8 @@ struct Manifest {
     checkpoint: Option<CheckpointSpec>,
     #[serde(default)]
     restart: Option<RestartSpec>,
+    #[serde(default)]
+    savepoints: Option<SavepointsSpec>,
     #[serde(default, rename = "source")]
     sources: Vec<SourceSpec>,
     #[serde(default, rename = "operator")]
@@ -112,6 +114,52 @@ pub struct CheckpointSettings {
     pub min_pause_ms: u64,
     /// How many completed checkpoints to keep.
     pub retain: usize,
+}
+
+/// Where savepoints are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SavepointBackend {
+    /// In the memory of the running wrun: lost when it stops.
+    Memory,
+    /// Files in a directory: survive restarts.
+    Filesystem,
+}
+
+impl std::fmt::Display for SavepointBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SavepointBackend::Memory => "memory",
+            SavepointBackend::Filesystem => "filesystem",
+        })
+    }
+}
+
+/// Where the job's savepoints go, from the manifest's `[savepoints]` table.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SavepointSettings {
+    /// The backend.
+    pub backend: SavepointBackend,
+    /// The filesystem backend's directory; `None` means
+    /// `<data-dir>/savepoints`.
+    pub dir: Option<std::path::PathBuf>,
+}
+
+impl Default for SavepointSettings {
+    fn default() -> Self {
+        SavepointSettings {
+            backend: SavepointBackend::Filesystem,
+            dir: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct SavepointsSpec {
+    backend: Option<Spanned<SavepointBackend>>,
+    dir: Option<Spanned<String>>,
 }
 
 /// What happens when a subtask fails, from the manifest's `[restart]` table.
@@ -368,7 +416,22 @@ pub fn parse_manifest(
             delay_ms: 1000,
         },
     };
-    b.policies(checkpoint, restart);
+    let mut savepoints = SavepointSettings::default();
+    if let Some(s) = &m.savepoints {
+        if let Some(b) = &s.backend {
+            savepoints.backend = *b.get_ref();
+        }
+        if let Some(d) = &s.dir {
+            if savepoints.backend == SavepointBackend::Memory {
+                return Err(ctx.err(
+                    d.span(),
+                    "savepoints.dir is for the filesystem backend; remove it or set backend = \"filesystem\"",
+                ));
+            }
+            savepoints.dir = Some(resolve(base_dir, d.get_ref()));
+        }
+    }
+    b.policies(checkpoint, restart, savepoints);
     let mut spans: Vec<std::ops::Range<usize>> = Vec::new();
 
     let check_par = |v: &Option<Spanned<u32>>, default: u32| -> Result<u32, ManifestError> {

@@ -8,4 +8,7 @@ pub use graph::{
     ComponentRef, Edge, JobGraph, OperatorId, Partition, SinkKind, SourceFormat, SourceKind,
     Vertex, VertexKind,
 };
-pub use manifest::{CheckpointSettings, Limits, ManifestError, RestartPolicy, parse_manifest};
+pub use manifest::{
+    CheckpointSettings, Limits, ManifestError, RestartPolicy, SavepointBackend, SavepointSettings,
+    parse_manifest,
+};

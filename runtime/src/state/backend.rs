@@ -110,6 +110,30 @@ pub enum StateError {
     },
 }
 
+/// The size of one named state (see [`KeyedState::stats`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateStats {
+    /// The state name.
+    pub name: String,
+    /// Its kind.
+    pub kind: StateKind,
+    /// Keys holding it.
+    pub keys: usize,
+    /// Bytes of those keys and their values.
+    pub bytes: u64,
+}
+
+/// One key's state, for [`KeyedState::dump`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DumpValue {
+    /// A value.
+    Value(Vec<u8>),
+    /// A list.
+    List(Vec<Vec<u8>>),
+    /// A map, ordered by map key.
+    Map(Vec<(Vec<u8>, Vec<u8>)>),
+}
+
 /// One state name's data in one key group.
 #[derive(Debug, Clone)]
 pub enum Table {
@@ -575,6 +599,67 @@ impl KeyedState {
             }
         }
         Ok(())
+    }
+
+    /// Per state name, in first-use order: its kind, how many keys hold
+    /// it, and the bytes of those keys and their values.
+    pub fn stats(&self) -> Vec<StateStats> {
+        self.names
+            .iter()
+            .enumerate()
+            .map(|(id, (name, kind))| {
+                let (mut keys, mut bytes) = (0usize, 0u64);
+                for t in self.groups.iter().filter_map(|g| g.get(id)) {
+                    keys += t.len();
+                    bytes += match t {
+                        Table::Value(m) => m.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>(),
+                        Table::List(m) => m
+                            .iter()
+                            .map(|(k, l)| k.len() + l.iter().map(Vec::len).sum::<usize>())
+                            .sum(),
+                        Table::Map(m) => m
+                            .iter()
+                            .map(|(k, e)| {
+                                k.len() + e.iter().map(|(a, b)| a.len() + b.len()).sum::<usize>()
+                            })
+                            .sum(),
+                    } as u64;
+                }
+                StateStats {
+                    name: name.clone(),
+                    kind: *kind,
+                    keys,
+                    bytes,
+                }
+            })
+            .collect()
+    }
+
+    /// Every entry of state `name`, sorted by key; `None` for an unknown
+    /// name.
+    pub fn dump(&self, name: &str) -> Option<Vec<(Vec<u8>, DumpValue)>> {
+        let id = *self.ids.get(name)?;
+        let mut out = Vec::new();
+        for t in self.groups.iter().filter_map(|g| g.get(id)) {
+            match t {
+                Table::Value(m) => out.extend(
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), DumpValue::Value(v.clone()))),
+                ),
+                Table::List(m) => out.extend(
+                    m.iter()
+                        .map(|(k, l)| (k.clone(), DumpValue::List(l.clone()))),
+                ),
+                Table::Map(m) => out.extend(m.iter().map(|(k, e)| {
+                    (
+                        k.clone(),
+                        DumpValue::Map(e.iter().map(|(a, b)| (a.clone(), b.clone())).collect()),
+                    )
+                })),
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Some(out)
     }
 
     /// Total number of (state, key) entries held.

@@ -11,7 +11,8 @@ mod keygroup;
 mod snapshot;
 
 pub use backend::{
-    Change, GroupSnapshot, KeyedState, StateError, StateKind, StateLimits, StateSnapshot,
+    Change, DumpValue, GroupSnapshot, KeyedState, StateError, StateKind, StateLimits,
+    StateSnapshot, StateStats,
 };
 pub use keygroup::{KeyGroup, KeyGroupRange, key_group_of, subtask_for_key_group};
 pub use snapshot::SnapshotError;

@@ -8,7 +8,14 @@ use wrun::module::ModuleStore;
 use wrun::sandbox::{Sandbox, SandboxConfig};
 
 /// The sandbox every test shares, with a compile cache that outlives runs.
+/// `WRUN_TEST_LOG=debug` (a tracing filter) shows the runtime's log.
 pub fn sandbox() -> &'static Sandbox {
+    if let Ok(filter) = std::env::var("WRUN_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
     static S: OnceLock<Sandbox> = OnceLock::new();
     S.get_or_init(|| {
         let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compile-cache");

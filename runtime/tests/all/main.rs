@@ -8,4 +8,5 @@ mod errors;
 mod io;
 mod limits;
 mod partition;
+mod savepoint;
 mod wordcount;

@@ -1,0 +1,527 @@
+//! The HTTP API (axum, JSON) through which commands reach running jobs.
+//! `wrun run` serves it on loopback for its one job (embedded mode); the
+//! same routes are the first part of `wrun serve`'s API.
+//!
+//! Every request needs `Authorization: Bearer <token>`; the token lives in
+//! the data directory (`api-token`, mode 0600). Long operations
+//! (checkpoints, savepoints, stops) answer `202 Accepted` with a request
+//! ID to poll, as in Flink's REST API. Errors are `{"error": "..."}`.
+//! Routes are listed in docs/api.md.
+
+mod client;
+
+pub use client::{Client, Endpoint};
+
+use crate::checkpoint::{CheckpointStore, Savepoint, SavepointStore, collect_garbage};
+use crate::exec::{JobControl, StopMode, Triggered};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// An API error: a status and a message a person can act on.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn not_found(what: String) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, what)
+}
+
+/// Where an asynchronous request is.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RequestStatus {
+    /// The request ID.
+    pub id: String,
+    /// The job.
+    pub job: String,
+    /// `checkpoint`, `savepoint` or `stop`.
+    pub kind: String,
+    /// `in-progress`, `completed` or `failed`.
+    pub status: String,
+    /// The checkpoint taken, once completed.
+    pub checkpoint: Option<u64>,
+    /// The savepoint taken, once completed.
+    pub savepoint: Option<SavepointSummary>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// A savepoint as the API lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SavepointSummary {
+    /// Its ID.
+    pub id: String,
+    /// Its name.
+    pub name: Option<String>,
+    /// The job.
+    pub job: String,
+    /// The checkpoint it pins.
+    pub checkpoint: u64,
+    /// `memory` or `filesystem`.
+    pub backend: String,
+    /// When it completed (ms since the Unix epoch).
+    pub created_at_ms: u64,
+    /// Whether the job stopped at it.
+    pub stopped: bool,
+    /// Bytes of state it references.
+    pub bytes: u64,
+    /// Where it is stored.
+    pub location: String,
+}
+
+impl SavepointSummary {
+    /// The summary of `sp`, stored at `location`.
+    pub fn of(sp: &Savepoint, location: String) -> SavepointSummary {
+        SavepointSummary {
+            id: sp.id.clone(),
+            name: sp.name.clone(),
+            job: sp.job().to_string(),
+            checkpoint: sp.checkpoint.id.0,
+            backend: sp.backend.to_string(),
+            created_at_ms: sp.created_at_ms,
+            stopped: sp.stopped,
+            bytes: sp.checkpoint.full_bytes,
+            location,
+        }
+    }
+}
+
+/// What the API serves: the jobs of this process, the checkpoint store and
+/// the savepoint registries.
+pub struct ApiState {
+    token: String,
+    jobs: Mutex<BTreeMap<String, Arc<JobControl>>>,
+    store: Arc<dyn CheckpointStore>,
+    registries: Vec<Arc<dyn SavepointStore>>,
+    requests: Mutex<HashMap<String, RequestStatus>>,
+    next_request: AtomicU64,
+}
+
+impl ApiState {
+    /// A state with no jobs yet.
+    pub fn new(
+        token: String,
+        store: Arc<dyn CheckpointStore>,
+        registries: Vec<Arc<dyn SavepointStore>>,
+    ) -> Arc<ApiState> {
+        Arc::new(ApiState {
+            token,
+            jobs: Mutex::new(BTreeMap::new()),
+            store,
+            registries,
+            requests: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(1),
+        })
+    }
+
+    /// Makes a job reachable.
+    pub fn add_job(&self, name: &str, control: Arc<JobControl>) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), control);
+    }
+
+    fn job(&self, name: &str) -> Result<Arc<JobControl>, ApiError> {
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        jobs.get(name).cloned().ok_or_else(|| {
+            not_found(format!(
+                "no job '{name}' runs here; running: {}",
+                if jobs.is_empty() {
+                    "none".to_string()
+                } else {
+                    jobs.keys().cloned().collect::<Vec<_>>().join(", ")
+                }
+            ))
+        })
+    }
+
+    fn all_savepoints(&self) -> Result<Vec<(Savepoint, String)>, ApiError> {
+        let mut out = Vec::new();
+        for r in &self.registries {
+            for sp in r.list().map_err(internal)? {
+                out.push((sp, r.location()));
+            }
+        }
+        Ok(out)
+    }
+
+    fn set_request(&self, status: RequestStatus) {
+        self.requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(status.id.clone(), status);
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+/// The routes, with authentication and the body limit.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/v1/jobs", get(list_jobs))
+        .route("/v1/jobs/{job}", get(job_status))
+        .route("/v1/jobs/{job}/checkpoints", post(trigger_checkpoint))
+        .route("/v1/jobs/{job}/savepoints", post(trigger_savepoint))
+        .route("/v1/jobs/{job}/cancel", post(cancel_job))
+        .route("/v1/requests/{id}", get(request_status))
+        .route("/v1/checkpoints", get(list_checkpoints))
+        .route("/v1/savepoints", get(list_savepoints))
+        .route(
+            "/v1/savepoints/{id}",
+            get(get_savepoint).delete(dispose_savepoint),
+        )
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no such route; see docs/api.md".into(),
+            )
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Compares in time independent of where the strings differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn auth(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "));
+    match given {
+        Some(t) if same(t.as_bytes(), state.token.as_bytes()) => next.run(req).await,
+        Some(_) => ApiError(
+            StatusCode::UNAUTHORIZED,
+            "wrong bearer token; use the one in <data-dir>/api-token (or WRUN_TOKEN)".into(),
+        )
+        .into_response(),
+        None => ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing `Authorization: Bearer <token>`; the token is in <data-dir>/api-token".into(),
+        )
+        .into_response(),
+    }
+}
+
+async fn list_jobs(State(state): State<Arc<ApiState>>) -> Json<Value> {
+    let jobs = state.jobs.lock().unwrap_or_else(|p| p.into_inner());
+    Json(json!({ "jobs": jobs.values().map(|c| c.status()).collect::<Vec<_>>() }))
+}
+
+async fn job_status(
+    State(state): State<Arc<ApiState>>,
+    Path(job): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        serde_json::to_value(state.job(&job)?.status()).map_err(internal)?,
+    ))
+}
+
+/// The body of `POST /v1/jobs/{job}/savepoints`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SavepointBody {
+    /// A name for the savepoint.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Stop the job at the savepoint.
+    #[serde(default)]
+    pub stop: Option<StopMode>,
+}
+
+async fn trigger_checkpoint(
+    State(state): State<Arc<ApiState>>,
+    Path(job): Path<String>,
+) -> Result<Response, ApiError> {
+    start(&state, &job, None, None)
+}
+
+async fn trigger_savepoint(
+    State(state): State<Arc<ApiState>>,
+    Path(job): Path<String>,
+    body: Option<Json<SavepointBody>>,
+) -> Result<Response, ApiError> {
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    if let Some(n) = &body.name {
+        crate::checkpoint::check_name(n)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    }
+    start(&state, &job, Some(body.name), body.stop)
+}
+
+/// Sends a trigger to the job and tracks its outcome as a request.
+fn start(
+    state: &Arc<ApiState>,
+    job: &str,
+    savepoint: Option<Option<String>>,
+    stop: Option<StopMode>,
+) -> Result<Response, ApiError> {
+    let control = state.job(job)?;
+    let rx = control
+        .trigger(savepoint.clone(), stop)
+        .map_err(|e| ApiError(StatusCode::CONFLICT, e))?;
+    let id = format!("req-{}", state.next_request.fetch_add(1, Ordering::Relaxed));
+    let kind = match (&savepoint, stop) {
+        (_, Some(_)) => "stop",
+        (Some(_), None) => "savepoint",
+        (None, None) => "checkpoint",
+    };
+    let status = RequestStatus {
+        id: id.clone(),
+        job: job.to_string(),
+        kind: kind.into(),
+        status: "in-progress".into(),
+        checkpoint: None,
+        savepoint: None,
+        error: None,
+    };
+    state.set_request(status.clone());
+    let st = state.clone();
+    std::thread::spawn(move || {
+        let outcome = rx
+            .recv()
+            .unwrap_or_else(|_| Err("the job stopped before the request completed".into()));
+        let mut status = status;
+        match outcome {
+            Ok(Triggered {
+                checkpoint,
+                savepoint,
+            }) => {
+                status.status = "completed".into();
+                status.checkpoint = Some(checkpoint);
+                status.savepoint = savepoint.map(|sp| {
+                    let location = st
+                        .registries
+                        .iter()
+                        .find(|r| r.backend() == sp.backend)
+                        .map(|r| r.location())
+                        .unwrap_or_default();
+                    SavepointSummary::of(&sp, location)
+                });
+            }
+            Err(e) => {
+                status.status = "failed".into();
+                status.error = Some(e);
+            }
+        }
+        st.set_request(status);
+    });
+    Ok((StatusCode::ACCEPTED, Json(json!({ "request-id": id }))).into_response())
+}
+
+async fn cancel_job(
+    State(state): State<Arc<ApiState>>,
+    Path(job): Path<String>,
+) -> Result<Response, ApiError> {
+    state.job(&job)?.cancel();
+    Ok((StatusCode::ACCEPTED, Json(json!({ "cancelled": job }))).into_response())
+}
+
+async fn request_status(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Json<RequestStatus>, ApiError> {
+    let requests = state.requests.lock().unwrap_or_else(|p| p.into_inner());
+    requests
+        .get(&id)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| not_found(format!("no request '{id}'")))
+}
+
+#[derive(Debug, Deserialize)]
+struct JobQuery {
+    job: Option<String>,
+}
+
+async fn list_checkpoints(
+    State(state): State<Arc<ApiState>>,
+    Query(q): Query<JobQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let jobs = match q.job {
+        Some(j) => vec![j],
+        None => state.store.list_jobs().map_err(internal)?,
+    };
+    let mut out = Vec::new();
+    for job in jobs {
+        for id in state.store.list_checkpoints(&job).map_err(internal)? {
+            match state.store.get_manifest(&job, id) {
+                Ok(m) => out.push(json!({
+                    "job": job, "id": id.0, "triggered-at-ms": m.triggered_at_ms,
+                    "duration-ms": m.duration_ms, "full-bytes": m.full_bytes, "new-bytes": m.new_bytes,
+                })),
+                Err(e) => out.push(json!({ "job": job, "id": id.0, "error": e.to_string() })),
+            }
+        }
+    }
+    Ok(Json(json!({ "checkpoints": out })))
+}
+
+async fn list_savepoints(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
+    let all: Vec<SavepointSummary> = state
+        .all_savepoints()?
+        .into_iter()
+        .map(|(sp, loc)| SavepointSummary::of(&sp, loc))
+        .collect();
+    Ok(Json(json!({ "savepoints": all })))
+}
+
+fn find_savepoint(state: &ApiState, id: &str) -> Result<(Savepoint, usize), ApiError> {
+    for (i, r) in state.registries.iter().enumerate() {
+        if let Ok(sp) = crate::checkpoint::find(r.as_ref(), id) {
+            return Ok((sp, i));
+        }
+    }
+    Err(not_found(format!(
+        "no savepoint '{id}' here; GET /v1/savepoints lists them"
+    )))
+}
+
+async fn get_savepoint(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Savepoint>, ApiError> {
+    Ok(Json(find_savepoint(&state, &id)?.0))
+}
+
+async fn dispose_savepoint(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (sp, i) = find_savepoint(&state, &id)?;
+    state.registries[i].remove(&sp.id).map_err(internal)?;
+    let rest: Vec<Savepoint> = state
+        .all_savepoints()?
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    let freed = collect_garbage(state.store.as_ref(), &rest).map_err(internal)?;
+    Ok(Json(
+        json!({ "disposed": sp.id, "freed-chunks": freed.len() }),
+    ))
+}
+
+/// A running API server; dropping it stops the server.
+pub struct Server {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Serves the API on `listen` from a thread of its own (the job's subtasks
+/// are OS threads; the API must never wait behind them).
+pub fn serve(listen: SocketAddr, state: Arc<ApiState>) -> anyhow::Result<Server> {
+    let listener = std::net::TcpListener::bind(listen).map_err(|e| {
+        anyhow::anyhow!("cannot listen on {listen} for the control API: {e}; choose another address with --listen")
+    })?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let thread = std::thread::Builder::new()
+        .name("wrun api".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!("control API: {e}");
+                        return;
+                    }
+                };
+                let app = router(state);
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    })
+                    .await;
+            });
+        })?;
+    Ok(Server {
+        addr,
+        shutdown: Some(tx),
+        thread: Some(thread),
+    })
+}
+
+/// The API token of a data directory, created (mode 0600) on first use.
+pub fn token(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("api-token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => anyhow::bail!("cannot read the API token {}: {e}", path.display()),
+    }
+    let mut seed = [0u8; 32];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut seed)
+        .map_err(|e| anyhow::anyhow!("cannot read /dev/urandom for an API token: {e}"))?;
+    let token = blake3::hash(&seed).to_hex().to_string();
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = data_dir.join(format!(".api-token.tmp-{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", tmp.display()))?;
+    std::io::Write::write_all(&mut f, token.as_bytes())?;
+    f.sync_all()?;
+    drop(f);
+    // Two processes starting at once: the first link wins, both read it.
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => anyhow::bail!("cannot create the API token {}: {e}", path.display()),
+    }
+    Ok(std::fs::read_to_string(&path)?.trim().to_string())
+}
+
+/// The file through which commands find the API of a running wrun.
+pub fn endpoint_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("api.json")
+}

@@ -1,0 +1,406 @@
+//! Savepoints: checkpoints a user triggered and pinned, kept until the user
+//! disposes of them (DESIGN.md, "Savepoints").
+//!
+//! A savepoint records the manifest of the checkpoint it was taken with:
+//! a few kilobytes of pointers to that checkpoint's chunks, which are shared,
+//! not copied. Retention of checkpoints never touches it; garbage collection
+//! keeps every chunk a savepoint references until it is disposed of.
+//!
+//! Two registries, chosen per job independently of checkpoint storage:
+//! [`MemorySavepoints`] (held by the running wrun, gone when it stops) and
+//! [`FsSavepoints`] (one JSON file per savepoint in a directory).
+//! [`export`] writes a self-contained copy (record plus chunks, relative
+//! paths) that [`import`] reads back into another data directory.
+
+use super::manifest::CheckpointManifest;
+use super::store::{CheckpointStore, FsStore, StoreError};
+pub use crate::job::SavepointBackend;
+use cap_std::fs::Dir;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The savepoint record format this wrun writes and reads.
+pub const SAVEPOINT_FORMAT: u32 = 1;
+
+/// The record's file name in an exported savepoint directory.
+pub const EXPORT_RECORD: &str = "savepoint.json";
+
+/// A savepoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Savepoint {
+    /// [`SAVEPOINT_FORMAT`].
+    pub format: u32,
+    /// Its ID: `sp-<job>-<checkpoint>-<suffix>`, or `mem-…` in memory.
+    pub id: String,
+    /// The name the user gave it, if any; unique in its registry.
+    pub name: Option<String>,
+    /// Which registry holds it.
+    pub backend: SavepointBackend,
+    /// When it completed (ms since the Unix epoch).
+    pub created_at_ms: u64,
+    /// Whether the job stopped at it (`wrun stop --savepoint`).
+    pub stopped: bool,
+    /// Whether the job drained its pipeline before it (`--drain`).
+    pub drained: bool,
+    /// The checkpoint it pins: its manifest, pointing at shared chunks.
+    pub checkpoint: CheckpointManifest,
+}
+
+impl Savepoint {
+    /// The job it was taken of.
+    pub fn job(&self) -> &str {
+        &self.checkpoint.job
+    }
+}
+
+/// A savepoint operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SavepointError {
+    /// No savepoint has that ID or name.
+    #[error("{0}")]
+    NotFound(String),
+    /// A name that is not allowed.
+    #[error(
+        "invalid savepoint name {0:?}: use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
+    )]
+    BadName(String),
+    /// A name already taken.
+    #[error(
+        "a savepoint named '{0}' already exists; choose another --name or dispose of the old one"
+    )]
+    NameTaken(String),
+    /// A record that does not parse.
+    #[error("savepoint record {path} is unreadable: {detail}")]
+    BadRecord {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// An I/O failure.
+    #[error("savepoints: cannot {op} {path}: {error}")]
+    Io {
+        /// What it was doing.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// A checkpoint store failure (reading or copying chunks).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Checks a user-given savepoint name (or ID): it becomes a file name, so
+/// it may not contain a path separator, `..` or anything hidden.
+pub fn check_name(name: &str) -> Result<(), SavepointError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(SavepointError::BadName(name.chars().take(80).collect()))
+    }
+}
+
+/// A registry of savepoints.
+pub trait SavepointStore: Send + Sync {
+    /// Which backend this is.
+    fn backend(&self) -> SavepointBackend;
+    /// Where it is, for messages.
+    fn location(&self) -> String;
+    /// Every savepoint, oldest first.
+    fn list(&self) -> Result<Vec<Savepoint>, SavepointError>;
+    /// Adds one; its name must be free.
+    fn put(&self, sp: &Savepoint) -> Result<(), SavepointError>;
+    /// Removes one by ID; `false` if there was none.
+    fn remove(&self, id: &str) -> Result<bool, SavepointError>;
+}
+
+/// Finds a savepoint by ID or name.
+pub fn find(store: &dyn SavepointStore, id_or_name: &str) -> Result<Savepoint, SavepointError> {
+    store
+        .list()?
+        .into_iter()
+        .find(|s| s.id == id_or_name || s.name.as_deref() == Some(id_or_name))
+        .ok_or_else(|| {
+            let mut msg = format!(
+                "no savepoint '{id_or_name}' in {} ({})",
+                store.location(),
+                store.backend()
+            );
+            if id_or_name.starts_with("mem-") {
+                msg.push_str(
+                    "; it is a memory savepoint, which lived only in the wrun process that took it and is gone now that the process stopped. Use the filesystem backend ([savepoints] backend = \"filesystem\") for savepoints that outlive the process",
+                );
+            } else {
+                msg.push_str("; `wrun savepoint list` shows the savepoints there");
+            }
+            SavepointError::NotFound(msg)
+        })
+}
+
+fn sorted(mut v: Vec<Savepoint>) -> Vec<Savepoint> {
+    v.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+    v
+}
+
+fn check_free(existing: &[Savepoint], sp: &Savepoint) -> Result<(), SavepointError> {
+    check_name(&sp.id)?;
+    if let Some(n) = &sp.name {
+        check_name(n)?;
+        if existing
+            .iter()
+            .any(|s| s.id != sp.id && (s.name.as_deref() == Some(n) || s.id == *n))
+        {
+            return Err(SavepointError::NameTaken(n.clone()));
+        }
+    }
+    if existing.iter().any(|s| s.id == sp.id) {
+        return Err(SavepointError::NameTaken(sp.id.clone()));
+    }
+    Ok(())
+}
+
+/// Savepoints in memory: held by the running wrun, gone when it stops.
+#[derive(Debug, Default)]
+pub struct MemorySavepoints {
+    all: Mutex<BTreeMap<String, Savepoint>>,
+}
+
+impl SavepointStore for MemorySavepoints {
+    fn backend(&self) -> SavepointBackend {
+        SavepointBackend::Memory
+    }
+    fn location(&self) -> String {
+        "the memory of this wrun process".into()
+    }
+    fn list(&self) -> Result<Vec<Savepoint>, SavepointError> {
+        let all = self.all.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(sorted(all.values().cloned().collect()))
+    }
+    fn put(&self, sp: &Savepoint) -> Result<(), SavepointError> {
+        let mut all = self.all.lock().unwrap_or_else(|p| p.into_inner());
+        check_free(&all.values().cloned().collect::<Vec<_>>(), sp)?;
+        all.insert(sp.id.clone(), sp.clone());
+        Ok(())
+    }
+    fn remove(&self, id: &str) -> Result<bool, SavepointError> {
+        let mut all = self.all.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(all.remove(id).is_some())
+    }
+}
+
+/// Savepoints as files `<id>.json` in one directory (a cap-std handle, so
+/// no name reaches outside it).
+#[derive(Debug)]
+pub struct FsSavepoints {
+    root: PathBuf,
+    dir: Dir,
+    lock: Mutex<()>,
+}
+
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SavepointError {
+    let path = path.to_path_buf();
+    move |error| SavepointError::Io { op, path, error }
+}
+
+/// Writes a file in `dir` by temp file, fsync, rename and directory fsync.
+fn write_atomic(dir: &Dir, root: &Path, name: &str, bytes: &[u8]) -> Result<(), SavepointError> {
+    let tmp = format!(".{name}.tmp-{}", std::process::id());
+    let mut f = dir.create(&tmp).map_err(io("create", &root.join(&tmp)))?;
+    f.write_all(bytes).map_err(io("write", &root.join(&tmp)))?;
+    f.sync_all().map_err(io("sync", &root.join(&tmp)))?;
+    drop(f);
+    dir.rename(&tmp, dir, name)
+        .map_err(io("rename into place", &root.join(name)))?;
+    dir.open(".")
+        .and_then(|d| d.sync_all())
+        .map_err(io("sync", root))?;
+    Ok(())
+}
+
+fn parse_record(path: &Path, bytes: &[u8]) -> Result<Savepoint, SavepointError> {
+    let bad = |detail: String| SavepointError::BadRecord {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let sp: Savepoint = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    if sp.format != SAVEPOINT_FORMAT {
+        return Err(bad(format!(
+            "format {}, but this wrun reads format {SAVEPOINT_FORMAT}",
+            sp.format
+        )));
+    }
+    check_name(&sp.id).map_err(|e| bad(e.to_string()))?;
+    Ok(sp)
+}
+
+impl FsSavepoints {
+    /// Opens (creating) the registry at `root`.
+    pub fn open(root: &Path) -> Result<FsSavepoints, SavepointError> {
+        std::fs::create_dir_all(root).map_err(io("create", root))?;
+        let dir =
+            Dir::open_ambient_dir(root, cap_std::ambient_authority()).map_err(io("open", root))?;
+        Ok(FsSavepoints {
+            root: root.to_path_buf(),
+            dir,
+            lock: Mutex::new(()),
+        })
+    }
+
+    /// The file of a savepoint.
+    pub fn path_of(&self, id: &str) -> PathBuf {
+        self.root.join(format!("{id}.json"))
+    }
+}
+
+impl SavepointStore for FsSavepoints {
+    fn backend(&self) -> SavepointBackend {
+        SavepointBackend::Filesystem
+    }
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+    fn list(&self) -> Result<Vec<Savepoint>, SavepointError> {
+        let mut out = Vec::new();
+        for e in self.dir.entries().map_err(io("list", &self.root))? {
+            let e = e.map_err(io("list", &self.root))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !name.ends_with(".json") {
+                continue;
+            }
+            let path = self.root.join(&name);
+            let bytes = self.dir.read(&name).map_err(io("read", &path))?;
+            out.push(parse_record(&path, &bytes)?);
+        }
+        Ok(sorted(out))
+    }
+    fn put(&self, sp: &Savepoint) -> Result<(), SavepointError> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        check_free(&self.list()?, sp)?;
+        let bytes = serde_json::to_vec_pretty(sp).map_err(|e| SavepointError::BadRecord {
+            path: self.path_of(&sp.id),
+            detail: e.to_string(),
+        })?;
+        write_atomic(&self.dir, &self.root, &format!("{}.json", sp.id), &bytes)
+    }
+    fn remove(&self, id: &str) -> Result<bool, SavepointError> {
+        check_name(id)?;
+        let name = format!("{id}.json");
+        match self.dir.remove_file(&name) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io("delete", &self.root.join(name))(e)),
+        }
+    }
+}
+
+/// Writes a self-contained copy of `sp` into the new directory `dest`:
+/// `savepoint.json` and `chunks/<aa>/<hash>` (the checkpoint store's own
+/// layout, so the directory can be read as a store). Every chunk is
+/// verified on the way. Returns the bytes of chunks copied.
+pub fn export(
+    sp: &Savepoint,
+    from: &dyn CheckpointStore,
+    dest: &Path,
+) -> Result<u64, SavepointError> {
+    if dest.exists()
+        && std::fs::read_dir(dest)
+            .map_err(io("read", dest))?
+            .next()
+            .is_some()
+    {
+        return Err(SavepointError::Io {
+            op: "export into",
+            path: dest.to_path_buf(),
+            error: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the directory is not empty; export into a new or empty directory",
+            ),
+        });
+    }
+    let to = FsStore::open(dest)?;
+    let mut bytes = 0;
+    let mut seen = std::collections::HashSet::new();
+    for c in sp.checkpoint.chunks() {
+        if seen.insert(c) {
+            let data = from.get_chunk(&c)?;
+            bytes += data.len() as u64;
+            to.put_chunk(&data)?;
+        }
+    }
+    to.sync()?;
+    let dir =
+        Dir::open_ambient_dir(dest, cap_std::ambient_authority()).map_err(io("open", dest))?;
+    let record = serde_json::to_vec_pretty(sp).map_err(|e| SavepointError::BadRecord {
+        path: dest.join(EXPORT_RECORD),
+        detail: e.to_string(),
+    })?;
+    write_atomic(&dir, dest, EXPORT_RECORD, &record)?;
+    Ok(bytes)
+}
+
+/// Reads an exported savepoint directory: its record and a store over its
+/// chunks.
+pub fn open_export(dir: &Path) -> Result<(Savepoint, FsStore), SavepointError> {
+    let path = dir.join(EXPORT_RECORD);
+    let bytes = std::fs::read(&path).map_err(io("read", &path))?;
+    let sp = parse_record(&path, &bytes)?;
+    Ok((sp, FsStore::open(dir)?))
+}
+
+/// Imports an exported savepoint: copies (and verifies) its chunks into
+/// `into` and registers it in `registry`, under `name` if given.
+pub fn import(
+    dir: &Path,
+    into: &dyn CheckpointStore,
+    registry: &dyn SavepointStore,
+    name: Option<String>,
+) -> Result<Savepoint, SavepointError> {
+    let (mut sp, from) = open_export(dir)?;
+    for c in sp.checkpoint.chunks() {
+        into.put_chunk(&from.get_chunk(&c)?)?;
+    }
+    into.sync()?;
+    if name.is_some() {
+        sp.name = name;
+    }
+    sp.backend = registry.backend();
+    registry.put(&sp)?;
+    Ok(sp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_cannot_escape_or_hide() {
+        for bad in [
+            "",
+            "..",
+            "../x",
+            "a/b",
+            ".hidden",
+            "-flag",
+            "a b",
+            "x\0",
+            &"a".repeat(65),
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["v1", "before-upgrade_2026.11", "sp-wordcount-7-ab12"] {
+            check_name(good).unwrap();
+        }
+    }
+}

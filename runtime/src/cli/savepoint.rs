@@ -1,0 +1,534 @@
+//! `wrun savepoint …`, `wrun stop` and `wrun checkpoint trigger`: through
+//! the API of the running wrun where a job is involved, on the data
+//! directory directly otherwise.
+
+use super::run::{checkpoint_store, utc};
+use crate::api::{Client, SavepointSummary};
+use crate::checkpoint::{
+    CheckpointStore, EXPORT_RECORD, FsSavepoints, Savepoint, SavepointStore, collect_garbage,
+    read_key_group,
+};
+use crate::state::{DumpValue, KeyGroupRange, KeyedState, StateLimits};
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where to find savepoints: the data directory and the savepoint
+/// directory (default `<data-dir>/savepoints`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Location {
+    /// Data directory.
+    #[arg(long, env = "WRUN_DATA_DIR", default_value = ".wrun")]
+    pub data_dir: PathBuf,
+    /// Directory of filesystem savepoints, when the job set another one
+    /// in `[savepoints] dir`.
+    #[arg(long = "dir", value_name = "DIR")]
+    pub savepoint_dir: Option<PathBuf>,
+}
+
+impl Location {
+    fn registry(&self) -> Result<FsSavepoints> {
+        Ok(FsSavepoints::open(
+            &self
+                .savepoint_dir
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("savepoints")),
+        )?)
+    }
+}
+
+/// `wrun savepoint ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum SavepointCommand {
+    /// Take a savepoint of a running job and wait for it.
+    Trigger {
+        /// The job.
+        job: String,
+        /// A name to refer to it by.
+        #[arg(long)]
+        name: Option<String>,
+        /// Return once the savepoint is requested, without waiting.
+        #[arg(long)]
+        detach: bool,
+        #[command(flatten)]
+        at: Location,
+    },
+    /// List savepoints (with those of a running wrun kept in memory).
+    List {
+        #[command(flatten)]
+        at: Location,
+    },
+    /// Show a savepoint's operators, uids, states, key counts, sizes and
+    /// module digests.
+    Inspect {
+        /// Savepoint ID, name, or exported directory.
+        savepoint: String,
+        /// Print the entries of one state of one operator as JSON lines.
+        #[arg(long, num_args = 2, value_names = ["UID", "STATE"])]
+        dump: Option<Vec<String>>,
+        #[command(flatten)]
+        at: Location,
+    },
+    /// Remove a savepoint; chunks nothing else uses are freed (needs no
+    /// operator code).
+    Dispose {
+        /// Savepoint ID or name.
+        savepoint: String,
+        #[command(flatten)]
+        at: Location,
+    },
+    /// Write a self-contained copy (record + chunks, relative paths) into a
+    /// new directory, to move to another machine.
+    Export {
+        /// Savepoint ID or name.
+        savepoint: String,
+        /// The new directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        at: Location,
+    },
+    /// Import an exported savepoint into this data directory.
+    Import {
+        /// The exported directory.
+        dir: PathBuf,
+        /// Register it under this name.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        at: Location,
+    },
+}
+
+/// Arguments of `wrun stop`.
+#[derive(Debug, clap::Args)]
+pub struct StopArgs {
+    /// The job.
+    pub job: String,
+    /// Take a savepoint and stop at it, in one barrier: nothing is
+    /// processed after it. Without it, the job is cancelled.
+    #[arg(long)]
+    pub savepoint: bool,
+    /// With --savepoint: close every operator first, so their final output
+    /// is emitted and committed (for a job that will not resume).
+    #[arg(long, requires = "savepoint")]
+    pub drain: bool,
+    /// With --savepoint: a name for it.
+    #[arg(long, requires = "savepoint")]
+    pub name: Option<String>,
+    /// Data directory of the running wrun.
+    #[arg(long, env = "WRUN_DATA_DIR", default_value = ".wrun")]
+    pub data_dir: PathBuf,
+}
+
+fn progress(what: &str) -> impl FnMut(Duration) {
+    let mut shown = false;
+    let what = what.to_string();
+    move |elapsed| {
+        if elapsed > Duration::from_millis(500) {
+            eprint!("\r{what}: waiting {:.1} s...", elapsed.as_secs_f64());
+            shown = true;
+        }
+        if shown {
+            let _ = std::io::stderr().flush();
+        }
+    }
+}
+
+fn print_taken(v: &Value) -> Result<()> {
+    let sp: SavepointSummary =
+        serde_json::from_value(v["savepoint"].clone()).context("the API returned no savepoint")?;
+    eprintln!();
+    println!(
+        "savepoint {} of job '{}' at checkpoint {} ({} bytes of state)",
+        sp.id, sp.job, sp.checkpoint, sp.bytes
+    );
+    if sp.backend == "memory" {
+        println!(
+            "  backend: memory. It lives only in this running wrun and is lost when it stops; it can only resume a job inside the same running wrun."
+        );
+    } else {
+        println!("  stored in {}", sp.location);
+    }
+    Ok(())
+}
+
+pub(super) fn run(cmd: SavepointCommand) -> Result<()> {
+    match cmd {
+        SavepointCommand::Trigger {
+            job,
+            name,
+            detach,
+            at,
+        } => {
+            let c = Client::for_data_dir(&at.data_dir)?;
+            let r = c.post(
+                &format!("/v1/jobs/{job}/savepoints"),
+                &json!({ "name": name }),
+            )?;
+            let id = r["request-id"].as_str().unwrap_or_default().to_string();
+            if detach {
+                println!("savepoint requested: {id} (GET /v1/requests/{id})");
+                return Ok(());
+            }
+            let v = c.wait(&id, progress("savepoint"))?;
+            print_taken(&v)
+        }
+        SavepointCommand::List { at } => list(&at),
+        SavepointCommand::Inspect {
+            savepoint,
+            dump,
+            at,
+        } => inspect(&at, &savepoint, dump.as_deref()),
+        SavepointCommand::Dispose { savepoint, at } => dispose(&at, &savepoint),
+        SavepointCommand::Export { savepoint, dir, at } => {
+            let (sp, chunks) = lookup(&at, &savepoint)?;
+            let store = match chunks {
+                Some(s) => s,
+                None => checkpoint_store(&at.data_dir)?,
+            };
+            let bytes = crate::checkpoint::export(&sp, store.as_ref(), &dir)
+                .with_context(|| format!("cannot export savepoint {}", sp.id))?;
+            println!(
+                "exported savepoint {} to {} ({} bytes of chunks); import it with `wrun savepoint import {}`",
+                sp.id,
+                dir.display(),
+                bytes,
+                dir.display()
+            );
+            Ok(())
+        }
+        SavepointCommand::Import { dir, name, at } => {
+            let store = checkpoint_store(&at.data_dir)?;
+            let registry = at.registry()?;
+            let sp = crate::checkpoint::import(&dir, store.as_ref(), &registry, name)
+                .with_context(|| format!("cannot import the savepoint in {}", dir.display()))?;
+            println!(
+                "imported savepoint {} (job '{}', checkpoint {}) into {}; resume with `wrun run job.toml --from-savepoint {}`",
+                sp.id,
+                sp.job(),
+                sp.checkpoint.id,
+                registry.location(),
+                sp.name.as_deref().unwrap_or(&sp.id)
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Finds a savepoint for `wrun run --from-savepoint`: an exported
+/// directory, or an ID or name in one of the registries. Returns it and
+/// the store holding its chunks when that is not the data directory's.
+pub(super) fn resolve(
+    spec: &str,
+    registries: &[Arc<dyn SavepointStore>],
+    _store: &Arc<dyn CheckpointStore>,
+) -> Result<(Savepoint, Option<Arc<dyn CheckpointStore>>)> {
+    let path = Path::new(spec);
+    if path.join(EXPORT_RECORD).is_file() {
+        let (sp, chunks) = crate::checkpoint::open_export(path)?;
+        return Ok((sp, Some(Arc::new(chunks))));
+    }
+    let mut last = None;
+    for r in registries {
+        match crate::checkpoint::find(r.as_ref(), spec) {
+            Ok(sp) => return Ok((sp, None)),
+            Err(e) => last = Some(e),
+        }
+    }
+    match last {
+        Some(e) => Err(e.into()),
+        None => bail!("no savepoint '{spec}'"),
+    }
+}
+
+/// A savepoint by ID, name or exported directory: from the running wrun
+/// (which also knows its memory savepoints) or the savepoint directory.
+fn lookup(at: &Location, spec: &str) -> Result<(Savepoint, Option<Arc<dyn CheckpointStore>>)> {
+    let path = Path::new(spec);
+    if path.join(EXPORT_RECORD).is_file() {
+        let (sp, chunks) = crate::checkpoint::open_export(path)?;
+        return Ok((sp, Some(Arc::new(chunks))));
+    }
+    if let Some(c) = Client::running(&at.data_dir)
+        && let Ok(v) = c.get(&format!("/v1/savepoints/{spec}"))
+    {
+        return Ok((serde_json::from_value(v)?, None));
+    }
+    let registry = at.registry()?;
+    Ok((crate::checkpoint::find(&registry, spec)?, None))
+}
+
+fn list(at: &Location) -> Result<()> {
+    let all: Vec<SavepointSummary> = match Client::running(&at.data_dir) {
+        Some(c) => serde_json::from_value(c.get("/v1/savepoints")?["savepoints"].clone())?,
+        None => {
+            let registry = at.registry()?;
+            registry
+                .list()?
+                .iter()
+                .map(|sp| SavepointSummary::of(sp, registry.path_of(&sp.id).display().to_string()))
+                .collect()
+        }
+    };
+    if all.is_empty() {
+        println!("no savepoints");
+        return Ok(());
+    }
+    println!(
+        "{:<36} {:<16} {:<16} {:>6}  {:<23} {:<10} {:>12}",
+        "ID", "NAME", "JOB", "CKPT", "CREATED (UTC)", "BACKEND", "BYTES"
+    );
+    for s in &all {
+        println!(
+            "{:<36} {:<16} {:<16} {:>6}  {:<23} {:<10} {:>12}{}",
+            s.id,
+            s.name.as_deref().unwrap_or("-"),
+            s.job,
+            s.checkpoint,
+            utc(s.created_at_ms),
+            s.backend,
+            s.bytes,
+            if s.stopped {
+                "  (job stopped here)"
+            } else {
+                ""
+            }
+        );
+    }
+    if all.iter().any(|s| s.backend == "memory") {
+        println!("memory savepoints are lost when the wrun holding them stops");
+    }
+    Ok(())
+}
+
+fn dispose(at: &Location, spec: &str) -> Result<()> {
+    if let Some(c) = Client::running(&at.data_dir) {
+        // The running wrun collects garbage itself: never two collectors
+        // on one store.
+        let v = c.delete(&format!("/v1/savepoints/{spec}"))?;
+        println!(
+            "disposed of savepoint {}; freed {} chunks",
+            v["disposed"].as_str().unwrap_or(spec),
+            v["freed-chunks"]
+        );
+        return Ok(());
+    }
+    let registry = at.registry()?;
+    let sp = crate::checkpoint::find(&registry, spec)?;
+    registry.remove(&sp.id)?;
+    let store = checkpoint_store(&at.data_dir)?;
+    let rest = registry.list()?;
+    let freed = collect_garbage(store.as_ref(), &rest)
+        .context("the savepoint is disposed of, but collecting its chunks failed")?;
+    println!(
+        "disposed of savepoint {}; freed {} chunks",
+        sp.id,
+        freed.len()
+    );
+    Ok(())
+}
+
+/// Bytes as JSON: a string when they are printable UTF-8, else hex; with
+/// the number they encode when they are exactly one unsigned LEB128 varint
+/// (a postcard `u64`, as the Rust SDK writes counters).
+fn bytes_json(b: &[u8]) -> Value {
+    let mut v = match std::str::from_utf8(b) {
+        Ok(s) if !s.chars().any(char::is_control) => json!({ "utf8": s }),
+        _ => json!({ "hex": hex::encode(b) }),
+    };
+    if let Some(n) = varint(b) {
+        v["u64"] = json!(n);
+    }
+    v
+}
+
+fn varint(b: &[u8]) -> Option<u64> {
+    let mut n = 0u64;
+    for (i, byte) in b.iter().enumerate() {
+        if i >= 10 {
+            return None;
+        }
+        n |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return (i + 1 == b.len()).then_some(n);
+        }
+    }
+    None
+}
+
+fn inspect(at: &Location, spec: &str, dump: Option<&[String]>) -> Result<()> {
+    let (sp, chunks) = lookup(at, spec)?;
+    let store = match chunks {
+        Some(s) => s,
+        None => checkpoint_store(&at.data_dir)?,
+    };
+    let m = &sp.checkpoint;
+    let load = |o: &crate::checkpoint::OperatorStateRef| -> Result<KeyedState> {
+        let mut state = KeyedState::new(
+            m.max_parallelism,
+            KeyGroupRange {
+                start: 0,
+                end: u16::try_from(m.max_parallelism).unwrap_or(u16::MAX),
+            },
+            StateLimits::default(),
+        );
+        for r in &o.key_groups {
+            read_key_group(store.as_ref(), r, &mut state)
+                .map_err(|e| anyhow::anyhow!("savepoint {}: operator '{}': {e}", sp.id, o.name))?;
+        }
+        Ok(state)
+    };
+    if let Some([uid, name]) = dump {
+        let o = m
+            .operators
+            .iter()
+            .find(|o| o.uid.as_deref() == Some(uid.as_str()) || o.name == *uid)
+            .with_context(|| {
+                format!(
+                    "savepoint {} has no operator with uid '{uid}'; it has: {}",
+                    sp.id,
+                    m.operators
+                        .iter()
+                        .map(|o| o.uid.clone().unwrap_or_else(|| o.name.clone()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+        let state = load(o)?;
+        let entries = state.dump(name).with_context(|| {
+            format!(
+                "operator '{uid}' has no state '{name}' in savepoint {}; it has: {}",
+                sp.id,
+                state
+                    .names()
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        let mut out = std::io::stdout().lock();
+        for (key, value) in entries {
+            let value = match value {
+                DumpValue::Value(v) => bytes_json(&v),
+                DumpValue::List(l) => Value::Array(l.iter().map(|i| bytes_json(i)).collect()),
+                DumpValue::Map(m) => Value::Array(
+                    m.iter()
+                        .map(|(k, v)| json!({ "key": bytes_json(k), "value": bytes_json(v) }))
+                        .collect(),
+                ),
+            };
+            writeln!(
+                out,
+                "{}",
+                json!({ "key": bytes_json(&key), "value": value })
+            )?;
+        }
+        return Ok(());
+    }
+    println!("savepoint   {}", sp.id);
+    if let Some(n) = &sp.name {
+        println!("name        {n}");
+    }
+    println!("job         {}", sp.job());
+    println!("checkpoint  {}", m.id);
+    println!("created     {} UTC", utc(sp.created_at_ms));
+    println!("backend     {}", sp.backend);
+    println!(
+        "stopped     {}",
+        match (sp.stopped, sp.drained) {
+            (true, true) => "yes, drained",
+            (true, false) => "yes",
+            _ => "no",
+        }
+    );
+    println!("max-parallelism {}", m.max_parallelism);
+    println!("state       {} bytes", m.full_bytes);
+    for o in &m.operators {
+        println!();
+        println!(
+            "operator '{}'  uid {}  id {}",
+            o.name,
+            o.uid.as_deref().unwrap_or("(none)"),
+            o.operator_id
+        );
+        println!("  parallelism  {}", o.parallelism);
+        println!(
+            "  module       {}",
+            if o.module.is_empty() { "-" } else { &o.module }
+        );
+        if let Some((f, v)) = &o.state_format {
+            println!("  state format {f}/{v}");
+        }
+        let kg_bytes: u64 = o.key_groups.iter().map(|k| k.total_bytes()).sum();
+        println!(
+            "  keyed state  {} key groups, {} bytes",
+            o.key_groups.len(),
+            kg_bytes
+        );
+        let state = load(o)?;
+        for s in state.stats() {
+            println!(
+                "    {:<24} {:<6} {:>10} keys {:>12} bytes",
+                s.name,
+                s.kind.to_string(),
+                s.keys,
+                s.bytes
+            );
+        }
+        if !o.operator_state.is_empty() {
+            let b: u64 = o.operator_state.iter().map(|s| s.bytes).sum();
+            println!(
+                "  operator state from {} subtasks, {} bytes",
+                o.operator_state.len(),
+                b
+            );
+        }
+    }
+    if !m.sources.is_empty() {
+        println!();
+        for p in &m.sources {
+            println!(
+                "source '{}'[{}] at position {}",
+                p.vertex, p.subtask, p.position
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `wrun stop`.
+pub(super) fn stop(args: StopArgs) -> Result<()> {
+    let c = Client::for_data_dir(&args.data_dir)?;
+    if !args.savepoint {
+        c.post(&format!("/v1/jobs/{}/cancel", args.job), &json!({}))?;
+        println!("cancelled job '{}'", args.job);
+        return Ok(());
+    }
+    let r = c.post(
+        &format!("/v1/jobs/{}/savepoints", args.job),
+        &json!({
+            "name": args.name,
+            "stop": if args.drain { "drain" } else { "suspend" },
+        }),
+    )?;
+    let id = r["request-id"].as_str().unwrap_or_default().to_string();
+    let v = c.wait(&id, progress("stop with savepoint"))?;
+    print_taken(&v)?;
+    println!("job '{}' stopped", args.job);
+    Ok(())
+}
+
+/// `wrun checkpoint trigger`.
+pub(super) fn checkpoint_trigger(job: &str, data_dir: &Path) -> Result<()> {
+    let c = Client::for_data_dir(data_dir)?;
+    let r = c.post(&format!("/v1/jobs/{job}/checkpoints"), &json!({}))?;
+    let id = r["request-id"].as_str().unwrap_or_default().to_string();
+    let v = c.wait(&id, progress("checkpoint"))?;
+    eprintln!();
+    println!("checkpoint {} of job '{job}' complete", v["checkpoint"]);
+    Ok(())
+}

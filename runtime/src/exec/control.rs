@@ -1,0 +1,192 @@
+//! Reaching a running job from outside (the HTTP API, tests): trigger a
+//! checkpoint or a savepoint, stop with a savepoint, cancel, read status.
+//!
+//! A [`JobControl`] outlives the job's attempts: each attempt attaches its
+//! coordinator's channel while it runs, so a request made during a restart
+//! gets a clear "try again" instead of vanishing.
+
+use super::coordinator::Ack;
+use crate::checkpoint::Savepoint;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+
+/// How a job stops at a savepoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopMode {
+    /// Stop right after the savepoint barrier: operators are not closed,
+    /// so the job can resume from the savepoint as if never stopped.
+    Suspend,
+    /// Close every operator first (their `close` output is emitted and
+    /// committed), then take the savepoint: the pipeline is drained, for a
+    /// job that will not resume.
+    Drain,
+}
+
+/// What a completed trigger produced.
+#[derive(Debug, Clone)]
+pub struct Triggered {
+    /// The checkpoint taken.
+    pub checkpoint: u64,
+    /// The savepoint registered for it, when one was asked for.
+    pub savepoint: Option<Savepoint>,
+}
+
+/// A request to the coordinator of a running job.
+pub(crate) struct Request {
+    /// Register the checkpoint as a savepoint (with this name, if any).
+    pub(crate) savepoint: Option<Option<String>>,
+    /// Stop the job at this checkpoint.
+    pub(crate) stop: Option<StopMode>,
+    pub(crate) reply: Sender<Result<Triggered, String>>,
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobState {
+    /// Starting or restoring.
+    Starting,
+    /// Processing.
+    Running,
+    /// Restarting after a failure.
+    Restarting,
+    /// Stopped at a savepoint.
+    Stopped,
+    /// Its input ended.
+    Finished,
+    /// Cancelled by a user.
+    Cancelled,
+    /// Failed for good.
+    Failed,
+}
+
+/// A job's status for the API.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct JobStatus {
+    /// The job.
+    pub name: String,
+    /// Its state.
+    pub state: JobState,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// The newest completed checkpoint of this run.
+    pub last_checkpoint: Option<u64>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+}
+
+/// The handle to a running job.
+pub struct JobControl {
+    coordinator: Mutex<Option<Sender<Ack>>>,
+    cancel_attempt: Mutex<Option<Arc<AtomicBool>>>,
+    cancelled: AtomicBool,
+    status: Mutex<JobStatus>,
+}
+
+impl JobControl {
+    /// A handle for job `name`, before it starts.
+    pub fn new(name: &str) -> Arc<JobControl> {
+        Arc::new(JobControl {
+            coordinator: Mutex::new(None),
+            cancel_attempt: Mutex::new(None),
+            cancelled: AtomicBool::new(false),
+            status: Mutex::new(JobStatus {
+                name: name.to_string(),
+                state: JobState::Starting,
+                restarts: 0,
+                last_checkpoint: None,
+                error: None,
+            }),
+        })
+    }
+
+    /// The job's status now.
+    pub fn status(&self) -> JobStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn update(&self, f: impl FnOnce(&mut JobStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    pub(crate) fn attach(&self, coordinator: Option<Sender<Ack>>, cancel: Arc<AtomicBool>) {
+        *self.coordinator.lock().unwrap_or_else(|p| p.into_inner()) = coordinator;
+        if self.cancelled.load(Ordering::SeqCst) {
+            cancel.store(true, Ordering::SeqCst);
+        }
+        *self
+            .cancel_attempt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(cancel);
+    }
+
+    pub(crate) fn detach(&self) {
+        *self.coordinator.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self
+            .cancel_attempt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Whether a user cancelled the job (no restart follows).
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Cancels the job: every subtask stops, no savepoint is taken, and the
+    /// restart policy does not apply.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        if let Some(c) = &*self
+            .cancel_attempt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+        {
+            c.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Triggers a checkpoint now; with `savepoint`, registers it as a
+    /// savepoint (named, if a name is given); with `stop`, the job stops at
+    /// it. Returns a receiver for the outcome, so callers can wait or poll.
+    pub fn trigger(
+        &self,
+        savepoint: Option<Option<String>>,
+        stop: Option<StopMode>,
+    ) -> Result<Receiver<Result<Triggered, String>>, String> {
+        let state = self.status().state;
+        let guard = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(tx) = guard.as_ref() else {
+            return Err(match state {
+                JobState::Starting | JobState::Restarting => format!(
+                    "job '{}' is {}; try again in a moment",
+                    self.status().name,
+                    if state == JobState::Starting {
+                        "starting"
+                    } else {
+                        "restarting"
+                    }
+                ),
+                JobState::Running => format!(
+                    "job '{}' takes no checkpoints: it has no [checkpoint] table and no checkpoint store",
+                    self.status().name
+                ),
+                _ => format!("job '{}' is no longer running", self.status().name),
+            });
+        };
+        let (reply, rx) = channel();
+        tx.send(Ack::Request(Request {
+            savepoint,
+            stop,
+            reply,
+        }))
+        .map_err(|_| format!("job '{}' is no longer running", self.status().name))?;
+        Ok(rx)
+    }
+}
