@@ -114,6 +114,8 @@ pub struct ApiState {
     store: Arc<dyn CheckpointStore>,
     registries: Vec<Arc<dyn SavepointStore>>,
     requests: Mutex<HashMap<String, RequestStatus>>,
+    /// Requests whose outcome no client has read yet.
+    undelivered: Mutex<std::collections::HashSet<String>>,
     next_request: AtomicU64,
 }
 
@@ -130,6 +132,7 @@ impl ApiState {
             store,
             registries,
             requests: Mutex::new(HashMap::new()),
+            undelivered: Mutex::new(Default::default()),
             next_request: AtomicU64::new(1),
         })
     }
@@ -164,6 +167,22 @@ impl ApiState {
             }
         }
         Ok(out)
+    }
+
+    /// Waits (up to `timeout`) until every request's outcome has been read
+    /// by a client: a `wrun run` whose job stopped keeps answering until
+    /// the `wrun stop` that stopped it has its savepoint.
+    pub fn wait_delivered(&self, timeout: std::time::Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline
+            && !self
+                .undelivered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     fn set_request(&self, status: RequestStatus) {
@@ -303,6 +322,11 @@ fn start(
         error: None,
     };
     state.set_request(status.clone());
+    state
+        .undelivered
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id.clone());
     let st = state.clone();
     std::thread::spawn(move || {
         let outcome = rx
@@ -348,12 +372,21 @@ async fn request_status(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<RequestStatus>, ApiError> {
-    let requests = state.requests.lock().unwrap_or_else(|p| p.into_inner());
-    requests
+    let status = state
+        .requests
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
         .get(&id)
         .cloned()
-        .map(Json)
-        .ok_or_else(|| not_found(format!("no request '{id}'")))
+        .ok_or_else(|| not_found(format!("no request '{id}'")))?;
+    if status.status != "in-progress" {
+        state
+            .undelivered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+    Ok(Json(status))
 }
 
 #[derive(Debug, Deserialize)]

@@ -167,7 +167,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         registries,
     );
     api.add_job(&graph.name, control.clone());
-    let server = crate::api::serve(args.listen, api)?;
+    let server = crate::api::serve(args.listen, api.clone())?;
     let endpoint = EndpointFile::write(&args.data_dir, server.addr)?;
     tracing::info!(job = %graph.name, api = %format!("http://{}", server.addr), "running");
     if graph.savepoints.backend == SavepointBackend::Memory {
@@ -183,6 +183,9 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         ..RunOptions::default()
     };
     let report = exec::run_supervised(&graph, &sandbox, &modules, &opts);
+    // A `wrun stop` is waiting for the outcome of its request: answer it
+    // before the API goes away.
+    api.wait_delivered(std::time::Duration::from_secs(10));
     drop(server);
     drop(endpoint);
     let report = report.with_context(|| format!("job '{}' failed", graph.name))?;

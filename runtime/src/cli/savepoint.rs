@@ -163,6 +163,9 @@ pub(super) fn run(cmd: SavepointCommand) -> Result<()> {
             detach,
             at,
         } => {
+            if let Some(n) = &name {
+                crate::checkpoint::check_name(n)?;
+            }
             let c = Client::for_data_dir(&at.data_dir)?;
             let r = c.post(
                 &format!("/v1/jobs/{job}/savepoints"),
@@ -201,6 +204,9 @@ pub(super) fn run(cmd: SavepointCommand) -> Result<()> {
             Ok(())
         }
         SavepointCommand::Import { dir, name, at } => {
+            if let Some(n) = &name {
+                crate::checkpoint::check_name(n)?;
+            }
             let store = checkpoint_store(&at.data_dir)?;
             let registry = at.registry()?;
             let sp = crate::checkpoint::import(&dir, store.as_ref(), &registry, name)
@@ -502,6 +508,9 @@ fn inspect(at: &Location, spec: &str, dump: Option<&[String]>) -> Result<()> {
 
 /// `wrun stop`.
 pub(super) fn stop(args: StopArgs) -> Result<()> {
+    if let Some(n) = &args.name {
+        crate::checkpoint::check_name(n)?;
+    }
     let c = Client::for_data_dir(&args.data_dir)?;
     if !args.savepoint {
         c.post(&format!("/v1/jobs/{}/cancel", args.job), &json!({}))?;

@@ -1,6 +1,7 @@
 //! Integration tests of the runtime, linked once: real guest components
 //! (built by `wrun-test-guests`), real jobs, and the `wrun` binary.
 
+mod api;
 mod checkpoint;
 mod common;
 mod components;
