@@ -19,6 +19,13 @@
 //! every second, against the same job without (`WRUN_BENCH_SKIP_CHECKPOINT=1`
 //! skips them).
 //!
+//! Then the savepoint figures at 1,000,000 keys (`WRUN_BENCH_SKIP_SAVEPOINT=1`
+//! skips them): savepoint trigger → complete on the running job; restore
+//! from the savepoint (a run resumed with nothing left to read: restore,
+//! instantiate, end); and the swap downtime, from the stop-with-savepoint
+//! request to the end of a resumed run that has exactly one event left to
+//! process (an upper bound on "first event processed by the new module").
+//!
 //! Run: `cargo bench -p wrun-runtime --bench throughput`
 
 use std::collections::HashMap;
@@ -193,8 +200,11 @@ fn main() -> anyhow::Result<()> {
     // single runs are noisy: interleave the variants over several rounds
     // and report each one's median.
     let rounds = env_u64("WRUN_BENCH_ROUNDS", 3).max(1);
+    // `WRUN_BENCH_ONLY=checkpoint-throughput`: just that comparison (for
+    // profiling it).
+    let only_cp = std::env::var("WRUN_BENCH_ONLY").is_ok_and(|v| v == "checkpoint-throughput");
     let mut samples: HashMap<&str, Vec<f64>> = HashMap::new();
-    for _ in 0..rounds {
+    for _ in 0..if only_cp { 0 } else { rounds } {
         for (name, opts) in &variants {
             let report = wrun::exec::run_job(&graph, &sandbox, &modules, opts)?;
             let processed = report
@@ -214,7 +224,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let mut rates = HashMap::new();
-    for (name, _) in &variants {
+    for (name, _) in variants.iter().filter(|_| !only_cp) {
         let mut s = samples.remove(name).unwrap_or_default();
         s.sort_by(f64::total_cmp);
         let median = s[s.len() / 2];
@@ -225,8 +235,13 @@ fn main() -> anyhow::Result<()> {
             "records/s",
         );
     }
+    if std::env::var_os("WRUN_BENCH_SKIP_SAVEPOINT").is_none() && !only_cp {
+        savepoint_figures(&sandbox, &store)?;
+    }
     if std::env::var_os("WRUN_BENCH_SKIP_CHECKPOINT").is_none() {
-        checkpoint_figures()?;
+        if !only_cp {
+            checkpoint_figures()?;
+        }
         let mut cp_graph = graph.clone();
         cp_graph.checkpoint = Some(wrun::job::CheckpointSettings {
             interval_ms: 1000,
@@ -263,16 +278,18 @@ fn main() -> anyhow::Result<()> {
             "ratio",
         );
     }
-    metric(
-        "keyed_sum.wasm_vs_native_state.ratio",
-        rates["wasm"] / rates["native_state"],
-        "ratio",
-    );
-    metric(
-        "keyed_sum.wasm_vs_native_hashmap.ratio",
-        rates["wasm"] / rates["native_hashmap"],
-        "ratio",
-    );
+    if !only_cp {
+        metric(
+            "keyed_sum.wasm_vs_native_state.ratio",
+            rates["wasm"] / rates["native_state"],
+            "ratio",
+        );
+        metric(
+            "keyed_sum.wasm_vs_native_hashmap.ratio",
+            rates["wasm"] / rates["native_hashmap"],
+            "ratio",
+        );
+    }
     Ok(())
 }
 
@@ -365,4 +382,111 @@ fn checkpoint_figures() -> anyhow::Result<()> {
         write(&mut state, "after_1pct_change", 2)?;
     }
     Ok(())
+}
+
+/// Savepoint trigger → complete, restore, and swap downtime at 1M keys.
+fn savepoint_figures(
+    sandbox: &wrun::sandbox::Sandbox,
+    modules_store: &wrun::module::ModuleStore,
+) -> anyhow::Result<()> {
+    use std::time::Instant;
+    use wrun::checkpoint::{CheckpointStore, FsSavepoints, FsStore, SavepointStore};
+    use wrun::exec::{JobControl, StopMode};
+    let keys = 1_000_000u64;
+    let component = wrun_test_guests::KEYED_SUM;
+    let parse = |count: u64| {
+        wrun::job::parse_manifest(
+            &manifest(count, keys, component),
+            "bench.toml",
+            std::path::Path::new("."),
+            None,
+        )
+    };
+    let graph = parse(u64::MAX / 4)?;
+    let modules = wrun::cli::load_modules(&graph, modules_store, sandbox)?;
+    let dir = tempfile::tempdir()?;
+    let store: Arc<dyn CheckpointStore> = Arc::new(FsStore::open(&dir.path().join("cp"))?);
+    let savepoints: Arc<dyn SavepointStore> = Arc::new(FsSavepoints::open(&dir.path().join("sp"))?);
+    let control = JobControl::new("bench");
+    let opts = RunOptions {
+        store: Some(store.clone()),
+        savepoints: Some(savepoints.clone()),
+        control: Some(control.clone()),
+        ..RunOptions::default()
+    };
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let job = scope.spawn(|| wrun::exec::run_job(&graph, sandbox, &modules, &opts));
+        let trigger = |stop: Option<StopMode>| -> anyhow::Result<wrun::checkpoint::Savepoint> {
+            let rx = loop {
+                match control.trigger(Some(None), stop) {
+                    Ok(rx) => break rx,
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                }
+            };
+            let t = rx
+                .recv()?
+                .map_err(|e| anyhow::anyhow!("savepoint failed: {e}"))?;
+            t.savepoint.ok_or_else(|| anyhow::anyhow!("no savepoint"))
+        };
+        // Fill the state: 3,000,000 events reach ~95% of the 1M keys.
+        loop {
+            let sp = trigger(None)?;
+            if sp.checkpoint.sources[0].position >= 3 * keys {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        let mut took = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..3 {
+            let t = Instant::now();
+            let sp = trigger(None)?;
+            took.push(t.elapsed().as_secs_f64() * 1e3);
+            bytes = sp.checkpoint.full_bytes;
+        }
+        took.sort_by(f64::total_cmp);
+        metric(
+            "savepoint.1000000_keys.trigger_to_complete_ms",
+            took[1],
+            "ms",
+        );
+        metric("savepoint.1000000_keys.state_bytes", bytes as f64, "bytes");
+
+        let t = Instant::now();
+        let sp = trigger(Some(StopMode::Suspend))?;
+        job.join()
+            .map_err(|_| anyhow::anyhow!("job thread panicked"))??;
+        let stop_ms = t.elapsed().as_secs_f64() * 1e3;
+        let position = sp.checkpoint.sources[0].position;
+        metric(
+            "savepoint.1000000_keys.stop_with_savepoint_ms",
+            stop_ms,
+            "ms",
+        );
+
+        let resume = |count: u64| -> anyhow::Result<f64> {
+            let g = parse(count)?;
+            let t = Instant::now();
+            wrun::exec::run_job(
+                &g,
+                sandbox,
+                &modules,
+                &RunOptions {
+                    store: Some(store.clone()),
+                    restore: Some(sp.checkpoint.clone()),
+                    ..RunOptions::default()
+                },
+            )?;
+            Ok(t.elapsed().as_secs_f64() * 1e3)
+        };
+        let restore_ms = resume(position)?;
+        metric("savepoint.1000000_keys.restore_ms", restore_ms, "ms");
+        let first_event_ms = resume(position + 1)?;
+        metric(
+            "savepoint.1000000_keys.swap_downtime_ms",
+            stop_ms + first_event_ms,
+            "ms",
+        );
+        Ok(())
+    })
 }

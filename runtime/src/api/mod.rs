@@ -282,12 +282,30 @@ async fn trigger_checkpoint(
     start(&state, &job, None, None)
 }
 
+/// Parses a JSON body (empty means the default), turning every rejection
+/// into a JSON error.
+fn json_body<T: serde::de::DeserializeOwned + Default>(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<T, ApiError> {
+    let bytes = body.map_err(|e| {
+        ApiError(
+            e.status(),
+            format!("cannot read the request body: {e} (the limit is {MAX_BODY_BYTES} bytes)"),
+        )
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+}
+
 async fn trigger_savepoint(
     State(state): State<Arc<ApiState>>,
     Path(job): Path<String>,
-    body: Option<Json<SavepointBody>>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let body: SavepointBody = json_body(body)?;
     if let Some(n) = &body.name {
         crate::checkpoint::check_name(n)
             .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;

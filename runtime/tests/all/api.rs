@@ -77,7 +77,16 @@ fn savepoint_workflow_through_the_cli_and_api() {
         .header("Content-Type", "application/json")
         .send(r#"{"stop": "explode"}"#)
         .unwrap();
-    assert!(r.status().is_client_error(), "{}", r.status());
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = r.into_body().read_json().unwrap();
+    assert!(v["error"].as_str().unwrap().contains("explode"), "{v}");
+    // An oversized body is refused before it is read whole.
+    let r = agent
+        .post(format!("{url}/v1/jobs/counts/savepoints"))
+        .header("Authorization", format!("Bearer {token}"))
+        .send(vec![b' '; 2 << 20])
+        .unwrap();
+    assert_eq!(r.status(), 413);
     let err = wrun::api::Client::new(&url, &token)
         .post("/v1/jobs/nope/savepoints", &serde_json::json!({}))
         .unwrap_err();

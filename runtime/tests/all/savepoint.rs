@@ -276,18 +276,37 @@ fn rescale_1_to_3_to_2_matches_an_uninterrupted_run() {
     assert_complete(&dir.path().join("out.jsonl"), total);
 }
 
-/// Stops a paced v1 counter (uid `counter`) at a savepoint.
-fn stopped_savepoint(dir: &Path, d: &Data) -> Savepoint {
+/// Stops a paced counter (`component`, uid `counter`) at a savepoint.
+fn stopped_with(dir: &Path, d: &Data, component: &str, mode: StopMode) -> (Savepoint, JobReport) {
     let run = start(
         dir,
-        &job(v1(), "counter", 2, 100_000, Some(20_000)),
+        &job(component, "counter", 2, 100_000, Some(20_000)),
         d,
         RunOptions::default(),
     );
     savepoint_once_running(&run.control, None);
-    let sp = stop(&run.control, StopMode::Suspend);
-    run.join().unwrap();
-    sp
+    let sp = stop(&run.control, mode);
+    (sp, run.join().unwrap())
+}
+
+/// Stops a paced v1 counter (uid `counter`) at a savepoint.
+fn stopped_savepoint(dir: &Path, d: &Data) -> Savepoint {
+    stopped_with(dir, d, v1(), StopMode::Suspend).0
+}
+
+/// Runs `toml` from savepoint `sp`.
+fn resume(dir: &Path, toml: &str, d: &Data, sp: &Savepoint, allow: bool) -> anyhow::Result<JobReport> {
+    start(
+        dir,
+        toml,
+        d,
+        RunOptions {
+            restore: Some(sp.checkpoint.clone()),
+            allow_non_restored_state: allow,
+            ..RunOptions::default()
+        },
+    )
+    .join()
 }
 
 #[test]
@@ -297,16 +316,7 @@ fn state_for_a_missing_uid_needs_allow_non_restored_state() {
     let sp = stopped_savepoint(dir.path(), &d);
     let renamed = job(v1(), "renamed-counter", 2, 100_000, None);
 
-    let err = start(
-        dir.path(),
-        &renamed,
-        &d,
-        RunOptions {
-            restore: Some(sp.checkpoint.clone()),
-            ..RunOptions::default()
-        },
-    )
-    .join()
+    let err = resume(dir.path(), &renamed, &d, &sp, false)
     .unwrap_err();
     let msg = chain(&err);
     assert!(
@@ -315,17 +325,7 @@ fn state_for_a_missing_uid_needs_allow_non_restored_state() {
     );
 
     let before = read_jsonl(&dir.path().join("out.jsonl")).len();
-    start(
-        dir.path(),
-        &renamed,
-        &d,
-        RunOptions {
-            restore: Some(sp.checkpoint.clone()),
-            allow_non_restored_state: true,
-            ..RunOptions::default()
-        },
-    )
-    .join()
+    resume(dir.path(), &renamed, &d, &sp, true)
     .unwrap();
     // The new operator started empty: its first count of every key is 1.
     let lines = read_jsonl(&dir.path().join("out.jsonl"));
@@ -344,16 +344,7 @@ fn a_changed_max_parallelism_is_a_clear_error() {
     let sp = stopped_savepoint(dir.path(), &d);
     let toml = job(v1(), "counter", 2, 100_000, None)
         .replace("max-parallelism = 16", "max-parallelism = 32");
-    let err = start(
-        dir.path(),
-        &toml,
-        &d,
-        RunOptions {
-            restore: Some(sp.checkpoint.clone()),
-            ..RunOptions::default()
-        },
-    )
-    .join()
+    let err = resume(dir.path(), &toml, &d, &sp, false)
     .unwrap_err();
     let msg = chain(&err);
     assert!(
@@ -367,26 +358,9 @@ fn a_refused_state_format_is_an_error_at_resume() {
     // v2 wrote wordcount/2; v1 reads only wordcount/1 and says so.
     let dir = tempfile::tempdir().unwrap();
     let d = data(dir.path());
-    let run = start(
-        dir.path(),
-        &job(v2(), "counter", 2, 100_000, Some(20_000)),
-        &d,
-        RunOptions::default(),
-    );
-    savepoint_once_running(&run.control, None);
-    let sp = stop(&run.control, StopMode::Suspend);
-    run.join().unwrap();
+    let (sp, _) = stopped_with(dir.path(), &d, v2(), StopMode::Suspend);
     let out_before = std::fs::read(dir.path().join("out.jsonl")).unwrap();
-    let err = start(
-        dir.path(),
-        &job(v1(), "counter", 2, 100_000, None),
-        &d,
-        RunOptions {
-            restore: Some(sp.checkpoint.clone()),
-            ..RunOptions::default()
-        },
-    )
-    .join()
+    let err = resume(dir.path(), &job(v1(), "counter", 2, 100_000, None), &d, &sp, false)
     .unwrap_err();
     let msg = chain(&err);
     assert!(
@@ -404,15 +378,7 @@ fn a_refused_state_format_is_an_error_at_resume() {
 fn drain_closes_operators_before_the_savepoint() {
     let dir = tempfile::tempdir().unwrap();
     let d = data(dir.path());
-    let run = start(
-        dir.path(),
-        &job(v1(), "counter", 2, 100_000, Some(20_000)),
-        &d,
-        RunOptions::default(),
-    );
-    savepoint_once_running(&run.control, None);
-    let sp = stop(&run.control, StopMode::Drain);
-    let report = run.join().unwrap();
+    let (sp, report) = stopped_with(dir.path(), &d, v1(), StopMode::Drain);
     assert!(sp.drained && sp.stopped);
     assert_eq!(report.stopped_at.unwrap().id, sp.id);
     let read: u64 = sp.checkpoint.sources.iter().map(|p| p.position).sum();
