@@ -272,6 +272,18 @@ fn main() -> anyhow::Result<()> {
         without.sort_by(f64::total_cmp);
         let (w, wo) = (with[with.len() / 2], without[without.len() / 2]);
         metric("keyed_sum.wasm_checkpoint_1s.records_per_s", w, "records/s");
+        // Checkpoint ids count up across the rounds: their number proves
+        // the checkpoints happened.
+        let taken = store
+            .list_checkpoints("bench")?
+            .last()
+            .map(|id| id.0)
+            .unwrap_or(0);
+        metric(
+            "keyed_sum.wasm_checkpoint_1s.checkpoints_per_run",
+            taken as f64 / rounds as f64,
+            "checkpoints",
+        );
         metric(
             "keyed_sum.wasm_checkpoint_1s_vs_none.ratio",
             w / wo,
@@ -314,15 +326,23 @@ fn checkpoint_figures() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let store = FsStore::open(dir.path())?;
         // The previous checkpoint's key group refs: what deltas build on.
-        let mut last: std::collections::HashMap<u16, wrun::checkpoint::KeyGroupRef> =
-            Default::default();
+        let mut last: std::collections::HashMap<
+            u16,
+            (wrun::checkpoint::KeyGroupRef, wrun::state::GroupSnapshot),
+        > = Default::default();
         let mut write = |state: &mut KeyedState, label: &str, id: u64| -> anyhow::Result<()> {
             let t = std::time::Instant::now();
             let snap = state.snapshot(last.is_empty());
             let pause = t.elapsed();
             let previous = |kg: u16| last.get(&kg).cloned();
             let (refs, full, new) = wrun::checkpoint::write_key_groups(&store, &previous, &snap)?;
-            last = refs.iter().map(|r| (r.key_group, r.clone())).collect();
+            last = refs
+                .iter()
+                .filter_map(|r| {
+                    let g = snap.groups.iter().find(|g| g.key_group.0 == r.key_group)?;
+                    Some((r.key_group, (r.clone(), g.clone())))
+                })
+                .collect();
             let manifest = wrun::checkpoint::CheckpointManifest {
                 format: wrun::checkpoint::MANIFEST_FORMAT,
                 job: "bench".into(),

@@ -3,21 +3,24 @@
 //! and reading a key group back from its chain.
 
 use super::{CheckpointStore, ChunkRef, KeyGroupRef, StoreError};
-use crate::state::{Change, KeyGroup, KeyedState, StateSnapshot};
+use crate::state::{Change, GroupSnapshot, KeyGroup, KeyedState, StateSnapshot};
 
 /// Longest chain of deltas on one whole snapshot before the key group is
 /// written whole again, so that a restore reads a bounded number of chunks.
 pub const MAX_DELTAS: usize = 8;
 
-/// Writes one subtask's keyed state snapshot: unchanged key groups point at
-/// the previous checkpoint's chunks, key groups with few changes get a
-/// delta chunk on their previous chain, the rest are written whole (and a
-/// chain that grew past [`MAX_DELTAS`] or past the size of its base is
-/// compacted). Returns the refs, the bytes they cover and the bytes newly
-/// written.
+/// Writes one subtask's keyed state snapshot: key groups nobody wrote to
+/// point at the previous checkpoint's chunks, written ones get a delta
+/// chunk (what differs from the previous checkpoint's snapshot of the
+/// group) on their previous chain, and the rest are written whole: the
+/// first time, after a full barrier, when more than half of a group's keys
+/// changed, or when a chain would grow past [`MAX_DELTAS`] or past the size
+/// of its base. `previous` gives, per key group, the previous checkpoint's
+/// ref and snapshot. Returns the refs, the bytes they cover and the bytes
+/// newly written.
 pub fn write_key_groups(
     store: &dyn CheckpointStore,
-    previous: &dyn Fn(u16) -> Option<KeyGroupRef>,
+    previous: &dyn Fn(u16) -> Option<(KeyGroupRef, GroupSnapshot)>,
     snap: &StateSnapshot,
 ) -> Result<(Vec<KeyGroupRef>, u64, u64), StoreError> {
     let (mut refs, mut full, mut new) = (Vec::new(), 0u64, 0u64);
@@ -25,9 +28,9 @@ pub fn write_key_groups(
         let kg = g.key_group.0;
         let base = previous(kg);
         let reused = match (g.change, base) {
-            (Change::Unchanged, Some(base)) => Some(base),
-            (Change::Delta, Some(mut base)) if base.deltas.len() < MAX_DELTAS => snap
-                .encode_delta(g)
+            (Change::Unchanged, Some((base, _))) => Some(base),
+            (Change::Written, Some((mut base, prev))) if base.deltas.len() < MAX_DELTAS => g
+                .delta_from(&prev)
                 .filter(|d| {
                     let chain: u64 = base.deltas.iter().map(|d| d.bytes).sum();
                     chain + d.len() as u64 <= base.bytes
@@ -47,7 +50,7 @@ pub fn write_key_groups(
         let r = match reused {
             Some(r) => r,
             None => {
-                let Some(bytes) = snap.encode_full(g) else {
+                let Some(bytes) = g.encode_full() else {
                     continue;
                 };
                 let (chunk, written) = store.put_chunk(&bytes)?;
@@ -111,19 +114,31 @@ mod tests {
     fn checkpoint(
         store: &MemStore,
         s: &mut KeyedState,
-        last: &mut HashMap<u16, KeyGroupRef>,
+        last: &mut HashMap<u16, (KeyGroupRef, GroupSnapshot)>,
     ) -> (u64, u64) {
         let snap = s.snapshot(last.is_empty());
         let previous = |kg: u16| last.get(&kg).cloned();
         let (refs, full, new) = write_key_groups(store, &previous, &snap).unwrap();
-        *last = refs.into_iter().map(|r| (r.key_group, r)).collect();
+        let groups: HashMap<u16, GroupSnapshot> = snap
+            .groups
+            .iter()
+            .map(|g| (g.key_group.0, g.clone()))
+            .collect();
+        *last = refs
+            .into_iter()
+            .map(|r| (r.key_group, (r.clone(), groups[&r.key_group].clone())))
+            .collect();
         (full, new)
     }
 
     /// Restores every key group from `last` and checks it equals `s`.
-    fn assert_restores(store: &MemStore, s: &KeyedState, last: &HashMap<u16, KeyGroupRef>) {
+    fn assert_restores(
+        store: &MemStore,
+        s: &KeyedState,
+        last: &HashMap<u16, (KeyGroupRef, GroupSnapshot)>,
+    ) {
         let mut restored = state();
-        for r in last.values() {
+        for (r, _) in last.values() {
             read_key_group(store, r, &mut restored).unwrap();
         }
         for kg in (0..GROUPS).map(KeyGroup) {
@@ -197,7 +212,7 @@ mod tests {
             }
             checkpoint(&store, &mut s, &mut last);
             assert_restores(&store, &s, &last);
-            longest = longest.max(last.values().map(|r| r.deltas.len()).max().unwrap());
+            longest = longest.max(last.values().map(|(r, _)| r.deltas.len()).max().unwrap());
         }
         assert!(longest > 0, "small changes are written as deltas");
         assert!(longest <= MAX_DELTAS, "chains stay bounded: {longest}");

@@ -427,7 +427,11 @@ fn inspect(at: &Location, spec: &str, dump: Option<&[String]>) -> Result<()> {
                         .collect(),
                 ),
             };
-            match writeln!(out, "{}", json!({ "key": bytes_json(&key), "value": value })) {
+            match writeln!(
+                out,
+                "{}",
+                json!({ "key": bytes_json(&key), "value": value })
+            ) {
                 Ok(()) => {}
                 // `| head`: the reader has what it wants.
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),

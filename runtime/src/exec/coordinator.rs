@@ -16,6 +16,7 @@ use crate::checkpoint::{
 };
 use crate::job::{CheckpointSettings, JobGraph};
 use crate::sandbox::{OperatorSnapshot, StateFormat};
+use crate::state::GroupSnapshot;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -55,9 +56,9 @@ pub(crate) struct Coordinator<'a> {
     pub(crate) acks: Receiver<Ack>,
     pub(crate) tasks: usize,
     pub(crate) next_id: u64,
-    /// Key group refs of the last completed checkpoint, by (vertex, key
-    /// group): the bases that deltas are written against.
-    pub(crate) last: HashMap<(usize, u16), KeyGroupRef>,
+    /// Key group refs and snapshots of the last completed checkpoint, by
+    /// (vertex, key group): the bases that deltas are written against.
+    pub(crate) last: HashMap<(usize, u16), (KeyGroupRef, GroupSnapshot)>,
     /// Whether the last triggered checkpoint completed: only then do the
     /// subtasks' changes since their last snapshot line up with `last`.
     pub(crate) last_completed: bool,
@@ -232,7 +233,7 @@ impl Coordinator<'_> {
     fn complete(&mut self, mut p: Pending) -> Option<Savepoint> {
         let id = p.id;
         let request = p.request.take();
-        let manifest = match self.write(p) {
+        let (manifest, groups) = match self.write(p) {
             Ok(m) => m,
             Err(e) => {
                 let msg = format!("checkpoint {id} failed: {e}");
@@ -253,23 +254,27 @@ impl Coordinator<'_> {
             }
         };
         tracing::info!(job = %self.graph.name, checkpoint = id, ms = manifest.duration_ms, full_bytes = manifest.full_bytes, new_bytes = manifest.new_bytes, "checkpoint complete");
-        self.last = manifest
-            .operators
-            .iter()
-            .filter_map(|o| {
-                let v = self
-                    .graph
-                    .vertices
-                    .iter()
-                    .position(|v| v.id.to_hex() == o.operator_id)?;
-                Some(
-                    o.key_groups
-                        .iter()
-                        .map(move |k| ((v, k.key_group), k.clone())),
-                )
-            })
-            .flatten()
-            .collect();
+        // Keep each written key group's ref with the snapshot it was
+        // written from: the next delta is what differs from it. (This keeps
+        // the previous version of groups written since alive until the next
+        // checkpoint completes; see docs/checkpoints.md.)
+        let mut last = HashMap::new();
+        for o in &manifest.operators {
+            let Some(v) = self
+                .graph
+                .vertices
+                .iter()
+                .position(|v| v.id.to_hex() == o.operator_id)
+            else {
+                continue;
+            };
+            for k in &o.key_groups {
+                if let Some(g) = groups.get(&(v, k.key_group)) {
+                    last.insert((v, k.key_group), (k.clone(), g.clone()));
+                }
+            }
+        }
+        self.last = last;
         self.last_completed = true;
         if let Some(c) = &self.control {
             c.update(|s| s.last_checkpoint = Some(id));
@@ -358,7 +363,17 @@ impl Coordinator<'_> {
         Ok(sp)
     }
 
-    fn write(&self, p: Pending) -> Result<CheckpointManifest, crate::checkpoint::StoreError> {
+    /// Writes the checkpoint; returns its manifest and the key group
+    /// snapshots it was written from.
+    #[allow(clippy::type_complexity)]
+    fn write(
+        &self,
+        p: Pending,
+    ) -> Result<
+        (CheckpointManifest, HashMap<(usize, u16), GroupSnapshot>),
+        crate::checkpoint::StoreError,
+    > {
+        let mut groups = HashMap::new();
         let (mut full, mut new) = (0u64, 0u64);
         let mut operators: BTreeMap<usize, OperatorStateRef> = BTreeMap::new();
         let mut sources = Vec::new();
@@ -396,6 +411,9 @@ impl Coordinator<'_> {
                         entry.key_groups.extend(refs);
                         full += f;
                         new += n;
+                        for g in &snap.groups {
+                            groups.insert((vertex, g.key_group.0), g.clone());
+                        }
                     }
                     if let Some(s) = operator_state {
                         let mut payload = Vec::with_capacity(s.data.len() + 32);
@@ -436,7 +454,7 @@ impl Coordinator<'_> {
             new_bytes: new,
         };
         self.store.put_manifest(&m)?;
-        Ok(m)
+        Ok((m, groups))
     }
 
     fn retain(&self) -> Result<(), crate::checkpoint::StoreError> {

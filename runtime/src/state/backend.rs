@@ -169,21 +169,16 @@ impl Table {
     }
 }
 
-/// Keys written since the last snapshot in one key group, per state id.
-pub(super) type DirtyKeys = Vec<Set<Vec<u8>>>;
-
-type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
-
 /// One key group in a [`StateSnapshot`]: its tables (shared copy-on-write),
-/// and what changed since the subtask's previous snapshot.
+/// and whether it was written since the subtask's previous snapshot.
 #[derive(Debug, Clone)]
 pub struct GroupSnapshot {
     /// The key group.
     pub key_group: KeyGroup,
+    pub(super) names: Arc<Vec<(String, StateKind)>>,
     pub(super) tables: Arc<Vec<Table>>,
     /// What changed since the previous snapshot.
     pub change: Change,
-    pub(super) dirty: Arc<DirtyKeys>,
 }
 
 /// What changed in a key group since the previous snapshot of its subtask.
@@ -191,18 +186,19 @@ pub struct GroupSnapshot {
 pub enum Change {
     /// Nothing was written to it.
     Unchanged,
-    /// Some keys were written; the snapshot can be stored as a delta of
-    /// just those keys.
-    Delta,
-    /// No delta is known (first snapshot, a full one was asked for, or too
-    /// much changed): store it whole.
+    /// It was written to: a delta against the previous snapshot of the
+    /// group ([`GroupSnapshot::delta_from`]) holds what changed.
+    Written,
+    /// No previous snapshot to compare with (the first one, or a full one
+    /// was asked for): store it whole.
     Full,
 }
 
 /// A copy-on-write snapshot of a subtask's key groups.
 #[derive(Debug, Clone)]
 pub struct StateSnapshot {
-    pub(super) names: Arc<Vec<(String, StateKind)>>,
+    /// The subtask's state names when the snapshot was taken.
+    pub names: Arc<Vec<(String, StateKind)>>,
     /// Every owned key group that holds state or changed.
     pub groups: Vec<GroupSnapshot>,
 }
@@ -221,11 +217,12 @@ pub struct KeyedState {
     /// `Arc`s, and the first write to a key group after a snapshot copies
     /// that key group only.
     groups: Vec<Arc<Vec<Table>>>,
-    /// `dirty[kg - range.start][state id]`: keys written since the last
-    /// snapshot, for incremental checkpoints. Tracked from the first
-    /// snapshot on, so a job without checkpoints pays nothing.
-    dirty: Vec<DirtyKeys>,
-    tracking: bool,
+    /// `written[kg - range.start]`: whether the key group was written
+    /// since the last snapshot (one store per write; which keys changed is
+    /// found later, off the subtask's thread, by comparing snapshots).
+    written: Vec<bool>,
+    /// Whether a snapshot was taken yet.
+    snapshotted: bool,
 }
 
 impl KeyedState {
@@ -238,8 +235,8 @@ impl KeyedState {
             ids: Map::default(),
             names: Vec::new(),
             groups: (0..range.len()).map(|_| Arc::new(Vec::new())).collect(),
-            dirty: (0..range.len()).map(|_| Vec::new()).collect(),
-            tracking: false,
+            written: vec![false; range.len()],
+            snapshotted: false,
         }
     }
 
@@ -265,64 +262,41 @@ impl KeyedState {
             .map(|g| g.as_slice())
     }
 
-    /// A snapshot of every owned key group: O(key groups + keys written
-    /// since the last snapshot), whatever the amount of state, so the
-    /// subtask's pause at a barrier stays short. Encode it off the
-    /// subtask's thread with [`StateSnapshot::encode`] and
-    /// [`GroupSnapshot::encode_delta`].
+    /// A snapshot of every owned key group: O(key groups), whatever the
+    /// amount of state, so the subtask's pause at a barrier stays short.
+    /// Encode it off the subtask's thread with [`StateSnapshot::encode`],
+    /// [`StateSnapshot::encode_full`] and [`GroupSnapshot::delta_from`].
     ///
     /// With `full`, every key group is marked [`Change::Full`]; otherwise
-    /// each says what changed since the previous snapshot, which is what a
-    /// delta is relative to. The caller asks for `full` whenever the
-    /// previous snapshot did not become a completed checkpoint.
+    /// each says whether it was written since the previous snapshot, which
+    /// is what a delta is relative to. The caller asks for `full` whenever
+    /// the previous snapshot did not become a completed checkpoint.
     pub fn snapshot(&mut self, full: bool) -> StateSnapshot {
-        let full = full || !self.tracking;
-        self.tracking = true;
+        let full = full || !self.snapshotted;
+        self.snapshotted = true;
+        let names = Arc::new(self.names.clone());
         let mut groups = Vec::new();
-        for ((kg, tables), dirty) in self.range.iter().zip(&self.groups).zip(&mut self.dirty) {
-            let changed: usize = dirty.iter().map(Set::len).sum();
-            let held: usize = tables.iter().map(Table::len).sum();
-            if held == 0 && changed == 0 {
+        for ((kg, tables), written) in self.range.iter().zip(&self.groups).zip(&mut self.written) {
+            let held = tables.iter().any(|t| !t.is_empty());
+            if !held && !*written {
                 continue;
             }
-            let change = if full || changed * 2 > held {
+            let change = if full {
                 Change::Full
-            } else if changed == 0 {
-                Change::Unchanged
+            } else if *written {
+                Change::Written
             } else {
-                Change::Delta
+                Change::Unchanged
             };
-            let dirty = std::mem::take(dirty);
+            *written = false;
             groups.push(GroupSnapshot {
                 key_group: kg,
+                names: Arc::clone(&names),
                 tables: Arc::clone(tables),
                 change,
-                dirty: Arc::new(if change == Change::Delta {
-                    dirty
-                } else {
-                    Vec::new()
-                }),
             });
         }
-        StateSnapshot {
-            names: Arc::new(self.names.clone()),
-            groups,
-        }
-    }
-
-    /// Records that `key` of state `id` in owned key group index `gi`
-    /// changed, for the next incremental snapshot.
-    fn mark(&mut self, gi: usize, id: usize, key: &[u8]) {
-        if !self.tracking {
-            return;
-        }
-        let d = &mut self.dirty[gi];
-        while d.len() <= id {
-            d.push(Set::default());
-        }
-        if !d[id].contains(key) {
-            d[id].insert(key.to_vec());
-        }
+        StateSnapshot { names, groups }
     }
 
     /// Resolves a name to its id, registering it on first use.
@@ -417,7 +391,7 @@ impl KeyedState {
     /// The table of state `id` in `key`'s key group, for writing `key`.
     fn table_for_write(&mut self, id: usize, key: &[u8]) -> Result<&mut Table, StateError> {
         let gi = self.group_index(id, key)?;
-        self.mark(gi, id, key);
+        self.written[gi] = true;
         Ok(self.group_table(gi, id))
     }
 

@@ -5,7 +5,7 @@
 //! group hashes to the same chunk and is not written again. The format is
 //! documented in docs/state-format.md ("Key group snapshots").
 
-use super::backend::{Change, GroupSnapshot, KeyedState, StateKind, StateSnapshot, Table};
+use super::backend::{GroupSnapshot, KeyedState, StateKind, StateSnapshot, Table};
 use super::keygroup::KeyGroup;
 use std::collections::BTreeMap;
 
@@ -51,53 +51,163 @@ impl StateSnapshot {
     /// Encodes one key group whole (`WRKG`), or `None` when it holds no
     /// entry.
     pub fn encode_full(&self, g: &GroupSnapshot) -> Option<Vec<u8>> {
-        encode_tables(&self.names, &g.tables)
+        g.encode_full()
+    }
+}
+
+/// Changed keys of one state: each key with its new state, or `None` when
+/// it was removed.
+type Changed<'a, V> = Vec<(&'a Vec<u8>, Option<&'a V>)>;
+
+/// One state's changed keys between two snapshots of a key group.
+enum Diff<'a> {
+    Value(Changed<'a, Vec<u8>>),
+    List(Changed<'a, Vec<Vec<u8>>>),
+    Map(Changed<'a, BTreeMap<Vec<u8>, Vec<u8>>>),
+}
+
+impl Diff<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Diff::Value(v) => v.len(),
+            Diff::List(v) => v.len(),
+            Diff::Map(v) => v.len(),
+        }
+    }
+}
+
+/// The keys of `cur` whose state differs from `prev`'s (changed or added,
+/// with the new state) and the keys of `prev` that `cur` lacks (removed).
+fn diff_maps<'a, V: PartialEq>(
+    cur: &'a std::collections::HashMap<Vec<u8>, V, foldhash::fast::RandomState>,
+    prev: Option<&'a std::collections::HashMap<Vec<u8>, V, foldhash::fast::RandomState>>,
+    budget: usize,
+) -> Option<Changed<'a, V>> {
+    let mut out = Vec::new();
+    for (k, v) in cur {
+        if prev.and_then(|p| p.get(k)) != Some(v) {
+            out.push((k, Some(v)));
+            if out.len() > budget {
+                return None;
+            }
+        }
+    }
+    if let Some(p) = prev {
+        for k in p.keys() {
+            if !cur.contains_key(k) {
+                out.push((k, None));
+                if out.len() > budget {
+                    return None;
+                }
+            }
+        }
+    }
+    out.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    Some(out)
+}
+
+impl GroupSnapshot {
+    /// Encodes the key group whole (`WRKG`), or `None` when it holds no
+    /// entry.
+    pub fn encode_full(&self) -> Option<Vec<u8>> {
+        encode_tables(&self.names, &self.tables)
     }
 
-    /// Encodes the keys of one key group written since the previous
-    /// snapshot (`WRKD`), or `None` when the group is not a
-    /// [`Change::Delta`].
-    pub fn encode_delta(&self, g: &GroupSnapshot) -> Option<Vec<u8>> {
-        if g.change != Change::Delta {
+    /// Encodes what changed in this key group since `prev`, an earlier
+    /// snapshot of it, as a delta chunk (`WRKD`): every key whose state
+    /// differs, with its new state, and every removed key. `None` when
+    /// more than half of the group's keys changed (write it whole then).
+    /// Runs off the subtask's thread; a group nobody wrote to shares its
+    /// tables with `prev` and costs nothing.
+    pub fn delta_from(&self, prev: &GroupSnapshot) -> Option<Vec<u8>> {
+        let held: usize = self.tables.iter().map(Table::len).sum();
+        let budget = held / 2;
+        let mut diffs: Vec<(&str, StateKind, Diff<'_>)> = Vec::new();
+        let mut total = 0;
+        for (i, (name, kind)) in self.names.iter().enumerate() {
+            let Some(cur) = self.tables.get(i) else {
+                continue;
+            };
+            let prev_table = prev
+                .names
+                .iter()
+                .position(|(n, _)| n == name)
+                .and_then(|j| prev.tables.get(j));
+            if let Some(p) = prev_table
+                && std::ptr::eq(p, cur)
+            {
+                continue;
+            }
+            let left = budget.checked_sub(total)?;
+            let diff = match cur {
+                Table::Value(m) => Diff::Value(diff_maps(
+                    m,
+                    match prev_table {
+                        Some(Table::Value(p)) => Some(p),
+                        _ => None,
+                    },
+                    left,
+                )?),
+                Table::List(m) => Diff::List(diff_maps(
+                    m,
+                    match prev_table {
+                        Some(Table::List(p)) => Some(p),
+                        _ => None,
+                    },
+                    left,
+                )?),
+                Table::Map(m) => Diff::Map(diff_maps(
+                    m,
+                    match prev_table {
+                        Some(Table::Map(p)) => Some(p),
+                        _ => None,
+                    },
+                    left,
+                )?),
+            };
+            total += diff.len();
+            if diff.len() > 0 {
+                diffs.push((name.as_str(), *kind, diff));
+            }
+        }
+        // State names only grow within a subtask; should one be missing,
+        // do not guess: write the group whole.
+        if prev
+            .names
+            .iter()
+            .any(|(name, _)| !self.names.iter().any(|(n, _)| n == name))
+        {
             return None;
         }
-        let mut named: Vec<(usize, &str)> = g
-            .dirty
-            .iter()
-            .enumerate()
-            .filter(|(_, keys)| !keys.is_empty())
-            .map(|(i, _)| (i, self.names[i].0.as_str()))
-            .collect();
-        named.sort_by(|a, b| a.1.cmp(b.1));
+        diffs.sort_by(|a, b| a.0.cmp(b.0));
         let mut out = Vec::with_capacity(64);
         out.extend_from_slice(DELTA_MAGIC);
         out.push(DELTA_VERSION);
-        varint(&mut out, named.len() as u64);
-        for (id, name) in named {
+        varint(&mut out, diffs.len() as u64);
+        for (name, kind, diff) in diffs {
             bytes(&mut out, name.as_bytes());
-            let kind = self.names[id].1;
             out.push(kind_byte(kind));
-            let mut keys: Vec<&Vec<u8>> = g.dirty[id].iter().collect();
-            keys.sort_unstable();
-            varint(&mut out, keys.len() as u64);
-            let table = g.tables.get(id);
-            for key in keys {
-                bytes(&mut out, key);
-                match table {
-                    Some(Table::Value(m)) if m.contains_key(key) => {
-                        out.push(1);
-                        bytes(&mut out, &m[key]);
+            varint(&mut out, diff.len() as u64);
+            macro_rules! entries {
+                ($v:expr, $enc:expr) => {
+                    for (k, v) in $v {
+                        bytes(&mut out, k);
+                        match v {
+                            None => out.push(0),
+                            Some(v) => {
+                                out.push(1);
+                                $enc(&mut out, v);
+                            }
+                        }
                     }
-                    Some(Table::List(m)) if m.contains_key(key) => {
-                        out.push(1);
-                        encode_list(&mut out, &m[key]);
-                    }
-                    Some(Table::Map(m)) if m.contains_key(key) => {
-                        out.push(1);
-                        encode_map(&mut out, &m[key]);
-                    }
-                    _ => out.push(0),
-                }
+                };
+            }
+            match diff {
+                Diff::Value(v) => entries!(v, |o: &mut Vec<u8>, v: &Vec<u8>| bytes(o, v)),
+                Diff::List(v) => entries!(v, |o: &mut Vec<u8>, v: &Vec<Vec<u8>>| encode_list(o, v)),
+                Diff::Map(v) => entries!(v, |o: &mut Vec<u8>, v: &BTreeMap<Vec<u8>, Vec<u8>>| {
+                    encode_map(o, v)
+                }),
             }
         }
         Some(out)
@@ -200,7 +310,7 @@ impl KeyedState {
         self.decode(kg, data, false)
     }
 
-    /// Applies a delta chunk (from [`StateSnapshot::encode_delta`]) to a
+    /// Applies a delta chunk (from [`GroupSnapshot::delta_from`]) to a
     /// key group loaded with [`decode_key_group`](Self::decode_key_group):
     /// each key it names gets its new state or is removed.
     pub fn apply_key_group_delta(
@@ -465,16 +575,16 @@ mod tests {
 
         #[test]
         fn corrupt_deltas_are_errors_never_panics(cut in 0usize..400, flip in 0usize..400, byte in any::<u8>()) {
-            let mut s = fill(&(0..20).collect::<Vec<_>>());
-            s.snapshot(true);
+            let mut s = fill(&(0..40).collect::<Vec<_>>());
+            let before = s.snapshot(true);
             let v = s.id("count", StateKind::Value).unwrap();
-            for i in 0..5u32 {
+            for i in 0..3u32 {
                 s.value_set(v, format!("k{i}").as_bytes(), Some(b"new")).unwrap();
             }
             s.value_set(v, b"k7", None).unwrap();
             let snap = s.snapshot(false);
-            for g in &snap.groups {
-                if let Some(bytes) = snap.encode_delta(g) {
+            for (g, prev) in snap.groups.iter().zip(&before.groups) {
+                if let Some(bytes) = g.delta_from(prev) {
                     let mut bad = bytes.clone();
                     if flip < bad.len() { bad[flip] ^= byte | 1; }
                     bad.truncate(cut.max(1).min(bad.len()));

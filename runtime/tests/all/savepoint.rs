@@ -295,7 +295,13 @@ fn stopped_savepoint(dir: &Path, d: &Data) -> Savepoint {
 }
 
 /// Runs `toml` from savepoint `sp`.
-fn resume(dir: &Path, toml: &str, d: &Data, sp: &Savepoint, allow: bool) -> anyhow::Result<JobReport> {
+fn resume(
+    dir: &Path,
+    toml: &str,
+    d: &Data,
+    sp: &Savepoint,
+    allow: bool,
+) -> anyhow::Result<JobReport> {
     start(
         dir,
         toml,
@@ -316,8 +322,7 @@ fn state_for_a_missing_uid_needs_allow_non_restored_state() {
     let sp = stopped_savepoint(dir.path(), &d);
     let renamed = job(v1(), "renamed-counter", 2, 100_000, None);
 
-    let err = resume(dir.path(), &renamed, &d, &sp, false)
-    .unwrap_err();
+    let err = resume(dir.path(), &renamed, &d, &sp, false).unwrap_err();
     let msg = chain(&err);
     assert!(
         msg.contains("uid 'counter'") && msg.contains("--allow-non-restored-state"),
@@ -325,8 +330,7 @@ fn state_for_a_missing_uid_needs_allow_non_restored_state() {
     );
 
     let before = read_jsonl(&dir.path().join("out.jsonl")).len();
-    resume(dir.path(), &renamed, &d, &sp, true)
-    .unwrap();
+    resume(dir.path(), &renamed, &d, &sp, true).unwrap();
     // The new operator started empty: its first count of every key is 1.
     let lines = read_jsonl(&dir.path().join("out.jsonl"));
     let mut seen = HashSet::new();
@@ -344,8 +348,7 @@ fn a_changed_max_parallelism_is_a_clear_error() {
     let sp = stopped_savepoint(dir.path(), &d);
     let toml = job(v1(), "counter", 2, 100_000, None)
         .replace("max-parallelism = 16", "max-parallelism = 32");
-    let err = resume(dir.path(), &toml, &d, &sp, false)
-    .unwrap_err();
+    let err = resume(dir.path(), &toml, &d, &sp, false).unwrap_err();
     let msg = chain(&err);
     assert!(
         msg.contains("max-parallelism 16") && msg.contains("cannot change"),
@@ -360,7 +363,13 @@ fn a_refused_state_format_is_an_error_at_resume() {
     let d = data(dir.path());
     let (sp, _) = stopped_with(dir.path(), &d, v2(), StopMode::Suspend);
     let out_before = std::fs::read(dir.path().join("out.jsonl")).unwrap();
-    let err = resume(dir.path(), &job(v1(), "counter", 2, 100_000, None), &d, &sp, false)
+    let err = resume(
+        dir.path(),
+        &job(v1(), "counter", 2, 100_000, None),
+        &d,
+        &sp,
+        false,
+    )
     .unwrap_err();
     let msg = chain(&err);
     assert!(
