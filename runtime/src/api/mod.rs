@@ -412,18 +412,21 @@ struct JobQuery {
     job: Option<String>,
 }
 
-async fn list_checkpoints(
-    State(state): State<Arc<ApiState>>,
-    Query(q): Query<JobQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let jobs = match q.job {
+/// The checkpoints of `job` (or of every job) in `store`, as the API lists
+/// them: `{"job", "id", "triggered-at-ms", "duration-ms", "full-bytes",
+/// "new-bytes"}`, or `{"job", "id", "error"}` for an unreadable manifest.
+pub fn checkpoint_rows(
+    store: &dyn CheckpointStore,
+    job: Option<String>,
+) -> Result<Vec<Value>, crate::checkpoint::StoreError> {
+    let jobs = match job {
         Some(j) => vec![j],
-        None => state.store.list_jobs().map_err(internal)?,
+        None => store.list_jobs()?,
     };
     let mut out = Vec::new();
     for job in jobs {
-        for id in state.store.list_checkpoints(&job).map_err(internal)? {
-            match state.store.get_manifest(&job, id) {
+        for id in store.list_checkpoints(&job)? {
+            match store.get_manifest(&job, id) {
                 Ok(m) => out.push(json!({
                     "job": job, "id": id.0, "triggered-at-ms": m.triggered_at_ms,
                     "duration-ms": m.duration_ms, "full-bytes": m.full_bytes, "new-bytes": m.new_bytes,
@@ -432,7 +435,15 @@ async fn list_checkpoints(
             }
         }
     }
-    Ok(Json(json!({ "checkpoints": out })))
+    Ok(out)
+}
+
+async fn list_checkpoints(
+    State(state): State<Arc<ApiState>>,
+    Query(q): Query<JobQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let rows = checkpoint_rows(state.store.as_ref(), q.job).map_err(internal)?;
+    Ok(Json(json!({ "checkpoints": rows })))
 }
 
 async fn list_savepoints(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {

@@ -70,6 +70,7 @@ pub enum CheckpointCommand {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -124,4 +125,15 @@ fn init_logging(filter: &str) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
+}
+
+/// `wrun savepoint list | head` should end quietly when `head` has what it
+/// wants, as Unix tools do, not fail (or panic) writing to a closed pipe.
+/// Rust ignores SIGPIPE by default; the CLI restores the default action.
+fn restore_sigpipe() {
+    // SAFETY: called first thing in `main`, before any other thread exists;
+    // setting a signal's disposition to the default has no other effect.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

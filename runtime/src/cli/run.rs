@@ -108,8 +108,7 @@ pub fn load_modules(
 
 pub(super) fn run(args: RunArgs) -> Result<()> {
     let graph = load_manifest(&args.manifest, args.parallelism)?;
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+    let _lock = lock_data_dir(&args.data_dir)?;
     let store = ModuleStore::new(&args.data_dir);
     let sandbox = Sandbox::new(SandboxConfig {
         cache_dir: Some(args.data_dir.join("cache")),
@@ -205,6 +204,50 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// An exclusive lock on a data directory (`DIR/lock`, flock), held while a
+/// process may collect garbage in its checkpoint store: two collectors on
+/// one store could delete chunks the other has written but not yet
+/// committed. Released when dropped (or when the process dies).
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+/// Takes the data directory's lock, or says who holds it.
+pub fn lock_data_dir(data_dir: &Path) -> Result<DataDirLock> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let path = data_dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {
+            // Who holds it, for the next one's message.
+            let _ = file.set_len(0);
+            let _ =
+                std::io::Write::write_all(&mut &file, std::process::id().to_string().as_bytes());
+            Ok(DataDirLock { _file: file })
+        }
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default();
+            anyhow::bail!(
+                "data directory {} is in use by another wrun (pid {}); one wrun process per data directory: stop it, reach it with `wrun stop`/`wrun savepoint`, or use another --data-dir",
+                data_dir.display(),
+                if pid.trim().is_empty() {
+                    "unknown"
+                } else {
+                    pid.trim()
+                }
+            )
+        }
+        Err(e) => Err(anyhow::anyhow!("cannot lock {}: {e}", path.display())),
+    }
+}
+
 /// `api.json` while this process serves the API; removed on drop, unless
 /// another process has replaced it since.
 struct EndpointFile {
@@ -245,34 +288,49 @@ pub(super) fn validate(manifest: &Path, parallelism: Option<u32>) -> Result<()> 
 }
 
 pub(super) fn checkpoint_list(args: CheckpointListArgs) -> Result<()> {
-    let dir = args.data_dir.join("checkpoints");
-    if !dir.is_dir() {
-        println!("no checkpoints in {}", dir.display());
-        return Ok(());
-    }
-    let store = checkpoint_store(&args.data_dir)?;
-    let jobs = match args.job {
-        Some(j) => vec![j],
-        None => store.list_jobs()?,
+    // Through the running wrun when there is one (it owns the store), else
+    // straight from the data directory.
+    let rows = match crate::api::Client::running(&args.data_dir) {
+        Some(c) => {
+            let path = match &args.job {
+                Some(j) => format!("/v1/checkpoints?job={j}"),
+                None => "/v1/checkpoints".to_string(),
+            };
+            match c.get(&path)?.get("checkpoints") {
+                Some(serde_json::Value::Array(rows)) => rows.clone(),
+                _ => anyhow::bail!("the running wrun returned no checkpoint list"),
+            }
+        }
+        None => {
+            let dir = args.data_dir.join("checkpoints");
+            if !dir.is_dir() {
+                println!("no checkpoints in {}", dir.display());
+                return Ok(());
+            }
+            crate::api::checkpoint_rows(checkpoint_store(&args.data_dir)?.as_ref(), args.job)?
+        }
     };
     println!(
         "{:<20} {:>6}  {:<24} {:>9} {:>12} {:>12}",
         "JOB", "ID", "TRIGGERED (UTC)", "DURATION", "FULL SIZE", "NEW BYTES"
     );
-    for job in jobs {
-        for id in store.list_checkpoints(&job)? {
-            match store.get_manifest(&job, id) {
-                Ok(m) => println!(
-                    "{:<20} {:>6}  {:<24} {:>7}ms {:>12} {:>12}",
-                    job,
-                    id,
-                    utc(m.triggered_at_ms),
-                    m.duration_ms,
-                    m.full_bytes,
-                    m.new_bytes
-                ),
-                Err(e) => println!("{job:<20} {id:>6}  unreadable: {e}"),
-            }
+    for r in rows {
+        let num = |k: &str| r.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let job = r
+            .get("job")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("?");
+        match r.get("error").and_then(serde_json::Value::as_str) {
+            Some(e) => println!("{job:<20} {:>6}  unreadable: {e}", num("id")),
+            None => println!(
+                "{:<20} {:>6}  {:<24} {:>7}ms {:>12} {:>12}",
+                job,
+                num("id"),
+                utc(num("triggered-at-ms")),
+                num("duration-ms"),
+                num("full-bytes"),
+                num("new-bytes")
+            ),
         }
     }
     Ok(())

@@ -207,6 +207,9 @@ pub(super) fn run(cmd: SavepointCommand) -> Result<()> {
             if let Some(n) = &name {
                 crate::checkpoint::check_name(n)?;
             }
+            // Chunks first, then the record: no garbage collector may run
+            // in between.
+            let _lock = super::run::lock_data_dir(&at.data_dir)?;
             let store = checkpoint_store(&at.data_dir)?;
             let registry = at.registry()?;
             let sp = crate::checkpoint::import(&dir, store.as_ref(), &registry, name)
@@ -322,6 +325,7 @@ fn dispose(at: &Location, spec: &str) -> Result<()> {
         );
         return Ok(());
     }
+    let _lock = super::run::lock_data_dir(&at.data_dir)?;
     let registry = at.registry()?;
     let sp = crate::checkpoint::find(&registry, spec)?;
     registry.remove(&sp.id)?;

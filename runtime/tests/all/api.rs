@@ -92,6 +92,11 @@ fn savepoint_workflow_through_the_cli_and_api() {
         .unwrap_err();
     assert!(err.to_string().contains("no job 'nope'"), "{err}");
 
+    // One wrun per data directory.
+    let (code, _, err) = wrun(dir.path(), &["run", "v1.toml", "--data-dir", d]);
+    assert_ne!(code, 0);
+    assert!(err.contains("is in use by another wrun"), "{err}");
+
     let out = ok(
         dir.path(),
         &[
@@ -110,6 +115,11 @@ fn savepoint_workflow_through_the_cli_and_api() {
         &["checkpoint", "trigger", "counts", "--data-dir", d],
     );
     assert!(out.contains("of job 'counts' complete"), "{out}");
+    let out = ok(dir.path(), &["checkpoint", "list", "--data-dir", d]);
+    assert!(
+        out.starts_with("JOB") && out.lines().any(|l| l.starts_with("counts ")),
+        "{out}"
+    );
     let out = ok(dir.path(), &["savepoint", "list", "--data-dir", d]);
     assert!(out.contains("early") && out.contains("filesystem"), "{out}");
 
