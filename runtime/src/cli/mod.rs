@@ -31,6 +31,12 @@ pub enum Command {
     Run(run::RunArgs),
     /// Stop a running job: with --savepoint, at a savepoint; else cancel.
     Stop(savepoint::StopArgs),
+    /// Running jobs: list, status (with the last checkpoints), cancel.
+    Job {
+        /// What to do.
+        #[command(subcommand)]
+        command: savepoint::JobCommand,
+    },
     /// Savepoints: trigger, list, inspect, dispose, export, import.
     Savepoint {
         /// What to do.
@@ -92,6 +98,7 @@ pub fn main() -> ExitCode {
             command: CheckpointCommand::Trigger { job, data_dir },
         } => savepoint::checkpoint_trigger(&job, &data_dir),
         Command::Stop(args) => savepoint::stop(args),
+        Command::Job { command } => savepoint::job(command),
         Command::Savepoint { command } => savepoint::run(command),
         Command::Validate {
             manifest,

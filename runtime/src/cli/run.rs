@@ -187,6 +187,13 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
     api.wait_delivered(std::time::Duration::from_secs(10));
     drop(server);
     drop(endpoint);
+    if report.is_err() && opts.control.as_ref().is_some_and(|c| c.is_cancelled()) {
+        anyhow::bail!(
+            "job '{}' was cancelled (`wrun stop` or `wrun job cancel`); its output is committed up to its last completed checkpoint, and `wrun run {} --resume` continues from there",
+            graph.name,
+            args.manifest.display()
+        );
+    }
     let report = report.with_context(|| format!("job '{}' failed", graph.name))?;
     if let Some(sp) = &report.stopped_at {
         tracing::info!(job = %graph.name, savepoint = %sp.id, "stopped at savepoint {}; resume with `wrun run {} --from-savepoint {}`", sp.id, args.manifest.display(), sp.id);

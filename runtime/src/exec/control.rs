@@ -74,8 +74,30 @@ pub struct JobStatus {
     pub restarts: u32,
     /// The newest completed checkpoint of this run.
     pub last_checkpoint: Option<u64>,
+    /// The last completed checkpoints, oldest first (at most
+    /// [`CHECKPOINT_HISTORY`]).
+    pub checkpoints: Vec<CheckpointSummary>,
     /// Why it failed, when it did.
     pub error: Option<String>,
+}
+
+/// How many completed checkpoints a job's status lists.
+pub const CHECKPOINT_HISTORY: usize = 10;
+
+/// One completed checkpoint in a job's status.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CheckpointSummary {
+    /// Its ID.
+    pub id: u64,
+    /// When it was triggered (ms since the Unix epoch).
+    pub triggered_at_ms: u64,
+    /// Trigger to completion.
+    pub duration_ms: u64,
+    /// Bytes of state it references.
+    pub full_bytes: u64,
+    /// Bytes it wrote that were not stored already.
+    pub new_bytes: u64,
 }
 
 /// The handle to a running job.
@@ -98,6 +120,7 @@ impl JobControl {
                 state: JobState::Starting,
                 restarts: 0,
                 last_checkpoint: None,
+                checkpoints: Vec::new(),
                 error: None,
             }),
         })

@@ -277,7 +277,21 @@ impl Coordinator<'_> {
         self.last = last;
         self.last_completed = true;
         if let Some(c) = &self.control {
-            c.update(|s| s.last_checkpoint = Some(id));
+            c.update(|s| {
+                s.last_checkpoint = Some(id);
+                s.checkpoints.push(super::control::CheckpointSummary {
+                    id,
+                    triggered_at_ms: manifest.triggered_at_ms,
+                    duration_ms: manifest.duration_ms,
+                    full_bytes: manifest.full_bytes,
+                    new_bytes: manifest.new_bytes,
+                });
+                let over = s
+                    .checkpoints
+                    .len()
+                    .saturating_sub(super::control::CHECKPOINT_HISTORY);
+                s.checkpoints.drain(..over);
+            });
         }
         // Register the savepoint before the sinks commit: a stop must not
         // commit output past a savepoint that does not exist.

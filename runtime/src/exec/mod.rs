@@ -14,7 +14,9 @@ mod operator;
 mod sink;
 mod source;
 
-pub use control::{JobControl, JobState, JobStatus, StopMode, Triggered};
+pub use control::{
+    CHECKPOINT_HISTORY, CheckpointSummary, JobControl, JobState, JobStatus, StopMode, Triggered,
+};
 pub use operator::{Counts, OperatorLogic, Snapshot};
 pub use sink::json_line;
 pub use source::generated;

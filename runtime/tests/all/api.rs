@@ -126,6 +126,17 @@ fn savepoint_workflow_through_the_cli_and_api() {
         &["checkpoint", "trigger", "counts", "--data-dir", d],
     );
     assert!(out.contains("of job 'counts' complete"), "{out}");
+    let out = ok(dir.path(), &["job", "status", "counts", "--data-dir", d]);
+    assert!(
+        out.contains("state       running") && out.contains("NEW BYTES"),
+        "{out}"
+    );
+    let out = ok(dir.path(), &["job", "list", "--data-dir", d]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("counts ") && l.contains("running")),
+        "{out}"
+    );
     let out = ok(dir.path(), &["checkpoint", "list", "--data-dir", d]);
     assert!(
         out.starts_with("JOB") && out.lines().any(|l| l.starts_with("counts ")),
