@@ -151,7 +151,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         }
         m
     } else if let Some(sp) = &args.from_savepoint {
-        let (sp, chunks) = super::savepoint::resolve(sp, &registries, &store)?;
+        let (sp, chunks) = super::savepoint::resolve(sp, &registries)?;
         tracing::info!(job = %graph.name, savepoint = %sp.id, "starting from savepoint {} (checkpoint {} of job '{}')", sp.id, sp.checkpoint.id, sp.job());
         restore_store = chunks;
         Some(sp.checkpoint)

@@ -227,18 +227,26 @@ pub(super) fn run(cmd: SavepointCommand) -> Result<()> {
     }
 }
 
+/// A savepoint, and the store holding its chunks when that is not the data
+/// directory's.
+type Found = (Savepoint, Option<Arc<dyn CheckpointStore>>);
+
+/// A savepoint in an exported directory, with a store over its chunks.
+fn exported(spec: &str) -> Result<Option<Found>> {
+    let path = Path::new(spec);
+    if !path.join(EXPORT_RECORD).is_file() {
+        return Ok(None);
+    }
+    let (sp, chunks) = crate::checkpoint::open_export(path)?;
+    Ok(Some((sp, Some(Arc::new(chunks)))))
+}
+
 /// Finds a savepoint for `wrun run --from-savepoint`: an exported
 /// directory, or an ID or name in one of the registries. Returns it and
 /// the store holding its chunks when that is not the data directory's.
-pub(super) fn resolve(
-    spec: &str,
-    registries: &[Arc<dyn SavepointStore>],
-    _store: &Arc<dyn CheckpointStore>,
-) -> Result<(Savepoint, Option<Arc<dyn CheckpointStore>>)> {
-    let path = Path::new(spec);
-    if path.join(EXPORT_RECORD).is_file() {
-        let (sp, chunks) = crate::checkpoint::open_export(path)?;
-        return Ok((sp, Some(Arc::new(chunks))));
+pub(super) fn resolve(spec: &str, registries: &[Arc<dyn SavepointStore>]) -> Result<Found> {
+    if let Some(found) = exported(spec)? {
+        return Ok(found);
     }
     let mut last = None;
     for r in registries {
@@ -255,11 +263,9 @@ pub(super) fn resolve(
 
 /// A savepoint by ID, name or exported directory: from the running wrun
 /// (which also knows its memory savepoints) or the savepoint directory.
-fn lookup(at: &Location, spec: &str) -> Result<(Savepoint, Option<Arc<dyn CheckpointStore>>)> {
-    let path = Path::new(spec);
-    if path.join(EXPORT_RECORD).is_file() {
-        let (sp, chunks) = crate::checkpoint::open_export(path)?;
-        return Ok((sp, Some(Arc::new(chunks))));
+fn lookup(at: &Location, spec: &str) -> Result<Found> {
+    if let Some(found) = exported(spec)? {
+        return Ok(found);
     }
     if let Some(c) = Client::running(&at.data_dir)
         && let Ok(v) = c.get(&format!("/v1/savepoints/{spec}"))

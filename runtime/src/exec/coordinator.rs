@@ -149,7 +149,7 @@ impl Coordinator<'_> {
                         finished = true;
                         if let Some(p) = pending.take() {
                             tracing::debug!(job = %self.graph.name, checkpoint = p.id, "abandoned: a subtask finished its input");
-                            self.abandon(p, "the job's input ended before every subtask took part; the job finished without it".into());
+                            self.abandon(p.request, "the job's input ended before every subtask took part; the job finished without it".into());
                         }
                         for r in queued.drain(..) {
                             let _ = r.reply.send(Err(format!("job '{}' reached the end of its input and is finishing; no more checkpoints can complete", self.graph.name)));
@@ -176,7 +176,7 @@ impl Coordinator<'_> {
                             p.id, self.settings.timeout_ms
                         );
                         tracing::warn!(job = %self.graph.name, "{msg}; the job goes on");
-                        self.abandon(p, msg);
+                        self.abandon(p.request, msg);
                         next_trigger = Instant::now() + min_pause;
                     }
                     if pending.is_none()
@@ -217,8 +217,8 @@ impl Coordinator<'_> {
 
     /// A checkpoint that will not complete: tell whoever asked for it; a
     /// stop that cannot complete fails the job (its sources have stopped).
-    fn abandon(&mut self, p: Pending, why: String) {
-        if let Some(r) = p.request {
+    fn abandon(&self, request: Option<Request>, why: String) {
+        if let Some(r) = request {
             if r.stop.is_some() {
                 (self.fail)(format!(
                     "stop with savepoint failed: {why}; the job stopped without a savepoint"
@@ -238,18 +238,7 @@ impl Coordinator<'_> {
             Err(e) => {
                 let msg = format!("checkpoint {id} failed: {e}");
                 tracing::warn!(job = %self.graph.name, "{msg}; the job goes on");
-                if let Some(r) = request {
-                    self.abandon(
-                        Pending {
-                            id,
-                            triggered: Instant::now(),
-                            triggered_at_ms: 0,
-                            acks: Vec::new(),
-                            request: Some(r),
-                        },
-                        msg,
-                    );
-                }
+                self.abandon(request, msg);
                 return None;
             }
         };
@@ -302,15 +291,12 @@ impl Coordinator<'_> {
             match self.register(&manifest, name.clone(), r.stop) {
                 Ok(sp) => savepoint = Some(sp),
                 Err(e) => {
-                    let msg = format!(
-                        "checkpoint {id} completed, but the savepoint could not be registered: {e}"
+                    self.abandon(
+                        request,
+                        format!(
+                            "checkpoint {id} completed, but the savepoint could not be registered: {e}"
+                        ),
                     );
-                    if r.stop.is_some() {
-                        (self.fail)(format!("stop with savepoint failed: {msg}"));
-                    }
-                    if let Some(r) = request {
-                        let _ = r.reply.send(Err(msg));
-                    }
                     return None;
                 }
             }

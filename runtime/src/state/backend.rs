@@ -197,8 +197,6 @@ pub enum Change {
 /// A copy-on-write snapshot of a subtask's key groups.
 #[derive(Debug, Clone)]
 pub struct StateSnapshot {
-    /// The subtask's state names when the snapshot was taken.
-    pub names: Arc<Vec<(String, StateKind)>>,
     /// Every owned key group that holds state or changed.
     pub groups: Vec<GroupSnapshot>,
 }
@@ -264,8 +262,8 @@ impl KeyedState {
 
     /// A snapshot of every owned key group: O(key groups), whatever the
     /// amount of state, so the subtask's pause at a barrier stays short.
-    /// Encode it off the subtask's thread with [`StateSnapshot::encode`],
-    /// [`StateSnapshot::encode_full`] and [`GroupSnapshot::delta_from`].
+    /// Encode it off the subtask's thread with [`GroupSnapshot::encode_full`]
+    /// and [`GroupSnapshot::delta_from`].
     ///
     /// With `full`, every key group is marked [`Change::Full`]; otherwise
     /// each says whether it was written since the previous snapshot, which
@@ -296,7 +294,7 @@ impl KeyedState {
                 change,
             });
         }
-        StateSnapshot { names, groups }
+        StateSnapshot { groups }
     }
 
     /// Resolves a name to its id, registering it on first use.

@@ -44,14 +44,8 @@ impl StateSnapshot {
     pub fn encode(&self) -> Vec<(u16, Vec<u8>)> {
         self.groups
             .iter()
-            .filter_map(|g| self.encode_full(g).map(|b| (g.key_group.0, b)))
+            .filter_map(|g| g.encode_full().map(|b| (g.key_group.0, b)))
             .collect()
-    }
-
-    /// Encodes one key group whole (`WRKG`), or `None` when it holds no
-    /// entry.
-    pub fn encode_full(&self, g: &GroupSnapshot) -> Option<Vec<u8>> {
-        g.encode_full()
     }
 }
 
@@ -139,31 +133,23 @@ impl GroupSnapshot {
                 continue;
             }
             let left = budget.checked_sub(total)?;
+            // The same diff for each kind of table.
+            macro_rules! diff {
+                ($kind:ident, $m:expr) => {
+                    Diff::$kind(diff_maps(
+                        $m,
+                        match prev_table {
+                            Some(Table::$kind(p)) => Some(p),
+                            _ => None,
+                        },
+                        left,
+                    )?)
+                };
+            }
             let diff = match cur {
-                Table::Value(m) => Diff::Value(diff_maps(
-                    m,
-                    match prev_table {
-                        Some(Table::Value(p)) => Some(p),
-                        _ => None,
-                    },
-                    left,
-                )?),
-                Table::List(m) => Diff::List(diff_maps(
-                    m,
-                    match prev_table {
-                        Some(Table::List(p)) => Some(p),
-                        _ => None,
-                    },
-                    left,
-                )?),
-                Table::Map(m) => Diff::Map(diff_maps(
-                    m,
-                    match prev_table {
-                        Some(Table::Map(p)) => Some(p),
-                        _ => None,
-                    },
-                    left,
-                )?),
+                Table::Value(m) => diff!(Value, m),
+                Table::List(m) => diff!(List, m),
+                Table::Map(m) => diff!(Map, m),
             };
             total += diff.len();
             if diff.len() > 0 {
