@@ -13,4 +13,5 @@ pub mod exec;
 pub mod job;
 pub mod module;
 pub mod sandbox;
+pub mod serve;
 pub mod state;

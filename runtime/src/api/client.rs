@@ -115,6 +115,23 @@ impl Client {
         self.finish(&format!("GET {path}"), r)
     }
 
+    /// `GET path` as text (`/metrics`).
+    pub fn get_text(&self, path: &str) -> Result<String> {
+        let r = self
+            .agent
+            .get(format!("{}{path}", self.url))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call();
+        let mut resp =
+            r.map_err(|e| anyhow!("cannot reach wrun at {} (GET {path}): {e}", self.url))?;
+        let status = resp.status();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        if !status.is_success() {
+            bail!("GET {path}: wrun answered {status}: {text}");
+        }
+        Ok(text)
+    }
+
     /// `POST path` with a JSON body.
     pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
         let r = self
@@ -122,6 +139,17 @@ impl Client {
             .post(format!("{}{path}", self.url))
             .header("Authorization", format!("Bearer {}", self.token))
             .send_json(body);
+        self.finish(&format!("POST {path}"), r)
+    }
+
+    /// `POST path` with raw bytes (a module upload).
+    pub fn post_bytes(&self, path: &str, bytes: &[u8]) -> Result<Value> {
+        let r = self
+            .agent
+            .post(format!("{}{path}", self.url))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .header("Content-Type", "application/wasm")
+            .send(bytes);
         self.finish(&format!("POST {path}"), r)
     }
 

@@ -1,6 +1,7 @@
 //! The HTTP API (axum, JSON) through which commands reach running jobs.
-//! `wrun run` serves it on loopback for its one job (embedded mode); the
-//! same routes are the first part of `wrun serve`'s API.
+//! `wrun run` serves it on loopback for its one job (embedded mode);
+//! `wrun serve` serves the same routes for many jobs, plus deployment
+//! (through a [`Deployer`]).
 //!
 //! Every request needs `Authorization: Bearer <token>`; the token lives in
 //! the data directory (`api-token`, mode 0600). Long operations
@@ -106,13 +107,60 @@ impl SavepointSummary {
     }
 }
 
+/// The body of `POST /v1/jobs`: a manifest to deploy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DeployRequest {
+    /// The job.toml text.
+    pub manifest: String,
+    /// Where it came from, for error messages.
+    #[serde(default)]
+    pub manifest_path: Option<String>,
+    /// The directory relative paths in the manifest (file sources and
+    /// sinks) are resolved against; absolute.
+    #[serde(default)]
+    pub base_dir: Option<PathBuf>,
+    /// Default parallelism of operators that do not set their own.
+    #[serde(default)]
+    pub parallelism: Option<u32>,
+    /// Digests (`blake3:<hex>`) of operators whose manifest `component` is
+    /// a path, by operator name: the CLI uploads the files first.
+    #[serde(default)]
+    pub components: BTreeMap<String, String>,
+    /// Start from this savepoint (ID, name or exported directory).
+    #[serde(default)]
+    pub from_savepoint: Option<String>,
+    /// With `from_savepoint`: drop state of operators the job lacks.
+    #[serde(default)]
+    pub allow_non_restored_state: bool,
+}
+
+/// Starts jobs: what `wrun serve` plugs into the API.
+pub trait Deployer: Send + Sync {
+    /// Validates and starts a job; returns its status.
+    fn deploy(&self, req: DeployRequest) -> Result<crate::exec::JobStatus, ApiError>;
+}
+
+/// Module uploads, listing and inspection.
+pub struct Modules {
+    /// The store.
+    pub store: crate::module::ModuleStore,
+    /// Validates and compiles uploads.
+    pub sandbox: Arc<crate::sandbox::Sandbox>,
+    /// Largest module accepted, in bytes.
+    pub max_bytes: usize,
+}
+
 /// What the API serves: the jobs of this process, the checkpoint store and
 /// the savepoint registries.
 pub struct ApiState {
     token: String,
+    mode: &'static str,
     jobs: Mutex<BTreeMap<String, Arc<JobControl>>>,
     store: Arc<dyn CheckpointStore>,
-    registries: Vec<Arc<dyn SavepointStore>>,
+    registries: Mutex<Vec<Arc<dyn SavepointStore>>>,
+    modules: Option<Modules>,
+    deployer: std::sync::OnceLock<Arc<dyn Deployer>>,
     requests: Mutex<HashMap<String, RequestStatus>>,
     /// Requests whose outcome no client has read yet.
     undelivered: Mutex<std::collections::HashSet<String>>,
@@ -120,17 +168,22 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// A state with no jobs yet.
+    /// A state with no jobs yet; `mode` is `embedded` or `serve`.
     pub fn new(
         token: String,
+        mode: &'static str,
         store: Arc<dyn CheckpointStore>,
         registries: Vec<Arc<dyn SavepointStore>>,
+        modules: Option<Modules>,
     ) -> Arc<ApiState> {
         Arc::new(ApiState {
             token,
+            mode,
             jobs: Mutex::new(BTreeMap::new()),
             store,
-            registries,
+            registries: Mutex::new(registries),
+            modules,
+            deployer: std::sync::OnceLock::new(),
             requests: Mutex::new(HashMap::new()),
             undelivered: Mutex::new(Default::default()),
             next_request: AtomicU64::new(1),
@@ -143,6 +196,37 @@ impl ApiState {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_string(), control);
+    }
+
+    /// Lets `POST /v1/jobs` deploy through `d`.
+    pub fn set_deployer(&self, d: Arc<dyn Deployer>) {
+        let _ = self.deployer.set(d);
+    }
+
+    /// Adds a savepoint registry (a job's own `[savepoints] dir`), unless
+    /// one at the same location is there.
+    pub fn add_registry(&self, r: Arc<dyn SavepointStore>) {
+        let mut regs = self.registries.lock().unwrap_or_else(|p| p.into_inner());
+        if !regs.iter().any(|x| x.location() == r.location()) {
+            regs.push(r);
+        }
+    }
+
+    /// Every savepoint registry.
+    pub fn registries(&self) -> Vec<Arc<dyn SavepointStore>> {
+        self.registries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A job's control, if one by that name was ever added.
+    pub fn control(&self, name: &str) -> Option<Arc<JobControl>> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     fn job(&self, name: &str) -> Result<Arc<JobControl>, ApiError> {
@@ -161,7 +245,7 @@ impl ApiState {
 
     fn all_savepoints(&self) -> Result<Vec<(Savepoint, String)>, ApiError> {
         let mut out = Vec::new();
-        for r in &self.registries {
+        for r in &self.registries() {
             for sp in r.list().map_err(internal)? {
                 out.push((sp, r.location()));
             }
@@ -197,10 +281,25 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
-/// The routes, with authentication and the body limit.
+/// The routes, with authentication and the body limits.
 pub fn router(state: Arc<ApiState>) -> Router {
+    let module_limit = state.modules.as_ref().map(|m| m.max_bytes).unwrap_or(0);
     Router::new()
-        .route("/v1/jobs", get(list_jobs))
+        .route("/v1/info", get(info))
+        .route("/metrics", get(metrics))
+        .route(
+            "/v1/modules",
+            get(list_modules)
+                .post(push_module)
+                .layer(DefaultBodyLimit::max(
+                    // Room for the request around the module; the exact limit
+                    // is checked on the bytes.
+                    module_limit.saturating_add(4096),
+                )),
+        )
+        .route("/v1/modules/{module}", get(get_module))
+        .route("/v1/jobs", get(list_jobs).post(deploy))
+        .route("/v1/savepoints/import", post(import_savepoint))
         .route("/v1/jobs/{job}", get(job_status))
         .route("/v1/jobs/{job}/checkpoints", post(trigger_checkpoint))
         .route("/v1/jobs/{job}/savepoints", post(trigger_savepoint))
@@ -247,6 +346,201 @@ async fn auth(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> R
         )
         .into_response(),
     }
+}
+
+async fn info(State(state): State<Arc<ApiState>>) -> Json<Value> {
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "mode": state.mode,
+        "wit": format!("wrun:operator@{}.x", crate::sandbox::SUPPORTED_WIT),
+        "max-module-bytes": state.modules.as_ref().map(|m| m.max_bytes),
+        "pid": std::process::id(),
+    }))
+}
+
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    let jobs: Vec<_> = state
+        .jobs
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .filter_map(|c| c.metrics())
+        .collect();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::exec::metrics::render(&jobs),
+    )
+        .into_response()
+}
+
+fn modules(state: &ApiState) -> Result<&Modules, ApiError> {
+    state.modules.as_ref().ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "this wrun has no module store".into(),
+        )
+    })
+}
+
+fn module_error(e: crate::module::ModuleError) -> ApiError {
+    use crate::module::ModuleError as E;
+    match e {
+        E::UnknownDigest { .. } | E::UnknownName { .. } => ApiError(
+            StatusCode::NOT_FOUND,
+            format!("{e}; `wrun module list` shows what is there"),
+        ),
+        e => internal(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct PushQuery {
+    name: Option<String>,
+    version: Option<String>,
+}
+
+async fn push_module(
+    State(state): State<Arc<ApiState>>,
+    Query(q): Query<PushQuery>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    let max = modules(&state)?.max_bytes;
+    let bytes = body.map_err(|e| {
+        ApiError(
+            e.status(),
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                format!("the module is over this wrun's limit of {max} bytes; shrink it or start `wrun serve` with a larger --max-module-mb")
+            } else {
+                format!("cannot read the upload: {e}")
+            },
+        )
+    })?;
+    let name = match (q.name, q.version) {
+        (Some(n), Some(v)) => Some((n, v)),
+        (None, None) => None,
+        _ => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "give both `name` and `version`, or neither".into(),
+            ));
+        }
+    };
+    // Compiling takes a while (seconds for a big component): off the
+    // API's thread.
+    let st = state.clone();
+    let pushed = tokio::task::spawn_blocking(move || {
+        let m = modules(&st)?;
+        crate::module::push(
+            &m.store,
+            &m.sandbox,
+            &bytes,
+            name.as_ref().map(|(n, v)| (n.as_str(), v.as_str())),
+            m.max_bytes,
+        )
+        .map_err(|e| {
+            use crate::module::PushError as P;
+            let status = match &e {
+                P::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                P::NameTaken { .. } => StatusCode::CONFLICT,
+                P::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            ApiError(status, e.to_string())
+        })
+    })
+    .await
+    .map_err(internal)??;
+    let status = if pushed.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(pushed)).into_response())
+}
+
+async fn list_modules(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
+    let list = modules(&state)?.store.list().map_err(module_error)?;
+    Ok(Json(json!({ "modules": list })))
+}
+
+async fn get_module(
+    State(state): State<Arc<ApiState>>,
+    Path(spec): Path<String>,
+) -> Result<Json<crate::module::ModuleInfo>, ApiError> {
+    let m = modules(&state)?;
+    let hex = m.store.lookup(&spec).map_err(module_error)?;
+    Ok(Json(m.store.info(&hex).map_err(module_error)?))
+}
+
+async fn deploy(
+    State(state): State<Arc<ApiState>>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: DeployRequest = json_body(body)?;
+    let Some(d) = state.deployer.get().cloned() else {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "this wrun runs one job (`wrun run`); deploy jobs to a `wrun serve`".into(),
+        ));
+    };
+    if req.manifest.trim().is_empty() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "the body needs `manifest`: the job.toml text".into(),
+        ));
+    }
+    let status = tokio::task::spawn_blocking(move || d.deploy(req))
+        .await
+        .map_err(internal)??;
+    Ok((StatusCode::CREATED, Json(status)).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct ImportBody {
+    dir: PathBuf,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+async fn import_savepoint(
+    State(state): State<Arc<ApiState>>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    let b: ImportBody = json_body(body)?;
+    if b.dir.as_os_str().is_empty() || !b.dir.is_absolute() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "`dir` must be the absolute path of an exported savepoint directory".into(),
+        ));
+    }
+    if let Some(n) = &b.name {
+        crate::checkpoint::check_name(n)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    }
+    let registry = state
+        .registries()
+        .into_iter()
+        .find(|r| r.backend() == crate::checkpoint::SavepointBackend::Filesystem)
+        .ok_or_else(|| internal("no filesystem savepoint registry"))?;
+    let st = state.clone();
+    let sp = tokio::task::spawn_blocking(move || {
+        crate::checkpoint::import(&b.dir, st.store.as_ref(), registry.as_ref(), b.name)
+            .map(|sp| (sp, registry.location()))
+            .map_err(|e| {
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot import the savepoint in {}: {e}", b.dir.display()),
+                )
+            })
+    })
+    .await
+    .map_err(internal)??;
+    Ok((StatusCode::CREATED, Json(SavepointSummary::of(&sp.0, sp.1))).into_response())
 }
 
 async fn list_jobs(State(state): State<Arc<ApiState>>) -> Json<Value> {
@@ -360,7 +654,7 @@ fn start(
                 status.checkpoint = Some(checkpoint);
                 status.savepoint = savepoint.map(|sp| {
                     let location = st
-                        .registries
+                        .registries()
                         .iter()
                         .find(|r| r.backend() == sp.backend)
                         .map(|r| r.location())
@@ -455,10 +749,13 @@ async fn list_savepoints(State(state): State<Arc<ApiState>>) -> Result<Json<Valu
     Ok(Json(json!({ "savepoints": all })))
 }
 
-fn find_savepoint(state: &ApiState, id: &str) -> Result<(Savepoint, usize), ApiError> {
-    for (i, r) in state.registries.iter().enumerate() {
+fn find_savepoint(
+    state: &ApiState,
+    id: &str,
+) -> Result<(Savepoint, Arc<dyn SavepointStore>), ApiError> {
+    for r in state.registries() {
         if let Ok(sp) = crate::checkpoint::find(r.as_ref(), id) {
-            return Ok((sp, i));
+            return Ok((sp, r));
         }
     }
     Err(not_found(format!(
@@ -477,8 +774,8 @@ async fn dispose_savepoint(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (sp, i) = find_savepoint(&state, &id)?;
-    state.registries[i].remove(&sp.id).map_err(internal)?;
+    let (sp, registry) = find_savepoint(&state, &id)?;
+    registry.remove(&sp.id).map_err(internal)?;
     let rest: Vec<Savepoint> = state
         .all_savepoints()?
         .into_iter()

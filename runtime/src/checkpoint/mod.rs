@@ -17,7 +17,7 @@ mod retention;
 mod savepoint;
 mod store;
 
-pub use gc::collect_garbage;
+pub use gc::{collect_garbage, write_guard};
 pub use keyed::{MAX_DELTAS, read_key_group, write_key_groups};
 pub use manifest::{
     CheckpointId, CheckpointManifest, ChunkHash, ChunkRef, KeyGroupRef, MANIFEST_FORMAT,
@@ -25,7 +25,8 @@ pub use manifest::{
 };
 pub use retention::{choose_restore, to_delete, unreferenced_chunks};
 pub use savepoint::{
-    EXPORT_RECORD, FsSavepoints, MemorySavepoints, SAVEPOINT_FORMAT, Savepoint, SavepointBackend,
-    SavepointError, SavepointStore, check_name, export, find, import, open_export,
+    EXPORT_RECORD, Found, FsSavepoints, MemorySavepoints, SAVEPOINT_FORMAT, Savepoint,
+    SavepointBackend, SavepointError, SavepointStore, check_name, export, exported, find, import,
+    open_export, resolve as resolve_savepoint,
 };
 pub use store::{CheckpointStore, FsStore, MemStore, StoreError};

@@ -352,6 +352,40 @@ pub fn export(
 
 /// Reads an exported savepoint directory: its record and a store over its
 /// chunks.
+/// A savepoint, and the store holding its chunks when that is not the data
+/// directory's.
+pub type Found = (Savepoint, Option<std::sync::Arc<dyn CheckpointStore>>);
+
+/// A savepoint in an exported directory (`spec` is its path), with a store
+/// over its chunks; `None` when `spec` is no such directory.
+pub fn exported(spec: &str) -> Result<Option<Found>, SavepointError> {
+    let path = Path::new(spec);
+    if !path.join(EXPORT_RECORD).is_file() {
+        return Ok(None);
+    }
+    let (sp, chunks) = open_export(path)?;
+    Ok(Some((sp, Some(std::sync::Arc::new(chunks)))))
+}
+
+/// Finds the savepoint a job starts from: an exported directory, or an ID
+/// or name in one of the registries.
+pub fn resolve(
+    spec: &str,
+    registries: &[std::sync::Arc<dyn SavepointStore>],
+) -> Result<Found, SavepointError> {
+    if let Some(found) = exported(spec)? {
+        return Ok(found);
+    }
+    let mut last = None;
+    for r in registries {
+        match find(r.as_ref(), spec) {
+            Ok(sp) => return Ok((sp, None)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| SavepointError::NotFound(format!("no savepoint '{spec}'"))))
+}
+
 pub fn open_export(dir: &Path) -> Result<(Savepoint, FsStore), SavepointError> {
     let path = dir.join(EXPORT_RECORD);
     let bytes = std::fs::read(&path).map_err(io("read", &path))?;
@@ -368,6 +402,8 @@ pub fn import(
     name: Option<String>,
 ) -> Result<Savepoint, SavepointError> {
     let (mut sp, from) = open_export(dir)?;
+    // No collector may run between the chunks and the record.
+    let _writing = super::gc::write_guard();
     for c in sp.checkpoint.chunks() {
         into.put_chunk(&from.get_chunk(&c)?)?;
     }

@@ -4,8 +4,9 @@
 
 mod run;
 mod savepoint;
+mod serve;
 
-pub use run::{load_manifest, load_modules};
+pub use run::{checkpoint_store, load_manifest, load_modules};
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -29,9 +30,21 @@ pub enum Command {
     /// Run a job in this process until its bounded input ends or it is
     /// stopped; serves the control API meanwhile.
     Run(run::RunArgs),
+    /// Run a long-lived runtime for many jobs with an HTTP API; jobs
+    /// that were running resume after a restart.
+    Serve(serve::ServeArgs),
+    /// Deploy a job to a running `wrun serve` (uploading components given
+    /// by path) and wait until it runs.
+    Deploy(serve::DeployArgs),
+    /// Modules (components): push, list, inspect.
+    Module {
+        /// What to do.
+        #[command(subcommand)]
+        command: serve::ModuleCommand,
+    },
     /// Stop a running job: with --savepoint, at a savepoint; else cancel.
     Stop(savepoint::StopArgs),
-    /// Running jobs: list, status (with the last checkpoints), cancel.
+    /// Jobs: list, status (with the last checkpoints), stop, cancel.
     Job {
         /// What to do.
         #[command(subcommand)]
@@ -91,6 +104,9 @@ pub fn main() -> ExitCode {
     init_logging(&cli.log);
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Serve(args) => serve::serve(args),
+        Command::Deploy(args) => serve::deploy(args),
+        Command::Module { command } => serve::module(command),
         Command::Checkpoint {
             command: CheckpointCommand::List(args),
         } => run::checkpoint_list(args),

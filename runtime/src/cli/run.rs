@@ -42,6 +42,9 @@ pub struct RunArgs {
     pub listen: std::net::SocketAddr,
 }
 
+/// The default largest module `wrun module push` accepts, in MiB.
+pub const DEFAULT_MAX_MODULE_MB: usize = 256;
+
 /// Arguments of `wrun checkpoint list`.
 #[derive(Debug, clap::Args)]
 pub struct CheckpointListArgs {
@@ -110,11 +113,16 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
     let graph = load_manifest(&args.manifest, args.parallelism)?;
     let _lock = lock_data_dir(&args.data_dir)?;
     let store = ModuleStore::new(&args.data_dir);
-    let sandbox = Sandbox::new(SandboxConfig {
+    let sandbox = Arc::new(Sandbox::new(SandboxConfig {
         cache_dir: Some(args.data_dir.join("cache")),
         ..SandboxConfig::default()
-    })?;
+    })?);
     let modules = load_modules(&graph, &store, &sandbox)?;
+    let module_api = crate::api::Modules {
+        store,
+        sandbox: sandbox.clone(),
+        max_bytes: DEFAULT_MAX_MODULE_MB << 20,
+    };
     if args.resume && graph.checkpoint.is_none() {
         anyhow::bail!(
             "--resume needs checkpoints, but job '{}' has no [checkpoint] table in {}; add one (see docs/checkpoints.md) or run without --resume",
@@ -151,7 +159,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         }
         m
     } else if let Some(sp) = &args.from_savepoint {
-        let (sp, chunks) = super::savepoint::resolve(sp, &registries)?;
+        let (sp, chunks) = crate::checkpoint::resolve_savepoint(sp, &registries)?;
         tracing::info!(job = %graph.name, savepoint = %sp.id, "starting from savepoint {} (checkpoint {} of job '{}')", sp.id, sp.checkpoint.id, sp.job());
         restore_store = chunks;
         Some(sp.checkpoint)
@@ -159,11 +167,14 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         None
     };
 
+    let registries_all = registries.clone();
     let control = exec::JobControl::new(&graph.name);
     let api = crate::api::ApiState::new(
         crate::api::token(&args.data_dir)?,
+        "embedded",
         store.clone(),
         registries,
+        Some(module_api),
     );
     api.add_job(&graph.name, control.clone());
     let server = crate::api::serve(args.listen, api.clone())?;
@@ -178,6 +189,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         restore_store,
         allow_non_restored_state: args.allow_non_restored_state,
         savepoints: Some(savepoints),
+        pinned: registries_all,
         control: Some(control),
         ..RunOptions::default()
     };
@@ -257,12 +269,12 @@ pub fn lock_data_dir(data_dir: &Path) -> Result<DataDirLock> {
 
 /// `api.json` while this process serves the API; removed on drop, unless
 /// another process has replaced it since.
-struct EndpointFile {
+pub(super) struct EndpointFile {
     path: PathBuf,
 }
 
 impl EndpointFile {
-    fn write(data_dir: &Path, addr: std::net::SocketAddr) -> Result<EndpointFile> {
+    pub(super) fn write(data_dir: &Path, addr: std::net::SocketAddr) -> Result<EndpointFile> {
         let path = crate::api::endpoint_path(data_dir);
         let ep = crate::api::Endpoint {
             url: format!("http://{addr}"),

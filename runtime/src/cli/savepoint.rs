@@ -4,16 +4,12 @@
 
 use super::run::{checkpoint_store, utc};
 use crate::api::{Client, SavepointSummary};
-use crate::checkpoint::{
-    CheckpointStore, EXPORT_RECORD, FsSavepoints, Savepoint, SavepointStore, collect_garbage,
-    read_key_group,
-};
+use crate::checkpoint::{FsSavepoints, SavepointStore, collect_garbage, read_key_group};
 use crate::state::{DumpValue, KeyGroupRange, KeyedState, StateLimits};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Where to find savepoints: the data directory and the savepoint
@@ -118,6 +114,10 @@ pub struct StopArgs {
     /// With --savepoint: a name for it.
     #[arg(long, requires = "savepoint")]
     pub name: Option<String>,
+    /// With --savepoint: return once the stop is requested, without
+    /// waiting for the savepoint.
+    #[arg(long, requires = "savepoint")]
+    pub detach: bool,
     /// Data directory of the running wrun.
     #[arg(long, env = "WRUN_DATA_DIR", default_value = ".wrun")]
     pub data_dir: PathBuf,
@@ -207,6 +207,20 @@ pub(super) fn run(cmd: SavepointCommand) -> Result<()> {
             if let Some(n) = &name {
                 crate::checkpoint::check_name(n)?;
             }
+            if let Some(c) = Client::running(&at.data_dir) {
+                // The running wrun owns the store: it imports.
+                let abs = std::fs::canonicalize(&dir)
+                    .with_context(|| format!("cannot read {}", dir.display()))?;
+                let sp: SavepointSummary = serde_json::from_value(c.post(
+                    "/v1/savepoints/import",
+                    &json!({ "dir": abs, "name": name }),
+                )?)?;
+                println!(
+                    "imported savepoint {} (job '{}', checkpoint {}) into {}",
+                    sp.id, sp.job, sp.checkpoint, sp.location
+                );
+                return Ok(());
+            }
             // Chunks first, then the record: no garbage collector may run
             // in between.
             let _lock = super::run::lock_data_dir(&at.data_dir)?;
@@ -227,44 +241,10 @@ pub(super) fn run(cmd: SavepointCommand) -> Result<()> {
     }
 }
 
-/// A savepoint, and the store holding its chunks when that is not the data
-/// directory's.
-type Found = (Savepoint, Option<Arc<dyn CheckpointStore>>);
-
-/// A savepoint in an exported directory, with a store over its chunks.
-fn exported(spec: &str) -> Result<Option<Found>> {
-    let path = Path::new(spec);
-    if !path.join(EXPORT_RECORD).is_file() {
-        return Ok(None);
-    }
-    let (sp, chunks) = crate::checkpoint::open_export(path)?;
-    Ok(Some((sp, Some(Arc::new(chunks)))))
-}
-
-/// Finds a savepoint for `wrun run --from-savepoint`: an exported
-/// directory, or an ID or name in one of the registries. Returns it and
-/// the store holding its chunks when that is not the data directory's.
-pub(super) fn resolve(spec: &str, registries: &[Arc<dyn SavepointStore>]) -> Result<Found> {
-    if let Some(found) = exported(spec)? {
-        return Ok(found);
-    }
-    let mut last = None;
-    for r in registries {
-        match crate::checkpoint::find(r.as_ref(), spec) {
-            Ok(sp) => return Ok((sp, None)),
-            Err(e) => last = Some(e),
-        }
-    }
-    match last {
-        Some(e) => Err(e.into()),
-        None => bail!("no savepoint '{spec}'"),
-    }
-}
-
 /// A savepoint by ID, name or exported directory: from the running wrun
 /// (which also knows its memory savepoints) or the savepoint directory.
-fn lookup(at: &Location, spec: &str) -> Result<Found> {
-    if let Some(found) = exported(spec)? {
+fn lookup(at: &Location, spec: &str) -> Result<crate::checkpoint::Found> {
+    if let Some(found) = crate::checkpoint::exported(spec)? {
         return Ok(found);
     }
     if let Some(c) = Client::running(&at.data_dir)
@@ -540,6 +520,10 @@ pub(super) fn stop(args: StopArgs) -> Result<()> {
         }),
     )?;
     let id = r["request-id"].as_str().unwrap_or_default().to_string();
+    if args.detach {
+        println!("stop with savepoint requested: {id} (GET /v1/requests/{id})");
+        return Ok(());
+    }
     let v = c.wait(&id, progress("stop with savepoint"))?;
     print_taken(&v)?;
     println!("job '{}' stopped", args.job);
@@ -574,6 +558,9 @@ pub enum JobCommand {
         #[arg(long, env = "WRUN_DATA_DIR", default_value = ".wrun")]
         data_dir: PathBuf,
     },
+    /// Stop a job: with --savepoint, at a savepoint; else cancel (same as
+    /// `wrun stop`).
+    Stop(StopArgs),
     /// Cancel a job: no savepoint, no restart (`wrun stop JOB` does the same).
     Cancel {
         /// The job.
@@ -644,6 +631,7 @@ pub(super) fn job(cmd: JobCommand) -> Result<()> {
             }
             Ok(())
         }
+        JobCommand::Stop(args) => stop(args),
         JobCommand::Cancel { job, data_dir } => {
             let c = Client::for_data_dir(&data_dir)?;
             c.post(&format!("/v1/jobs/{job}/cancel"), &json!({}))?;

@@ -177,11 +177,18 @@ impl Output {
 }
 
 /// All out-edges of a subtask.
-pub struct Outputs(pub Vec<Output>);
+pub struct Outputs(
+    pub Vec<Output>,
+    /// The vertex's live counters and its index there.
+    pub Option<(std::sync::Arc<super::metrics::JobMetrics>, usize)>,
+);
 
 impl Outputs {
     /// Routes events to every out-edge.
     pub fn emit(&mut self, events: Vec<Event>) -> Result<(), ExecError> {
+        if let Some((m, v)) = &self.1 {
+            m.vertex(*v).add_out(events.len());
+        }
         match self.0.len() {
             0 => Ok(()),
             1 => events.into_iter().try_for_each(|e| self.0[0].push(e)),

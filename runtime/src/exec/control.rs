@@ -74,6 +74,8 @@ pub struct JobStatus {
     pub restarts: u32,
     /// The newest completed checkpoint of this run.
     pub last_checkpoint: Option<u64>,
+    /// The checkpoint the current attempt started from.
+    pub restored_from: Option<u64>,
     /// The last completed checkpoints, oldest first (at most
     /// [`CHECKPOINT_HISTORY`]).
     pub checkpoints: Vec<CheckpointSummary>,
@@ -102,6 +104,7 @@ pub struct CheckpointSummary {
 
 /// The handle to a running job.
 pub struct JobControl {
+    metrics: std::sync::OnceLock<Arc<super::metrics::JobMetrics>>,
     coordinator: Mutex<Option<Sender<Ack>>>,
     cancel_attempt: Mutex<Option<Arc<AtomicBool>>>,
     cancelled: AtomicBool,
@@ -112,6 +115,7 @@ impl JobControl {
     /// A handle for job `name`, before it starts.
     pub fn new(name: &str) -> Arc<JobControl> {
         Arc::new(JobControl {
+            metrics: std::sync::OnceLock::new(),
             coordinator: Mutex::new(None),
             cancel_attempt: Mutex::new(None),
             cancelled: AtomicBool::new(false),
@@ -120,10 +124,27 @@ impl JobControl {
                 state: JobState::Starting,
                 restarts: 0,
                 last_checkpoint: None,
+                restored_from: None,
                 checkpoints: Vec::new(),
                 error: None,
             }),
         })
+    }
+
+    /// The job's live counters, once it has started.
+    pub fn metrics(&self) -> Option<Arc<super::metrics::JobMetrics>> {
+        self.metrics.get().cloned()
+    }
+
+    /// The job's counters, created for `graph` on first use; they outlive
+    /// attempts so that counters only grow.
+    pub(crate) fn metrics_for(
+        &self,
+        graph: &crate::job::JobGraph,
+    ) -> Arc<super::metrics::JobMetrics> {
+        self.metrics
+            .get_or_init(|| Arc::new(super::metrics::JobMetrics::for_graph(graph)))
+            .clone()
     }
 
     /// The job's status now.

@@ -67,6 +67,8 @@ pub(crate) struct Coordinator<'a> {
     pub(crate) periodic: bool,
     /// Where savepoints are registered.
     pub(crate) savepoints: Option<Arc<dyn SavepointStore>>,
+    /// Other registries whose savepoints keep chunks alive.
+    pub(crate) pinned: Vec<Arc<dyn SavepointStore>>,
     /// The job's control handle, for status.
     pub(crate) control: Option<Arc<JobControl>>,
     /// Fails the job (a stop-with-savepoint that could not complete).
@@ -218,6 +220,9 @@ impl Coordinator<'_> {
     /// A checkpoint that will not complete: tell whoever asked for it; a
     /// stop that cannot complete fails the job (its sources have stopped).
     fn abandon(&self, request: Option<Request>, why: String) {
+        if let Some(m) = self.control.as_ref().and_then(|c| c.metrics()) {
+            m.checkpoint_failed();
+        }
         if let Some(r) = request {
             if r.stop.is_some() {
                 (self.fail)(format!(
@@ -233,7 +238,11 @@ impl Coordinator<'_> {
     fn complete(&mut self, mut p: Pending) -> Option<Savepoint> {
         let id = p.id;
         let request = p.request.take();
-        let (manifest, groups) = match self.write(p) {
+        let written = {
+            let _writing = crate::checkpoint::write_guard();
+            self.write(p)
+        };
+        let (manifest, groups) = match written {
             Ok(m) => m,
             Err(e) => {
                 let msg = format!("checkpoint {id} failed: {e}");
@@ -266,6 +275,14 @@ impl Coordinator<'_> {
         self.last = last;
         self.last_completed = true;
         if let Some(c) = &self.control {
+            if let Some(m) = c.metrics() {
+                m.checkpoint_completed(
+                    id,
+                    manifest.duration_ms,
+                    manifest.full_bytes,
+                    manifest.new_bytes,
+                );
+            }
             c.update(|s| {
                 s.last_checkpoint = Some(id);
                 s.checkpoints.push(super::control::CheckpointSummary {
@@ -463,14 +480,15 @@ impl Coordinator<'_> {
             self.store.delete_manifest(&self.graph.name, id)?;
         }
         // Savepoints keep their chunks: they hold the manifests they pin.
-        let savepoints = match &self.savepoints {
-            Some(s) => s.list().map_err(|e| crate::checkpoint::StoreError::Io {
+        // Every registry on this store counts, not only this job's.
+        let mut savepoints = Vec::new();
+        for s in self.savepoints.iter().chain(&self.pinned) {
+            savepoints.extend(s.list().map_err(|e| crate::checkpoint::StoreError::Io {
                 op: "list savepoints in",
                 path: s.location().into(),
                 error: std::io::Error::other(e.to_string()),
-            })?,
-            None => Vec::new(),
-        };
+            })?);
+        }
         collect_garbage(self.store.as_ref(), &savepoints)?;
         Ok(())
     }

@@ -29,6 +29,10 @@ pub(super) struct Inputs {
     blocked: Vec<bool>,
     aligning: Option<Barrier>,
     waiting: VecDeque<Message>,
+    /// When the first barrier of the alignment in progress arrived.
+    align_started: Option<std::time::Instant>,
+    /// How long the last alignment took.
+    last_alignment: Duration,
 }
 
 impl Inputs {
@@ -39,6 +43,8 @@ impl Inputs {
             blocked: vec![false; channels],
             aligning: None,
             waiting: VecDeque::new(),
+            align_started: None,
+            last_alignment: Duration::ZERO,
         }
     }
 
@@ -76,6 +82,9 @@ impl Inputs {
                 Payload::Batch(b) => return Ok(Next::Batch(b)),
                 Payload::Barrier(b) => {
                     self.blocked[c] = true;
+                    if self.aligning.is_none() {
+                        self.align_started = Some(std::time::Instant::now());
+                    }
                     self.aligning = Some(b);
                 }
                 Payload::End => self.ended[c] = true,
@@ -84,6 +93,11 @@ impl Inputs {
                 && self.aligned()
             {
                 self.aligning = None;
+                self.last_alignment = self
+                    .align_started
+                    .take()
+                    .map(|t| t.elapsed())
+                    .unwrap_or_default();
                 self.blocked.iter_mut().for_each(|b| *b = false);
                 return Ok(Next::Aligned(id));
             }
@@ -91,6 +105,11 @@ impl Inputs {
                 return Ok(Next::End);
             }
         }
+    }
+
+    /// First barrier to alignment, of the last barrier aligned.
+    pub(super) fn last_alignment(&self) -> Duration {
+        self.last_alignment
     }
 
     fn recv(&mut self, timeout: Duration) -> Result<Option<Message>, ExecError> {

@@ -10,6 +10,7 @@ pub mod channel;
 mod control;
 mod coordinator;
 mod inputs;
+pub mod metrics;
 mod operator;
 mod sink;
 mod source;
@@ -164,6 +165,9 @@ pub struct RunOptions {
     pub allow_non_restored_state: bool,
     /// Where savepoints are registered.
     pub savepoints: Option<Arc<dyn SavepointStore>>,
+    /// Every other savepoint registry on the checkpoint store: garbage
+    /// collection keeps the chunks their savepoints reference.
+    pub pinned: Vec<Arc<dyn SavepointStore>>,
     /// The handle through which the job is reached while it runs. With a
     /// control and a store, the job takes checkpoints on request even
     /// without a `[checkpoint]` table.
@@ -208,6 +212,13 @@ pub fn run_supervised(
     let started = Instant::now();
     let mut opts = opts.clone();
     let initial = (opts.restore.clone(), opts.restore_store.clone());
+    // Checkpoints up to this ID are older than this run: a restart never
+    // goes back to one of them (a previous run's state), only to the
+    // checkpoint or savepoint the run started from.
+    let floor = match &opts.store {
+        Some(store) => newest_checkpoint_id(store.as_ref(), &graph.name)?,
+        None => 0,
+    };
     let mut restarts = 0;
     let set_state = |state: JobState, restarts: u32, error: Option<String>| {
         if let Some(c) = &opts.control {
@@ -244,14 +255,15 @@ pub fn run_supervised(
             }
             Err(e) if restarts < graph.restart.attempts => {
                 restarts += 1;
+                if let Some(m) = opts.control.as_ref().and_then(|c| c.metrics()) {
+                    m.restarted();
+                }
                 set_state(JobState::Restarting, restarts, Some(e.to_string()));
                 opts.fail_point = None;
                 // The newest checkpoint taken since the start; before the
                 // first one, the checkpoint or savepoint the job started from.
-                let since = initial.0.as_ref().map(|m| m.id.0).unwrap_or(0);
                 let latest = match &opts.store {
-                    Some(store) => latest_checkpoint(store.as_ref(), &graph.name)?
-                        .filter(|m| m.id.0 > since || initial.0.is_none()),
+                    Some(store) => latest_checkpoint_after(store.as_ref(), &graph.name, floor)?,
                     None => None,
                 };
                 (opts.restore, opts.restore_store) = match latest {
@@ -280,12 +292,37 @@ pub fn latest_checkpoint(
     store: &dyn CheckpointStore,
     job: &str,
 ) -> Result<Option<CheckpointManifest>, ExecError> {
-    let ids = store
+    latest_checkpoint_after(store, job, 0)
+}
+
+/// The highest checkpoint ID of `job` in `store` (0: none).
+pub fn newest_checkpoint_id(store: &dyn CheckpointStore, job: &str) -> Result<u64, ExecError> {
+    Ok(store
+        .list_checkpoints(job)
+        .map_err(|e| ExecError::Restore {
+            id: 0,
+            detail: e.to_string(),
+        })?
+        .iter()
+        .map(|c| c.0)
+        .max()
+        .unwrap_or(0))
+}
+
+/// [`latest_checkpoint`] among those with an ID above `after` (the ones a
+/// run whose store held checkpoints up to `after` took itself).
+pub fn latest_checkpoint_after(
+    store: &dyn CheckpointStore,
+    job: &str,
+    after: u64,
+) -> Result<Option<CheckpointManifest>, ExecError> {
+    let mut ids = store
         .list_checkpoints(job)
         .map_err(|e| ExecError::Restore {
             id: 0,
             detail: e.to_string(),
         })?;
+    ids.retain(|c| c.0 > after);
     let mut found = None;
     let (chosen, skipped) = choose_restore(
         &ids,
@@ -333,7 +370,7 @@ fn wait_commit(
 
 /// Checks that a job can start from checkpoint or savepoint `m`, before
 /// any subtask starts (DESIGN.md, "Savepoints": restore rules).
-fn check_restore(
+pub fn check_restore(
     graph: &JobGraph,
     m: &CheckpointManifest,
     modules: &HashMap<usize, Arc<OperatorModule>>,
@@ -532,6 +569,13 @@ pub fn run_job(
         }
     }
 
+    let metrics = match &opts.control {
+        Some(c) => c.metrics_for(graph),
+        None => Arc::new(metrics::JobMetrics::for_graph(graph)),
+    };
+    if let Some(c) = &opts.control {
+        c.update(|s| s.restored_from = restore.map(|m| m.id.0));
+    }
     let outputs_for = |v: usize, subtask: u32| -> Outputs {
         Outputs(
             graph
@@ -559,6 +603,7 @@ pub fn run_job(
                     )
                 })
                 .collect(),
+            Some((metrics.clone(), v)),
         )
     };
     let mut all_outputs: Vec<Vec<Option<Outputs>>> = graph
@@ -643,6 +688,7 @@ pub fn run_job(
                 last_completed: false,
                 periodic,
                 savepoints: opts.savepoints.clone(),
+                pinned: opts.pinned.clone(),
                 control: opts.control.clone(),
                 fail: &fail_job,
             })
@@ -674,12 +720,12 @@ pub fn run_job(
             for s in 0..vertex.parallelism {
                 let outputs = all_outputs[v][s as usize]
                     .take()
-                    .unwrap_or(Outputs(Vec::new()));
+                    .unwrap_or(Outputs(Vec::new(), None));
                 let rx = receivers[v].get_mut(s as usize).and_then(Option::take);
                 let trigger = triggers.remove(&(v, s));
                 let commit = commits.remove(&(v, s));
                 let ack = checkpointing.then(|| ack_tx.clone());
-                let (shared, counts) = (&shared, &counts);
+                let (shared, counts, metrics) = (&shared, &counts, &metrics);
                 let name = format!("{}[{s}]", vertex.name);
                 let inputs = input_count[v];
                 let fail_after = opts
@@ -738,10 +784,12 @@ pub fn run_job(
                                 match inputs.next(Duration::from_millis(20))? {
                                     Next::Batch(b) => {
                                         c.records_in += b.len() as u64;
+                                        metrics.vertex(v).add_in(b.len());
                                         sink.write(&vertex.name, &b)?;
                                     }
                                     Next::Aligned(b) => {
                                         let id = b.id;
+                                        metrics.vertex(v).alignment(inputs.last_alignment());
                                         let state = sink.barrier(&vertex.name, id)?;
                                         if let Some(ack) = &ack {
                                             let _ = ack.send(Ack::Done {
@@ -808,6 +856,7 @@ pub fn run_job(
                                 ack,
                                 restore: r.operator_state,
                                 fail_after,
+                                metrics: metrics.clone(),
                             };
                             l.run(shared)
                         }

@@ -95,14 +95,24 @@ pub(super) struct Loop<'a> {
     pub(super) restore: Option<OperatorSnapshot>,
     /// Fault injection for recovery tests: fail after this many records.
     pub(super) fail_after: Option<u64>,
+    /// The job's live counters.
+    pub(super) metrics: std::sync::Arc<super::metrics::JobMetrics>,
 }
 
 impl Loop<'_> {
+    fn count_trap(&self, e: &SandboxError) {
+        if matches!(e, SandboxError::Trap { .. }) {
+            self.metrics.vertex(self.vertex).trap();
+        }
+    }
+
     fn process(&mut self, batch: Vec<Event>, counts: &mut Counts) -> Result<(), ExecError> {
         if batch.is_empty() {
             return Ok(());
         }
         counts.records_in += batch.len() as u64;
+        let m = self.metrics.vertex(self.vertex);
+        m.add_in(batch.len());
         if let Some(n) = self.fail_after
             && counts.records_in >= n
         {
@@ -111,7 +121,12 @@ impl Loop<'_> {
                 self.info.uid, self.info.subtask_index
             )));
         }
-        let out = self.logic.process(&batch)?;
+        let started = std::time::Instant::now();
+        let out = self
+            .logic
+            .process(&batch)
+            .inspect_err(|e| self.count_trap(e))?;
+        self.metrics.vertex(self.vertex).batch(started.elapsed());
         counts.records_out += out.len() as u64;
         self.outputs.emit(out)
     }
@@ -126,7 +141,9 @@ impl Loop<'_> {
         } else {
             None
         };
-        self.logic.open(&self.info)?;
+        self.logic
+            .open(&self.info)
+            .inspect_err(|e| self.count_trap(e))?;
         let rx = std::mem::replace(&mut self.rx, std::sync::mpsc::sync_channel(0).1);
         let mut inputs = Inputs::new(rx, self.inputs);
         let mut pending: Vec<Event> = Vec::new();
@@ -151,6 +168,9 @@ impl Loop<'_> {
                 }
                 Next::Aligned(barrier) => {
                     let id = barrier.id;
+                    self.metrics
+                        .vertex(self.vertex)
+                        .alignment(inputs.last_alignment());
                     // Everything before the barrier belongs to this
                     // checkpoint: process it, snapshot, then pass it on.
                     let batch = std::mem::take(&mut pending);
@@ -158,7 +178,7 @@ impl Loop<'_> {
                     if barrier.stop == Some(super::StopMode::Drain) {
                         // Drain: the operator's final output belongs to the
                         // savepoint too.
-                        let out = self.logic.close()?;
+                        let out = self.logic.close().inspect_err(|e| self.count_trap(e))?;
                         counts.records_out += out.len() as u64;
                         self.outputs.emit(out)?;
                     }
@@ -190,7 +210,7 @@ impl Loop<'_> {
         }
         let batch = std::mem::take(&mut pending);
         self.process(batch, &mut counts)?;
-        let out = self.logic.close()?;
+        let out = self.logic.close().inspect_err(|e| self.count_trap(e))?;
         counts.records_out += out.len() as u64;
         self.outputs.emit(out)?;
         self.outputs.end()?;

@@ -1,6 +1,12 @@
 //! The module store: components addressed by the blake3 digest of their
 //! bytes, optionally named `name@version`, and the resolution of a
-//! manifest's component references to bytes.
+//! manifest's component references to bytes. [`push`] validates an upload
+//! (size, component or core module with an embedded type, the
+//! `wrun:operator` world), compiles it once and stores it.
+
+mod push;
+
+pub use push::{ModuleInfo, PushError, Pushed, push};
 
 use crate::job::ComponentRef;
 use std::path::{Path, PathBuf};
@@ -150,6 +156,154 @@ impl ModuleStore {
             });
         }
         Ok(bytes)
+    }
+
+    fn meta_file(&self, hex: &str) -> PathBuf {
+        self.dir.join("meta").join(format!("{hex}.json"))
+    }
+
+    /// The digest `name@version` names, if any.
+    pub fn named(&self, name: &str, version: &str) -> Result<Option<String>, ModuleError> {
+        let f = self.name_file(name, version);
+        match std::fs::read_to_string(&f) {
+            Ok(hex) => Ok(Some(hex.trim().to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(ModuleError::Io { path: f, error: e }),
+        }
+    }
+
+    /// Every `name@version` and the digest it names, sorted.
+    pub fn names(&self) -> Result<Vec<(String, String, String)>, ModuleError> {
+        let dir = self.dir.join("names");
+        let mut out = Vec::new();
+        let io = |path: &Path, e| ModuleError::Io {
+            path: path.to_path_buf(),
+            error: e,
+        };
+        let names = match std::fs::read_dir(&dir) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io(&dir, e)),
+        };
+        for n in names {
+            let n = n.map_err(|e| io(&dir, e))?;
+            let name = n.file_name().to_string_lossy().to_string();
+            for v in std::fs::read_dir(n.path()).map_err(|e| io(&n.path(), e))? {
+                let v = v.map_err(|e| io(&n.path(), e))?;
+                let version = v.file_name().to_string_lossy().to_string();
+                if version.starts_with('.') {
+                    continue;
+                }
+                let hex = std::fs::read_to_string(v.path()).map_err(|e| io(&v.path(), e))?;
+                out.push((name.clone(), version, hex.trim().to_string()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Records what validation found out about a stored module.
+    pub fn put_info(&self, info: &ModuleInfo) -> Result<(), ModuleError> {
+        let bytes = serde_json::to_vec_pretty(info).map_err(|e| ModuleError::Io {
+            path: self.meta_file(&info.hex()),
+            error: std::io::Error::other(e),
+        })?;
+        write_atomic(&self.meta_file(&info.hex()), &bytes)
+    }
+
+    /// What is recorded about a stored module (its names filled in).
+    pub fn info(&self, hex: &str) -> Result<ModuleInfo, ModuleError> {
+        let path = self.meta_file(hex);
+        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ModuleError::UnknownDigest {
+                digest: format!("blake3:{hex}"),
+                dir: self.dir.clone(),
+            },
+            _ => ModuleError::Io {
+                path: path.clone(),
+                error: e,
+            },
+        })?;
+        let mut info: ModuleInfo = serde_json::from_slice(&bytes).map_err(|e| ModuleError::Io {
+            path: path.clone(),
+            error: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })?;
+        info.names = self
+            .names()?
+            .into_iter()
+            .filter(|(_, _, h)| h == hex)
+            .map(|(n, v, _)| format!("{n}@{v}"))
+            .collect();
+        Ok(info)
+    }
+
+    /// Every pushed module, oldest first.
+    pub fn list(&self) -> Result<Vec<ModuleInfo>, ModuleError> {
+        let dir = self.dir.join("meta");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(ModuleError::Io {
+                    path: dir,
+                    error: e,
+                });
+            }
+        };
+        let mut out = Vec::new();
+        for e in entries {
+            let e = e.map_err(|e| ModuleError::Io {
+                path: dir.clone(),
+                error: e,
+            })?;
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(hex) = name.strip_suffix(".json")
+                && !name.starts_with('.')
+            {
+                out.push(self.info(hex)?);
+            }
+        }
+        out.sort_by(|a, b| (a.pushed_at_ms, &a.digest).cmp(&(b.pushed_at_ms, &b.digest)));
+        Ok(out)
+    }
+
+    /// The digest (hex) a user's reference means: `name@version`,
+    /// `blake3:<hex>`, or a unique hex prefix of at least 8 digits.
+    pub fn lookup(&self, spec: &str) -> Result<String, ModuleError> {
+        let unknown = || ModuleError::UnknownDigest {
+            digest: spec.to_string(),
+            dir: self.dir.clone(),
+        };
+        if let Some((name, version)) = spec.split_once('@') {
+            return self
+                .named(name, version)?
+                .ok_or_else(|| ModuleError::UnknownName {
+                    name: name.to_string(),
+                    version: version.to_string(),
+                    dir: self.dir.clone(),
+                });
+        }
+        let prefix = spec.strip_prefix("blake3:").unwrap_or(spec);
+        if prefix.len() < 8 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(unknown());
+        }
+        let matches: Vec<String> = self
+            .list()?
+            .into_iter()
+            .map(|i| i.hex())
+            .filter(|h| h.starts_with(prefix))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(unknown()),
+            _ => Err(ModuleError::Io {
+                path: self.dir.clone(),
+                error: std::io::Error::other(format!(
+                    "{spec} matches {} modules; give more digits",
+                    matches.len()
+                )),
+            }),
+        }
     }
 
     /// Resolves a manifest reference to the component's bytes.

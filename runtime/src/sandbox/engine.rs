@@ -56,6 +56,8 @@ pub struct OperatorModule {
     pub imports_wasi: bool,
     /// Every import name.
     pub imports: Vec<String>,
+    /// Every export name.
+    pub exports: Vec<String>,
     pub(crate) pre: OperatorPre<SubtaskData>,
 }
 
@@ -311,6 +313,7 @@ impl Sandbox {
             imports_state,
             imports_wasi,
             imports,
+            exports,
             pre,
         })
     }

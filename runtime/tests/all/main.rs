@@ -10,4 +10,5 @@ mod io;
 mod limits;
 mod partition;
 mod savepoint;
+mod serve;
 mod wordcount;

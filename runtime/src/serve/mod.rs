@@ -1,0 +1,553 @@
+//! `wrun serve`: a long-running runtime for many jobs. Each deployed job
+//! has a record in `<data-dir>/jobs/<name>.json` (its manifest, pinned
+//! module digests, what it started from, and what it should be doing), and
+//! runs on threads of its own under its restart policy. After a restart of
+//! the process (clean or `kill -9`), every job whose record says `running`
+//! resumes from its newest checkpoint taken since it was deployed (or from
+//! what it was deployed from).
+
+use crate::api::{ApiError, ApiState, DeployRequest, Deployer};
+use crate::checkpoint::{
+    CheckpointManifest, CheckpointStore, FsSavepoints, SavepointBackend, SavepointStore,
+};
+use crate::exec::{self, JobControl, JobState, JobStatus, RunOptions};
+use crate::job::{ComponentRef, JobGraph, VertexKind};
+use crate::module::ModuleStore;
+use crate::sandbox::{OperatorModule, Sandbox};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// What a deployed job should be doing, as recorded on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Desired {
+    /// Run it (and resume it after a restart of `wrun serve`).
+    Running,
+    /// It stopped at a savepoint.
+    Stopped,
+    /// Its input ended.
+    Finished,
+    /// A user cancelled it.
+    Cancelled,
+    /// It failed for good.
+    Failed,
+}
+
+/// A deployed job, as persisted in `<data-dir>/jobs/<name>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct JobRecord {
+    /// The job.
+    pub name: String,
+    /// The manifest text as deployed.
+    pub manifest: String,
+    /// Where it came from (for messages).
+    pub manifest_path: String,
+    /// Relative paths in the manifest resolve against this.
+    pub base_dir: PathBuf,
+    /// The default parallelism given at deploy.
+    pub parallelism: Option<u32>,
+    /// Every operator's module, pinned by digest (`blake3:<hex>`) at deploy.
+    pub modules: BTreeMap<String, String>,
+    /// The savepoint it was deployed from (its ID).
+    pub from_savepoint: Option<String>,
+    /// `--allow-non-restored-state` at deploy.
+    pub allow_non_restored_state: bool,
+    /// Checkpoints of this job up to this ID predate the deployment.
+    pub checkpoint_floor: u64,
+    /// When it was deployed (ms since the Unix epoch).
+    pub deployed_at_ms: u64,
+    /// What it should be doing.
+    pub desired: Desired,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The savepoint it stopped at.
+    pub stopped_at: Option<String>,
+}
+
+/// Settings of `wrun serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Largest module accepted, in bytes.
+    pub max_module_bytes: usize,
+}
+
+struct Running {
+    control: Arc<JobControl>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The runtime behind `wrun serve`.
+pub struct Runtime {
+    data_dir: PathBuf,
+    sandbox: Arc<Sandbox>,
+    modules: ModuleStore,
+    store: Arc<dyn CheckpointStore>,
+    memory: Arc<dyn SavepointStore>,
+    filesystem: Arc<dyn SavepointStore>,
+    api: Arc<ApiState>,
+    jobs: Mutex<HashMap<String, Running>>,
+    /// Set while the process shuts down: jobs then end without changing
+    /// their records, so they resume on the next start.
+    shutting_down: Arc<AtomicBool>,
+    /// Serializes deploys (checks and start of one job at a time).
+    deploying: Mutex<()>,
+}
+
+/// Every operator's compiled module, by vertex index.
+type Loaded = HashMap<usize, Arc<OperatorModule>>;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+impl Runtime {
+    /// Opens the data directory's stores and the API state. Jobs are not
+    /// started until [`Runtime::resume_all`].
+    pub fn open(cfg: &ServeConfig, sandbox: Arc<Sandbox>) -> anyhow::Result<Arc<Runtime>> {
+        let store = crate::cli::checkpoint_store(&cfg.data_dir)?;
+        let memory: Arc<dyn SavepointStore> =
+            Arc::new(crate::checkpoint::MemorySavepoints::default());
+        let filesystem: Arc<dyn SavepointStore> =
+            Arc::new(FsSavepoints::open(&cfg.data_dir.join("savepoints"))?);
+        let modules = ModuleStore::new(&cfg.data_dir);
+        let api = ApiState::new(
+            crate::api::token(&cfg.data_dir)?,
+            "serve",
+            store.clone(),
+            vec![memory.clone(), filesystem.clone()],
+            Some(crate::api::Modules {
+                store: modules.clone(),
+                sandbox: sandbox.clone(),
+                max_bytes: cfg.max_module_bytes,
+            }),
+        );
+        let rt = Arc::new(Runtime {
+            data_dir: cfg.data_dir.clone(),
+            sandbox,
+            modules,
+            store,
+            memory,
+            filesystem,
+            api: api.clone(),
+            jobs: Mutex::new(HashMap::new()),
+            shutting_down: Arc::new(AtomicBool::new(false)),
+            deploying: Mutex::new(()),
+        });
+        api.set_deployer(Arc::new(Handle(Arc::downgrade(&rt))));
+        Ok(rt)
+    }
+
+    /// The API state to serve.
+    pub fn api(&self) -> Arc<ApiState> {
+        self.api.clone()
+    }
+
+    fn jobs_dir(&self) -> PathBuf {
+        self.data_dir.join("jobs")
+    }
+
+    fn record_path(&self, name: &str) -> PathBuf {
+        self.jobs_dir().join(format!("{name}.json"))
+    }
+
+    fn save(&self, r: &JobRecord) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec_pretty(r)?;
+        crate::module::write_atomic(&self.record_path(&r.name), &bytes)?;
+        Ok(())
+    }
+
+    /// Every job record in the data directory.
+    pub fn records(&self) -> anyhow::Result<Vec<JobRecord>> {
+        let dir = self.jobs_dir();
+        let mut out = Vec::new();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => anyhow::bail!("cannot read {}: {e}", dir.display()),
+        };
+        for e in entries {
+            let path = e?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().to_string());
+            if !name.is_some_and(|n| n.ends_with(".json") && !n.starts_with('.')) {
+                continue;
+            }
+            let text = std::fs::read(&path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            match serde_json::from_slice::<JobRecord>(&text) {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::error!(
+                    "job record {} is unreadable ({e}); that job is not resumed: fix or remove the file",
+                    path.display()
+                ),
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Starts every job whose record says it runs: from its newest
+    /// checkpoint since it was deployed, or from what it was deployed from.
+    /// Jobs that cannot start are marked failed with the reason.
+    pub fn resume_all(self: &Arc<Self>) -> anyhow::Result<()> {
+        for mut r in self.records()? {
+            let control = JobControl::new(&r.name);
+            self.api.add_job(&r.name, control.clone());
+            if r.desired != Desired::Running {
+                // Shown in `wrun job list` with how it ended.
+                control.update(|s| {
+                    s.state = match r.desired {
+                        Desired::Stopped => JobState::Stopped,
+                        Desired::Finished => JobState::Finished,
+                        Desired::Cancelled => JobState::Cancelled,
+                        _ => JobState::Failed,
+                    };
+                    s.error = r.error.clone();
+                });
+                continue;
+            }
+            let started = self.prepare(&r).and_then(|(graph, modules)| {
+                let latest = exec::latest_checkpoint_after(
+                    self.store.as_ref(),
+                    &r.name,
+                    r.checkpoint_floor,
+                )
+                .map_err(|e| bad(e.to_string()))?;
+                let (restore, restore_store) = match latest {
+                    Some(m) => {
+                        tracing::info!(job = %r.name, "resuming from checkpoint {}", m.id);
+                        (Some(m), None)
+                    }
+                    None => match &r.from_savepoint {
+                        Some(sp) => {
+                            tracing::info!(job = %r.name, "no checkpoint since deploy; starting again from savepoint {sp}");
+                            let (sp, chunks) = self.savepoint(sp)?;
+                            (Some(sp), chunks)
+                        }
+                        None => (None, None),
+                    },
+                };
+                self.start(&r, graph, modules, control.clone(), restore, restore_store);
+                Ok(())
+            });
+            if let Err(ApiError(_, e)) = started {
+                tracing::error!(job = %r.name, "cannot resume: {e}");
+                r.desired = Desired::Failed;
+                r.error = Some(format!("cannot resume after a restart of wrun serve: {e}"));
+                control.update(|s| {
+                    s.state = JobState::Failed;
+                    s.error = r.error.clone();
+                });
+                let _ = self.save(&r);
+            }
+        }
+        Ok(())
+    }
+
+    fn savepoint(
+        &self,
+        spec: &str,
+    ) -> Result<(CheckpointManifest, Option<Arc<dyn CheckpointStore>>), ApiError> {
+        let (sp, chunks) = crate::checkpoint::resolve_savepoint(spec, &self.api.registries())
+            .map_err(|e| bad(format!("{e}; `wrun savepoint list` shows the savepoints")))?;
+        Ok((sp.checkpoint, chunks))
+    }
+
+    /// Parses a record's manifest, pins its modules and loads them.
+    fn prepare(&self, r: &JobRecord) -> Result<(JobGraph, Loaded), ApiError> {
+        let mut graph =
+            crate::job::parse_manifest(&r.manifest, &r.manifest_path, &r.base_dir, r.parallelism)
+                .map_err(|e| bad(e.to_string()))?;
+        for v in &mut graph.vertices {
+            if let VertexKind::Operator { component, .. } = &mut v.kind {
+                let digest = r
+                    .modules
+                    .get(&v.name)
+                    .ok_or_else(|| bad(format!("operator '{}' has no pinned module", v.name)))?;
+                *component = ComponentRef::Digest(
+                    digest.strip_prefix("blake3:").unwrap_or(digest).to_string(),
+                );
+            }
+        }
+        let modules = crate::cli::load_modules(&graph, &self.modules, &self.sandbox)
+            .map_err(|e| bad(chain(&e)))?;
+        Ok((graph, modules))
+    }
+
+    /// Pins every operator's module: uploaded paths (by the CLI), digests
+    /// and `name@version` become digests.
+    fn pin(
+        &self,
+        req: &DeployRequest,
+        graph: &JobGraph,
+    ) -> Result<BTreeMap<String, String>, ApiError> {
+        let mut pinned = BTreeMap::new();
+        for v in &graph.vertices {
+            let VertexKind::Operator { component, .. } = &v.kind else {
+                continue;
+            };
+            let hex = match component {
+                ComponentRef::Path(p) => {
+                    let given = req.components.get(&v.name).ok_or_else(|| {
+                        bad(format!(
+                            "operator '{}' names its component by path ({}); a server runs uploaded modules only: `wrun deploy` uploads paths itself, or `wrun module push` it and name it name@version or by digest",
+                            v.name,
+                            p.display()
+                        ))
+                    })?;
+                    self.modules.lookup(given).map_err(|e| bad(e.to_string()))?
+                }
+                ComponentRef::Digest(hex) => hex.clone(),
+                ComponentRef::Named { name, version } => self
+                    .modules
+                    .lookup(&format!("{name}@{version}"))
+                    .map_err(|e| bad(format!("operator '{}': {e}; push it with `wrun module push FILE --name {name} --version {version}`", v.name)))?,
+            };
+            self.modules.info(&hex).map_err(|e| {
+                bad(format!(
+                    "operator '{}': {e}; push it with `wrun module push`",
+                    v.name
+                ))
+            })?;
+            pinned.insert(v.name.clone(), format!("blake3:{hex}"));
+        }
+        Ok(pinned)
+    }
+
+    fn deploy(self: &Arc<Self>, req: DeployRequest) -> Result<JobStatus, ApiError> {
+        let _one_at_a_time = self.deploying.lock().unwrap_or_else(|p| p.into_inner());
+        let path = req
+            .manifest_path
+            .clone()
+            .unwrap_or_else(|| "job.toml".into());
+        let base = match &req.base_dir {
+            Some(b) if b.is_absolute() => b.clone(),
+            Some(b) => {
+                return Err(bad(format!("`base-dir` {} must be absolute", b.display())));
+            }
+            None => self.data_dir.clone(),
+        };
+        let graph = crate::job::parse_manifest(&req.manifest, &path, &base, req.parallelism)
+            .map_err(|e| bad(e.to_string()))?;
+        if let Some(c) = self.api.control(&graph.name) {
+            let st = c.status().state;
+            if matches!(
+                st,
+                JobState::Starting | JobState::Running | JobState::Restarting
+            ) {
+                return Err(ApiError(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "job '{}' is already {}; stop it first (`wrun job stop {} --savepoint`) and deploy again, or give the new job another name",
+                        graph.name,
+                        serde_json::to_value(st)
+                            .ok()
+                            .and_then(|v| v.as_str().map(String::from))
+                            .unwrap_or_default(),
+                        graph.name
+                    ),
+                ));
+            }
+        }
+        let modules = self.pin(&req, &graph)?;
+        let from_savepoint = match &req.from_savepoint {
+            Some(spec) => {
+                let (sp, _) = crate::checkpoint::resolve_savepoint(spec, &self.api.registries())
+                    .map_err(|e| bad(format!("{e}; `wrun savepoint list` shows the savepoints")))?;
+                Some(sp.id)
+            }
+            None => None,
+        };
+        let record = JobRecord {
+            name: graph.name.clone(),
+            manifest: req.manifest.clone(),
+            manifest_path: path,
+            base_dir: base,
+            parallelism: req.parallelism,
+            modules,
+            from_savepoint: from_savepoint.clone(),
+            allow_non_restored_state: req.allow_non_restored_state,
+            checkpoint_floor: exec::newest_checkpoint_id(self.store.as_ref(), &graph.name)
+                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
+            deployed_at_ms: now_ms(),
+            desired: Desired::Running,
+            error: None,
+            stopped_at: None,
+        };
+        let (graph, loaded) = self.prepare(&record)?;
+        let (restore, restore_store) = match &req.from_savepoint {
+            Some(spec) => {
+                let (m, chunks) = self.savepoint(spec)?;
+                exec::check_restore(&graph, &m, &loaded, req.allow_non_restored_state)
+                    .map_err(|e| bad(e.to_string()))?;
+                (Some(m), chunks)
+            }
+            None => (None, None),
+        };
+        if restore_store.is_some() {
+            // An exported directory: the job needs it on every restart
+            // until its first checkpoint; import it instead.
+            return Err(bad(
+                "deploying from an exported savepoint directory: import it first (`wrun savepoint import DIR`), then deploy from its ID",
+            ));
+        }
+        // The previous run of this name has ended (checked above), but its
+        // thread may still be recording how: let it finish first, so it
+        // cannot overwrite the new record.
+        let old = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&record.name);
+        if let Some(t) = old.and_then(|o| o.thread) {
+            let _ = t.join();
+        }
+        self.save(&record)
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let control = JobControl::new(&record.name);
+        self.api.add_job(&record.name, control.clone());
+        self.start(&record, graph, loaded, control.clone(), restore, None);
+        tracing::info!(job = %record.name, from = ?from_savepoint, "deployed");
+        Ok(control.status())
+    }
+
+    /// Runs a job on a thread of its own; when it ends, records how.
+    fn start(
+        self: &Arc<Self>,
+        record: &JobRecord,
+        graph: JobGraph,
+        modules: HashMap<usize, Arc<OperatorModule>>,
+        control: Arc<JobControl>,
+        restore: Option<CheckpointManifest>,
+        restore_store: Option<Arc<dyn CheckpointStore>>,
+    ) {
+        let savepoints = match (graph.savepoints.backend, &graph.savepoints.dir) {
+            (SavepointBackend::Memory, _) => self.memory.clone(),
+            (SavepointBackend::Filesystem, None) => self.filesystem.clone(),
+            (SavepointBackend::Filesystem, Some(dir)) => match FsSavepoints::open(dir) {
+                Ok(r) => {
+                    let r: Arc<dyn SavepointStore> = Arc::new(r);
+                    self.api.add_registry(r.clone());
+                    r
+                }
+                Err(e) => {
+                    tracing::warn!(job = %graph.name, "cannot open savepoint dir {}: {e}; using the data directory's", dir.display());
+                    self.filesystem.clone()
+                }
+            },
+        };
+        let opts = RunOptions {
+            store: Some(self.store.clone()),
+            restore,
+            restore_store,
+            allow_non_restored_state: record.allow_non_restored_state,
+            savepoints: Some(savepoints),
+            pinned: self.api.registries(),
+            control: Some(control.clone()),
+            ..RunOptions::default()
+        };
+        let rt = self.clone();
+        let name = record.name.clone();
+        let mut record = record.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("wrun job {}", graph.name))
+            .spawn(move || {
+                let result = exec::run_supervised(&graph, &rt.sandbox, &modules, &opts);
+                if rt.shutting_down.load(Ordering::SeqCst) {
+                    // Ended by the shutdown: resume it on the next start.
+                    return;
+                }
+                match result {
+                    Ok(report) => {
+                        record.stopped_at = report.stopped_at.as_ref().map(|s| s.id.clone());
+                        record.desired = if report.stopped_at.is_some() {
+                            Desired::Stopped
+                        } else {
+                            Desired::Finished
+                        };
+                        tracing::info!(job = %graph.name, "job {}", if report.stopped_at.is_some() { "stopped at a savepoint" } else { "finished" });
+                    }
+                    Err(_) if opts.control.as_ref().is_some_and(|c| c.is_cancelled()) => {
+                        record.desired = Desired::Cancelled;
+                        tracing::info!(job = %graph.name, "job cancelled");
+                    }
+                    Err(e) => {
+                        tracing::error!(job = %graph.name, "job failed: {e}");
+                        record.desired = Desired::Failed;
+                        record.error = Some(e.to_string());
+                    }
+                }
+                if let Err(e) = rt.save(&record) {
+                    tracing::error!(job = %graph.name, "cannot record how the job ended: {e}");
+                }
+            });
+        match thread {
+            Ok(t) => {
+                self.jobs.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                    name,
+                    Running {
+                        control,
+                        thread: Some(t),
+                    },
+                );
+            }
+            Err(e) => {
+                control.update(|s| {
+                    s.state = JobState::Failed;
+                    s.error = Some(format!("cannot start a thread: {e}"));
+                });
+            }
+        }
+    }
+
+    /// Stops every job without changing their records (they resume on the
+    /// next start) and waits for them.
+    pub fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        for r in jobs.values() {
+            r.control.cancel();
+        }
+        for (name, r) in jobs.iter_mut() {
+            if let Some(t) = r.thread.take() {
+                tracing::info!(job = %name, "waiting for the job to stop");
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// The API's way into the runtime (weak: the runtime owns the API state).
+struct Handle(std::sync::Weak<Runtime>);
+
+impl Deployer for Handle {
+    fn deploy(&self, req: DeployRequest) -> Result<JobStatus, ApiError> {
+        match self.0.upgrade() {
+            Some(rt) => rt.deploy(req),
+            None => Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "wrun serve is shutting down".into(),
+            )),
+        }
+    }
+}
+
+fn chain(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}

@@ -1,0 +1,444 @@
+//! `wrun serve` end to end, through the real binary and a real server on
+//! loopback: push → deploy → savepoint → stop → redeploy v2 from the
+//! savepoint; `kill -9` and restart resumes the job; refusals (no token,
+//! oversized upload, not a component); two jobs isolated from a trapping
+//! one; `/metrics`.
+
+use crate::common::*;
+use crate::savepoint::{counts, job, v1, v2};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use wrun::api::Client;
+
+/// A `wrun serve` child process; killed when dropped.
+struct Serve {
+    child: Child,
+    data: PathBuf,
+    url: String,
+}
+
+impl Serve {
+    fn start(data: &Path, extra: &[&str]) -> Serve {
+        // Its log, beside the data directory, for when a test fails.
+        std::fs::create_dir_all(data).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.with_extension("log"))
+            .unwrap();
+        let mut child = Command::new(wrun_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .args(extra)
+            .env("WRUN_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        // Wait for this process's endpoint (a killed one's may be there).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let url = loop {
+            if let Ok(text) = std::fs::read_to_string(data.join("api.json"))
+                && let Ok(ep) = serde_json::from_str::<wrun::api::Endpoint>(&text)
+                && ep.pid == child.id()
+            {
+                break ep.url;
+            }
+            assert!(Instant::now() < deadline, "no API endpoint within 60 s");
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "wrun serve ended early"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Serve {
+            child,
+            data: data.to_path_buf(),
+            url,
+        }
+    }
+
+    fn client(&self) -> Client {
+        let token = std::fs::read_to_string(self.data.join("api-token")).unwrap();
+        Client::new(&self.url, token.trim())
+    }
+
+    fn d(&self) -> &str {
+        self.data.to_str().unwrap()
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let (code, out, err) = wrun(dir, args);
+    assert_eq!(code, 0, "wrun {args:?}: {err}");
+    out
+}
+
+/// Polls a job's status until `done` holds for it.
+fn wait_job(c: &Client, job: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(s) = c.get(&format!("/v1/jobs/{job}"))
+            && done(&s)
+        {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "job '{job}' never {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn state_is(s: &'static str) -> impl Fn(&Value) -> bool {
+    move |v: &Value| v["state"] == s
+}
+
+/// Every key counted 1..=n exactly once, `total` events in all.
+fn assert_continued(out: &Path, total: usize) {
+    let all = counts(out);
+    for (k, v) in &all {
+        let mut s = v.clone();
+        s.sort();
+        assert_eq!(
+            s,
+            (1..=v.len() as u64).collect::<Vec<_>>(),
+            "key {k}: counts lost, repeated or restarted"
+        );
+    }
+    assert_eq!(all.values().map(Vec::len).sum::<usize>(), total);
+}
+
+#[test]
+fn push_deploy_savepoint_stop_and_redeploy_v2() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&dir.path().join("data"), &["--max-module-mb", "1"]);
+    let d = serve.d();
+    let c = serve.client();
+
+    // Push v1 by name; pushing the same bytes again is a no-op.
+    let out = ok(
+        dir.path(),
+        &[
+            "module",
+            "push",
+            v1(),
+            "--name",
+            "counter",
+            "--version",
+            "1",
+            "--data-dir",
+            d,
+        ],
+    );
+    assert!(
+        out.starts_with("pushed blake3:") && out.contains("counter@1"),
+        "{out}"
+    );
+    let out = ok(dir.path(), &["module", "push", v1(), "--data-dir", d]);
+    assert!(out.starts_with("already stored: blake3:"), "{out}");
+    let out = ok(
+        dir.path(),
+        &["module", "inspect", "counter@1", "--data-dir", d],
+    );
+    assert!(
+        out.contains("wrun:operator@0.1")
+            && out.contains("stateful")
+            && out.contains("wrun:operator/state@")
+            && out.contains("size "),
+        "{out}"
+    );
+    let out = ok(dir.path(), &["module", "list", "--data-dir", d]);
+    assert!(out.contains("counter@1"), "{out}");
+
+    // Deploy v1 by name@version, paced so that it is still running when
+    // stopped.
+    std::fs::write(
+        dir.path().join("v1.toml"),
+        job("counter@1", "counter", 2, 200_000, Some(20_000)),
+    )
+    .unwrap();
+    let out = ok(dir.path(), &["deploy", "v1.toml", "--data-dir", d]);
+    assert!(out.contains("deployed job 'counts'"), "{out}");
+    // Deploying it again while it runs is refused.
+    let (code, _, err) = wrun(dir.path(), &["deploy", "v1.toml", "--data-dir", d]);
+    assert_ne!(code, 0);
+    assert!(err.contains("already running"), "{err}");
+
+    let out = ok(
+        dir.path(),
+        &[
+            "savepoint",
+            "trigger",
+            "counts",
+            "--name",
+            "early",
+            "--data-dir",
+            d,
+        ],
+    );
+    assert!(out.contains("savepoint sp-counts-"), "{out}");
+    let out = ok(dir.path(), &["job", "status", "counts", "--data-dir", d]);
+    assert!(
+        out.contains("state       running") && out.contains("NEW BYTES"),
+        "{out}"
+    );
+    let metrics = c.get_text("/metrics").unwrap();
+    assert!(
+        metrics
+            .contains("wrun_records_in_total{job=\"counts\",operator=\"count\",kind=\"operator\"}")
+            && metrics.contains("wrun_last_checkpoint_id{job=\"counts\"}"),
+        "{metrics}"
+    );
+    let out = ok(
+        dir.path(),
+        &[
+            "job",
+            "stop",
+            "counts",
+            "--savepoint",
+            "--name",
+            "upgrade",
+            "--data-dir",
+            d,
+        ],
+    );
+    assert!(out.contains("job 'counts' stopped"), "{out}");
+    wait_job(&c, "counts", "stopped", state_is("stopped"));
+
+    // v2 by path (uploaded by deploy), at another parallelism, from the
+    // savepoint: the counts continue.
+    std::fs::write(
+        dir.path().join("v2.toml"),
+        job(v2(), "counter", 3, 200_000, None),
+    )
+    .unwrap();
+    let (code, out, err) = wrun(
+        dir.path(),
+        &[
+            "deploy",
+            "v2.toml",
+            "--from-savepoint",
+            "upgrade",
+            "--data-dir",
+            d,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("from savepoint upgrade (checkpoint "), "{out}");
+    assert!(
+        err.contains("uploading") && err.contains("validated and compiled"),
+        "{err}"
+    );
+    wait_job(&c, "counts", "finished", state_is("finished"));
+    assert_continued(&dir.path().join("out.jsonl"), 200_000);
+
+    // Refusals. No token:
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let r = agent
+        .get(format!("{}/v1/modules", serve.url))
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = agent.get(format!("{}/metrics", serve.url)).call().unwrap();
+    assert_eq!(r.status(), 401);
+    // Over the size limit (1 MiB here): the server refuses (a 413, or a
+    // broken connection when it answers while the client still sends),
+    // and the CLI says so before sending.
+    let big = dir.path().join("big.wasm");
+    let mut bytes = b"\0asm\x0d\0\x01\0".to_vec();
+    bytes.resize(2 << 20, 0);
+    std::fs::write(&big, &bytes).unwrap();
+    let token = std::fs::read_to_string(serve.data.join("api-token")).unwrap();
+    match agent
+        .post(format!("{}/v1/modules", serve.url))
+        .header("Authorization", format!("Bearer {token}"))
+        .send(&bytes[..])
+    {
+        Ok(r) => {
+            assert_eq!(r.status(), 413);
+            let v: Value = r.into_body().read_json().unwrap();
+            assert!(v["error"].as_str().unwrap().contains("limit"), "{v}");
+        }
+        Err(ureq::Error::Io(e)) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ),
+            "{e}"
+        ),
+        Err(e) => panic!("oversized upload: {e}"),
+    }
+    let (code, _, err) = wrun(
+        dir.path(),
+        &["module", "push", big.to_str().unwrap(), "--data-dir", d],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("over the server's limit"), "{err}");
+    // Not a component: text, a core module without a component type.
+    let text = dir.path().join("v1.toml");
+    let (code, _, err) = wrun(
+        dir.path(),
+        &["module", "push", text.to_str().unwrap(), "--data-dir", d],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("not WebAssembly"), "{err}");
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let (code, _, err) = wrun(
+        dir.path(),
+        &["module", "push", core.to_str().unwrap(), "--data-dir", d],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("core WebAssembly module, and it cannot be made a component"),
+        "{err}"
+    );
+    // A name@version is immutable.
+    let (code, _, err) = wrun(
+        dir.path(),
+        &[
+            "module",
+            "push",
+            v2(),
+            "--name",
+            "counter",
+            "--version",
+            "1",
+            "--data-dir",
+            d,
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("already names"), "{err}");
+}
+
+/// A core module with an embedded component type, as wit-bindgen emits
+/// for wasm32-unknown-unknown, is componentized on upload.
+#[test]
+fn a_core_module_with_an_embedded_type_is_componentized() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&dir.path().join("data"), &[]);
+    let core = core_module("wordcount-counter");
+    let out = ok(
+        dir.path(),
+        &[
+            "module",
+            "push",
+            core.to_str().unwrap(),
+            "--data-dir",
+            serve.d(),
+        ],
+    );
+    assert!(out.contains("componentized on upload"), "{out}");
+}
+
+/// The core module the guest build made a component of.
+fn core_module(package: &str) -> PathBuf {
+    let component = Path::new(guest(package));
+    let target = component.parent().unwrap().parent().unwrap();
+    target
+        .join("wasm-guests/wasm32-unknown-unknown/guest")
+        .join(format!("{}.wasm", package.replace('-', "_")))
+}
+
+#[test]
+fn kill_9_of_serve_then_a_restart_resumes_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let serve = Serve::start(&data, &[]);
+    let d = serve.d().to_string();
+    let c = serve.client();
+    let manifest = format!(
+        "{}\n[checkpoint]\ninterval-ms = 50\n",
+        job(v1(), "counter", 2, 40_000, Some(8_000))
+    );
+    std::fs::write(dir.path().join("job.toml"), manifest).unwrap();
+    ok(dir.path(), &["deploy", "job.toml", "--data-dir", &d]);
+    // Mid-job, with a checkpoint taken: kill -9.
+    wait_job(&c, "counts", "checkpointed", |s| {
+        s["last-checkpoint"].as_u64().is_some()
+    });
+    serve.kill9();
+
+    let serve = Serve::start(&data, &[]);
+    let c = serve.client();
+    let s = wait_job(&c, "counts", "resumed", |s| {
+        s["restored-from"].as_u64().is_some() || s["state"] == "finished"
+    });
+    assert!(
+        s["restored-from"].as_u64().is_some(),
+        "the job finished before the kill and so did not resume; slow it down: {s}"
+    );
+    wait_job(&c, "counts", "finished", state_is("finished"));
+    // Exactly once across the kill.
+    assert_continued(&dir.path().join("out.jsonl"), 40_000);
+    // A finished job stays finished across another restart.
+    drop(serve);
+    let serve = Serve::start(&data, &[]);
+    let s = serve.client().get("/v1/jobs/counts").unwrap();
+    assert_eq!(s["state"], "finished", "{s}");
+}
+
+#[test]
+fn a_trapping_job_does_not_disturb_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&dir.path().join("data"), &[]);
+    let d = serve.d();
+    let c = serve.client();
+    let good = job(v1(), "counter", 2, 100_000, Some(50_000));
+    std::fs::create_dir(dir.path().join("good")).unwrap();
+    std::fs::write(dir.path().join("good/job.toml"), &good).unwrap();
+    let bad = generator_job(
+        100_000,
+        10,
+        guest("chaos"),
+        "config = { mode = \"trap-after\", n = 500 }",
+        "rebalance",
+        "",
+    )
+    .replace("name = \"test\"", "name = \"trapper\"");
+    std::fs::create_dir(dir.path().join("bad")).unwrap();
+    std::fs::write(dir.path().join("bad/job.toml"), bad).unwrap();
+    ok(dir.path(), &["deploy", "good/job.toml", "--data-dir", d]);
+    // The bad one fails as it starts, or soon after: either way deploy
+    // reports it or status shows it.
+    let _ = wrun(dir.path(), &["deploy", "bad/job.toml", "--data-dir", d]);
+    let s = wait_job(&c, "trapper", "failed", state_is("failed"));
+    assert!(s["error"].as_str().unwrap().contains("trapped"), "{s}");
+    wait_job(&c, "counts", "finished", state_is("finished"));
+    assert_continued(&dir.path().join("good/out.jsonl"), 100_000);
+    let metrics = c.get_text("/metrics").unwrap();
+    assert!(
+        metrics.contains(
+            "wrun_guest_traps_total{job=\"trapper\",operator=\"op\",kind=\"operator\"} 1"
+        ) && metrics.contains(
+            "wrun_guest_traps_total{job=\"counts\",operator=\"count\",kind=\"operator\"} 0"
+        ),
+        "{metrics}"
+    );
+    let out = ok(dir.path(), &["job", "list", "--data-dir", d]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("trapper ") && l.contains("failed"))
+            && out
+                .lines()
+                .any(|l| l.starts_with("counts ") && l.contains("finished")),
+        "{out}"
+    );
+}
