@@ -605,6 +605,9 @@ pub(super) fn job(cmd: JobCommand) -> Result<()> {
             println!("job         {}", str_of(&j, "name"));
             println!("state       {}", str_of(&j, "state"));
             println!("restarts    {}", num_of(&j, "restarts"));
+            if let Some(cp) = j.get("restored-from").and_then(Value::as_u64) {
+                println!("started at  checkpoint {cp}");
+            }
             if let Some(e) = j.get("error").and_then(Value::as_str) {
                 println!("last error  {e}");
             }

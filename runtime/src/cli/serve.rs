@@ -105,6 +105,12 @@ fn signals() -> Result<()> {
 
 pub(super) fn serve(args: ServeArgs) -> Result<()> {
     let _lock = lock_data_dir(&args.data_dir)?;
+    if !args.listen.ip().is_loopback() {
+        tracing::warn!(
+            "the API listens on {}, beyond this machine: it has no TLS, so the bearer token crosses the network in clear text; put a TLS proxy in front or listen on 127.0.0.1",
+            args.listen
+        );
+    }
     let sandbox = Arc::new(Sandbox::new(SandboxConfig {
         cache_dir: Some(args.data_dir.join("cache")),
         ..SandboxConfig::default()

@@ -292,7 +292,12 @@ pub fn render(jobs: &[std::sync::Arc<JobMetrics>]) -> String {
     );
     let job_label = |j: &JobMetrics| format!("job=\"{}\"", label(&j.job));
     /// Name, type, help, value.
-    type JobFamily = (&'static str, &'static str, &'static str, fn(&JobMetrics) -> String);
+    type JobFamily = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&JobMetrics) -> String,
+    );
     let gauges: [JobFamily; 7] = [
         (
             "wrun_job_restarts_total",

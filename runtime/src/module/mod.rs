@@ -46,7 +46,7 @@ pub enum ModuleError {
     },
     /// A digest not in the store.
     #[error(
-        "no module {digest} in the module store {dir}; reference the component by its .wasm path instead, or add it to the store"
+        "no module {digest} in the module store {dir}; push it with `wrun module push FILE`, or reference the component by its .wasm path instead"
     )]
     UnknownDigest {
         /// The digest.
@@ -56,7 +56,7 @@ pub enum ModuleError {
     },
     /// A name not in the store.
     #[error(
-        "no module named {name}@{version} in the module store {dir}; reference the component by its .wasm path instead, or add it to the store under that name"
+        "no module named {name}@{version} in the module store {dir}; push it with `wrun module push FILE --name {name} --version {version}`, or reference the component by its .wasm path instead"
     )]
     UnknownName {
         /// Name.

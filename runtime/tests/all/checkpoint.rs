@@ -293,3 +293,41 @@ fn sigkill_then_resume_gives_the_exactly_once_output() {
         "{out}"
     );
 }
+
+#[test]
+fn a_restart_never_goes_back_to_a_previous_runs_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = counter_job(
+        6000,
+        13,
+        "rate = 60000.0",
+        "[checkpoint]\ninterval-ms = 10\n[restart]\nattempts = 1\ndelay-ms = 0",
+    );
+    let store = store(dir.path());
+    let first = RunOptions {
+        store: Some(store.clone()),
+        ..RunOptions::default()
+    };
+    run_supervised(dir.path(), &job, &first).unwrap();
+    let old = wrun::exec::newest_checkpoint_id(store.as_ref(), "test").unwrap();
+    assert!(old > 0, "the first run took checkpoints");
+    // A fresh run of the same job on the same store fails at once: it must
+    // restart from the start (or its own checkpoint), not from the end of
+    // the first run.
+    let second = RunOptions {
+        store: Some(store.clone()),
+        fail_point: Some(FailPoint {
+            vertex: "op".into(),
+            after_records: 1,
+        }),
+        ..RunOptions::default()
+    };
+    let report = run_supervised(dir.path(), &job, &second).unwrap();
+    assert_eq!(report.restarts, 1);
+    assert!(
+        report.restored_from.is_none_or(|id| id > old),
+        "restarted from checkpoint {:?} of the previous run (<= {old})",
+        report.restored_from
+    );
+    assert_exactly_once(&dir.path().join("out.jsonl"), 6000);
+}

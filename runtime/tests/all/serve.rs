@@ -442,3 +442,43 @@ fn a_trapping_job_does_not_disturb_another() {
         "{out}"
     );
 }
+
+/// Without a running wrun, `module push` stores into the data directory,
+/// and `wrun run` resolves `name@version` from it.
+#[test]
+fn module_push_without_a_server_then_run_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let out = ok(
+        dir.path(),
+        &[
+            "module",
+            "push",
+            v1(),
+            "--name",
+            "counter",
+            "--version",
+            "1",
+            "--data-dir",
+            d,
+        ],
+    );
+    assert!(out.contains("counter@1"), "{out}");
+    std::fs::write(
+        dir.path().join("job.toml"),
+        job("counter@1", "counter", 2, 1000, None),
+    )
+    .unwrap();
+    ok(dir.path(), &["run", "job.toml", "--data-dir", d]);
+    assert_continued(&dir.path().join("out.jsonl"), 1000);
+    let (code, _, err) = wrun(
+        dir.path(),
+        &["module", "inspect", "counter@2", "--data-dir", d],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("wrun module push FILE --name counter --version 2"),
+        "{err}"
+    );
+}
