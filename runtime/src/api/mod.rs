@@ -14,7 +14,7 @@ mod client;
 pub use client::{Client, Endpoint};
 
 use crate::checkpoint::{CheckpointStore, Savepoint, SavepointStore, collect_garbage};
-use crate::exec::{JobControl, StopMode, Triggered};
+use crate::exec::{JobControl, JobState, StopMode, Triggered};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -38,7 +38,14 @@ pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        let mut r = (self.0, Json(json!({ "error": self.1 }))).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        r
     }
 }
 
@@ -158,7 +165,7 @@ pub struct ApiState {
     mode: &'static str,
     jobs: Mutex<BTreeMap<String, Arc<JobControl>>>,
     store: Arc<dyn CheckpointStore>,
-    registries: Mutex<Vec<Arc<dyn SavepointStore>>>,
+    registries: crate::checkpoint::Registries,
     modules: Option<Modules>,
     deployer: std::sync::OnceLock<Arc<dyn Deployer>>,
     requests: Mutex<HashMap<String, RequestStatus>>,
@@ -181,7 +188,7 @@ impl ApiState {
             mode,
             jobs: Mutex::new(BTreeMap::new()),
             store,
-            registries: Mutex::new(registries),
+            registries: crate::checkpoint::Registries::new(registries),
             modules,
             deployer: std::sync::OnceLock::new(),
             requests: Mutex::new(HashMap::new()),
@@ -206,18 +213,18 @@ impl ApiState {
     /// Adds a savepoint registry (a job's own `[savepoints] dir`), unless
     /// one at the same location is there.
     pub fn add_registry(&self, r: Arc<dyn SavepointStore>) {
-        let mut regs = self.registries.lock().unwrap_or_else(|p| p.into_inner());
-        if !regs.iter().any(|x| x.location() == r.location()) {
-            regs.push(r);
-        }
+        self.registries.add(r);
     }
 
-    /// Every savepoint registry.
+    /// Every savepoint registry now.
     pub fn registries(&self) -> Vec<Arc<dyn SavepointStore>> {
-        self.registries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.registries.all()
+    }
+
+    /// The registries, shared: what a job's garbage collection consults,
+    /// including those added later.
+    pub fn pins(&self) -> crate::checkpoint::Registries {
+        self.registries.clone()
     }
 
     /// A job's control, if one by that name was ever added.
@@ -299,7 +306,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/v1/modules/{module}", get(get_module))
         .route("/v1/jobs", get(list_jobs).post(deploy))
-        .route("/v1/savepoints/import", post(import_savepoint))
+        .route("/v1/savepoint-imports", post(import_savepoint))
         .route("/v1/jobs/{job}", get(job_status))
         .route("/v1/jobs/{job}/checkpoints", post(trigger_checkpoint))
         .route("/v1/jobs/{job}/savepoints", post(trigger_savepoint))
@@ -315,6 +322,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
             ApiError(
                 StatusCode::NOT_FOUND,
                 "no such route; see docs/api.md".into(),
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this route does not take that method; see docs/api.md".into(),
             )
         })
         .layer(middleware::from_fn_with_state(state.clone(), auth))
@@ -392,6 +405,7 @@ fn module_error(e: crate::module::ModuleError) -> ApiError {
             StatusCode::NOT_FOUND,
             format!("{e}; `wrun module list` shows what is there"),
         ),
+        E::Ambiguous { .. } => ApiError(StatusCode::BAD_REQUEST, e.to_string()),
         e => internal(e),
     }
 }
@@ -405,9 +419,15 @@ struct PushQuery {
 
 async fn push_module(
     State(state): State<Arc<ApiState>>,
-    Query(q): Query<PushQuery>,
+    q: Result<Query<PushQuery>, axum::extract::rejection::QueryRejection>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("bad query: {e}; it takes `name` and `version`"),
+        )
+    })?;
     let max = modules(&state)?.max_bytes;
     let bytes = body.map_err(|e| {
         ApiError(
@@ -480,13 +500,13 @@ async fn deploy(
     State(state): State<Arc<ApiState>>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let req: DeployRequest = json_body(body)?;
     let Some(d) = state.deployer.get().cloned() else {
         return Err(ApiError(
             StatusCode::CONFLICT,
             "this wrun runs one job (`wrun run`); deploy jobs to a `wrun serve`".into(),
         ));
     };
+    let req: DeployRequest = json_body(body)?;
     if req.manifest.trim().is_empty() {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
@@ -522,6 +542,16 @@ async fn import_savepoint(
         crate::checkpoint::check_name(n)
             .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     }
+    if !b.dir.join(crate::checkpoint::EXPORT_RECORD).is_file() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{} holds no exported savepoint (no {}); `wrun savepoint export` makes one",
+                b.dir.display(),
+                crate::checkpoint::EXPORT_RECORD
+            ),
+        ));
+    }
     let registry = state
         .registries()
         .into_iter()
@@ -532,8 +562,14 @@ async fn import_savepoint(
         crate::checkpoint::import(&b.dir, st.store.as_ref(), registry.as_ref(), b.name)
             .map(|sp| (sp, registry.location()))
             .map_err(|e| {
+                use crate::checkpoint::SavepointError as S;
+                let status = match &e {
+                    S::NameTaken(_) => StatusCode::CONFLICT,
+                    S::Io { .. } | S::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                    _ => StatusCode::BAD_REQUEST,
+                };
                 ApiError(
-                    StatusCode::BAD_REQUEST,
+                    status,
                     format!("cannot import the savepoint in {}: {e}", b.dir.display()),
                 )
             })
@@ -676,7 +712,17 @@ async fn cancel_job(
     State(state): State<Arc<ApiState>>,
     Path(job): Path<String>,
 ) -> Result<Response, ApiError> {
-    state.job(&job)?.cancel();
+    let control = state.job(&job)?;
+    if !matches!(
+        control.status().state,
+        JobState::Starting | JobState::Running | JobState::Restarting
+    ) {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("job '{job}' is not running"),
+        ));
+    }
+    control.cancel();
     Ok((StatusCode::ACCEPTED, Json(json!({ "cancelled": job }))).into_response())
 }
 
@@ -776,12 +822,15 @@ async fn dispose_savepoint(
 ) -> Result<Json<Value>, ApiError> {
     let (sp, registry) = find_savepoint(&state, &id)?;
     registry.remove(&sp.id).map_err(internal)?;
-    let rest: Vec<Savepoint> = state
-        .all_savepoints()?
-        .into_iter()
-        .map(|(s, _)| s)
-        .collect();
-    let freed = collect_garbage(state.store.as_ref(), &rest).map_err(internal)?;
+    // The collector waits for checkpoints being written: off the API's
+    // thread.
+    let st = state.clone();
+    let freed = tokio::task::spawn_blocking(move || {
+        collect_garbage(st.store.as_ref(), || st.registries.savepoints())
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)?;
     Ok(Json(
         json!({ "disposed": sp.id, "freed-chunks": freed.len() }),
     ))

@@ -22,16 +22,18 @@ pub fn write_guard() -> RwLockReadGuard<'static, ()> {
 }
 
 /// Deletes every chunk that no checkpoint of any job in the store and no
-/// savepoint in `savepoints` references, and returns them. Chunks are
+/// savepoint `savepoints` lists references, and returns them. Chunks are
 /// shared by every job, so a manifest that cannot be read stops the GC:
-/// deleting what it might reference could lose state.
+/// deleting what it might reference could lose state. `savepoints` is
+/// called under the collector's lock, so a savepoint registered while the
+/// collector waited for it counts.
 pub fn collect_garbage(
     store: &dyn CheckpointStore,
-    savepoints: &[Savepoint],
+    savepoints: impl FnOnce() -> Result<Vec<Savepoint>, StoreError>,
 ) -> Result<Vec<ChunkHash>, StoreError> {
     let _exclusive = WRITERS.write().unwrap_or_else(|p| p.into_inner());
     let mut kept: Vec<CheckpointManifest> =
-        savepoints.iter().map(|s| s.checkpoint.clone()).collect();
+        savepoints()?.iter().map(|s| s.checkpoint.clone()).collect();
     for job in store.list_jobs()? {
         for id in store.list_checkpoints(&job)? {
             kept.push(store.get_manifest(&job, id)?);

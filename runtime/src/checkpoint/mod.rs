@@ -25,7 +25,7 @@ pub use manifest::{
 };
 pub use retention::{choose_restore, to_delete, unreferenced_chunks};
 pub use savepoint::{
-    EXPORT_RECORD, Found, FsSavepoints, MemorySavepoints, SAVEPOINT_FORMAT, Savepoint,
+    EXPORT_RECORD, Found, FsSavepoints, MemorySavepoints, Registries, SAVEPOINT_FORMAT, Savepoint,
     SavepointBackend, SavepointError, SavepointStore, check_name, export, exported, find, import,
     open_export, resolve as resolve_savepoint,
 };

@@ -126,6 +126,54 @@ pub trait SavepointStore: Send + Sync {
     fn remove(&self, id: &str) -> Result<bool, SavepointError>;
 }
 
+/// Every savepoint registry on one checkpoint store, shared by the API and
+/// the running jobs and growing as jobs with their own `[savepoints] dir`
+/// arrive: garbage collection must keep the chunks of all of them.
+#[derive(Clone, Default)]
+pub struct Registries(std::sync::Arc<Mutex<Vec<std::sync::Arc<dyn SavepointStore>>>>);
+
+impl std::fmt::Debug for Registries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.all().iter().map(|r| r.location()))
+            .finish()
+    }
+}
+
+impl Registries {
+    /// These registries.
+    pub fn new(v: Vec<std::sync::Arc<dyn SavepointStore>>) -> Registries {
+        Registries(std::sync::Arc::new(Mutex::new(v)))
+    }
+
+    /// Adds one, unless one at the same location is there.
+    pub fn add(&self, r: std::sync::Arc<dyn SavepointStore>) {
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !v.iter().any(|x| x.location() == r.location()) {
+            v.push(r);
+        }
+    }
+
+    /// All of them now.
+    pub fn all(&self) -> Vec<std::sync::Arc<dyn SavepointStore>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Every savepoint in every registry, as the garbage collector needs
+    /// them (an unreadable registry stops it: its chunks might be deleted).
+    pub fn savepoints(&self) -> Result<Vec<Savepoint>, StoreError> {
+        let mut out = Vec::new();
+        for r in self.all() {
+            out.extend(r.list().map_err(|e| StoreError::Io {
+                op: "list savepoints in",
+                path: r.location().into(),
+                error: std::io::Error::other(e.to_string()),
+            })?);
+        }
+        Ok(out)
+    }
+}
+
 /// Finds a savepoint by ID or name.
 pub fn find(store: &dyn SavepointStore, id_or_name: &str) -> Result<Savepoint, SavepointError> {
     store

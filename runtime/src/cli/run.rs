@@ -189,7 +189,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         restore_store,
         allow_non_restored_state: args.allow_non_restored_state,
         savepoints: Some(savepoints),
-        pinned: registries_all,
+        pinned: crate::checkpoint::Registries::new(registries_all),
         control: Some(control),
         ..RunOptions::default()
     };

@@ -212,7 +212,7 @@ pub(super) fn run(cmd: SavepointCommand) -> Result<()> {
                 let abs = std::fs::canonicalize(&dir)
                     .with_context(|| format!("cannot read {}", dir.display()))?;
                 let sp: SavepointSummary = serde_json::from_value(c.post(
-                    "/v1/savepoints/import",
+                    "/v1/savepoint-imports",
                     &json!({ "dir": abs, "name": name }),
                 )?)?;
                 println!(
@@ -316,9 +316,13 @@ fn dispose(at: &Location, spec: &str) -> Result<()> {
     let sp = crate::checkpoint::find(&registry, spec)?;
     registry.remove(&sp.id)?;
     let store = checkpoint_store(&at.data_dir)?;
-    let rest = registry.list()?;
-    let freed = collect_garbage(store.as_ref(), &rest)
-        .context("the savepoint is disposed of, but collecting its chunks failed")?;
+    let freed = collect_garbage(store.as_ref(), || {
+        crate::checkpoint::Registries::new(vec![
+            std::sync::Arc::new(registry) as std::sync::Arc<dyn SavepointStore>
+        ])
+        .savepoints()
+    })
+    .context("the savepoint is disposed of, but collecting its chunks failed")?;
     println!(
         "disposed of savepoint {}; freed {} chunks",
         sp.id,

@@ -122,7 +122,16 @@ pub(super) fn serve(args: ServeArgs) -> Result<()> {
         },
         sandbox,
     )?;
-    let server = crate::api::serve(args.listen, rt.api())?;
+    // Jobs first, then the API: no request sees a half-resumed runtime.
+    rt.resume_all()?;
+    let server = match crate::api::serve(args.listen, rt.api()) {
+        Ok(s) => s,
+        Err(e) => {
+            // The jobs' records stay `running`: they resume next time.
+            rt.shutdown();
+            return Err(e);
+        }
+    };
     let endpoint = EndpointFile::write(&args.data_dir, server.addr)?;
     tracing::info!(
         api = %format!("http://{}", server.addr),
@@ -130,7 +139,6 @@ pub(super) fn serve(args: ServeArgs) -> Result<()> {
         args.data_dir.display(),
         args.data_dir.join("api-token").display()
     );
-    rt.resume_all()?;
     signals()?;
     tracing::info!(
         "shutting down: jobs stop now and resume from their latest checkpoints on the next start"
@@ -139,6 +147,20 @@ pub(super) fn serve(args: ServeArgs) -> Result<()> {
     drop(server);
     drop(endpoint);
     Ok(())
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986), for a
+/// path segment or a query value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 fn mib(n: u64) -> String {
@@ -168,7 +190,7 @@ fn upload(c: &Client, file: &Path, name: Option<(&str, &str)>) -> Result<Pushed>
     let started = Instant::now();
     let mut path = "/v1/modules".to_string();
     if let Some((n, v)) = name {
-        path.push_str(&format!("?name={n}&version={v}"));
+        path.push_str(&format!("?name={}&version={}", encode(n), encode(v)));
     }
     let r = c.post_bytes(&path, &bytes);
     let r = match r {
@@ -295,7 +317,9 @@ pub(super) fn module(cmd: ModuleCommand) -> Result<()> {
         }
         ModuleCommand::Inspect { module, data_dir } => {
             let m: ModuleInfo = match Client::running(&data_dir) {
-                Some(c) => serde_json::from_value(c.get(&format!("/v1/modules/{module}"))?)?,
+                Some(c) => {
+                    serde_json::from_value(c.get(&format!("/v1/modules/{}", encode(&module)))?)?
+                }
                 None => {
                     let store = ModuleStore::new(&data_dir);
                     store.info(&store.lookup(&module)?)?
@@ -339,7 +363,7 @@ pub(super) fn deploy(args: DeployArgs) -> Result<()> {
         {
             let dir = std::fs::canonicalize(spec)?;
             eprintln!("importing the exported savepoint {}...", dir.display());
-            let sp = c.post("/v1/savepoints/import", &json!({ "dir": dir }))?;
+            let sp = c.post("/v1/savepoint-imports", &json!({ "dir": dir }))?;
             Some(sp["id"].as_str().unwrap_or_default().to_string())
         }
         other => other.clone(),

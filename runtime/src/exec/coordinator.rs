@@ -68,7 +68,7 @@ pub(crate) struct Coordinator<'a> {
     /// Where savepoints are registered.
     pub(crate) savepoints: Option<Arc<dyn SavepointStore>>,
     /// Other registries whose savepoints keep chunks alive.
-    pub(crate) pinned: Vec<Arc<dyn SavepointStore>>,
+    pub(crate) pinned: crate::checkpoint::Registries,
     /// The job's control handle, for status.
     pub(crate) control: Option<Arc<JobControl>>,
     /// Fails the job (a stop-with-savepoint that could not complete).
@@ -481,15 +481,13 @@ impl Coordinator<'_> {
         }
         // Savepoints keep their chunks: they hold the manifests they pin.
         // Every registry on this store counts, not only this job's.
-        let mut savepoints = Vec::new();
-        for s in self.savepoints.iter().chain(&self.pinned) {
-            savepoints.extend(s.list().map_err(|e| crate::checkpoint::StoreError::Io {
-                op: "list savepoints in",
-                path: s.location().into(),
-                error: std::io::Error::other(e.to_string()),
-            })?);
-        }
-        collect_garbage(self.store.as_ref(), &savepoints)?;
+        collect_garbage(self.store.as_ref(), || {
+            let mut all = self.pinned.savepoints()?;
+            if let Some(own) = &self.savepoints {
+                all.extend(crate::checkpoint::Registries::new(vec![own.clone()]).savepoints()?);
+            }
+            Ok(all)
+        })?;
         Ok(())
     }
 }

@@ -267,12 +267,15 @@ pub fn render(jobs: &[std::sync::Arc<JobMetrics>]) -> String {
         .into_iter(),
     );
     family(
-        "wrun_checkpoint_alignment_seconds",
+        "wrun_checkpoint_last_alignment_seconds",
         "gauge",
         "Barrier alignment time of the last checkpoint at a vertex (one subtask's).",
         &mut per_vertex(&|_, v, l| {
+            if v.kind == "source" {
+                return String::new();
+            }
             format!(
-                "wrun_checkpoint_alignment_seconds{{{l}}} {}\n",
+                "wrun_checkpoint_last_alignment_seconds{{{l}}} {}\n",
                 v.alignment_last_ns.load(Relaxed) as f64 / 1e9
             )
         })
@@ -283,6 +286,9 @@ pub fn render(jobs: &[std::sync::Arc<JobMetrics>]) -> String {
         "counter",
         "Barrier alignment time at a vertex, summed over subtasks and checkpoints.",
         &mut per_vertex(&|_, v, l| {
+            if v.kind == "source" {
+                return String::new();
+            }
             format!(
                 "wrun_checkpoint_alignment_seconds_total{{{l}}} {}\n",
                 v.alignment_sum_ns.load(Relaxed) as f64 / 1e9

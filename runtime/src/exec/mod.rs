@@ -167,7 +167,7 @@ pub struct RunOptions {
     pub savepoints: Option<Arc<dyn SavepointStore>>,
     /// Every other savepoint registry on the checkpoint store: garbage
     /// collection keeps the chunks their savepoints reference.
-    pub pinned: Vec<Arc<dyn SavepointStore>>,
+    pub pinned: crate::checkpoint::Registries,
     /// The handle through which the job is reached while it runs. With a
     /// control and a store, the job takes checkpoints on request even
     /// without a `[checkpoint]` table.

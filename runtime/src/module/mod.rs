@@ -78,6 +78,26 @@ pub enum ModuleError {
         /// Actual digest.
         actual: String,
     },
+    /// `name@version` already names other bytes.
+    #[error(
+        "{name}@{version} already names {existing}; versions are immutable: push under a new version"
+    )]
+    NameTaken {
+        /// Name.
+        name: String,
+        /// Version.
+        version: String,
+        /// The digest it names.
+        existing: String,
+    },
+    /// A digest prefix that matches several modules.
+    #[error("{prefix} matches {count} modules; give more digits of the digest")]
+    Ambiguous {
+        /// The prefix given.
+        prefix: String,
+        /// How many it matches.
+        count: usize,
+    },
     /// Store I/O.
     #[error("module store {path}: {error}")]
     Io {
@@ -110,6 +130,25 @@ impl ModuleStore {
         }
     }
 
+    /// Whether `hex` is a digest's 64 lowercase hex digits (and so safe
+    /// in a file name).
+    fn valid_hex(hex: &str) -> bool {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    }
+
+    /// Whether a module name or version can be a file name here (the
+    /// rules of a manifest's `name@version`).
+    fn valid_name(s: &str) -> bool {
+        !s.is_empty()
+            && s.len() <= 128
+            && !s.starts_with('.')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c))
+    }
+
     fn blob(&self, hex: &str) -> PathBuf {
         self.dir.join("blobs").join(format!("{hex}.wasm"))
     }
@@ -118,24 +157,65 @@ impl ModuleStore {
         self.dir.join("names").join(name).join(version)
     }
 
-    /// Stores bytes (a no-op when already there) and returns their digest.
+    /// Stores bytes (a no-op when already there, intact) and returns
+    /// their digest.
     pub fn put(&self, bytes: &[u8]) -> Result<Digest, ModuleError> {
         let digest = Digest::of(bytes);
-        let path = self.blob(&digest.hex());
-        if path.is_file() {
+        if self.get(&digest.hex()).is_ok() {
             return Ok(digest);
         }
-        write_atomic(&path, bytes)?;
+        write_atomic(&self.blob(&digest.hex()), bytes)?;
         Ok(digest)
     }
 
-    /// Names a stored digest `name@version`.
+    /// Names a stored digest `name@version`; a name is given once: naming
+    /// other bytes with it fails with [`ModuleError::NameTaken`], also when
+    /// two pushes race.
     pub fn name(&self, name: &str, version: &str, digest: Digest) -> Result<(), ModuleError> {
-        write_atomic(&self.name_file(name, version), digest.hex().as_bytes())
+        if !Self::valid_name(name) || !Self::valid_name(version) {
+            return Err(ModuleError::UnknownName {
+                name: name.to_string(),
+                version: version.to_string(),
+                dir: self.dir.clone(),
+            });
+        }
+        let path = self.name_file(name, version);
+        let io = |e| ModuleError::Io {
+            path: path.clone(),
+            error: e,
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let tmp = dir.join(unique_tmp_name(version));
+        std::fs::write(&tmp, digest.hex()).map_err(io)?;
+        // The first link wins; a later one sees what it says.
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                match self.named(name, version)? {
+                    Some(h) if h == digest.hex() => Ok(()),
+                    Some(h) => Err(ModuleError::NameTaken {
+                        name: name.to_string(),
+                        version: version.to_string(),
+                        existing: format!("blake3:{h}"),
+                    }),
+                    None => Err(io(e)),
+                }
+            }
+            Err(e) => Err(io(e)),
+        }
     }
 
     /// Reads a stored module, verifying its digest.
     pub fn get(&self, hex: &str) -> Result<Vec<u8>, ModuleError> {
+        if !Self::valid_hex(hex) {
+            return Err(ModuleError::UnknownDigest {
+                digest: format!("blake3:{hex}"),
+                dir: self.dir.clone(),
+            });
+        }
         let path = self.blob(hex);
         let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => ModuleError::UnknownDigest {
@@ -164,6 +244,9 @@ impl ModuleStore {
 
     /// The digest `name@version` names, if any.
     pub fn named(&self, name: &str, version: &str) -> Result<Option<String>, ModuleError> {
+        if !Self::valid_name(name) || !Self::valid_name(version) {
+            return Ok(None);
+        }
         let f = self.name_file(name, version);
         match std::fs::read_to_string(&f) {
             Ok(hex) => Ok(Some(hex.trim().to_string())),
@@ -213,6 +296,12 @@ impl ModuleStore {
 
     /// What is recorded about a stored module (its names filled in).
     pub fn info(&self, hex: &str) -> Result<ModuleInfo, ModuleError> {
+        if !Self::valid_hex(hex) {
+            return Err(ModuleError::UnknownDigest {
+                digest: format!("blake3:{hex}"),
+                dir: self.dir.clone(),
+            });
+        }
         let path = self.meta_file(hex);
         let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => ModuleError::UnknownDigest {
@@ -296,12 +385,9 @@ impl ModuleStore {
         match matches.as_slice() {
             [one] => Ok(one.clone()),
             [] => Err(unknown()),
-            _ => Err(ModuleError::Io {
-                path: self.dir.clone(),
-                error: std::io::Error::other(format!(
-                    "{spec} matches {} modules; give more digits",
-                    matches.len()
-                )),
+            _ => Err(ModuleError::Ambiguous {
+                prefix: spec.to_string(),
+                count: matches.len(),
             }),
         }
     }
@@ -315,19 +401,14 @@ impl ModuleStore {
             }),
             ComponentRef::Digest(hex) => self.get(hex),
             ComponentRef::Named { name, version } => {
-                let f = self.name_file(name, version);
-                let hex = std::fs::read_to_string(&f).map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => ModuleError::UnknownName {
+                let hex = self
+                    .named(name, version)?
+                    .ok_or_else(|| ModuleError::UnknownName {
                         name: name.clone(),
                         version: version.clone(),
                         dir: self.dir.clone(),
-                    },
-                    _ => ModuleError::Io {
-                        path: f.clone(),
-                        error: e,
-                    },
-                })?;
-                self.get(hex.trim())
+                    })?;
+                self.get(&hex)
             }
         }
     }
@@ -343,21 +424,78 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModuleError>
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
+    let tmp = dir.join(unique_tmp_name(
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
     ));
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    Ok(())
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // The rename itself survives a crash once the directory is synced.
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(io)
+}
+
+/// A temporary file name no other writer in any process uses.
+fn unique_tmp_name(base: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        ".{base}.tmp-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn references_cannot_leave_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), "x").unwrap();
+        let store = ModuleStore::new(&dir.path().join("data"));
+        for spec in [
+            "..@../../secret",
+            "a@../../../secret",
+            "blake3:../../secret",
+            "../../secret",
+        ] {
+            let err = store.lookup(spec).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ModuleError::UnknownName { .. } | ModuleError::UnknownDigest { .. }
+                ),
+                "{spec}: {err}"
+            );
+        }
+        assert!(store.get("../../secret").is_err());
+        assert!(store.info("../../secret").is_err());
+        let d = store.put(b"abc").unwrap();
+        assert!(store.name("../x", "1", d).is_err());
+    }
+
+    #[test]
+    fn a_name_is_given_once_and_a_corrupt_copy_is_repaired_by_putting_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ModuleStore::new(dir.path());
+        let a = store.put(b"a").unwrap();
+        let b = store.put(b"b").unwrap();
+        store.name("op", "1", a).unwrap();
+        store.name("op", "1", a).unwrap();
+        let err = store.name("op", "1", b).unwrap_err();
+        assert!(matches!(err, ModuleError::NameTaken { .. }), "{err}");
+        std::fs::write(store.blob(&a.hex()), b"z").unwrap();
+        assert!(store.get(&a.hex()).is_err());
+        store.put(b"a").unwrap();
+        assert_eq!(store.get(&a.hex()).unwrap(), b"a");
+    }
 
     #[test]
     fn put_get_name_and_detect_corruption() {

@@ -237,15 +237,27 @@ pub fn push(
     let started = std::time::Instant::now();
     let module = sandbox.load(&component)?;
     let compile_ms = started.elapsed().as_millis() as u64;
+    // Also repairs a stored copy that no longer matches its digest.
+    store.put(&component)?;
     if created {
-        store.put(&component)?;
         let mut info = ModuleInfo::of(&module, component.len());
         info.componentized_from = from;
         info.compile_ms = compile_ms;
         store.put_info(&info)?;
     }
     if let Some((n, v)) = name {
-        store.name(n, v, digest)?;
+        store.name(n, v, digest).map_err(|e| match e {
+            ModuleError::NameTaken {
+                name,
+                version,
+                existing,
+            } => PushError::NameTaken {
+                name,
+                version,
+                existing,
+            },
+            e => PushError::Store(e),
+        })?;
     }
     Ok(Pushed {
         module: store.info(&digest.hex())?,

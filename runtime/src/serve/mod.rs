@@ -187,8 +187,14 @@ impl Runtime {
             }
             let text = std::fs::read(&path)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let stem = path.file_stem().map(|s| s.to_string_lossy().to_string());
             match serde_json::from_slice::<JobRecord>(&text) {
-                Ok(r) => out.push(r),
+                Ok(r) if Some(&r.name) == stem.as_ref() => out.push(r),
+                Ok(r) => tracing::error!(
+                    "job record {} names job {:?}, not the one its file name says; that job is not resumed: fix or remove the file",
+                    path.display(),
+                    r.name
+                ),
                 Err(e) => tracing::error!(
                     "job record {} is unreadable ({e}); that job is not resumed: fix or remove the file",
                     path.display()
@@ -203,7 +209,27 @@ impl Runtime {
     /// checkpoint since it was deployed, or from what it was deployed from.
     /// Jobs that cannot start are marked failed with the reason.
     pub fn resume_all(self: &Arc<Self>) -> anyhow::Result<()> {
-        for mut r in self.records()? {
+        let _no_deploys = self.deploying.lock().unwrap_or_else(|p| p.into_inner());
+        let records = self.records()?;
+        // Every job's own savepoint directory first, running or not: the
+        // garbage collection of the jobs that start keeps their chunks.
+        for r in &records {
+            if let Ok(g) = crate::job::parse_manifest(
+                &r.manifest,
+                &r.manifest_path,
+                &r.base_dir,
+                r.parallelism,
+            ) && let Some(dir) = &g.savepoints.dir
+            {
+                match FsSavepoints::open(dir) {
+                    Ok(s) => self.api.add_registry(Arc::new(s)),
+                    Err(e) => {
+                        tracing::warn!(job = %r.name, "cannot open its savepoint directory {}: {e}", dir.display())
+                    }
+                }
+            }
+        }
+        for r in records {
             let control = JobControl::new(&r.name);
             self.api.add_job(&r.name, control.clone());
             if r.desired != Desired::Running {
@@ -244,14 +270,16 @@ impl Runtime {
                 Ok(())
             });
             if let Err(ApiError(_, e)) = started {
+                // The record stays `running` (the cause may pass, e.g. an
+                // I/O error): the next start tries again; a deploy of the
+                // job replaces it.
                 tracing::error!(job = %r.name, "cannot resume: {e}");
-                r.desired = Desired::Failed;
-                r.error = Some(format!("cannot resume after a restart of wrun serve: {e}"));
                 control.update(|s| {
                     s.state = JobState::Failed;
-                    s.error = r.error.clone();
+                    s.error = Some(format!(
+                        "cannot resume after a restart of wrun serve: {e}; it is tried again on the next start, or deploy the job again"
+                    ));
                 });
-                let _ = self.save(&r);
             }
         }
         Ok(())
@@ -329,6 +357,12 @@ impl Runtime {
 
     fn deploy(self: &Arc<Self>, req: DeployRequest) -> Result<JobStatus, ApiError> {
         let _one_at_a_time = self.deploying.lock().unwrap_or_else(|p| p.into_inner());
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "wrun serve is shutting down; deploy again once it is back".into(),
+            ));
+        }
         let path = req
             .manifest_path
             .clone()
@@ -455,7 +489,7 @@ impl Runtime {
             restore_store,
             allow_non_restored_state: record.allow_non_restored_state,
             savepoints: Some(savepoints),
-            pinned: self.api.registries(),
+            pinned: self.api.pins(),
             control: Some(control.clone()),
             ..RunOptions::default()
         };
@@ -466,8 +500,10 @@ impl Runtime {
             .name(format!("wrun job {}", graph.name))
             .spawn(move || {
                 let result = exec::run_supervised(&graph, &rt.sandbox, &modules, &opts);
-                if rt.shutting_down.load(Ordering::SeqCst) {
-                    // Ended by the shutdown: resume it on the next start.
+                if result.is_err() && rt.shutting_down.load(Ordering::SeqCst) {
+                    // Cancelled by the shutdown: resume it on the next
+                    // start. (A job that stopped at a savepoint or
+                    // finished meanwhile is recorded as such.)
                     return;
                 }
                 match result {
@@ -516,7 +552,11 @@ impl Runtime {
     /// Stops every job without changing their records (they resume on the
     /// next start) and waits for them.
     pub fn shutdown(&self) {
-        self.shutting_down.store(true, Ordering::SeqCst);
+        {
+            // No deploy is half done, and none starts after this.
+            let _no_deploys = self.deploying.lock().unwrap_or_else(|p| p.into_inner());
+            self.shutting_down.store(true, Ordering::SeqCst);
+        }
         let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         for r in jobs.values() {
             r.control.cancel();

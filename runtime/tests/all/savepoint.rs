@@ -480,7 +480,7 @@ fn dispose_then_gc_frees_exactly_the_unshared_chunks() {
     assert!(expected.is_subset(&before), "the savepoint kept its chunks");
 
     let freed: HashSet<_> =
-        wrun::checkpoint::collect_garbage(d.store.as_ref(), &d.savepoints.list().unwrap())
+        wrun::checkpoint::collect_garbage(d.store.as_ref(), || Ok(d.savepoints.list().unwrap()))
             .unwrap()
             .into_iter()
             .collect();

@@ -482,3 +482,42 @@ fn module_push_without_a_server_then_run_by_name() {
         "{err}"
     );
 }
+
+/// A clean stop (SIGTERM) cancels the jobs but keeps them `running` in
+/// their records: the next start resumes them.
+#[test]
+fn sigterm_then_a_restart_resumes_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut serve = Serve::start(&data, &[]);
+    let d = serve.d().to_string();
+    let c = serve.client();
+    let manifest = format!(
+        "{}\n[checkpoint]\ninterval-ms = 50\n",
+        job(v1(), "counter", 1, 40_000, Some(8_000))
+    );
+    std::fs::write(dir.path().join("job.toml"), manifest).unwrap();
+    ok(dir.path(), &["deploy", "job.toml", "--data-dir", &d]);
+    wait_job(&c, "counts", "checkpointed", |s| {
+        s["last-checkpoint"].as_u64().is_some()
+    });
+    // SAFETY: sends a signal to our own child process.
+    unsafe {
+        libc::kill(serve.child.id() as i32, libc::SIGTERM);
+    }
+    let status = serve.child.wait().unwrap();
+    assert!(status.success(), "wrun serve after SIGTERM: {status}");
+    assert!(!data.join("api.json").exists(), "the endpoint is withdrawn");
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(data.join("jobs/counts.json")).unwrap()).unwrap();
+    assert_eq!(record["desired"], "running", "{record}");
+
+    let serve = Serve::start(&data, &[]);
+    let c = serve.client();
+    let s = wait_job(&c, "counts", "resumed", |s| {
+        s["restored-from"].as_u64().is_some() || s["state"] == "finished"
+    });
+    assert!(s["restored-from"].as_u64().is_some(), "{s}");
+    wait_job(&c, "counts", "finished", state_is("finished"));
+    assert_continued(&dir.path().join("out.jsonl"), 40_000);
+}
