@@ -465,7 +465,7 @@ async fn push_module(
             use crate::module::PushError as P;
             let status = match &e {
                 P::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                P::NameTaken { .. } => StatusCode::CONFLICT,
+                P::Store(crate::module::ModuleError::NameTaken { .. }) => StatusCode::CONFLICT,
                 P::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 _ => StatusCode::BAD_REQUEST,
             };

@@ -208,25 +208,31 @@ impl ModuleStore {
         }
     }
 
+    /// Reads the file `path_of(hex)` of a stored module; a digest that is
+    /// not 64 lowercase hex digits, or a missing file, is an unknown module.
+    fn read_of(
+        &self,
+        hex: &str,
+        path_of: impl Fn(&Self, &str) -> PathBuf,
+    ) -> Result<(PathBuf, Vec<u8>), ModuleError> {
+        let unknown = || ModuleError::UnknownDigest {
+            digest: format!("blake3:{hex}"),
+            dir: self.dir.clone(),
+        };
+        if !Self::valid_hex(hex) {
+            return Err(unknown());
+        }
+        let path = path_of(self, hex);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok((path, bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(unknown()),
+            Err(e) => Err(ModuleError::Io { path, error: e }),
+        }
+    }
+
     /// Reads a stored module, verifying its digest.
     pub fn get(&self, hex: &str) -> Result<Vec<u8>, ModuleError> {
-        if !Self::valid_hex(hex) {
-            return Err(ModuleError::UnknownDigest {
-                digest: format!("blake3:{hex}"),
-                dir: self.dir.clone(),
-            });
-        }
-        let path = self.blob(hex);
-        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ModuleError::UnknownDigest {
-                digest: format!("blake3:{hex}"),
-                dir: self.dir.clone(),
-            },
-            _ => ModuleError::Io {
-                path: path.clone(),
-                error: e,
-            },
-        })?;
+        let (path, bytes) = self.read_of(hex, Self::blob)?;
         let actual = Digest::of(&bytes).hex();
         if actual != hex {
             return Err(ModuleError::Corrupt {
@@ -296,23 +302,7 @@ impl ModuleStore {
 
     /// What is recorded about a stored module (its names filled in).
     pub fn info(&self, hex: &str) -> Result<ModuleInfo, ModuleError> {
-        if !Self::valid_hex(hex) {
-            return Err(ModuleError::UnknownDigest {
-                digest: format!("blake3:{hex}"),
-                dir: self.dir.clone(),
-            });
-        }
-        let path = self.meta_file(hex);
-        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ModuleError::UnknownDigest {
-                digest: format!("blake3:{hex}"),
-                dir: self.dir.clone(),
-            },
-            _ => ModuleError::Io {
-                path: path.clone(),
-                error: e,
-            },
-        })?;
+        let (path, bytes) = self.read_of(hex, Self::meta_file)?;
         let mut info: ModuleInfo = serde_json::from_slice(&bytes).map_err(|e| ModuleError::Io {
             path: path.clone(),
             error: std::io::Error::new(std::io::ErrorKind::InvalidData, e),

@@ -105,18 +105,6 @@ pub enum PushError {
     /// Fails validation or compilation.
     #[error("{0}")]
     Invalid(#[from] SandboxError),
-    /// `name@version` already names other bytes.
-    #[error(
-        "{name}@{version} already names {existing}; versions are immutable: push under a new version"
-    )]
-    NameTaken {
-        /// Name.
-        name: String,
-        /// Version.
-        version: String,
-        /// The digest it names.
-        existing: String,
-    },
     /// A name or version with characters a manifest cannot reference.
     #[error(
         "invalid module {what} {value:?}: use letters, digits, '-', '_', '.' and '+' (not starting with '.'), at most 128"
@@ -227,11 +215,11 @@ pub fn push(
         && let Some(existing) = store.named(n, v)?
         && existing != digest.hex()
     {
-        return Err(PushError::NameTaken {
+        return Err(PushError::Store(ModuleError::NameTaken {
             name: n.to_string(),
             version: v.to_string(),
             existing: format!("blake3:{existing}"),
-        });
+        }));
     }
     let created = store.info(&digest.hex()).is_err();
     let started = std::time::Instant::now();
@@ -246,18 +234,7 @@ pub fn push(
         store.put_info(&info)?;
     }
     if let Some((n, v)) = name {
-        store.name(n, v, digest).map_err(|e| match e {
-            ModuleError::NameTaken {
-                name,
-                version,
-                existing,
-            } => PushError::NameTaken {
-                name,
-                version,
-                existing,
-            },
-            e => PushError::Store(e),
-        })?;
+        store.name(n, v, digest)?;
     }
     Ok(Pushed {
         module: store.info(&digest.hex())?,

@@ -34,12 +34,6 @@ fn wait_for_api(child: &mut Child, data: &Path) -> String {
     }
 }
 
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let (code, out, err) = wrun(dir, args);
-    assert_eq!(code, 0, "wrun {args:?}: {err}");
-    out
-}
-
 #[test]
 fn savepoint_workflow_through_the_cli_and_api() {
     let dir = tempfile::tempdir().unwrap();

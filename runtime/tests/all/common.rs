@@ -163,3 +163,10 @@ pub fn wrun(dir: &Path, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Runs `wrun` and asserts it succeeds; its stdout.
+pub fn ok(dir: &Path, args: &[&str]) -> String {
+    let (code, out, err) = wrun(dir, args);
+    assert_eq!(code, 0, "wrun {args:?}: {err}");
+    out
+}

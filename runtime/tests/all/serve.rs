@@ -82,12 +82,6 @@ impl Drop for Serve {
     }
 }
 
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let (code, out, err) = wrun(dir, args);
-    assert_eq!(code, 0, "wrun {args:?}: {err}");
-    out
-}
-
 /// Polls a job's status until `done` holds for it.
 fn wait_job(c: &Client, job: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
