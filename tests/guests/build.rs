@@ -3,7 +3,14 @@
 
 fn main() {
     let root = wrun_xtask::repo_root();
-    for dir in ["wit", "guest-sdk", "examples", "tests/guests", "Cargo.lock"] {
+    for dir in [
+        "wit",
+        "guest-sdk",
+        "examples",
+        "tests/guests",
+        "Cargo.lock",
+        "xtask/toolchains",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     let guests = match wrun_xtask::build_guests(&wrun_xtask::Options {

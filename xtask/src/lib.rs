@@ -10,10 +10,13 @@
 //! installed; otherwise Debian's `rustc-web` with `-Zbuild-std` (rustup
 //! cannot download targets on machines without internet access). The build
 //! is skipped entirely when a fingerprint of every input is unchanged.
+//! Guests in Python and JavaScript are built by [`lang`].
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+pub mod lang;
 
 /// How to build.
 #[derive(Debug, Clone, Default)]
@@ -184,7 +187,7 @@ fn fingerprint(tc: &Toolchain, guests: &[(String, PathBuf)]) -> Result<String> {
     Ok(h.finalize().to_hex().to_string())
 }
 
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+pub(crate) fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let p = e?.path();
         if p.is_dir() {
@@ -199,9 +202,18 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// Builds every guest. Does nothing when no input changed since the last
-/// successful build and every component exists.
+/// Builds every guest: the Rust crates, then the guests in other languages
+/// ([`lang`]). Does nothing for a guest whose inputs did not change since
+/// its last successful build.
 pub fn build_guests(opts: &Options) -> Result<Vec<Guest>> {
+    let mut all = build_rust_guests(opts)?;
+    all.extend(lang::build(opts)?);
+    Ok(all)
+}
+
+/// Builds every Rust guest crate. Does nothing when no input changed since
+/// the last successful build and every component exists.
+pub fn build_rust_guests(opts: &Options) -> Result<Vec<Guest>> {
     let root = repo_root();
     let guests = discover()?;
     let out_dir = guests_dir();

@@ -7,6 +7,7 @@ mod common;
 mod components;
 mod errors;
 mod io;
+mod languages;
 mod limits;
 mod partition;
 mod savepoint;

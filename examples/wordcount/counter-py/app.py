@@ -1,0 +1,43 @@
+"""The wordcount counter in Python: counts each word (the event key) in
+keyed value state `count` (a u64) and emits the word's running count as
+decimal text.
+
+State format `wordcount/1`, the same bytes as the Rust counter
+(examples/wordcount/counter): a job can be stopped with a savepoint in one
+language and resumed in another.
+"""
+
+from typing import List, Optional
+
+import wrun_guest as w
+from wit_world import exports
+from wit_world.imports.types import Context, Event, OperatorSnapshot, StateFormat
+
+FORMAT = StateFormat("wordcount", 1)
+COUNT = w.ValueState("count", w.U64)
+
+
+def count(event: Event, emit) -> None:
+    n = (COUNT.get() or 0) + 1
+    COUNT.set(n)
+    emit(w.event(event.key, str(n).encode(), event.timestamp))
+
+
+class Handler(exports.Handler):
+    def declared_format(self) -> StateFormat:
+        return FORMAT
+
+    def open(self, ctx: Context) -> None:
+        w.check_format(ctx, FORMAT)
+
+    def process(self, batch: List[Event]) -> List[Event]:
+        return w.process(batch, [COUNT], count)
+
+    def close(self) -> List[Event]:
+        return []
+
+    def snapshot(self) -> Optional[OperatorSnapshot]:
+        return None
+
+    def restore(self, snapshot: OperatorSnapshot) -> None:
+        return None

@@ -1,0 +1,213 @@
+//! Operators in other languages, from the same WIT: the wordcount counter
+//! in Rust, Python and JavaScript gives the same output; a savepoint of the
+//! Rust counter resumes in Python (state is language-neutral bytes); WASI
+//! grants a guest nothing.
+
+use crate::common::*;
+use crate::savepoint::{counts, data, job, savepoint_once_running, start, stop, v1};
+use std::path::Path;
+use wrun::exec::{RunOptions, StopMode};
+
+/// Every counter, by language.
+const COUNTERS: &[(&str, &str)] = &[
+    ("rust", "wordcount-counter"),
+    ("python", "wordcount-counter-py"),
+    ("javascript", "wordcount-counter-js"),
+];
+
+fn wordcount(counter: &str, parallelism: u32) -> String {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wordcount");
+    format!(
+        r#"version = 1
+name = "wordcount"
+max-parallelism = 128
+
+[[source]]
+name = "lines"
+kind = "file"
+path = "{input}"
+
+[[operator]]
+name = "tokenize"
+component = "{tokenizer}"
+
+[[operator]]
+name = "count"
+uid = "word-counter"
+parallelism = {parallelism}
+component = "{counter}"
+
+[[sink]]
+name = "counts"
+kind = "file"
+path = "out.jsonl"
+
+[[edge]]
+from = "lines"
+to = "tokenize"
+partition = "rebalance"
+
+[[edge]]
+from = "tokenize"
+to = "count"
+partition = "hash"
+
+[[edge]]
+from = "count"
+to = "counts"
+"#,
+        input = example.join("input.txt").display(),
+        tokenizer = guest("wordcount-tokenizer"),
+        counter = guest(counter),
+    )
+}
+
+fn sorted_lines(path: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_language_gives_the_golden_output() {
+    let golden = sorted_lines(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wordcount/golden.jsonl"),
+    );
+    for (language, counter) in COUNTERS {
+        for parallelism in [1, 3] {
+            let dir = tempfile::tempdir().unwrap();
+            run_in(dir.path(), &wordcount(counter, parallelism), None)
+                .unwrap_or_else(|e| panic!("{language}: {}", chain(&e)));
+            assert_eq!(
+                sorted_lines(&dir.path().join("out.jsonl")),
+                golden,
+                "{language} counter at parallelism {parallelism}"
+            );
+        }
+    }
+}
+
+/// A savepoint of the Rust counter resumes in Python, then in JavaScript:
+/// every key's counts continue, each exactly once.
+#[test]
+fn a_rust_savepoint_resumes_in_python_then_javascript() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = data(dir.path());
+    let total = 60_000;
+    let run = start(
+        dir.path(),
+        &job(v1(), "counter", 2, total, Some(20_000)),
+        &d,
+        RunOptions::default(),
+    );
+    savepoint_once_running(&run.control, None);
+    let sp = stop(&run.control, StopMode::Suspend);
+    run.join().unwrap();
+    let rust_lines = read_jsonl(&dir.path().join("out.jsonl")).len();
+
+    let py = start(
+        dir.path(),
+        &job(
+            guest("wordcount-counter-py"),
+            "counter",
+            3,
+            total,
+            Some(20_000),
+        ),
+        &d,
+        RunOptions {
+            restore: Some(sp.checkpoint.clone()),
+            ..RunOptions::default()
+        },
+    );
+    savepoint_once_running(&py.control, None);
+    let sp = stop(&py.control, StopMode::Suspend);
+    py.join().unwrap();
+    let py_lines = read_jsonl(&dir.path().join("out.jsonl")).len();
+    assert!(py_lines > rust_lines, "python counted nothing");
+
+    let js = start(
+        dir.path(),
+        &job(guest("wordcount-counter-js"), "counter", 1, total, None),
+        &d,
+        RunOptions {
+            restore: Some(sp.checkpoint.clone()),
+            ..RunOptions::default()
+        },
+    );
+    js.join().unwrap();
+    let all = counts(&dir.path().join("out.jsonl"));
+    let mut n = 0;
+    for (k, v) in &all {
+        let mut s = v.clone();
+        s.sort();
+        assert_eq!(
+            s,
+            (1..=v.len() as u64).collect::<Vec<_>>(),
+            "key {k}: counts did not continue across languages"
+        );
+        n += v.len() as u64;
+    }
+    assert_eq!(n, total);
+}
+
+/// WASI is linked with nothing granted: no file, directory or environment
+/// variable of the host is visible to a guest that imports WASI.
+#[test]
+fn wasi_grants_a_guest_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret.txt");
+    std::fs::write(&secret, "the host's secret").unwrap();
+    std::fs::write(
+        dir.path().join("paths.txt"),
+        format!("{}\n/etc/passwd\nsecret.txt\n", secret.display()),
+    )
+    .unwrap();
+    let toml = format!(
+        r#"version = 1
+name = "probe"
+
+[[source]]
+name = "paths"
+kind = "file"
+path = "paths.txt"
+
+[[operator]]
+name = "probe"
+component = "{}"
+
+[[sink]]
+name = "out"
+kind = "file"
+path = "out.jsonl"
+
+[[edge]]
+from = "paths"
+to = "probe"
+
+[[edge]]
+from = "probe"
+to = "out"
+"#,
+        guest("wasi-probe-py")
+    );
+    run_in(dir.path(), &toml, None).unwrap_or_else(|e| panic!("{}", chain(&e)));
+    let out = read_jsonl(&dir.path().join("out.jsonl"));
+    let text = format!("{out:?}");
+    assert!(!text.contains("the host's secret"), "{text}");
+    assert!(!text.contains("root:"), "{text}");
+    assert!(out.iter().all(|(k, _)| k != "read"), "{text}");
+    assert_eq!(
+        out.iter().filter(|(k, _)| k == "denied").count(),
+        3,
+        "{text}"
+    );
+    let get = |k: &str| out.iter().find(|(key, _)| key == k).unwrap().1.clone();
+    assert_eq!(get("env"), "0", "{text}");
+    assert!(get("root-list").starts_with("error"), "{text}");
+    assert!(get("cwd-list").starts_with("error"), "{text}");
+}

@@ -1,0 +1,56 @@
+"""Tries to reach the host through WASI and emits what happened.
+
+Each input event's value is a path: the probe tries to read it and emits
+`read <path>: <contents>` or `denied <path>: <exception>`. On the first
+batch it also emits `env <n>` (the number of environment variables it
+sees), `cwd-list <error or entries>` and `root-list <...>`.
+"""
+
+import os
+from typing import List, Optional
+
+from wit_world import exports
+from wit_world.imports.types import Context, Event, OperatorSnapshot, StateFormat
+
+_first = [True]
+
+
+def _try(f):
+    try:
+        return repr(f())
+    except Exception as e:  # noqa: BLE001 - any failure is the answer
+        return f"error {type(e).__name__}: {e}"
+
+
+class Handler(exports.Handler):
+    def declared_format(self) -> StateFormat:
+        return StateFormat("wasi-probe", 1)
+
+    def open(self, ctx: Context) -> None:
+        return None
+
+    def process(self, batch: List[Event]) -> List[Event]:
+        out = []
+        if _first[0]:
+            _first[0] = False
+            out.append(Event(b"env", str(len(os.environ)).encode(), None))
+            out.append(Event(b"cwd-list", _try(lambda: os.listdir(".")).encode(), None))
+            out.append(Event(b"root-list", _try(lambda: os.listdir("/")).encode(), None))
+        for ev in batch:
+            path = bytes(ev.value).decode()
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+                out.append(Event(b"read", f"{path}: {data!r}".encode(), None))
+            except Exception as e:  # noqa: BLE001
+                out.append(Event(b"denied", f"{path}: {type(e).__name__}: {e}".encode(), None))
+        return out
+
+    def close(self) -> List[Event]:
+        return []
+
+    def snapshot(self) -> Optional[OperatorSnapshot]:
+        return None
+
+    def restore(self, snapshot: OperatorSnapshot) -> None:
+        return None

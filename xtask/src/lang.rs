@@ -1,0 +1,287 @@
+//! Guests written in other languages than Rust: a directory under
+//! `examples/` or `tests/guests/` with a `wrun-guest.toml`:
+//!
+//! ```toml
+//! name = "wordcount-counter-py"   # target/guests/<name>.wasm
+//! language = "python"             # python | javascript
+//! entry = "app"                   # python: the module with `Handler`; javascript: the file
+//! ```
+//!
+//! The toolchains are installed on first use into `target/toolchains/`,
+//! pinned by the files in `xtask/toolchains/`: a Python venv with
+//! componentize-py (PyPI), and componentize-js with esbuild (npm, from a
+//! lock file). Each guest is rebuilt only when its sources, the language's
+//! helper in `guest-sdk/`, the WIT or the toolchain changed.
+
+use crate::{Guest, Options, repo_root};
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A language other than Rust.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    /// componentize-py.
+    Python,
+    /// componentize-js.
+    JavaScript,
+}
+
+/// A guest in another language.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Component name.
+    pub name: String,
+    /// Its language.
+    pub language: Language,
+    /// Its directory.
+    pub dir: PathBuf,
+    /// The entry module (Python) or file (JavaScript).
+    pub entry: String,
+}
+
+/// Finds every `wrun-guest.toml`.
+pub fn discover() -> Result<Vec<Spec>> {
+    let root = repo_root();
+    let mut found = Vec::new();
+    for top in ["examples", "tests/guests"] {
+        walk(&root.join(top), 3, &mut found)?;
+    }
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(found)
+}
+
+fn walk(dir: &Path, depth: u32, out: &mut Vec<Spec>) -> Result<()> {
+    let spec = dir.join("wrun-guest.toml");
+    if spec.is_file() {
+        let text = std::fs::read_to_string(&spec)
+            .with_context(|| format!("reading {}", spec.display()))?;
+        let doc: toml::Table =
+            toml::from_str(&text).with_context(|| format!("parsing {}", spec.display()))?;
+        let field = |k: &str| -> Result<String> {
+            doc.get(k)
+                .and_then(|v| v.as_str())
+                .map(String::from)
+                .with_context(|| format!("{}: `{k}` (a string) is required", spec.display()))
+        };
+        let language = match field("language")?.as_str() {
+            "python" => Language::Python,
+            "javascript" => Language::JavaScript,
+            other => bail!(
+                "{}: unknown language {other:?}; the guest build knows python and javascript (Rust guests are crates)",
+                spec.display()
+            ),
+        };
+        out.push(Spec {
+            name: field("name")?,
+            language,
+            dir: dir.to_path_buf(),
+            entry: field("entry")?,
+        });
+    }
+    if depth == 0 || !dir.is_dir() {
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n == "target" || n == "node_modules" || n == "__pycache__")
+        })
+        .collect();
+    entries.sort();
+    for e in entries {
+        walk(&e, depth - 1, out)?;
+    }
+    Ok(())
+}
+
+fn toolchains_dir() -> PathBuf {
+    repo_root().join("target").join("toolchains")
+}
+
+fn pinned(lang: &str) -> PathBuf {
+    repo_root().join("xtask").join("toolchains").join(lang)
+}
+
+/// blake3 of some files' names and contents.
+fn hash_files(files: &[PathBuf], extra: &str) -> Result<String> {
+    let mut h = blake3::Hasher::new();
+    h.update(extra.as_bytes());
+    let root = repo_root();
+    for f in files {
+        h.update(
+            f.strip_prefix(&root)
+                .unwrap_or(f)
+                .to_string_lossy()
+                .as_bytes(),
+        );
+        h.update(&std::fs::read(f).with_context(|| format!("reading {}", f.display()))?);
+    }
+    Ok(h.finalize().to_hex().to_string())
+}
+
+fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    crate::collect_files(dir, &mut out)?;
+    out.retain(|p| {
+        !p.components().any(|c| {
+            let c = c.as_os_str();
+            c == "node_modules" || c == "__pycache__"
+        })
+    });
+    out.sort();
+    Ok(out)
+}
+
+fn run(cmd: &mut Command, what: &str, hint: &str) -> Result<()> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("{what}: cannot start {:?}; {hint}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Installs (once) the toolchain of `lang`; returns its directory.
+fn toolchain(lang: Language, opts: &Options) -> Result<PathBuf> {
+    let (name, files) = match lang {
+        Language::Python => ("python", vec![pinned("python").join("requirements.txt")]),
+        Language::JavaScript => (
+            "js",
+            vec![
+                pinned("js").join("package.json"),
+                pinned("js").join("package-lock.json"),
+                pinned("js").join("build.mjs"),
+            ],
+        ),
+    };
+    let dir = toolchains_dir().join(name);
+    let stamp = dir.join(".installed");
+    let want = hash_files(&files, name)?;
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
+        return Ok(dir);
+    }
+    if opts.verbose {
+        eprintln!(
+            "guests: installing the {name} guest toolchain into {}",
+            dir.display()
+        );
+    }
+    match lang {
+        Language::Python => {
+            let _ = std::fs::remove_dir_all(&dir);
+            run(
+                Command::new("python3").args(["-m", "venv"]).arg(&dir),
+                "creating a Python venv for componentize-py",
+                "install Python 3 with venv (`scripts/setup`, or apt-get install python3 python3-venv)",
+            )?;
+            run(
+                Command::new(dir.join("bin").join("pip"))
+                    .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+                    .arg(&files[0]),
+                "installing componentize-py from PyPI",
+                "",
+            )?;
+        }
+        Language::JavaScript => {
+            std::fs::create_dir_all(&dir)?;
+            for f in &files {
+                let to = dir.join(f.file_name().unwrap_or_default());
+                std::fs::copy(f, &to).with_context(|| format!("copying {}", f.display()))?;
+            }
+            run(
+                Command::new("npm")
+                    .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                    .current_dir(&dir),
+                "installing componentize-js and esbuild from npm",
+                "install Node.js and npm (`scripts/setup`, or apt-get install nodejs npm)",
+            )?;
+        }
+    }
+    std::fs::write(&stamp, want)?;
+    Ok(dir)
+}
+
+/// Builds every guest in another language that changed.
+pub fn build(opts: &Options) -> Result<Vec<Guest>> {
+    let root = repo_root();
+    let out_dir = crate::guests_dir();
+    std::fs::create_dir_all(&out_dir)?;
+    let mut built = Vec::new();
+    for spec in discover()? {
+        let component = out_dir.join(format!("{}.wasm", spec.name));
+        let (sdk, tc_files) = match spec.language {
+            Language::Python => (
+                root.join("guest-sdk/python"),
+                files_under(&pinned("python"))?,
+            ),
+            Language::JavaScript => (root.join("guest-sdk/js"), files_under(&pinned("js"))?),
+        };
+        let mut inputs = files_under(&spec.dir)?;
+        inputs.extend(files_under(&sdk)?);
+        inputs.extend(files_under(&root.join("wit"))?);
+        inputs.extend(tc_files);
+        let fp = hash_files(&inputs, &format!("{:?} {}", spec.language, spec.entry))?;
+        let stamp = out_dir.join(format!(".{}.fingerprint", spec.name));
+        if !opts.force
+            && std::fs::read_to_string(&stamp).ok().as_deref() == Some(fp.as_str())
+            && component.is_file()
+        {
+            built.push(Guest {
+                package: spec.name,
+                component,
+            });
+            continue;
+        }
+        let tc = toolchain(spec.language, opts)?;
+        if opts.verbose {
+            eprintln!("guests: building {} ({:?})", spec.name, spec.language);
+        }
+        let tmp = component.with_extension("wasm.tmp");
+        let what = format!("building guest {} in {}", spec.name, spec.dir.display());
+        match spec.language {
+            Language::Python => run(
+                Command::new(tc.join("bin").join("componentize-py"))
+                    .arg("-d")
+                    .arg(root.join("wit"))
+                    .args(["-w", "operator", "componentize", "-p"])
+                    .arg(&spec.dir)
+                    .arg("-p")
+                    .arg(&sdk)
+                    .arg(&spec.entry)
+                    .arg("-o")
+                    .arg(&tmp),
+                &what,
+                "",
+            )?,
+            Language::JavaScript => run(
+                Command::new("node")
+                    .arg(tc.join("build.mjs"))
+                    .arg(spec.dir.join(&spec.entry))
+                    .arg(&sdk)
+                    .arg(root.join("wit"))
+                    .arg(&tmp)
+                    .current_dir(&tc),
+                &what,
+                "install Node.js (`scripts/setup`)",
+            )?,
+        }
+        std::fs::rename(&tmp, &component)
+            .with_context(|| format!("writing {}", component.display()))?;
+        std::fs::write(&stamp, fp)?;
+        built.push(Guest {
+            package: spec.name,
+            component,
+        });
+    }
+    Ok(built)
+}
