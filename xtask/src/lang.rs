@@ -251,6 +251,8 @@ pub fn build(opts: &Options) -> Result<Vec<Guest>> {
         match spec.language {
             Language::Python => run(
                 Command::new(tc.join("bin").join("componentize-py"))
+                    // No __pycache__ in the source tree.
+                    .env("PYTHONDONTWRITEBYTECODE", "1")
                     .arg("-d")
                     .arg(root.join("wit"))
                     .args(["-w", "operator", "componentize", "-p"])
