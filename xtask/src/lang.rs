@@ -249,22 +249,36 @@ pub fn build(opts: &Options) -> Result<Vec<Guest>> {
         let tmp = component.with_extension("wasm.tmp");
         let what = format!("building guest {} in {}", spec.name, spec.dir.display());
         match spec.language {
-            Language::Python => run(
-                Command::new(tc.join("bin").join("componentize-py"))
-                    // No __pycache__ in the source tree.
-                    .env("PYTHONDONTWRITEBYTECODE", "1")
-                    .arg("-d")
-                    .arg(root.join("wit"))
-                    .args(["-w", "operator", "componentize", "-p"])
-                    .arg(&spec.dir)
-                    .arg("-p")
-                    .arg(&sdk)
-                    .arg(&spec.entry)
-                    .arg("-o")
-                    .arg(&tmp),
-                &what,
-                "",
-            )?,
+            Language::Python => {
+                // componentize-py writes __pycache__ beside the sources:
+                // build from a copy under target/.
+                let stage = root.join("target/wasm-guests/python").join(&spec.name);
+                let _ = std::fs::remove_dir_all(&stage);
+                for (from, to) in [(&spec.dir, stage.join("app")), (&sdk, stage.join("sdk"))] {
+                    for f in files_under(from)? {
+                        let dest = to.join(f.strip_prefix(from).unwrap_or(&f));
+                        if let Some(p) = dest.parent() {
+                            std::fs::create_dir_all(p)?;
+                        }
+                        std::fs::copy(&f, &dest)
+                            .with_context(|| format!("copying {}", f.display()))?;
+                    }
+                }
+                run(
+                    Command::new(tc.join("bin").join("componentize-py"))
+                        .arg("-d")
+                        .arg(root.join("wit"))
+                        .args(["-w", "operator", "componentize", "-p"])
+                        .arg(stage.join("app"))
+                        .arg("-p")
+                        .arg(stage.join("sdk"))
+                        .arg(&spec.entry)
+                        .arg("-o")
+                        .arg(&tmp),
+                    &what,
+                    "",
+                )?
+            }
             Language::JavaScript => run(
                 Command::new("node")
                     .arg(tc.join("build.mjs"))

@@ -191,8 +191,7 @@ pub(crate) fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let p = e?.path();
         if p.is_dir() {
-            if p
-                .file_name()
+            if p.file_name()
                 .is_some_and(|n| n == "target" || n == "node_modules" || n == "__pycache__")
             {
                 continue;
