@@ -3,15 +3,17 @@
 //!
 //! ```toml
 //! name = "wordcount-counter-py"   # target/guests/<name>.wasm
-//! language = "python"             # python | javascript
-//! entry = "app"                   # python: the module with `Handler`; javascript: the file
+//! language = "python"             # python | javascript | c
+//! entry = "app"                   # python: the module with `Handler`; javascript and c: the file
 //! ```
 //!
 //! The toolchains are installed on first use into `target/toolchains/`,
 //! pinned by the files in `xtask/toolchains/`: a Python venv with
 //! componentize-py (PyPI), and componentize-js with esbuild (npm, from a
-//! lock file). Each guest is rebuilt only when its sources, the language's
-//! helper in `guest-sdk/`, the WIT or the toolchain changed.
+//! lock file). C guests use wit-bindgen's C generator (a library here),
+//! Debian's clang-19 and wasi-libc (`scripts/setup` installs them), and
+//! wit-component. Each guest is rebuilt only when its sources, the
+//! language's helper in `guest-sdk/`, the WIT or the toolchain changed.
 
 use crate::{Guest, Options, repo_root};
 use anyhow::{Context, Result, bail};
@@ -25,6 +27,8 @@ pub enum Language {
     Python,
     /// componentize-js.
     JavaScript,
+    /// wit-bindgen C bindings, clang-19, wasi-libc.
+    C,
 }
 
 /// A guest in another language.
@@ -67,8 +71,9 @@ fn walk(dir: &Path, depth: u32, out: &mut Vec<Spec>) -> Result<()> {
         let language = match field("language")?.as_str() {
             "python" => Language::Python,
             "javascript" => Language::JavaScript,
+            "c" => Language::C,
             other => bail!(
-                "{}: unknown language {other:?}; the guest build knows python and javascript (Rust guests are crates)",
+                "{}: unknown language {other:?}; the guest build knows python, javascript and c (Rust guests are crates)",
                 spec.display()
             ),
         };
@@ -151,9 +156,41 @@ fn run(cmd: &mut Command, what: &str, hint: &str) -> Result<()> {
     Ok(())
 }
 
+/// The C compiler and its flags for a wasm32 core module with wasi-libc
+/// (only its allocator and string functions: no WASI imports).
+const CLANG: &str = "clang-19";
+const CLANG_FLAGS: &[&str] = &[
+    "--target=wasm32-wasi",
+    "--sysroot=/usr",
+    "-isystem",
+    "/usr/include/wasm32-wasi",
+    "-L/usr/lib/wasm32-wasi",
+    "-mexec-model=reactor",
+    "-fuse-ld=/usr/bin/wasm-ld-19",
+    "-O2",
+    "-Wall",
+    "-Wextra",
+];
+
+fn clang_version() -> Result<String> {
+    let out = Command::new(CLANG).arg("--version").output();
+    match out {
+        Ok(o) if o.status.success() && Path::new("/usr/include/wasm32-wasi/stdlib.h").is_file() => {
+            Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+        }
+        _ => bail!(
+            "C guests need clang-19 and wasi-libc: run `scripts/setup` (apt-get install clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32)"
+        ),
+    }
+}
+
 /// Installs (once) the toolchain of `lang`; returns its directory.
 fn toolchain(lang: Language, opts: &Options) -> Result<PathBuf> {
     let (name, files) = match lang {
+        Language::C => {
+            clang_version()?;
+            return Ok(toolchains_dir());
+        }
         Language::Python => ("python", vec![pinned("python").join("requirements.txt")]),
         Language::JavaScript => (
             "js",
@@ -206,9 +243,32 @@ fn toolchain(lang: Language, opts: &Options) -> Result<PathBuf> {
                 "install Node.js and npm (`scripts/setup`, or apt-get install nodejs npm)",
             )?;
         }
+        Language::C => {}
     }
     std::fs::write(&stamp, want)?;
     Ok(dir)
+}
+
+/// Writes wit-bindgen's C bindings of the `operator` world into `out`:
+/// `operator.h`, `operator.c` and `operator_component_type.o` (the
+/// component type, linked into the core module).
+pub fn c_bindings(out: &Path) -> Result<()> {
+    use wit_bindgen_core::wit_parser::Resolve;
+    let mut resolve = Resolve::default();
+    let (pkg, _) = resolve
+        .push_dir(repo_root().join("wit"))
+        .context("reading wit/")?;
+    let world = resolve.select_world(&[pkg], Some("operator"))?;
+    let mut files = wit_bindgen_core::Files::default();
+    wit_bindgen_c::Opts::default()
+        .build()
+        .generate(&resolve, world, &mut files)?;
+    std::fs::create_dir_all(out)?;
+    for (name, bytes) in files.iter() {
+        std::fs::write(out.join(name), bytes)
+            .with_context(|| format!("writing {}", out.join(name).display()))?;
+    }
+    Ok(())
 }
 
 /// Builds every guest in another language that changed.
@@ -225,12 +285,22 @@ pub fn build(opts: &Options) -> Result<Vec<Guest>> {
                 files_under(&pinned("python"))?,
             ),
             Language::JavaScript => (root.join("guest-sdk/js"), files_under(&pinned("js"))?),
+            Language::C => (root.join("guest-sdk/c"), Vec::new()),
         };
         let mut inputs = files_under(&spec.dir)?;
-        inputs.extend(files_under(&sdk)?);
+        if sdk.is_dir() {
+            inputs.extend(files_under(&sdk)?);
+        }
         inputs.extend(files_under(&root.join("wit"))?);
         inputs.extend(tc_files);
-        let fp = hash_files(&inputs, &format!("{:?} {}", spec.language, spec.entry))?;
+        let tc_version = match spec.language {
+            Language::C => clang_version()?,
+            _ => String::new(),
+        };
+        let fp = hash_files(
+            &inputs,
+            &format!("{:?} {} {tc_version}", spec.language, spec.entry),
+        )?;
         let stamp = out_dir.join(format!(".{}.fingerprint", spec.name));
         if !opts.force
             && std::fs::read_to_string(&stamp).ok().as_deref() == Some(fp.as_str())
@@ -278,6 +348,31 @@ pub fn build(opts: &Options) -> Result<Vec<Guest>> {
                     &what,
                     "",
                 )?
+            }
+            Language::C => {
+                let work = root.join("target/wasm-guests/c").join(&spec.name);
+                let _ = std::fs::remove_dir_all(&work);
+                let gen_dir = work.join("gen");
+                c_bindings(&gen_dir)?;
+                let core = work.join("core.wasm");
+                let mut cmd = Command::new(CLANG);
+                cmd.args(CLANG_FLAGS)
+                    .arg("-I")
+                    .arg(&gen_dir)
+                    .arg("-o")
+                    .arg(&core);
+                for f in files_under(&spec.dir)? {
+                    if f.extension().is_some_and(|e| e == "c") {
+                        cmd.arg(f);
+                    }
+                }
+                cmd.arg(gen_dir.join("operator.c"))
+                    .arg(gen_dir.join("operator_component_type.o"));
+                run(&mut cmd, &what, "run `scripts/setup`")?;
+                let bytes = std::fs::read(&core)?;
+                let component = crate::componentize(&bytes)
+                    .with_context(|| format!("componentizing {}", spec.name))?;
+                std::fs::write(&tmp, component)?;
             }
             Language::JavaScript => run(
                 Command::new("node")

@@ -2,11 +2,18 @@
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask guests [--force]\n\n  guests   build every guest crate (examples/, tests/guests/) into a component in target/guests/";
+const USAGE: &str = "usage: cargo xtask guests [--force] | c-bindings [DIR]\n\n  guests       build every guest (examples/, tests/guests/) into a component in target/guests/\n  c-bindings   write wit-bindgen's C bindings of the operator world into DIR (default gen/)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
+        Some("c-bindings") => {
+            let out = args
+                .get(1)
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| "gen".into());
+            wrun_xtask::lang::c_bindings(&out).map(|()| println!("{}", out.display()))
+        }
         Some("guests") => {
             let force = args.iter().any(|a| a == "--force");
             wrun_xtask::build_guests(&wrun_xtask::Options {

@@ -4,7 +4,7 @@
 //! grants a guest nothing.
 
 use crate::common::*;
-use crate::savepoint::{counts, data, job, savepoint_once_running, start, stop, v1};
+use crate::savepoint::{counts, data, job, savepoint_once_running, start, stop};
 use std::path::Path;
 use wrun::exec::{RunOptions, StopMode};
 
@@ -91,55 +91,49 @@ fn every_language_gives_the_golden_output() {
     }
 }
 
-/// A savepoint of the Rust counter resumes in Python, then in JavaScript:
-/// every key's counts continue, each exactly once.
+/// A savepoint of the Rust counter resumes in Python, whose savepoint
+/// resumes in JavaScript, whose savepoint resumes in C (each at another
+/// parallelism): every key's counts continue, each exactly once.
 #[test]
-fn a_rust_savepoint_resumes_in_python_then_javascript() {
+fn a_rust_savepoint_resumes_in_python_then_javascript_then_c() {
     let dir = tempfile::tempdir().unwrap();
     let d = data(dir.path());
-    let total = 60_000;
-    let run = start(
+    let total = 80_000;
+    let hops = [
+        ("wordcount-counter", 2),
+        ("wordcount-counter-py", 3),
+        ("wordcount-counter-js", 1),
+    ];
+    let mut restore = None;
+    let mut lines = 0;
+    for (counter, parallelism) in hops {
+        let run = start(
+            dir.path(),
+            &job(guest(counter), "counter", parallelism, total, Some(20_000)),
+            &d,
+            RunOptions {
+                restore: restore.take(),
+                ..RunOptions::default()
+            },
+        );
+        savepoint_once_running(&run.control, None);
+        let sp = stop(&run.control, StopMode::Suspend);
+        run.join().unwrap();
+        let now = read_jsonl(&dir.path().join("out.jsonl")).len();
+        assert!(now > lines, "{counter} counted nothing");
+        lines = now;
+        restore = Some(sp.checkpoint);
+    }
+    let c = start(
         dir.path(),
-        &job(v1(), "counter", 2, total, Some(20_000)),
-        &d,
-        RunOptions::default(),
-    );
-    savepoint_once_running(&run.control, None);
-    let sp = stop(&run.control, StopMode::Suspend);
-    run.join().unwrap();
-    let rust_lines = read_jsonl(&dir.path().join("out.jsonl")).len();
-
-    let py = start(
-        dir.path(),
-        &job(
-            guest("wordcount-counter-py"),
-            "counter",
-            3,
-            total,
-            Some(20_000),
-        ),
+        &job(guest("wordcount-counter-c"), "counter", 2, total, None),
         &d,
         RunOptions {
-            restore: Some(sp.checkpoint.clone()),
+            restore,
             ..RunOptions::default()
         },
     );
-    savepoint_once_running(&py.control, None);
-    let sp = stop(&py.control, StopMode::Suspend);
-    py.join().unwrap();
-    let py_lines = read_jsonl(&dir.path().join("out.jsonl")).len();
-    assert!(py_lines > rust_lines, "python counted nothing");
-
-    let js = start(
-        dir.path(),
-        &job(guest("wordcount-counter-js"), "counter", 1, total, None),
-        &d,
-        RunOptions {
-            restore: Some(sp.checkpoint.clone()),
-            ..RunOptions::default()
-        },
-    );
-    js.join().unwrap();
+    c.join().unwrap();
     let all = counts(&dir.path().join("out.jsonl"));
     let mut n = 0;
     for (k, v) in &all {
