@@ -26,6 +26,13 @@
 //! request to the end of a resumed run that has exactly one event left to
 //! process (an upper bound on "first event processed by the new module").
 //!
+//! Then the language figures (`WRUN_BENCH_SKIP_LANGUAGES=1` skips them;
+//! `WRUN_BENCH_ONLY=languages` runs only them): the keyed count (the
+//! wordcount counter) in Rust, Python, JavaScript and C against a native
+//! closure over a `HashMap`, over `WRUN_BENCH_LANG_EVENTS` (1,000,000)
+//! events and 100,000 keys; and per component its size, compile time,
+//! instantiation time and linear memory per subtask.
+//!
 //! Run: `cargo bench -p wrun-runtime --bench throughput`
 
 use std::collections::HashMap;
@@ -203,6 +210,10 @@ fn main() -> anyhow::Result<()> {
     // `WRUN_BENCH_ONLY=checkpoint-throughput`: just that comparison (for
     // profiling it).
     let only_cp = std::env::var("WRUN_BENCH_ONLY").is_ok_and(|v| v == "checkpoint-throughput");
+    let only_lang = std::env::var("WRUN_BENCH_ONLY").is_ok_and(|v| v == "languages");
+    if only_lang {
+        return language_figures(&sandbox, rounds);
+    }
     let mut samples: HashMap<&str, Vec<f64>> = HashMap::new();
     for _ in 0..if only_cp { 0 } else { rounds } {
         for (name, opts) in &variants {
@@ -290,6 +301,9 @@ fn main() -> anyhow::Result<()> {
             "ratio",
         );
     }
+    if std::env::var_os("WRUN_BENCH_SKIP_LANGUAGES").is_none() && !only_cp {
+        language_figures(&sandbox, rounds)?;
+    }
     if !only_cp {
         metric(
             "keyed_sum.wasm_vs_native_state.ratio",
@@ -299,6 +313,177 @@ fn main() -> anyhow::Result<()> {
         metric(
             "keyed_sum.wasm_vs_native_hashmap.ratio",
             rates["wasm"] / rates["native_hashmap"],
+            "ratio",
+        );
+    }
+    Ok(())
+}
+
+/// The keyed count over a plain HashMap: the native baseline of the
+/// language figures.
+struct NativeCount {
+    counts: HashMap<Vec<u8>, u64>,
+}
+
+impl OperatorLogic for NativeCount {
+    fn open(&mut self, _: &SubtaskInfo) -> Result<(), SandboxError> {
+        Ok(())
+    }
+    fn process(&mut self, batch: &[Event]) -> Result<Vec<Event>, SandboxError> {
+        let mut out = Vec::with_capacity(batch.len());
+        for e in batch {
+            let key = e.key.clone().unwrap_or_default();
+            let n = self.counts.entry(key.clone()).or_insert(0);
+            *n += 1;
+            out.push(Event {
+                key: Some(key),
+                value: n.to_string().into_bytes(),
+                timestamp: e.timestamp,
+            });
+        }
+        Ok(out)
+    }
+    fn close(&mut self) -> Result<Vec<Event>, SandboxError> {
+        Ok(Vec::new())
+    }
+}
+
+/// The wordcount counter in every language, in the harness of the keyed
+/// sum; and what each component costs per subtask.
+fn language_figures(sandbox: &wrun::sandbox::Sandbox, rounds: u64) -> anyhow::Result<()> {
+    use wrun::sandbox::{CallLimits, OperatorInstance};
+    use wrun::state::{KeyGroupRange, StateLimits};
+    let events = env_u64("WRUN_BENCH_LANG_EVENTS", 1_000_000);
+    let keys = 100_000;
+    let counters = [
+        ("rust", wrun_test_guests::WORDCOUNT_COUNTER),
+        ("python", wrun_test_guests::WORDCOUNT_COUNTER_PY),
+        ("javascript", wrun_test_guests::WORDCOUNT_COUNTER_JS),
+        ("c", wrun_test_guests::WORDCOUNT_COUNTER_C),
+    ];
+    let store = wrun::module::ModuleStore::new(std::path::Path::new("target/bench-data"));
+    let mut runs = Vec::new();
+    for (lang, component) in counters {
+        let bytes = std::fs::read(component)?;
+        let graph = wrun::job::parse_manifest(
+            &manifest(events, keys, component),
+            "bench.toml",
+            std::path::Path::new("."),
+            None,
+        )?;
+        // Compile time, without the disk cache.
+        let fresh = wrun::sandbox::Sandbox::new(SandboxConfig::default())?;
+        let t = std::time::Instant::now();
+        let module = fresh.load(&bytes)?;
+        let compile = t.elapsed();
+        drop(module);
+        drop(fresh);
+        let modules = wrun::cli::load_modules(&graph, &store, sandbox)?;
+        let module = modules.values().next().cloned().expect("one operator");
+        // Instantiation (from the pre-linked module) and memory after
+        // `open`, over 5 subtasks; the median time.
+        let mut times = Vec::new();
+        let mut memory = 0;
+        for i in 0..5u32 {
+            let state = KeyedState::new(
+                128,
+                KeyGroupRange { start: 0, end: 128 },
+                StateLimits::default(),
+            );
+            let info = SubtaskInfo {
+                uid: "sum".into(),
+                subtask_index: i,
+                parallelism: 5,
+                max_parallelism: 128,
+                config: b"{}".to_vec(),
+                restored: false,
+                restored_format: None,
+            };
+            let limits = CallLimits {
+                memory_bytes: 1 << 30,
+                call_timeout: std::time::Duration::from_secs(10),
+                max_output_events: 1 << 20,
+            };
+            let t = std::time::Instant::now();
+            let mut inst = OperatorInstance::instantiate(sandbox, &module, &info, limits, state)?;
+            inst.open(&info)?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            memory = inst.linear_memory_bytes();
+        }
+        times.sort_by(f64::total_cmp);
+        metric(
+            &format!("lang.{lang}.component_bytes"),
+            bytes.len() as f64,
+            "bytes",
+        );
+        metric(
+            &format!("lang.{lang}.compile_ms"),
+            compile.as_secs_f64() * 1e3,
+            "ms",
+        );
+        metric(
+            &format!("lang.{lang}.instantiate_open_ms"),
+            times[times.len() / 2],
+            "ms",
+        );
+        metric(
+            &format!("lang.{lang}.memory_per_subtask_bytes"),
+            memory as f64,
+            "bytes",
+        );
+        runs.push((lang, graph, modules, RunOptions::default()));
+    }
+    let native: NativeFactory = Arc::new(|_, _| {
+        Box::new(NativeCount {
+            counts: HashMap::new(),
+        })
+    });
+    let (_, graph, modules, _) = &runs[0];
+    let native_run = (
+        "native_hashmap",
+        graph.clone(),
+        modules.clone(),
+        RunOptions {
+            native: HashMap::from([("sum".to_string(), native)]),
+            ..RunOptions::default()
+        },
+    );
+    runs.push(native_run);
+    let mut samples: HashMap<&str, Vec<f64>> = HashMap::new();
+    for _ in 0..rounds {
+        for (name, graph, modules, opts) in &runs {
+            let report = wrun::exec::run_job(graph, sandbox, modules, opts)?;
+            let processed = report
+                .vertices
+                .iter()
+                .find(|v| v.name == "sum")
+                .map(|v| v.records_in)
+                .unwrap_or(0);
+            anyhow::ensure!(
+                processed == events,
+                "{name}: processed {processed} of {events} events"
+            );
+            samples
+                .entry(name)
+                .or_default()
+                .push(events as f64 / report.elapsed.as_secs_f64());
+        }
+    }
+    let mut median = HashMap::new();
+    for (name, ..) in &runs {
+        let mut s = samples.remove(name).unwrap_or_default();
+        s.sort_by(f64::total_cmp);
+        median.insert(*name, s[s.len() / 2]);
+        metric(
+            &format!("lang.{name}.count_records_per_s"),
+            s[s.len() / 2],
+            "records/s",
+        );
+    }
+    for (lang, _) in counters {
+        metric(
+            &format!("lang.{lang}_vs_native_hashmap.ratio"),
+            median[lang] / median["native_hashmap"],
             "ratio",
         );
     }

@@ -208,6 +208,11 @@ impl OperatorInstance {
         })
     }
 
+    /// Linear memory the instance holds now (all its memories), in bytes.
+    pub fn linear_memory_bytes(&self) -> usize {
+        self.store.data().limiter.used
+    }
+
     /// "uid[subtask]".
     pub fn who(&self) -> &str {
         &self.who

@@ -16,12 +16,14 @@ pub struct MemoryLimitExceeded {
 pub struct Limiter {
     pub(crate) memory_bytes: usize,
     pub(crate) table_elements: usize,
+    /// Linear memory of all the store's memories now, in bytes.
+    pub(crate) used: usize,
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -31,6 +33,7 @@ impl wasmtime::ResourceLimiter for Limiter {
                 limit: self.memory_bytes,
             }));
         }
+        self.used = self.used.saturating_add(desired.saturating_sub(current));
         Ok(true)
     }
 

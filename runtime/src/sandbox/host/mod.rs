@@ -34,6 +34,7 @@ impl SubtaskData {
             limiter: Limiter {
                 memory_bytes,
                 table_elements: 1_000_000,
+                used: 0,
             },
             wasi: wasi::locked_down(&who),
             table: ResourceTable::new(),
