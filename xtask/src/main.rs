@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask guests [--force] | c-bindings [DIR]\n\n  guests       build every guest (examples/, tests/guests/) into a component in target/guests/\n  c-bindings   write wit-bindgen's C bindings of the operator world into DIR (default gen/)";
+const USAGE: &str = "usage: cargo xtask guests [--force] [--rust-only] | c-bindings [DIR]\n\n  guests       build every guest (examples/, tests/guests/) into a component in target/guests/\n  c-bindings   write wit-bindgen's C bindings of the operator world into DIR (default gen/)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -16,10 +16,15 @@ fn main() -> ExitCode {
         }
         Some("guests") => {
             let force = args.iter().any(|a| a == "--force");
-            wrun_xtask::build_guests(&wrun_xtask::Options {
+            let opts = wrun_xtask::Options {
                 force,
                 verbose: true,
-            })
+            };
+            if args.iter().any(|a| a == "--rust-only") {
+                wrun_xtask::build_rust_guests(&opts)
+            } else {
+                wrun_xtask::build_guests(&opts)
+            }
             .map(|built| {
                 for g in &built {
                     println!("{}", g.component.display());
