@@ -326,6 +326,11 @@ pub fn build(opts: &Options) -> Result<Vec<Guest>> {
                 let _ = std::fs::remove_dir_all(&stage);
                 for (from, to) in [(&spec.dir, stage.join("app")), (&sdk, stage.join("sdk"))] {
                     for f in files_under(from)? {
+                        // The helper's own tests run on the host, not in
+                        // the component.
+                        if f.strip_prefix(from).is_ok_and(|r| r.starts_with("tests")) {
+                            continue;
+                        }
                         let dest = to.join(f.strip_prefix(from).unwrap_or(&f));
                         if let Some(p) = dest.parent() {
                             std::fs::create_dir_all(p)?;

@@ -205,3 +205,41 @@ to = "out"
     assert!(get("root-list").starts_with("error"), "{text}");
     assert!(get("cwd-list").starts_with("error"), "{text}");
 }
+
+fn run_script(program: &str, args: &[&str]) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::process::Command::new(program)
+        .args(args)
+        .current_dir(&root)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} (scripts/setup installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The Python helper's own tests (codec vectors, one host call per batch),
+/// on the host's Python with the bindings faked.
+#[test]
+fn python_helper_tests() {
+    run_script("python3", &["guest-sdk/python/tests/test_wrun_guest.py"]);
+}
+
+/// The JavaScript helper's own tests, on Node with the host's interfaces
+/// faked.
+#[test]
+fn javascript_helper_tests() {
+    run_script(
+        "node",
+        &[
+            "--import",
+            "./guest-sdk/js/tests/register.mjs",
+            "--test",
+            "guest-sdk/js/tests/",
+        ],
+    );
+}

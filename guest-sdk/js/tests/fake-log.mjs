@@ -1,0 +1,1 @@
+export function log(_level, _message) {}
