@@ -259,6 +259,7 @@ fn main() -> anyhow::Result<()> {
             timeout_ms: 60_000,
             min_pause_ms: 0,
             retain: 3,
+            tolerable_failures: 3,
         });
         let dir = tempfile::tempdir()?;
         let store: Arc<dyn wrun::checkpoint::CheckpointStore> =

@@ -67,6 +67,8 @@ pub(crate) struct Coordinator<'a> {
     pub(crate) periodic: bool,
     /// Where savepoints are registered.
     pub(crate) savepoints: Option<Arc<dyn SavepointStore>>,
+    /// Checkpoints that failed in a row (storage errors, timeouts).
+    pub(crate) failures: u32,
     /// Other registries whose savepoints keep chunks alive.
     pub(crate) pinned: crate::checkpoint::Registries,
     /// The job's control handle, for status.
@@ -177,7 +179,7 @@ impl Coordinator<'_> {
                             "checkpoint {} timed out after {} ms (checkpoint.timeout-ms)",
                             p.id, self.settings.timeout_ms
                         );
-                        tracing::warn!(job = %self.graph.name, "{msg}; the job goes on");
+                        self.failed(&msg);
                         self.abandon(p.request, msg);
                         next_trigger = Instant::now() + min_pause;
                     }
@@ -217,6 +219,22 @@ impl Coordinator<'_> {
         }
     }
 
+    /// A checkpoint failed (storage, timeout): the job goes on, until more
+    /// than `tolerable-failures` fail in a row; then it fails, and restarts
+    /// under its policy from the last completed checkpoint.
+    fn failed(&mut self, msg: &str) {
+        self.failures += 1;
+        if self.failures > self.settings.tolerable_failures {
+            tracing::error!(job = %self.graph.name, "{msg}; {} checkpoints failed in a row, more than checkpoint.tolerable-failures = {}: the job fails", self.failures, self.settings.tolerable_failures);
+            (self.fail)(format!(
+                "{} checkpoints failed in a row (more than checkpoint.tolerable-failures = {}); the last: {msg}",
+                self.failures, self.settings.tolerable_failures
+            ));
+        } else {
+            tracing::warn!(job = %self.graph.name, "{msg}; the job goes on ({} of {} tolerated failures in a row)", self.failures, self.settings.tolerable_failures);
+        }
+    }
+
     /// A checkpoint that will not complete: tell whoever asked for it; a
     /// stop that cannot complete fails the job (its sources have stopped).
     fn abandon(&self, request: Option<Request>, why: String) {
@@ -246,11 +264,12 @@ impl Coordinator<'_> {
             Ok(m) => m,
             Err(e) => {
                 let msg = format!("checkpoint {id} failed: {e}");
-                tracing::warn!(job = %self.graph.name, "{msg}; the job goes on");
+                self.failed(&msg);
                 self.abandon(request, msg);
                 return None;
             }
         };
+        self.failures = 0;
         tracing::info!(job = %self.graph.name, checkpoint = id, ms = manifest.duration_ms, full_bytes = manifest.full_bytes, new_bytes = manifest.new_bytes, "checkpoint complete");
         // Keep each written key group's ref with the snapshot it was
         // written from: the next delta is what differs from it. (This keeps
@@ -375,7 +394,9 @@ impl Coordinator<'_> {
             drained: stop == Some(super::StopMode::Drain),
             checkpoint: m.clone(),
         };
+        super::crash_point("savepoint-record");
         store.put(&sp).map_err(|e| e.to_string())?;
+        super::crash_point("savepoint-registered");
         tracing::info!(job = %m.job, savepoint = %sp.id, checkpoint = m.id.0, backend = %sp.backend, "savepoint complete");
         Ok(sp)
     }
@@ -423,6 +444,7 @@ impl Coordinator<'_> {
                     // The asynchronous part: encode the copy-on-write
                     // snapshot here, off the subtask's thread.
                     if let Some(snap) = &state {
+                        super::crash_point("checkpoint-chunks");
                         let previous = |kg: u16| self.last.get(&(vertex, kg)).cloned();
                         let (refs, f, n) = write_key_groups(self.store.as_ref(), &previous, snap)?;
                         entry.key_groups.extend(refs);
@@ -470,7 +492,9 @@ impl Coordinator<'_> {
             full_bytes: full,
             new_bytes: new,
         };
+        super::crash_point("checkpoint-manifest");
         self.store.put_manifest(&m)?;
+        super::crash_point("checkpoint-committed");
         Ok((m, groups))
     }
 

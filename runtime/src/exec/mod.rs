@@ -87,9 +87,11 @@ pub enum ExecError {
         /// Why.
         detail: String,
     },
-    /// A stop with a savepoint could not complete.
+    /// The checkpoint coordinator failed the job: a stop with a savepoint
+    /// that could not complete, or more checkpoints failed in a row than
+    /// `checkpoint.tolerable-failures`.
     #[error("{0}")]
-    StopFailed(String),
+    CheckpointFailure(String),
     /// A runtime thread panicked (a wrun bug).
     #[error("internal error in subtask {0}: {1} (this is a bug in wrun; please report it)")]
     Panicked(String, String),
@@ -126,6 +128,31 @@ impl Shared {
         };
         if replace {
             *first = Some(e);
+        }
+    }
+}
+
+/// A place where the crash test (runtime/tests/all/crash.rs) may kill the
+/// process: with `WRUN_CRASH_AT=<name>:<n>` in the environment, the `n`-th
+/// time (from 1) the process passes `crash_point(name)`, it sends itself
+/// SIGKILL: no destructor, no flush, as when a machine dies. Without the
+/// variable this is one load of an initialized `OnceLock`.
+pub(crate) fn crash_point(name: &str) {
+    static AT: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
+    static PASSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let at = AT.get_or_init(|| {
+        let v = std::env::var("WRUN_CRASH_AT").ok()?;
+        let (n, k) = v.split_once(':')?;
+        Some((n.to_string(), k.parse().ok()?))
+    });
+    if let Some((n, k)) = at
+        && n == name
+        && PASSED.fetch_add(1, Ordering::SeqCst) + 1 == *k
+    {
+        tracing::warn!("WRUN_CRASH_AT={n}:{k}: killing this process");
+        // SAFETY: sends a signal to this process; nothing to uphold.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
         }
     }
 }
@@ -645,7 +672,7 @@ pub fn run_job(
             }
         }
     }
-    let fail_job = |msg: String| shared.fail(ExecError::StopFailed(msg));
+    let fail_job = |msg: String| shared.fail(ExecError::CheckpointFailure(msg));
     let coordinator = match (&opts.store, checkpointing) {
         (Some(store), true) => {
             let periodic = graph.checkpoint.is_some();
@@ -657,6 +684,7 @@ pub fn run_job(
                     timeout_ms: 600_000,
                     min_pause_ms: 0,
                     retain: 3,
+                    tolerable_failures: 3,
                 });
             let existing = store
                 .list_checkpoints(&graph.name)
@@ -686,6 +714,7 @@ pub fn run_job(
                 next_id,
                 last: HashMap::new(),
                 last_completed: false,
+                failures: 0,
                 periodic,
                 savepoints: opts.savepoints.clone(),
                 pinned: opts.pinned.clone(),

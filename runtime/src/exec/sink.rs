@@ -178,6 +178,7 @@ impl Staged {
             if pid > id {
                 break;
             }
+            super::crash_point("sink-commit");
             append(&self.path, &part).map_err(|e| {
                 sink_err(
                     name,

@@ -114,6 +114,9 @@ pub struct CheckpointSettings {
     pub min_pause_ms: u64,
     /// How many completed checkpoints to keep.
     pub retain: usize,
+    /// How many checkpoints in a row may fail (a storage error or a
+    /// timeout) before the job fails and restarts under its policy.
+    pub tolerable_failures: u32,
 }
 
 /// Where savepoints are kept.
@@ -180,6 +183,7 @@ struct CheckpointSpec {
     timeout_ms: Option<Spanned<u64>>,
     min_pause_ms: Option<u64>,
     retain: Option<Spanned<u64>>,
+    tolerable_failures: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -401,6 +405,7 @@ pub fn parse_manifest(
                 .map(|r| pos(&ctx, r, "checkpoint.retain", 1))
                 .transpose()?
                 .unwrap_or(3) as usize,
+            tolerable_failures: c.tolerable_failures.unwrap_or(3),
         }),
         None => None,
     };

@@ -331,3 +331,75 @@ fn a_restart_never_goes_back_to_a_previous_runs_checkpoint() {
     );
     assert_exactly_once(&dir.path().join("out.jsonl"), 6000);
 }
+
+/// A store whose writes fail (a full disk): checkpoints fail, the job goes
+/// on; once more fail in a row than `checkpoint.tolerable-failures`, the
+/// job fails with a message that says so.
+#[test]
+fn failed_checkpoints_are_tolerated_up_to_the_setting() {
+    let full_disk = || {
+        let s = Arc::new(wrun::checkpoint::MemStore::default());
+        s.fail_writes(true);
+        s
+    };
+    // Tolerated: the job finishes, its output whole (the sink commits at
+    // the end of input).
+    let dir = tempfile::tempdir().unwrap();
+    let job = counter_job(
+        3000,
+        7,
+        "rate = 30000.0",
+        "[checkpoint]\ninterval-ms = 5\ntolerable-failures = 100000\n[restart]\nattempts = 0",
+    );
+    let store: Arc<dyn CheckpointStore> = full_disk();
+    let opts = RunOptions {
+        store: Some(store),
+        ..RunOptions::default()
+    };
+    run_supervised(dir.path(), &job, &opts).unwrap();
+    assert_exactly_once(&dir.path().join("out.jsonl"), 3000);
+
+    // Not tolerated: the third failure in a row fails the job.
+    let dir = tempfile::tempdir().unwrap();
+    let job = counter_job(
+        1_000_000,
+        7,
+        "rate = 20000.0",
+        "[checkpoint]\ninterval-ms = 5\ntolerable-failures = 2\n[restart]\nattempts = 0",
+    );
+    let store: Arc<dyn CheckpointStore> = full_disk();
+    let opts = RunOptions {
+        store: Some(store),
+        ..RunOptions::default()
+    };
+    let err = chain(&run_supervised(dir.path(), &job, &opts).unwrap_err());
+    assert!(
+        err.contains("3 checkpoints failed in a row (more than checkpoint.tolerable-failures = 2)"),
+        "{err}"
+    );
+}
+
+/// A guest that traps when snapshotted fails its subtask at the barrier:
+/// the job restarts under its policy, and fails for good with the trap.
+#[test]
+fn a_trap_in_snapshot_fails_the_job_under_its_restart_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = generator_job(
+        1_000_000,
+        10,
+        guest("chaos"),
+        "uid = \"chaos\"\nconfig = { mode = \"snapshot-trap\", n = 0 }",
+        "forward",
+        "[checkpoint]\ninterval-ms = 10\n[restart]\nattempts = 1\ndelay-ms = 0",
+    )
+    .replace("keys = 10\n", "keys = 10\nrate = 20000.0\n");
+    let opts = RunOptions {
+        store: Some(store(dir.path())),
+        ..RunOptions::default()
+    };
+    let err = chain(&run_supervised(dir.path(), &job, &opts).unwrap_err());
+    assert!(
+        err.contains("operator chaos[0] trapped in snapshot"),
+        "{err}"
+    );
+}

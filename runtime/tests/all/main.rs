@@ -5,6 +5,7 @@ mod api;
 mod checkpoint;
 mod common;
 mod components;
+mod crash;
 mod errors;
 mod io;
 mod languages;
