@@ -651,6 +651,26 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_chunk_and_an_unusable_directory_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let (h, _) = store.put_chunk(b"y").unwrap();
+        std::fs::remove_file(dir.path().join(chunk_path(&h))).unwrap();
+        let err = store.get_chunk(&h).unwrap_err().to_string();
+        assert!(err.contains(&h.hex()), "{err}");
+        // A store whose directory cannot be made (a file is in the way;
+        // tests may run as root, for whom permissions do not stop writes).
+        std::fs::write(dir.path().join("file"), b"").unwrap();
+        let err = FsStore::open(&dir.path().join("file/store"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("file/store") && err.contains("cannot"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn memory_store_and_a_full_disk() {
         let store = MemStore::default();
         exercise(&store);

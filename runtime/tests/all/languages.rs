@@ -149,8 +149,9 @@ fn a_rust_savepoint_resumes_in_python_then_javascript_then_c() {
     assert_eq!(n, total);
 }
 
-/// WASI is linked with nothing granted: no file, directory or environment
-/// variable of the host is visible to a guest that imports WASI.
+/// WASI is linked with nothing granted: no file, directory, environment
+/// variable or network of the host is reachable by a guest that imports
+/// WASI.
 #[test]
 fn wasi_grants_a_guest_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -204,6 +205,7 @@ to = "out"
     assert_eq!(get("env"), "0", "{text}");
     assert!(get("root-list").starts_with("error"), "{text}");
     assert!(get("cwd-list").starts_with("error"), "{text}");
+    assert!(get("net").starts_with("error"), "{text}");
 }
 
 fn run_script(program: &str, args: &[&str]) {

@@ -120,6 +120,26 @@ fn an_oversized_state_key_is_refused() {
     );
 }
 
+/// A guest with room for it (2 GiB of memory) passes a 1 GiB key to
+/// state: wasmtime refuses to copy that much into the host in one call
+/// (its hostcall fuel) and the guest traps, before wrun's own 64 KiB key
+/// limit (tested above with 1 MiB) is even reached; the runtime goes on.
+#[test]
+fn a_one_gib_state_key_is_refused() {
+    let (_d, err) = chaos(
+        "raw-key",
+        1 << 30,
+        "memory-mb = 2048\ncall-timeout-ms = 60000",
+        1,
+    );
+    let err = chain(&err.unwrap_err());
+    assert!(
+        err.contains("operator chaos[0] trapped in process")
+            && err.contains("too much data is being copied between the host and the guest"),
+        "{err}"
+    );
+}
+
 #[test]
 fn malformed_packed_arguments_are_refused() {
     let (_d, err) = chaos("bad-packed", 0, "", 10);

@@ -7,6 +7,7 @@ mod common;
 mod components;
 mod crash;
 mod errors;
+mod fuzz;
 mod io;
 mod languages;
 mod limits;

@@ -3,7 +3,8 @@
 Each input event's value is a path: the probe tries to read it and emits
 `read <path>: <contents>` or `denied <path>: <exception>`. On the first
 batch it also emits `env <n>` (the number of environment variables it
-sees), `cwd-list <error or entries>` and `root-list <...>`.
+sees), `cwd-list <error or entries>`, `root-list <...>` and `net <error or
+connected>` (a TCP connection to the host's port 22).
 """
 
 import os
@@ -13,6 +14,14 @@ from wit_world import exports
 from wit_world.imports.types import Context, Event, OperatorSnapshot, StateFormat
 
 _first = [True]
+
+
+def _connect():
+    import socket
+
+    s = socket.create_connection(("127.0.0.1", 22), timeout=1)
+    s.close()
+    return "connected"
 
 
 def _try(f):
@@ -36,6 +45,7 @@ class Handler(exports.Handler):
             out.append(Event(b"env", str(len(os.environ)).encode(), None))
             out.append(Event(b"cwd-list", _try(lambda: os.listdir(".")).encode(), None))
             out.append(Event(b"root-list", _try(lambda: os.listdir("/")).encode(), None))
+            out.append(Event(b"net", _try(_connect).encode(), None))
         for ev in batch:
             path = bytes(ev.value).decode()
             try:
