@@ -168,9 +168,19 @@ fn componentize(core: &[u8]) -> Result<Vec<u8>, PushError> {
             "it imports WASI preview 1 (wasi_snapshot_preview1), which needs an adapter; build for wasm32-wasip2, or componentize it with the preview 1 adapter yourself".into(),
         ));
     }
-    let encoded = wit_component::ComponentEncoder::default()
-        .module(core)
-        .and_then(|e| e.validate(true).encode());
+    // wit-component can panic on a malformed embedded type (found by
+    // fuzzing: an `unreachable!` in wit-parser's decoder); an upload must
+    // get an error, never take the server down.
+    let encoded = std::panic::catch_unwind(|| {
+        wit_component::ComponentEncoder::default()
+            .module(core)
+            .and_then(|e| e.validate(true).encode())
+    })
+    .map_err(|_| {
+        PushError::Componentize(
+            "its embedded component type is malformed (wit-component could not decode it)".into(),
+        )
+    })?;
     encoded.map_err(|e| {
         let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
         PushError::Componentize(chain.join(": "))

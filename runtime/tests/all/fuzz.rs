@@ -32,25 +32,30 @@ where
         .ok()
         .and_then(|v| v.parse().ok())
         .map(Duration::from_secs);
-    let mut runner = TestRunner::new(Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    });
     let started = Instant::now();
-    let mut rounds = 0u64;
+    let ran = std::cell::Cell::new(0u64);
     loop {
-        if let Err(e) = runner.run(&strategy, &test) {
+        // A runner per round: one runs `cases` cases once; a new one draws
+        // new cases (proptest seeds it from the OS).
+        let mut runner = TestRunner::new(Config {
+            cases,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        let counted = |v| {
+            ran.set(ran.get() + 1);
+            test(v)
+        };
+        if let Err(e) = runner.run(&strategy, counted) {
             panic!("fuzz target {name}: {e}");
         }
-        rounds += 1;
         if budget.is_none_or(|b| started.elapsed() >= b) {
             break;
         }
     }
     eprintln!(
         "fuzz {name}: {} cases in {:.1} s, no failure",
-        rounds * u64::from(cases),
+        ran.get(),
         started.elapsed().as_secs_f64()
     );
 }
@@ -155,6 +160,18 @@ fn fuzz_module_upload_validation() {
         let _ = wrun::module::push(&store, sandbox(), &bytes, Some(("fuzz", "1")), 1 << 20);
         Ok(())
     });
+    // Regressions found by fuzzing.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions");
+    // A core module whose embedded component type made wit-parser reach an
+    // `unreachable!`.
+    let bytes = std::fs::read(dir.join("module-upload-wit-parser-unreachable.wasm")).unwrap();
+    let err = wrun::module::push(&store, sandbox(), &bytes, None, 1 << 20)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("embedded component type is malformed"),
+        "{err}"
+    );
 }
 
 #[test]
