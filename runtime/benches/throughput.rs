@@ -126,9 +126,12 @@ impl OperatorLogic for NativeState {
     }
 }
 
-/// The keyed sum over a plain HashMap.
+/// A keyed fold over a plain HashMap: the cheapest possible baseline.
+/// `step` gives what an event adds to its key's value (the keyed sum: the
+/// event's number; the keyed count: 1); the new value is emitted as text.
 struct NativeMap {
     sums: HashMap<Vec<u8>, i64>,
+    step: fn(&Event) -> Result<i64, SandboxError>,
 }
 
 impl OperatorLogic for NativeMap {
@@ -140,7 +143,7 @@ impl OperatorLogic for NativeMap {
         for e in batch {
             let key = e.key.clone().unwrap_or_default();
             let s = self.sums.entry(key.clone()).or_insert(0);
-            *s = s.wrapping_add(parse(&e.value)?);
+            *s = s.wrapping_add((self.step)(e)?);
             out.push(Event {
                 key: Some(key),
                 value: s.to_string().into_bytes(),
@@ -184,9 +187,10 @@ fn main() -> anyhow::Result<()> {
     let native_map: NativeFactory = Arc::new(|_, _| {
         Box::new(NativeMap {
             sums: HashMap::new(),
+            step: |e| parse(&e.value),
         })
     });
-    let variants: [(&str, RunOptions); 3] = [
+    let variants: Vec<(&str, RunOptions)> = vec![
         ("wasm", RunOptions::default()),
         (
             "native_state",
@@ -203,9 +207,7 @@ fn main() -> anyhow::Result<()> {
             },
         ),
     ];
-    // The machine is shared and has 2 cores for 3 pipeline threads, so
-    // single runs are noisy: interleave the variants over several rounds
-    // and report each one's median.
+    // Interleaved rounds, medians (see `medians`).
     let rounds = env_u64("WRUN_BENCH_ROUNDS", 3).max(1);
     // `WRUN_BENCH_ONLY=checkpoint-throughput`: just that comparison (for
     // profiling it).
@@ -214,37 +216,20 @@ fn main() -> anyhow::Result<()> {
     if only_lang {
         return language_figures(&sandbox, rounds);
     }
-    let mut samples: HashMap<&str, Vec<f64>> = HashMap::new();
-    for _ in 0..if only_cp { 0 } else { rounds } {
-        for (name, opts) in &variants {
-            let report = wrun::exec::run_job(&graph, &sandbox, &modules, opts)?;
-            let processed = report
-                .vertices
-                .iter()
-                .find(|v| v.name == "sum")
-                .map(|v| v.records_in)
-                .unwrap_or(0);
-            anyhow::ensure!(
-                processed == events,
-                "{name}: processed {processed} of {events} events"
-            );
-            samples
-                .entry(name)
-                .or_default()
-                .push(events as f64 / report.elapsed.as_secs_f64());
-        }
-    }
     let mut rates = HashMap::new();
-    for (name, _) in variants.iter().filter(|_| !only_cp) {
-        let mut s = samples.remove(name).unwrap_or_default();
-        s.sort_by(f64::total_cmp);
-        let median = s[s.len() / 2];
-        rates.insert(*name, median);
-        metric(
-            &format!("keyed_sum.{name}.records_per_s"),
-            median,
-            "records/s",
-        );
+    if !only_cp {
+        let runs: Vec<Run> = variants
+            .into_iter()
+            .map(|(name, opts)| (name, graph.clone(), modules.clone(), opts))
+            .collect();
+        rates = medians(&sandbox, &runs, rounds, events)?;
+        for (name, ..) in &runs {
+            metric(
+                &format!("keyed_sum.{name}.records_per_s"),
+                rates[name],
+                "records/s",
+            );
+        }
     }
     if std::env::var_os("WRUN_BENCH_SKIP_SAVEPOINT").is_none() && !only_cp {
         savepoint_figures(&sandbox, &store)?;
@@ -320,33 +305,51 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The keyed count over a plain HashMap: the native baseline of the
-/// language figures.
-struct NativeCount {
-    counts: HashMap<Vec<u8>, u64>,
-}
+/// A named variant: its graph, modules and options.
+type Run = (
+    &'static str,
+    wrun::job::JobGraph,
+    HashMap<usize, Arc<wrun::sandbox::OperatorModule>>,
+    RunOptions,
+);
 
-impl OperatorLogic for NativeCount {
-    fn open(&mut self, _: &SubtaskInfo) -> Result<(), SandboxError> {
-        Ok(())
-    }
-    fn process(&mut self, batch: &[Event]) -> Result<Vec<Event>, SandboxError> {
-        let mut out = Vec::with_capacity(batch.len());
-        for e in batch {
-            let key = e.key.clone().unwrap_or_default();
-            let n = self.counts.entry(key.clone()).or_insert(0);
-            *n += 1;
-            out.push(Event {
-                key: Some(key),
-                value: n.to_string().into_bytes(),
-                timestamp: e.timestamp,
-            });
+/// Runs every variant `rounds` times, interleaved (the machine is shared
+/// and has 2 cores for 3 pipeline threads, so single runs are noisy), and
+/// returns each one's median records/s; every run must process all
+/// `events` in its operator `sum`.
+fn medians(
+    sandbox: &wrun::sandbox::Sandbox,
+    runs: &[Run],
+    rounds: u64,
+    events: u64,
+) -> anyhow::Result<HashMap<&'static str, f64>> {
+    let mut samples: HashMap<&str, Vec<f64>> = HashMap::new();
+    for _ in 0..rounds {
+        for (name, graph, modules, opts) in runs {
+            let report = wrun::exec::run_job(graph, sandbox, modules, opts)?;
+            let processed = report
+                .vertices
+                .iter()
+                .find(|v| v.name == "sum")
+                .map(|v| v.records_in)
+                .unwrap_or(0);
+            anyhow::ensure!(
+                processed == events,
+                "{name}: processed {processed} of {events} events"
+            );
+            samples
+                .entry(name)
+                .or_default()
+                .push(events as f64 / report.elapsed.as_secs_f64());
         }
-        Ok(out)
     }
-    fn close(&mut self) -> Result<Vec<Event>, SandboxError> {
-        Ok(Vec::new())
-    }
+    Ok(samples
+        .into_iter()
+        .map(|(name, mut s)| {
+            s.sort_by(f64::total_cmp);
+            (name, s[s.len() / 2])
+        })
+        .collect())
 }
 
 /// The wordcount counter in every language, in the harness of the keyed
@@ -363,7 +366,7 @@ fn language_figures(sandbox: &wrun::sandbox::Sandbox, rounds: u64) -> anyhow::Re
         ("c", wrun_test_guests::WORDCOUNT_COUNTER_C),
     ];
     let store = wrun::module::ModuleStore::new(std::path::Path::new("target/bench-data"));
-    let mut runs = Vec::new();
+    let mut runs: Vec<Run> = Vec::new();
     for (lang, component) in counters {
         let bytes = std::fs::read(component)?;
         let graph = wrun::job::parse_manifest(
@@ -435,8 +438,9 @@ fn language_figures(sandbox: &wrun::sandbox::Sandbox, rounds: u64) -> anyhow::Re
         runs.push((lang, graph, modules, RunOptions::default()));
     }
     let native: NativeFactory = Arc::new(|_, _| {
-        Box::new(NativeCount {
-            counts: HashMap::new(),
+        Box::new(NativeMap {
+            sums: HashMap::new(),
+            step: |_| Ok(1),
         })
     });
     let (_, graph, modules, _) = &runs[0];
@@ -450,34 +454,11 @@ fn language_figures(sandbox: &wrun::sandbox::Sandbox, rounds: u64) -> anyhow::Re
         },
     );
     runs.push(native_run);
-    let mut samples: HashMap<&str, Vec<f64>> = HashMap::new();
-    for _ in 0..rounds {
-        for (name, graph, modules, opts) in &runs {
-            let report = wrun::exec::run_job(graph, sandbox, modules, opts)?;
-            let processed = report
-                .vertices
-                .iter()
-                .find(|v| v.name == "sum")
-                .map(|v| v.records_in)
-                .unwrap_or(0);
-            anyhow::ensure!(
-                processed == events,
-                "{name}: processed {processed} of {events} events"
-            );
-            samples
-                .entry(name)
-                .or_default()
-                .push(events as f64 / report.elapsed.as_secs_f64());
-        }
-    }
-    let mut median = HashMap::new();
+    let median = medians(sandbox, &runs, rounds, events)?;
     for (name, ..) in &runs {
-        let mut s = samples.remove(name).unwrap_or_default();
-        s.sort_by(f64::total_cmp);
-        median.insert(*name, s[s.len() / 2]);
         metric(
             &format!("lang.{name}.count_records_per_s"),
-            s[s.len() / 2],
+            median[name],
             "records/s",
         );
     }
