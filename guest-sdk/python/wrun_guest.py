@@ -74,6 +74,25 @@ def check_format(ctx: Context, expected: StateFormat) -> None:
         )
 
 
+class Defaults:
+    """The `exports.Handler` methods most operators leave as they are: no
+    work in `open` and `close`, no non-keyed state. Mix it in before the
+    bindings' class: `class Handler(w.Defaults, exports.Handler)`, and
+    define `declared_format` and `process` (and any of these to override)."""
+
+    def open(self, ctx: Context) -> None:
+        return None
+
+    def close(self) -> List[Event]:
+        return []
+
+    def snapshot(self):
+        return None
+
+    def restore(self, snapshot) -> None:
+        return None
+
+
 # ---- the codec of docs/state-format.md (postcard) ----------------------
 
 

@@ -7,11 +7,11 @@ State format `wordcount/1`, the same bytes as the Rust counter
 language and resumed in another.
 """
 
-from typing import List, Optional
+from typing import List
 
 import wrun_guest as w
 from wit_world import exports
-from wit_world.imports.types import Context, Event, OperatorSnapshot, StateFormat
+from wit_world.imports.types import Context, Event, StateFormat
 
 FORMAT = StateFormat("wordcount", 1)
 COUNT = w.ValueState("count", w.U64)
@@ -23,7 +23,7 @@ def count(event: Event, emit) -> None:
     emit(w.event(event.key, str(n).encode(), event.timestamp))
 
 
-class Handler(exports.Handler):
+class Handler(w.Defaults, exports.Handler):
     def declared_format(self) -> StateFormat:
         return FORMAT
 
@@ -32,12 +32,3 @@ class Handler(exports.Handler):
 
     def process(self, batch: List[Event]) -> List[Event]:
         return w.process(batch, [COUNT], count)
-
-    def close(self) -> List[Event]:
-        return []
-
-    def snapshot(self) -> Optional[OperatorSnapshot]:
-        return None
-
-    def restore(self, snapshot: OperatorSnapshot) -> None:
-        return None

@@ -69,7 +69,7 @@ pub(crate) struct Coordinator<'a> {
     pub(crate) savepoints: Option<Arc<dyn SavepointStore>>,
     /// Checkpoints that failed in a row (storage errors, timeouts).
     pub(crate) failures: u32,
-    /// Other registries whose savepoints keep chunks alive.
+    /// Every registry whose savepoints keep chunks alive (this job's too).
     pub(crate) pinned: crate::checkpoint::Registries,
     /// The job's control handle, for status.
     pub(crate) control: Option<Arc<JobControl>>,
@@ -505,13 +505,7 @@ impl Coordinator<'_> {
         }
         // Savepoints keep their chunks: they hold the manifests they pin.
         // Every registry on this store counts, not only this job's.
-        collect_garbage(self.store.as_ref(), || {
-            let mut all = self.pinned.savepoints()?;
-            if let Some(own) = &self.savepoints {
-                all.extend(crate::checkpoint::Registries::new(vec![own.clone()]).savepoints()?);
-            }
-            Ok(all)
-        })?;
+        collect_garbage(self.store.as_ref(), || self.pinned.savepoints())?;
         Ok(())
     }
 }

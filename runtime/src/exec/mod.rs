@@ -717,7 +717,15 @@ pub fn run_job(
                 failures: 0,
                 periodic,
                 savepoints: opts.savepoints.clone(),
-                pinned: opts.pinned.clone(),
+                pinned: {
+                    // The job's own registry pins chunks too (a no-op when
+                    // the caller listed it already).
+                    let pins = opts.pinned.clone();
+                    if let Some(own) = &opts.savepoints {
+                        pins.add(own.clone());
+                    }
+                    pins
+                },
                 control: opts.control.clone(),
                 fail: &fail_job,
             })

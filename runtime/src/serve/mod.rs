@@ -252,21 +252,20 @@ impl Runtime {
                     r.checkpoint_floor,
                 )
                 .map_err(|e| bad(e.to_string()))?;
-                let (restore, restore_store) = match latest {
+                let restore = match latest {
                     Some(m) => {
                         tracing::info!(job = %r.name, "resuming from checkpoint {}", m.id);
-                        (Some(m), None)
+                        Some(m)
                     }
                     None => match &r.from_savepoint {
                         Some(sp) => {
                             tracing::info!(job = %r.name, "no checkpoint since deploy; starting again from savepoint {sp}");
-                            let (sp, chunks) = self.savepoint(sp)?;
-                            (Some(sp), chunks)
+                            Some(self.savepoint(sp)?.checkpoint)
                         }
-                        None => (None, None),
+                        None => None,
                     },
                 };
-                self.start(&r, graph, modules, control.clone(), restore, restore_store);
+                self.start(&r, graph, modules, control.clone(), restore);
                 Ok(())
             });
             if let Err(ApiError(_, e)) = started {
@@ -285,13 +284,18 @@ impl Runtime {
         Ok(())
     }
 
-    fn savepoint(
-        &self,
-        spec: &str,
-    ) -> Result<(CheckpointManifest, Option<Arc<dyn CheckpointStore>>), ApiError> {
+    /// A savepoint in one of this server's registries. Never an exported
+    /// directory: a job may need its savepoint on every restart until its
+    /// first checkpoint, so its chunks must be in the data directory.
+    fn savepoint(&self, spec: &str) -> Result<crate::checkpoint::Savepoint, ApiError> {
         let (sp, chunks) = crate::checkpoint::resolve_savepoint(spec, &self.api.registries())
             .map_err(|e| bad(format!("{e}; `wrun savepoint list` shows the savepoints")))?;
-        Ok((sp.checkpoint, chunks))
+        if chunks.is_some() {
+            return Err(bad(
+                "deploying from an exported savepoint directory: import it first (`wrun savepoint import DIR`), then deploy from its ID",
+            ));
+        }
+        Ok(sp)
     }
 
     /// Parses a record's manifest, pins its modules and loads them.
@@ -397,14 +401,12 @@ impl Runtime {
             }
         }
         let modules = self.pin(&req, &graph)?;
-        let from_savepoint = match &req.from_savepoint {
-            Some(spec) => {
-                let (sp, _) = crate::checkpoint::resolve_savepoint(spec, &self.api.registries())
-                    .map_err(|e| bad(format!("{e}; `wrun savepoint list` shows the savepoints")))?;
-                Some(sp.id)
-            }
-            None => None,
-        };
+        let from = req
+            .from_savepoint
+            .as_deref()
+            .map(|spec| self.savepoint(spec))
+            .transpose()?;
+        let from_savepoint = from.as_ref().map(|sp| sp.id.clone());
         let record = JobRecord {
             name: graph.name.clone(),
             manifest: req.manifest.clone(),
@@ -422,21 +424,10 @@ impl Runtime {
             stopped_at: None,
         };
         let (graph, loaded) = self.prepare(&record)?;
-        let (restore, restore_store) = match &req.from_savepoint {
-            Some(spec) => {
-                let (m, chunks) = self.savepoint(spec)?;
-                exec::check_restore(&graph, &m, &loaded, req.allow_non_restored_state)
-                    .map_err(|e| bad(e.to_string()))?;
-                (Some(m), chunks)
-            }
-            None => (None, None),
-        };
-        if restore_store.is_some() {
-            // An exported directory: the job needs it on every restart
-            // until its first checkpoint; import it instead.
-            return Err(bad(
-                "deploying from an exported savepoint directory: import it first (`wrun savepoint import DIR`), then deploy from its ID",
-            ));
+        let restore = from.map(|sp| sp.checkpoint);
+        if let Some(m) = &restore {
+            exec::check_restore(&graph, m, &loaded, req.allow_non_restored_state)
+                .map_err(|e| bad(e.to_string()))?;
         }
         // The previous run of this name has ended (checked above), but its
         // thread may still be recording how: let it finish first, so it
@@ -453,7 +444,7 @@ impl Runtime {
             .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         let control = JobControl::new(&record.name);
         self.api.add_job(&record.name, control.clone());
-        self.start(&record, graph, loaded, control.clone(), restore, None);
+        self.start(&record, graph, loaded, control.clone(), restore);
         tracing::info!(job = %record.name, from = ?from_savepoint, "deployed");
         Ok(control.status())
     }
@@ -466,7 +457,6 @@ impl Runtime {
         modules: HashMap<usize, Arc<OperatorModule>>,
         control: Arc<JobControl>,
         restore: Option<CheckpointManifest>,
-        restore_store: Option<Arc<dyn CheckpointStore>>,
     ) {
         let savepoints = match (graph.savepoints.backend, &graph.savepoints.dir) {
             (SavepointBackend::Memory, _) => self.memory.clone(),
@@ -486,7 +476,6 @@ impl Runtime {
         let opts = RunOptions {
             store: Some(self.store.clone()),
             restore,
-            restore_store,
             allow_non_restored_state: record.allow_non_restored_state,
             savepoints: Some(savepoints),
             pinned: self.api.pins(),

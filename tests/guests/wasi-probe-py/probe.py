@@ -8,10 +8,11 @@ connected>` (a TCP connection to the host's port 22).
 """
 
 import os
-from typing import List, Optional
+from typing import List
 
+import wrun_guest as w
 from wit_world import exports
-from wit_world.imports.types import Context, Event, OperatorSnapshot, StateFormat
+from wit_world.imports.types import Event, StateFormat
 
 _first = [True]
 
@@ -31,12 +32,9 @@ def _try(f):
         return f"error {type(e).__name__}: {e}"
 
 
-class Handler(exports.Handler):
+class Handler(w.Defaults, exports.Handler):
     def declared_format(self) -> StateFormat:
         return StateFormat("wasi-probe", 1)
-
-    def open(self, ctx: Context) -> None:
-        return None
 
     def process(self, batch: List[Event]) -> List[Event]:
         out = []
@@ -55,12 +53,3 @@ class Handler(exports.Handler):
             except Exception as e:  # noqa: BLE001
                 out.append(Event(b"denied", f"{path}: {type(e).__name__}: {e}".encode(), None))
         return out
-
-    def close(self) -> List[Event]:
-        return []
-
-    def snapshot(self) -> Optional[OperatorSnapshot]:
-        return None
-
-    def restore(self, snapshot: OperatorSnapshot) -> None:
-        return None
