@@ -100,8 +100,16 @@ pub(super) struct Loop<'a> {
 }
 
 impl Loop<'_> {
+    /// Counts a call the guest did not return from: a trap of its own, or
+    /// one wrun forced (a deadline, the memory limit, refused state use).
     fn count_trap(&self, e: &SandboxError) {
-        if matches!(e, SandboxError::Trap { .. }) {
+        if matches!(
+            e,
+            SandboxError::Trap { .. }
+                | SandboxError::Timeout { .. }
+                | SandboxError::MemoryLimit { .. }
+                | SandboxError::State { .. }
+        ) {
             self.metrics.vertex(self.vertex).trap();
         }
     }
@@ -134,10 +142,12 @@ impl Loop<'_> {
     pub(super) fn run(mut self, shared: &Shared) -> Result<Counts, ExecError> {
         let mut counts = Counts::default();
         if let Some(s) = self.restore.take() {
-            self.logic.restore(&s)?;
+            self.logic.restore(&s).inspect_err(|e| self.count_trap(e))?;
         }
         let format = if self.ack.is_some() {
-            self.logic.declared_format()?
+            self.logic
+                .declared_format()
+                .inspect_err(|e| self.count_trap(e))?
         } else {
             None
         };
@@ -182,7 +192,10 @@ impl Loop<'_> {
                         counts.records_out += out.len() as u64;
                         self.outputs.emit(out)?;
                     }
-                    let snap = self.logic.snapshot(barrier.full)?;
+                    let snap = self
+                        .logic
+                        .snapshot(barrier.full)
+                        .inspect_err(|e| self.count_trap(e))?;
                     if let Some(ack) = &self.ack {
                         let data = AckData::Operator {
                             vertex: self.vertex,

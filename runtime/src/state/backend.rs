@@ -100,6 +100,16 @@ pub enum StateError {
         /// What is wrong.
         detail: String,
     },
+    /// A read whose answer could never fit in the guest's memory.
+    #[error(
+        "state '{name}': one call asked for more than {limit} bytes of state, more than the operator's memory limit could ever hold; read fewer keys per call (or raise `limits.memory-mb`)"
+    )]
+    ReplyTooLarge {
+        /// The state name.
+        name: String,
+        /// The limit: the guest's memory limit.
+        limit: usize,
+    },
     /// Too many state names.
     #[error("the operator declared more than {limit} state names (at '{name}')")]
     TooManyStates {

@@ -146,3 +146,18 @@ fn malformed_packed_arguments_are_refused() {
     let err = chain(&err.unwrap_err());
     assert!(err.contains("operator chaos[0] failed in process: state 'raw': malformed call: packed end offset 9 after 1 in 2 bytes of data"), "{err}");
 }
+
+/// One read call whose answer could never fit the guest's memory (a 1 MiB
+/// value asked for 1,000 times: 1 GiB) is refused before the host builds
+/// it, so a guest cannot make the host allocate gigabytes.
+#[test]
+fn a_read_larger_than_guest_memory_is_refused() {
+    let (_d, ok) = chaos("big-read", 1024, "memory-mb = 64", 2);
+    ok.unwrap();
+    let (_d, err) = chaos("big-read", 1 << 20, "memory-mb = 64", 2);
+    let err = chain(&err.unwrap_err());
+    assert!(
+        err.contains("operator chaos[0] failed in process: state 'raw': one call asked for more than 67108864 bytes of state"),
+        "{err}"
+    );
+}

@@ -4,9 +4,11 @@ Each input event's value is a path: the probe tries to read it and emits
 `read <path>: <contents>` or `denied <path>: <exception>`. On the first
 batch it also emits `env <n>` (the number of environment variables it
 sees), `cwd-list <error or entries>`, `root-list <...>` and `net <error or
-connected>` (a TCP connection to the host's port 22).
+connected>` (a TCP connection to 127.0.0.1 at the port its config names,
+`{"port": N}`, where the test listens).
 """
 
+import json
 import os
 from typing import List
 
@@ -15,12 +17,13 @@ from wit_world import exports
 from wit_world.imports.types import Event, StateFormat
 
 _first = [True]
+_port = [22]
 
 
 def _connect():
     import socket
 
-    s = socket.create_connection(("127.0.0.1", 22), timeout=1)
+    s = socket.create_connection(("127.0.0.1", _port[0]), timeout=1)
     s.close()
     return "connected"
 
@@ -33,6 +36,10 @@ def _try(f):
 
 
 class Handler(w.Defaults, exports.Handler):
+    def open(self, ctx) -> None:
+        config = json.loads(bytes(ctx.config) or b"{}")
+        _port[0] = int(config.get("port", 22))
+
     def declared_format(self) -> StateFormat:
         return StateFormat("wasi-probe", 1)
 

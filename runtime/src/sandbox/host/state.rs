@@ -42,11 +42,48 @@ fn checked_ends<'a>(
 
 type Bytes = Vec<u8>;
 
+/// Counts the bytes a read call is about to hand back. The answer is copied
+/// into the guest's linear memory, so one larger than the guest's memory
+/// limit can never arrive; refusing it early keeps a guest from making the
+/// host build a reply of many gigabytes (the same large value asked for
+/// again and again) and take every job in the process down with it.
+struct Reply<'a> {
+    name: &'a str,
+    left: usize,
+    limit: usize,
+}
+
+impl<'a> Reply<'a> {
+    fn new(name: &'a str, data: &SubtaskData) -> Reply<'a> {
+        // A 32-bit guest addresses at most 4 GiB, and packed offsets are u32.
+        let limit = data.limiter.memory_bytes.min(u32::MAX as usize);
+        Reply {
+            name,
+            left: limit,
+            limit,
+        }
+    }
+
+    fn take(&mut self, bytes: usize) -> wasmtime::Result<()> {
+        match self.left.checked_sub(bytes) {
+            Some(left) => {
+                self.left = left;
+                Ok(())
+            }
+            None => Err(wasmtime::Error::new(StateError::ReplyTooLarge {
+                name: self.name.to_string(),
+                limit: self.limit,
+            })),
+        }
+    }
+}
+
 impl Host for SubtaskData {
     fn value_get_many(&mut self, name: String, keys: Packed) -> wasmtime::Result<PackedOptions> {
         let id = self.state.id(&name, StateKind::Value)?;
         let ends = checked_ends(&name, &keys.data, &keys.ends)?;
         let n = keys.ends.len();
+        let mut reply = Reply::new(&name, self);
         let mut out = PackedOptions {
             data: Vec::new(),
             ends: Vec::with_capacity(n),
@@ -56,6 +93,7 @@ impl Host for SubtaskData {
         for end in ends {
             let v = self.state.value_ref(id, &keys.data[start..end])?;
             if let Some(v) = v {
+                reply.take(v.len())?;
                 out.data.extend_from_slice(v);
             }
             out.present.push(v.is_some());
@@ -100,9 +138,13 @@ impl Host for SubtaskData {
         keys: Vec<Bytes>,
     ) -> wasmtime::Result<Vec<Vec<Bytes>>> {
         let id = self.state.id(&name, StateKind::List)?;
+        let mut reply = Reply::new(&name, self);
         let mut out = Vec::with_capacity(keys.len());
         for k in &keys {
-            out.push(self.state.list_get(id, k)?);
+            let list = self.state.list_get(id, k)?;
+            // Each item also costs the guest a list header.
+            reply.take(list.iter().map(|i| i.len() + 8).sum())?;
+            out.push(list);
         }
         Ok(out)
     }
@@ -137,9 +179,12 @@ impl Host for SubtaskData {
         keys: Vec<(Bytes, Bytes)>,
     ) -> wasmtime::Result<Vec<Option<Bytes>>> {
         let id = self.state.id(&name, StateKind::Map)?;
+        let mut reply = Reply::new(&name, self);
         let mut out = Vec::with_capacity(keys.len());
         for (k, mk) in &keys {
-            out.push(self.state.map_get(id, k, mk)?);
+            let v = self.state.map_get(id, k, mk)?;
+            reply.take(v.as_ref().map_or(0, Vec::len))?;
+            out.push(v);
         }
         Ok(out)
     }
@@ -154,7 +199,9 @@ impl Host for SubtaskData {
 
     fn map_entries(&mut self, name: String, key: Bytes) -> wasmtime::Result<Vec<(Bytes, Bytes)>> {
         let id = self.state.id(&name, StateKind::Map)?;
-        Ok(self.state.map_entries(id, &key)?)
+        let entries = self.state.map_entries(id, &key)?;
+        Reply::new(&name, self).take(entries.iter().map(|(k, v)| k.len() + v.len() + 16).sum())?;
+        Ok(entries)
     }
 
     fn clear_many(&mut self, name: String, keys: Vec<Bytes>) -> wasmtime::Result<()> {

@@ -22,6 +22,12 @@ pub(super) fn locked_down(who: &Arc<str>) -> WasiCtx {
             stream: "stderr",
         })
         .allow_blocking_current_thread(true)
+        // wasmtime-wasi's defaults already refuse every address; say so
+        // explicitly, so a later default cannot open the network.
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }))
         .build()
 }
 

@@ -12,6 +12,8 @@
 //! - `raw-key`: writes value state with a key of `n` bytes through the raw
 //!   import, bypassing the SDK.
 //! - `bad-packed`: calls `value-get-many` with end offsets past the data.
+//! - `big-read`: stores a value of `n` bytes, then asks for it 1,000 times
+//!   in one `value-get-many` call.
 //! - `snapshot-trap`: echoes, but panics when snapshotted.
 
 use serde::Deserialize;
@@ -112,6 +114,29 @@ impl Operator for Chaos {
                     ends: vec![1, 9],
                 };
                 state::value_get_many("raw", &keys);
+                out.emit(event);
+            }
+            "big-read" => {
+                use wrun_guest::bindings::wrun::operator::{state, types};
+                let key = vec![7u8];
+                let values = types::PackedOptions {
+                    data: vec![1u8; self.config.n as usize],
+                    ends: vec![self.config.n as u32],
+                    present: vec![true],
+                };
+                state::value_put_many(
+                    "raw",
+                    &types::Packed {
+                        data: key.clone(),
+                        ends: vec![1],
+                    },
+                    &values,
+                );
+                let keys = types::Packed {
+                    data: key.repeat(1000),
+                    ends: (1..=1000).collect(),
+                };
+                black_box(state::value_get_many("raw", &keys));
                 out.emit(event);
             }
             _ => out.emit(event),
