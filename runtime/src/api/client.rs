@@ -30,7 +30,11 @@ impl Client {
     pub fn new(url: &str, token: &str) -> Client {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
+            .timeout_connect(Some(Duration::from_secs(5)))
+            // Uploads, deploys and imports validate and compile in the
+            // request: an 18 MB Python component takes ~13 s alone, more
+            // on a busy machine. Polling requests answer at once.
+            .timeout_global(Some(Duration::from_secs(600)))
             .build()
             .into();
         Client {
@@ -100,7 +104,26 @@ impl Client {
             return Ok(body);
         }
         match body.get("error").and_then(Value::as_str) {
-            Some(msg) => bail!("{msg}"),
+            Some(msg) => {
+                // Rebuild the server's cause chain, innermost first, so the
+                // CLI prints it as it prints its own.
+                let causes: Vec<&str> = body
+                    .get("causes")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let mut err: Option<anyhow::Error> = None;
+                for c in causes.iter().rev() {
+                    err = Some(match err {
+                        Some(e) => e.context(c.to_string()),
+                        None => anyhow!("{c}"),
+                    });
+                }
+                match err {
+                    Some(e) => Err(e.context(msg.to_string())),
+                    None => bail!("{msg}"),
+                }
+            }
             None => bail!("{what}: wrun answered {status}"),
         }
     }

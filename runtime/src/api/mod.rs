@@ -32,13 +32,34 @@ use std::sync::{Arc, Mutex};
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
-/// An API error: a status and a message a person can act on.
+/// An API error: a status and a message a person can act on. A message
+/// made by [`ApiError::chain`] carries its causes too; they are answered
+/// apart, as `causes`, so a client can print the chain a line each.
 #[derive(Debug)]
 pub struct ApiError(pub StatusCode, pub String);
 
+/// Between a message and each of its causes inside an [`ApiError`].
+const CAUSE: &str = "\ncaused by: ";
+
+impl ApiError {
+    /// An error with the whole cause chain of `e`.
+    pub fn chain(status: StatusCode, e: &anyhow::Error) -> ApiError {
+        let all: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        ApiError(status, all.join(CAUSE))
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (self.0, Json(json!({ "error": self.1 }))).into_response();
+        let mut parts = self.1.split(CAUSE);
+        let error = parts.next().unwrap_or_default();
+        let causes: Vec<&str> = parts.collect();
+        let body = if causes.is_empty() {
+            json!({ "error": error })
+        } else {
+            json!({ "error": error, "causes": causes })
+        };
+        let mut r = (self.0, Json(body)).into_response();
         if self.0 == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -532,10 +553,16 @@ async fn import_savepoint(
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     let b: ImportBody = json_body(body)?;
-    if b.dir.as_os_str().is_empty() || !b.dir.is_absolute() {
+    if b.dir.as_os_str().is_empty()
+        || !b.dir.is_absolute()
+        || b.dir
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+    {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
-            "`dir` must be the absolute path of an exported savepoint directory".into(),
+            "`dir` must be the absolute path of an exported savepoint directory, without `..`"
+                .into(),
         ));
     }
     if let Some(n) = &b.name {
@@ -932,4 +959,34 @@ pub fn token(data_dir: &std::path::Path) -> anyhow::Result<String> {
 /// The file through which commands find the API of a running wrun.
 pub fn endpoint_path(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("api.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body(e: ApiError) -> (StatusCode, Value) {
+        let r = e.into_response();
+        let status = r.status();
+        let bytes = axum::body::to_bytes(r.into_body(), MAX_BODY_BYTES)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_error_with_causes_answers_them_apart() {
+        let e = anyhow::anyhow!("the chunk is corrupt")
+            .context("cannot load module blake3:ab")
+            .context("cannot deploy job 'counts'");
+        let (status, v) = body(ApiError::chain(StatusCode::BAD_REQUEST, &e)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(v["error"], "cannot deploy job 'counts'");
+        assert_eq!(
+            v["causes"],
+            json!(["cannot load module blake3:ab", "the chunk is corrupt"])
+        );
+        let (_, v) = body(not_found("no job 'x'".into())).await;
+        assert_eq!(v, json!({ "error": "no job 'x'" }));
+    }
 }

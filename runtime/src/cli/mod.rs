@@ -81,6 +81,9 @@ pub enum CheckpointCommand {
     Trigger {
         /// The job.
         job: String,
+        /// Return once requested, with the request ID, instead of waiting.
+        #[arg(long)]
+        detach: bool,
         /// Data directory of the running wrun.
         #[arg(long, env = "WRUN_DATA_DIR", default_value = ".wrun")]
         data_dir: PathBuf,
@@ -111,8 +114,13 @@ pub fn main() -> ExitCode {
             command: CheckpointCommand::List(args),
         } => run::checkpoint_list(args),
         Command::Checkpoint {
-            command: CheckpointCommand::Trigger { job, data_dir },
-        } => savepoint::checkpoint_trigger(&job, &data_dir),
+            command:
+                CheckpointCommand::Trigger {
+                    job,
+                    detach,
+                    data_dir,
+                },
+        } => savepoint::checkpoint_trigger(&job, detach, &data_dir),
         Command::Stop(args) => savepoint::stop(args),
         Command::Job { command } => savepoint::job(command),
         Command::Savepoint { command } => savepoint::run(command),

@@ -535,10 +535,14 @@ pub(super) fn stop(args: StopArgs) -> Result<()> {
 }
 
 /// `wrun checkpoint trigger`.
-pub(super) fn checkpoint_trigger(job: &str, data_dir: &Path) -> Result<()> {
+pub(super) fn checkpoint_trigger(job: &str, detach: bool, data_dir: &Path) -> Result<()> {
     let c = Client::for_data_dir(data_dir)?;
     let r = c.post(&format!("/v1/jobs/{job}/checkpoints"), &json!({}))?;
     let id = r["request-id"].as_str().unwrap_or_default().to_string();
+    if detach {
+        println!("checkpoint requested: {id} (GET /v1/requests/{id})");
+        return Ok(());
+    }
     let v = c.wait(&id, progress("checkpoint"))?;
     eprintln!();
     println!("checkpoint {} of job '{job}' complete", v["checkpoint"]);

@@ -102,6 +102,19 @@ pub struct CheckpointSummary {
     pub new_bytes: u64,
 }
 
+impl CheckpointSummary {
+    /// The summary of a committed checkpoint.
+    pub fn of(m: &crate::checkpoint::CheckpointManifest) -> CheckpointSummary {
+        CheckpointSummary {
+            id: m.id.0,
+            triggered_at_ms: m.triggered_at_ms,
+            duration_ms: m.duration_ms,
+            full_bytes: m.full_bytes,
+            new_bytes: m.new_bytes,
+        }
+    }
+}
+
 /// The handle to a running job.
 pub struct JobControl {
     metrics: std::sync::OnceLock<Arc<super::metrics::JobMetrics>>,

@@ -256,9 +256,10 @@ impl Coordinator<'_> {
     fn complete(&mut self, mut p: Pending) -> Option<Savepoint> {
         let id = p.id;
         let request = p.request.take();
+        let savepoint = request.as_ref().is_some_and(|r| r.savepoint.is_some());
         let written = {
             let _writing = crate::checkpoint::write_guard();
-            self.write(p)
+            self.write(p, savepoint)
         };
         let (manifest, groups) = match written {
             Ok(m) => m,
@@ -275,14 +276,15 @@ impl Coordinator<'_> {
         // written from: the next delta is what differs from it. (This keeps
         // the previous version of groups written since alive until the next
         // checkpoint completes; see docs/checkpoints.md.)
-        let mut last = HashMap::new();
-        for o in &manifest.operators {
-            let Some(v) = self
-                .graph
+        let vertex_of = |o: &OperatorStateRef| {
+            self.graph
                 .vertices
                 .iter()
                 .position(|v| v.id.to_hex() == o.operator_id)
-            else {
+        };
+        let mut last = HashMap::new();
+        for o in &manifest.operators {
+            let Some(v) = vertex_of(o) else {
                 continue;
             };
             for k in &o.key_groups {
@@ -301,16 +303,18 @@ impl Coordinator<'_> {
                     manifest.full_bytes,
                     manifest.new_bytes,
                 );
+                for o in &manifest.operators {
+                    if let Some(v) = vertex_of(o) {
+                        let keyed: u64 = o.key_groups.iter().map(|k| k.total_bytes()).sum();
+                        let other: u64 = o.operator_state.iter().map(|s| s.bytes).sum();
+                        m.vertex(v).checkpoint_size(keyed + other);
+                    }
+                }
             }
             c.update(|s| {
                 s.last_checkpoint = Some(id);
-                s.checkpoints.push(super::control::CheckpointSummary {
-                    id,
-                    triggered_at_ms: manifest.triggered_at_ms,
-                    duration_ms: manifest.duration_ms,
-                    full_bytes: manifest.full_bytes,
-                    new_bytes: manifest.new_bytes,
-                });
+                s.checkpoints
+                    .push(super::control::CheckpointSummary::of(&manifest));
                 let over = s
                     .checkpoints
                     .len()
@@ -401,12 +405,14 @@ impl Coordinator<'_> {
         Ok(sp)
     }
 
-    /// Writes the checkpoint; returns its manifest and the key group
-    /// snapshots it was written from.
+    /// Writes the checkpoint (for a savepoint: the crash test's savepoint
+    /// points are armed); returns its manifest and the key group snapshots
+    /// it was written from.
     #[allow(clippy::type_complexity)]
     fn write(
         &self,
         p: Pending,
+        savepoint: bool,
     ) -> Result<
         (CheckpointManifest, HashMap<(usize, u16), GroupSnapshot>),
         crate::checkpoint::StoreError,
@@ -445,6 +451,9 @@ impl Coordinator<'_> {
                     // snapshot here, off the subtask's thread.
                     if let Some(snap) = &state {
                         super::crash_point("checkpoint-chunks");
+                        if savepoint {
+                            super::crash_point("savepoint-chunks");
+                        }
                         let previous = |kg: u16| self.last.get(&(vertex, kg)).cloned();
                         let (refs, f, n) = write_key_groups(self.store.as_ref(), &previous, snap)?;
                         entry.key_groups.extend(refs);
@@ -493,6 +502,9 @@ impl Coordinator<'_> {
             new_bytes: new,
         };
         super::crash_point("checkpoint-manifest");
+        if savepoint {
+            super::crash_point("savepoint-manifest");
+        }
         self.store.put_manifest(&m)?;
         super::crash_point("checkpoint-committed");
         Ok((m, groups))

@@ -29,6 +29,7 @@ pub struct VertexMetrics {
     traps: AtomicU64,
     alignment_last_ns: AtomicU64,
     alignment_sum_ns: AtomicU64,
+    checkpoint_bytes: AtomicU64,
 }
 
 impl VertexMetrics {
@@ -43,7 +44,13 @@ impl VertexMetrics {
             traps: AtomicU64::new(0),
             alignment_last_ns: AtomicU64::new(0),
             alignment_sum_ns: AtomicU64::new(0),
+            checkpoint_bytes: AtomicU64::new(0),
         }
+    }
+
+    /// The operator's state in the last completed checkpoint took `bytes`.
+    pub fn checkpoint_size(&self, bytes: u64) {
+        self.checkpoint_bytes.store(bytes, Relaxed);
     }
 
     /// Events received.
@@ -296,6 +303,21 @@ pub fn render(jobs: &[std::sync::Arc<JobMetrics>]) -> String {
         })
         .into_iter(),
     );
+    family(
+        "wrun_checkpoint_state_size_bytes",
+        "gauge",
+        "Bytes of an operator's state (keyed and non-keyed) in the last completed checkpoint.",
+        &mut per_vertex(&|_, v, l| {
+            if v.kind != "operator" {
+                return String::new();
+            }
+            format!(
+                "wrun_checkpoint_state_size_bytes{{{l}}} {}\n",
+                v.checkpoint_bytes.load(Relaxed)
+            )
+        })
+        .into_iter(),
+    );
     let job_label = |j: &JobMetrics| format!("job=\"{}\"", label(&j.job));
     /// Name, type, help, value.
     type JobFamily = (
@@ -374,6 +396,7 @@ mod tests {
         m.vertex(1).batch(Duration::from_micros(300));
         m.vertex(1).batch(Duration::from_secs(3));
         m.vertex(1).trap();
+        m.vertex(1).checkpoint_size(4096);
         m.checkpoint_completed(7, 1500, 100, 10);
         let text = render(&[m]);
         assert!(
@@ -394,6 +417,12 @@ mod tests {
         );
         assert!(
             text.contains("wrun_last_checkpoint_id{job=\"j\\\"1\"} 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "wrun_checkpoint_state_size_bytes{job=\"j\\\"1\",operator=\"op\",kind=\"operator\"} 4096"
+            ),
             "{text}"
         );
         assert!(

@@ -516,6 +516,8 @@ fn restore_operator(
             restored: false,
         });
     };
+    let started = std::time::Instant::now();
+    let (mut groups, mut bytes) = (0usize, 0u64);
     for r in op
         .key_groups
         .iter()
@@ -523,7 +525,16 @@ fn restore_operator(
     {
         crate::checkpoint::read_key_group(store.as_ref(), r, &mut state)
             .map_err(|e| err(format!("operator '{}': {e}", vertex.name)))?;
+        groups += 1;
+        bytes += r.total_bytes();
     }
+    tracing::info!(
+        job = %graph.name,
+        "restored {}[{subtask}] from checkpoint {}: {groups} key groups, {bytes} bytes in {} ms",
+        vertex.name,
+        m.id,
+        started.elapsed().as_millis()
+    );
     let operator_state = match op.operator_state.iter().find(|s| s.subtask == subtask) {
         Some(s) => {
             let bytes = store.get_chunk(&s.chunk).map_err(|e| err(e.to_string()))?;

@@ -255,6 +255,7 @@ impl Runtime {
                 let restore = match latest {
                     Some(m) => {
                         tracing::info!(job = %r.name, "resuming from checkpoint {}", m.id);
+                        self.seed_history(&r, &control);
                         Some(m)
                     }
                     None => match &r.from_savepoint {
@@ -282,6 +283,25 @@ impl Runtime {
             }
         }
         Ok(())
+    }
+
+    /// The checkpoint history `wrun job status` shows, from the manifests
+    /// the job's runs before this restart kept (its retained checkpoints).
+    fn seed_history(&self, r: &JobRecord, control: &JobControl) {
+        let Ok(ids) = self.store.list_checkpoints(&r.name) else {
+            return;
+        };
+        let kept: Vec<_> = ids
+            .into_iter()
+            .filter(|id| id.0 > r.checkpoint_floor)
+            .collect();
+        let from = kept.len().saturating_sub(exec::CHECKPOINT_HISTORY);
+        let history: Vec<_> = kept[from..]
+            .iter()
+            .filter_map(|id| self.store.get_manifest(&r.name, *id).ok())
+            .map(|m| exec::CheckpointSummary::of(&m))
+            .collect();
+        control.update(|s| s.checkpoints = history);
     }
 
     /// A savepoint in one of this server's registries. Never an exported
@@ -315,7 +335,7 @@ impl Runtime {
             }
         }
         let modules = crate::cli::load_modules(&graph, &self.modules, &self.sandbox)
-            .map_err(|e| bad(chain(&e)))?;
+            .map_err(|e| ApiError::chain(StatusCode::BAD_REQUEST, &e))?;
         Ok((graph, modules))
     }
 
@@ -572,11 +592,4 @@ impl Deployer for Handle {
             )),
         }
     }
-}
-
-fn chain(e: &anyhow::Error) -> String {
-    e.chain()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(": ")
 }

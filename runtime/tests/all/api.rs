@@ -59,6 +59,24 @@ fn savepoint_workflow_through_the_cli_and_api() {
         .into();
     let r = agent.get(format!("{url}/v1/jobs")).call().unwrap();
     assert_eq!(r.status(), 401);
+    // Every method and route: nothing without the token.
+    for (method, path) in [
+        ("POST", "/v1/jobs/counts/savepoints"),
+        ("POST", "/v1/jobs/counts/cancel"),
+        ("POST", "/v1/savepoint-imports"),
+        ("POST", "/v1/modules"),
+        ("DELETE", "/v1/savepoints/x"),
+        ("GET", "/v1/savepoints"),
+        ("GET", "/metrics"),
+    ] {
+        let r = match method {
+            "POST" => agent.post(format!("{url}{path}")).send("{}"),
+            "DELETE" => agent.delete(format!("{url}{path}")).call(),
+            _ => agent.get(format!("{url}{path}")).call(),
+        }
+        .unwrap();
+        assert_eq!(r.status(), 401, "{method} {path}");
+    }
     let err = wrun::api::Client::new(&url, "not-the-token")
         .get("/v1/jobs")
         .unwrap_err();
@@ -74,6 +92,16 @@ fn savepoint_workflow_through_the_cli_and_api() {
     assert_eq!(r.status(), 400);
     let v: serde_json::Value = r.into_body().read_json().unwrap();
     assert!(v["error"].as_str().unwrap().contains("explode"), "{v}");
+    // An import directory that climbs out with `..` is refused.
+    let r = agent
+        .post(format!("{url}/v1/savepoint-imports"))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Content-Type", "application/json")
+        .send(r#"{"dir": "/tmp/../etc"}"#)
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = r.into_body().read_json().unwrap();
+    assert!(v["error"].as_str().unwrap().contains("without `..`"), "{v}");
     // An oversized body is refused before it is read whole: the client
     // gets a 413, or, when the server answers and closes while the client
     // is still sending, a broken connection.

@@ -225,8 +225,10 @@ fn restore_skips_a_checkpoint_with_a_corrupt_chunk() {
     );
 }
 
-#[test]
-fn sigkill_then_resume_gives_the_exactly_once_output() {
+/// Runs a checkpointed counter in the binary, kills it with SIGKILL after
+/// two checkpoints, lets `damage` hurt the data directory, resumes with
+/// `wrun run --resume`, and checks the output is exactly once.
+fn kill_damage_resume(damage: impl Fn(&Path)) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let job = counter_job(
         40_000,
@@ -244,14 +246,19 @@ fn sigkill_then_resume_gives_the_exactly_once_output() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Wait for a completed checkpoint (an event, polled), then kill -9.
+    // Wait for two completed checkpoints (an event, polled), then kill -9.
     let manifests = data.join("checkpoints/jobs/test/checkpoints");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::fs::read_dir(&manifests)
-        .map(|d| d.count())
-        .unwrap_or(0)
-        < 2
-    {
+    let committed = || {
+        std::fs::read_dir(&manifests)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    while committed() < 2 {
         assert!(
             std::time::Instant::now() < deadline,
             "no checkpoint within 30 s"
@@ -269,6 +276,7 @@ fn sigkill_then_resume_gives_the_exactly_once_output() {
         partial < 40_000,
         "killed mid-run ({partial} lines committed)"
     );
+    damage(&data);
     let (code, _, err) = wrun(
         dir.path(),
         &[
@@ -281,6 +289,12 @@ fn sigkill_then_resume_gives_the_exactly_once_output() {
     );
     assert_eq!(code, 0, "{err}");
     assert_exactly_once(&dir.path().join("out.jsonl"), 40_000);
+    (dir, data)
+}
+
+#[test]
+fn sigkill_then_resume_gives_the_exactly_once_output() {
+    let (dir, data) = kill_damage_resume(|_| {});
     let (code, out, err) = wrun(
         dir.path(),
         &["checkpoint", "list", "--data-dir", data.to_str().unwrap()],
@@ -292,6 +306,52 @@ fn sigkill_then_resume_gives_the_exactly_once_output() {
             && out.lines().any(|l| l.starts_with("test ")),
         "{out}"
     );
+}
+
+/// The newest checkpoint of a killed job is unusable (its manifest cut
+/// short, or a chunk of its own gone): `--resume` falls back to the
+/// previous one, and the file sink takes back the output the newest one
+/// had committed, so the output is still exactly once.
+#[test]
+fn a_damaged_newest_checkpoint_resumes_from_the_previous_exactly_once() {
+    let newest = |data: &Path| {
+        let s = store(data);
+        let ids = s.list_checkpoints("test").unwrap();
+        assert!(ids.len() >= 2, "{ids:?}");
+        (s, ids)
+    };
+    kill_damage_resume(|data| {
+        let (_, ids) = newest(data);
+        let path = data.join(format!(
+            "checkpoints/jobs/test/checkpoints/{}.json",
+            ids.last().unwrap().0
+        ));
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    });
+    kill_damage_resume(|data| {
+        let (s, ids) = newest(data);
+        let m = s.get_manifest("test", *ids.last().unwrap()).unwrap();
+        let older: std::collections::HashSet<_> = ids[..ids.len() - 1]
+            .iter()
+            .flat_map(|id| {
+                s.get_manifest("test", *id)
+                    .unwrap()
+                    .chunks()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let victim = m
+            .chunks()
+            .find(|c| !older.contains(c))
+            .expect("the newest checkpoint wrote a chunk of its own");
+        std::fs::remove_file(
+            data.join("checkpoints/chunks")
+                .join(&victim.hex()[..2])
+                .join(victim.hex()),
+        )
+        .unwrap();
+    });
 }
 
 #[test]
@@ -393,8 +453,10 @@ fn a_trap_in_snapshot_fails_the_job_under_its_restart_policy() {
         "[checkpoint]\ninterval-ms = 10\n[restart]\nattempts = 1\ndelay-ms = 0",
     )
     .replace("keys = 10\n", "keys = 10\nrate = 20000.0\n");
+    let control = wrun::exec::JobControl::new("test");
     let opts = RunOptions {
         store: Some(store(dir.path())),
+        control: Some(control.clone()),
         ..RunOptions::default()
     };
     let err = chain(&run_supervised(dir.path(), &job, &opts).unwrap_err());
@@ -402,4 +464,15 @@ fn a_trap_in_snapshot_fails_the_job_under_its_restart_policy() {
         err.contains("operator chaos[0] trapped in snapshot"),
         "{err}"
     );
+    // It restarted once, as its policy says, and trapped again.
+    let status = control.status();
+    assert_eq!(status.restarts, 1, "{status:?}");
+    let traps = control.metrics().map(|m| {
+        m.vertices
+            .iter()
+            .find(|v| v.name == "op")
+            .map(|v| v.traps())
+            .unwrap_or_default()
+    });
+    assert_eq!(traps, Some(2), "one trap per attempt");
 }

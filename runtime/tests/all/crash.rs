@@ -8,11 +8,17 @@
 //! binary kills itself (`WRUN_CRASH_AT=<point>:<n>`, see
 //! `exec::crash_point`): before a checkpoint's chunks are written, before
 //! and after its manifest commits, in the middle of a sink's commit, and
-//! before and after a savepoint's record is written (a savepoint is being
-//! taken then, through the API).
+//! while a savepoint is taken through the API (`wrun savepoint trigger` or
+//! `wrun stop --savepoint`, chosen by the seed): before its chunks, before
+//! its manifest, before and after its record is written. A savepoint whose
+//! record was written before the kill must still be usable after the
+//! resumed run (its chunks survive that run's garbage collection).
 //!
-//! `WRUN_CRASH_N` seeds run (default 3; `scripts/crash-test 100` runs 100).
-//! A failing seed prints itself and reruns alone with `WRUN_CRASH_SEED=S`.
+//! Seed `s` kills at point `s % 9`, so any 9 consecutive seeds reach every
+//! point; the rest (which passage of the point, the delay, trigger or
+//! stop) is drawn from the seed. `WRUN_CRASH_N` seeds run (default 9;
+//! `scripts/crash-test 100` runs 100). A failing seed prints itself and
+//! reruns alone with `WRUN_CRASH_SEED=S`.
 
 use crate::common::*;
 use std::os::unix::process::ExitStatusExt;
@@ -26,6 +32,8 @@ const POINTS: &[&str] = &[
     "checkpoint-manifest",
     "checkpoint-committed",
     "sink-commit",
+    "savepoint-chunks",
+    "savepoint-manifest",
     "savepoint-record",
     "savepoint-registered",
 ];
@@ -75,7 +83,7 @@ fn sorted_output(dir: &Path) -> Vec<(String, String)> {
 /// Runs one seed: returns where it crashed.
 fn crash_once(seed: u64, golden: &[(String, String)]) -> String {
     let mut x = seed;
-    let point = POINTS[(splitmix(&mut x) % POINTS.len() as u64) as usize];
+    let point = POINTS[(seed % POINTS.len() as u64) as usize];
     // Checkpoints pass their points every 25 ms; a savepoint (taken by a
     // separate `wrun savepoint trigger`) takes longer: its first one.
     let nth = if point.starts_with("savepoint") {
@@ -97,10 +105,17 @@ fn crash_once(seed: u64, golden: &[(String, String)]) -> String {
         std::thread::sleep(Duration::from_millis(150 + splitmix(&mut x) % 1800));
         let _ = child.kill();
     } else if point.starts_with("savepoint") {
-        // Take savepoints until the process dies at the crash point.
+        // Take savepoints (or stop with one) until the process dies at the
+        // crash point.
+        let how: &[&str] = if splitmix(&mut x).is_multiple_of(2) {
+            &["savepoint", "trigger", "test"]
+        } else {
+            &["stop", "test", "--savepoint"]
+        };
         while child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(60) {
             let _ = Command::new(wrun_bin())
-                .args(["savepoint", "trigger", "test", "--data-dir"])
+                .args(how)
+                .arg("--data-dir")
                 .arg(&data)
                 .env("WRUN_LOG", "error")
                 .stdout(Stdio::null())
@@ -127,7 +142,43 @@ fn crash_once(seed: u64, golden: &[(String, String)]) -> String {
         sorted_output(dir.path()) == golden,
         "seed {seed} ({at}): the output differs from an uninterrupted run's (rerun: WRUN_CRASH_SEED={seed})"
     );
+    if point == "savepoint-registered" {
+        savepoint_still_usable(&data, seed, &at);
+    }
     at
+}
+
+/// The savepoint registered just before the kill survived the resumed run:
+/// listed, and its state readable (every chunk there and verified).
+fn savepoint_still_usable(data: &Path, seed: u64, at: &str) {
+    let wrun = |args: &[&str]| {
+        let out = Command::new(wrun_bin())
+            .args(args)
+            .arg("--data-dir")
+            .arg(data)
+            .env("WRUN_LOG", "error")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "seed {seed} ({at}): wrun {args:?} failed: {err}"
+        );
+        text
+    };
+    let list = wrun(&["savepoint", "list"]);
+    let id = list
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("seed {seed} ({at}): no savepoint after the resume:\n{list}"))
+        .to_string();
+    let dump = wrun(&["savepoint", "inspect", &id, "--dump", "counter", "count"]);
+    assert!(
+        dump.lines().count() > 0,
+        "seed {seed} ({at}): savepoint {id} holds no counts"
+    );
 }
 
 #[test]
@@ -148,7 +199,7 @@ fn sigkill_at_seeded_moments_then_resume_gives_the_golden_output() {
             let n: u64 = std::env::var("WRUN_CRASH_N")
                 .ok()
                 .and_then(|v| v.parse().ok())
-                .unwrap_or(3);
+                .unwrap_or(POINTS.len() as u64);
             (1..=n).collect()
         }
     };

@@ -1,12 +1,15 @@
-//! Fuzzing with proptest (cargo-fuzz needs a nightly compiler with
-//! sanitizers, which these machines do not have): each target feeds
-//! generated and mutated input to one parser and asserts it returns an
-//! answer — a value or an error — and never panics or hangs.
+//! Fuzzing with proptest rather than cargo-fuzz: the targets run on the
+//! stable toolchain in every `cargo test`, with the suite's real fixtures
+//! (components, a real checkpoint, the real router), where cargo-fuzz
+//! needs a nightly compiler, its own tool and a crate per target. Each
+//! target feeds generated and mutated input to one parser and asserts it
+//! returns an answer — a value or an error — and never panics.
 //!
 //! - the job manifest parser (`job.toml`);
 //! - the checkpoint manifest reader (through the filesystem store);
 //! - module upload validation (`module::push`), on mutated real components;
-//! - the HTTP API's bodies and queries (the real router, in process).
+//! - the HTTP API's bodies and queries (the router of a real `wrun serve`
+//!   runtime, in process).
 //!
 //! (The state codec's targets are unit tests in `state/snapshot.rs` and the
 //! guest SDK.) `WRUN_FUZZ_SECONDS` (default: one round of
@@ -174,20 +177,63 @@ fn fuzz_module_upload_validation() {
     );
 }
 
+/// The HTTP API's bodies, through the router of a real `wrun serve`
+/// runtime (module store and deployer included): mutated savepoint and
+/// stop bodies to a job's routes, mutated deploy requests (a real job that
+/// deploys and runs when left whole), savepoint imports and module
+/// uploads, with crafted names. Never a 500.
 #[test]
 fn fuzz_the_http_api_bodies() {
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
     use tower::ServiceExt;
     let dir = tempfile::tempdir().unwrap();
-    let store: std::sync::Arc<dyn wrun::checkpoint::CheckpointStore> =
-        std::sync::Arc::new(wrun::checkpoint::FsStore::open(&dir.path().join("cp")).unwrap());
-    let registry: std::sync::Arc<dyn wrun::checkpoint::SavepointStore> =
-        std::sync::Arc::new(wrun::checkpoint::FsSavepoints::open(&dir.path().join("sp")).unwrap());
-    let api = wrun::api::ApiState::new("token".into(), "embedded", store, vec![registry], None);
+    let data = dir.path().join("data");
+    let sandbox = std::sync::Arc::new(
+        wrun::sandbox::Sandbox::new(wrun::sandbox::SandboxConfig {
+            cache_dir: Some(
+                std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("compile-cache"),
+            ),
+            ..wrun::sandbox::SandboxConfig::default()
+        })
+        .unwrap(),
+    );
+    let rt = wrun::serve::Runtime::open(
+        &wrun::serve::ServeConfig {
+            data_dir: data.clone(),
+            max_module_bytes: 1 << 20,
+        },
+        sandbox.clone(),
+    )
+    .unwrap();
+    let api = rt.api();
+    let token = std::fs::read_to_string(data.join("api-token")).unwrap();
     api.add_job("j", wrun::exec::JobControl::new("j"));
+    // A module in the store, so a deploy request can name it by digest.
+    let bytes = std::fs::read(guest("wordcount-counter")).unwrap();
+    let digest = wrun::module::push(
+        &wrun::module::ModuleStore::new(&data),
+        &sandbox,
+        &bytes,
+        None,
+        1 << 20,
+    )
+    .unwrap()
+    .module
+    .digest;
+    let manifest = generator_job(5, 2, &digest, "uid = \"c\"", "hash", "")
+        .replace("name = \"test\"", "name = \"fz\"")
+        .replace(
+            "path = \"out.jsonl\"",
+            &format!("path = \"{}\"", dir.path().join("out.jsonl").display()),
+        );
+    let deploy = serde_json::json!({
+        "manifest": manifest,
+        "base-dir": dir.path(),
+        "parallelism": 1,
+    });
     let router = wrun::api::router(api);
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
@@ -198,24 +244,23 @@ fn fuzz_the_http_api_bodies() {
         "/v1/jobs",
         "/v1/savepoint-imports",
         "/v1/modules?name=a&version=1",
-        "/v1/modules?name=../../x",
+        "/v1/modules?name=../../x&version=1",
+        "/v1/modules?name=a&version=..%2F..%2Fx",
         "/v1/jobs/..%2F..%2Fx/savepoints",
     ];
     let bodies = prop_oneof![
         mutations(br#"{"name": "nightly", "stop": "suspend"}"#.to_vec()),
-        mutations(
-            br#"{"manifest": "version = 1", "base-dir": "/tmp", "components": {"a": "blake3:00"}}"#
-                .to_vec()
-        ),
+        mutations(serde_json::to_vec(&deploy).unwrap()),
         mutations(br#"{"dir": "/tmp/x", "name": "n"}"#.to_vec()),
+        mutations(br#"{"dir": "../../../etc", "name": "../x"}"#.to_vec()),
     ];
     fuzz("http api", (0..routes.len(), bodies), |(route, body)| {
         let req = Request::post(routes[route])
-            .header("Authorization", "Bearer token")
+            .header("Authorization", format!("Bearer {}", token.trim()))
             .header("Content-Type", "application/json")
             .body(Body::from(body))
             .unwrap();
-        let resp = rt.block_on(router.clone().oneshot(req)).unwrap();
+        let resp = tokio.block_on(router.clone().oneshot(req)).unwrap();
         let status = resp.status();
         prop_assert!(
             status != StatusCode::INTERNAL_SERVER_ERROR,
@@ -224,4 +269,5 @@ fn fuzz_the_http_api_bodies() {
         );
         Ok(())
     });
+    rt.shutdown();
 }

@@ -198,11 +198,16 @@ fn swap_story_v2_continues_from_v1_counts() {
     run.join().unwrap();
     let out = dir.path().join("out.jsonl");
     assert_complete(&out, 200_000);
-    // v2's lines prove it continued: the count includes v1's, and the
-    // "since v2" part restarts at 1.
-    let lines = read_jsonl(&out);
+    assert_v2_continued(&out, v1_lines as usize);
+}
+
+/// The output after v1's first `v1_lines` lines is v2's, and proves v2
+/// continued v1's counts: a count includes v1's, and its "since v2" part
+/// restarts at 1. v1's lines are untouched.
+pub fn assert_v2_continued(out: &Path, v1_lines: usize) {
+    let lines = read_jsonl(out);
     let mut continued = 0;
-    for (_, v) in &lines[v1_lines as usize..] {
+    for (_, v) in &lines[v1_lines..] {
         let (count, rest) = v.split_once(" (").expect("a v2 line");
         let since: u64 = rest.trim_end_matches(" since v2)").parse().unwrap();
         let count: u64 = count.parse().unwrap();
@@ -213,9 +218,7 @@ fn swap_story_v2_continues_from_v1_counts() {
     }
     assert!(continued > 0, "no v2 count continued from v1's");
     assert!(
-        lines[..v1_lines as usize]
-            .iter()
-            .all(|(_, v)| !v.contains("v2")),
+        lines[..v1_lines].iter().all(|(_, v)| !v.contains("v2")),
         "v1's output is untouched"
     );
 }

@@ -1,11 +1,11 @@
 //! `wrun serve` end to end, through the real binary and a real server on
 //! loopback: push → deploy → savepoint → stop → redeploy v2 from the
 //! savepoint; `kill -9` and restart resumes the job; refusals (no token,
-//! oversized upload, not a component); two jobs isolated from a trapping
-//! one; `/metrics`.
+//! oversized upload, not a component); a job isolated from hostile ones;
+//! `/metrics`.
 
 use crate::common::*;
-use crate::savepoint::{counts, job, v1, v2};
+use crate::savepoint::{assert_v2_continued, counts, job, v1, v2};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -196,6 +196,23 @@ fn push_deploy_savepoint_stop_and_redeploy_v2() {
             && metrics.contains("wrun_last_checkpoint_id{job=\"counts\"}"),
         "{metrics}"
     );
+    // The savepoint's checkpoint holds the counter's state.
+    let size = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("wrun_checkpoint_state_size_bytes{job=\"counts\",operator=\"count\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(size > Some(0), "{metrics}");
+    for family in [
+        "wrun_batch_latency_seconds_bucket{job=\"counts\",operator=\"count\"",
+        "wrun_checkpoint_last_alignment_seconds{job=\"counts\",operator=\"count\"",
+        "wrun_job_restarts_total{job=\"counts\"} 0",
+        "wrun_last_checkpoint_duration_seconds{job=\"counts\"}",
+    ] {
+        assert!(metrics.contains(family), "{family}: {metrics}");
+    }
     let out = ok(
         dir.path(),
         &[
@@ -211,6 +228,11 @@ fn push_deploy_savepoint_stop_and_redeploy_v2() {
     );
     assert!(out.contains("job 'counts' stopped"), "{out}");
     wait_job(&c, "counts", "stopped", state_is("stopped"));
+    let v1_lines = read_jsonl(&dir.path().join("out.jsonl")).len();
+    assert!(
+        v1_lines > 0 && v1_lines < 200_000,
+        "v1 stopped mid-job: {v1_lines} lines"
+    );
 
     // v2 by path (uploaded by deploy), at another parallelism, from the
     // savepoint: the counts continue.
@@ -238,6 +260,7 @@ fn push_deploy_savepoint_stop_and_redeploy_v2() {
     );
     wait_job(&c, "counts", "finished", state_is("finished"));
     assert_continued(&dir.path().join("out.jsonl"), 200_000);
+    assert_v2_continued(&dir.path().join("out.jsonl"), v1_lines);
 
     // Refusals. No token:
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -320,6 +343,25 @@ fn push_deploy_savepoint_stop_and_redeploy_v2() {
     );
     assert_ne!(code, 0);
     assert!(err.contains("already names"), "{err}");
+    // Names and versions that would climb out of the module store.
+    for (name, version) in [("../../x", "1"), ("counter", "../1"), (".hidden", "1")] {
+        let (code, _, err) = wrun(
+            dir.path(),
+            &[
+                "module",
+                "push",
+                v2(),
+                "--name",
+                name,
+                "--version",
+                version,
+                "--data-dir",
+                d,
+            ],
+        );
+        assert_ne!(code, 0, "{name}@{version}");
+        assert!(err.contains("invalid module"), "{err}");
+    }
 }
 
 /// A core module with an embedded component type, as wit-bindgen emits
@@ -379,6 +421,14 @@ fn kill_9_of_serve_then_a_restart_resumes_the_job() {
         s["restored-from"].as_u64().is_some(),
         "the job finished before the kill and so did not resume; slow it down: {s}"
     );
+    // The checkpoint history survives the restart (from the kept manifests).
+    let history = s["checkpoints"].as_array().unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|c| c["id"] == s["restored-from"] && c["full-bytes"].as_u64() > Some(0)),
+        "{s}"
+    );
     wait_job(&c, "counts", "finished", state_is("finished"));
     // Exactly once across the kill.
     assert_continued(&dir.path().join("out.jsonl"), 40_000);
@@ -389,34 +439,72 @@ fn kill_9_of_serve_then_a_restart_resumes_the_job() {
     assert_eq!(s["state"], "finished", "{s}");
 }
 
+/// Hostile jobs beside a counting one on the same `wrun serve`: one
+/// traps, one loops forever, one grows its memory without bound, one asks
+/// for a state read larger than its memory. Each fails with its own
+/// reason while the counting job keeps running (it is long enough to
+/// outlive them all, and is stopped by the test), then stops with a
+/// savepoint, every count exactly once.
 #[test]
-fn a_trapping_job_does_not_disturb_another() {
+fn hostile_jobs_do_not_disturb_another() {
     let dir = tempfile::tempdir().unwrap();
     let serve = Serve::start(&dir.path().join("data"), &[]);
     let d = serve.d();
     let c = serve.client();
-    let good = job(v1(), "counter", 2, 100_000, Some(50_000));
+    let good = job(v1(), "counter", 2, 10_000_000, Some(20_000));
     std::fs::create_dir(dir.path().join("good")).unwrap();
     std::fs::write(dir.path().join("good/job.toml"), &good).unwrap();
-    let bad = generator_job(
-        100_000,
-        10,
-        guest("chaos"),
-        "config = { mode = \"trap-after\", n = 500 }",
-        "rebalance",
-        "",
-    )
-    .replace("name = \"test\"", "name = \"trapper\"");
-    std::fs::create_dir(dir.path().join("bad")).unwrap();
-    std::fs::write(dir.path().join("bad/job.toml"), bad).unwrap();
     ok(dir.path(), &["deploy", "good/job.toml", "--data-dir", d]);
-    // The bad one fails as it starts, or soon after: either way deploy
-    // reports it or status shows it.
-    let _ = wrun(dir.path(), &["deploy", "bad/job.toml", "--data-dir", d]);
-    let s = wait_job(&c, "trapper", "failed", state_is("failed"));
-    assert!(s["error"].as_str().unwrap().contains("trapped"), "{s}");
-    wait_job(&c, "counts", "finished", state_is("finished"));
-    assert_continued(&dir.path().join("good/out.jsonl"), 100_000);
+
+    let hostile = [
+        ("trapper", "trap-after", 500, "", "trapped in process"),
+        (
+            "looper",
+            "loop-process",
+            0,
+            "[limits]\ncall-timeout-ms = 50",
+            "timed out in process",
+        ),
+        (
+            "hog",
+            "alloc",
+            1 << 20,
+            "[limits]\nmemory-mb = 32",
+            "memory limit exceeded",
+        ),
+        (
+            "reader",
+            "big-read",
+            1 << 20,
+            "[limits]\nmemory-mb = 64",
+            "one call asked for more than",
+        ),
+    ];
+    for (name, mode, n, limits, _) in hostile {
+        let toml = generator_job(
+            100_000,
+            10,
+            guest("chaos"),
+            &format!("config = {{ mode = \"{mode}\", n = {n} }}"),
+            "rebalance",
+            limits,
+        )
+        .replace("name = \"test\"", &format!("name = \"{name}\""));
+        std::fs::create_dir(dir.path().join(name)).unwrap();
+        std::fs::write(dir.path().join(name).join("job.toml"), toml).unwrap();
+        // It fails as it starts or soon after: deploy may report it.
+        let _ = wrun(
+            dir.path(),
+            &["deploy", &format!("{name}/job.toml"), "--data-dir", d],
+        );
+    }
+    for (name, _, _, _, reason) in hostile {
+        let s = wait_job(&c, name, "failed", state_is("failed"));
+        assert!(s["error"].as_str().unwrap().contains(reason), "{name}: {s}");
+    }
+    // The counting job never noticed: still running, still counting.
+    let before = c.get("/v1/jobs/counts").unwrap();
+    assert_eq!(before["state"], "running", "{before}");
     let metrics = c.get_text("/metrics").unwrap();
     assert!(
         metrics.contains(
@@ -427,14 +515,26 @@ fn a_trapping_job_does_not_disturb_another() {
         "{metrics}"
     );
     let out = ok(dir.path(), &["job", "list", "--data-dir", d]);
+    for (name, ..) in hostile {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("{name} ")) && l.contains("failed")),
+            "{out}"
+        );
+    }
     assert!(
         out.lines()
-            .any(|l| l.starts_with("trapper ") && l.contains("failed"))
-            && out
-                .lines()
-                .any(|l| l.starts_with("counts ") && l.contains("finished")),
+            .any(|l| l.starts_with("counts ") && l.contains("running")),
         "{out}"
     );
+    ok(
+        dir.path(),
+        &["job", "stop", "counts", "--savepoint", "--data-dir", d],
+    );
+    let out = dir.path().join("good/out.jsonl");
+    let lines = read_jsonl(&out).len();
+    assert!(lines > 0, "the counting job counted nothing");
+    assert_continued(&out, lines);
 }
 
 /// Without a running wrun, `module push` stores into the data directory,
