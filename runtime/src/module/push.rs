@@ -146,6 +146,9 @@ fn componentize(core: &[u8]) -> Result<Vec<u8>, PushError> {
         match payload {
             Ok(wasmparser::Payload::CustomSection(c)) if c.name().starts_with("component-type") => {
                 typed = true;
+                if package_cycle(c.data()) {
+                    return Err(malformed_type());
+                }
             }
             Ok(wasmparser::Payload::ImportSection(r)) => {
                 for imp in r.into_imports() {
@@ -176,15 +179,83 @@ fn componentize(core: &[u8]) -> Result<Vec<u8>, PushError> {
             .module(core)
             .and_then(|e| e.validate(true).encode())
     })
-    .map_err(|_| {
-        PushError::Componentize(
-            "its embedded component type is malformed (wit-component could not decode it)".into(),
-        )
-    })?;
+    .map_err(|_| malformed_type())?;
     encoded.map_err(|e| {
         let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
         PushError::Componentize(chain.join(": "))
     })
+}
+
+fn malformed_type() -> PushError {
+    PushError::Componentize(
+        "its embedded component type is malformed (wit-component could not decode it)".into(),
+    )
+}
+
+/// Whether a `component-type` section's WIT packages depend on each other
+/// in a cycle. wit-parser orders packages by a recursive walk that never
+/// ends on a cycle (found by fuzzing: a stack overflow, which no
+/// `catch_unwind` can stop, aborting the process), so such a section is
+/// refused before wit-component sees it. A section that does not decode
+/// here is left to wit-component, which reports it.
+/// wit-parser may panic on malformed input here too: that is a malformed
+/// type as well.
+fn package_cycle(section: &[u8]) -> bool {
+    std::panic::catch_unwind(|| package_cycle_unchecked(section)).unwrap_or(true)
+}
+
+fn package_cycle_unchecked(section: &[u8]) -> bool {
+    // The historical format: 0x03, a string encoding byte, the world's
+    // name, then encoded WIT packages; otherwise a component.
+    let resolve = (|| {
+        let mut reader = wasmparser::BinaryReader::new(section, 0);
+        match reader.read_u8().ok()? {
+            0x03 => {
+                reader.read_u8().ok()?;
+                reader.read_string().ok()?;
+                match wit_component::decode(&section[reader.original_position()..]).ok()? {
+                    wit_component::DecodedWasm::WitPackage(r, _) => Some(r),
+                    wit_component::DecodedWasm::Component(r, _) => Some(r),
+                }
+            }
+            _ => wit_parser::decoding::decode_world(section)
+                .ok()
+                .map(|(r, _)| r),
+        }
+    })();
+    let Some(resolve) = resolve else {
+        return false;
+    };
+    // Depth-first, with an explicit stack: 0 unvisited, 1 on the path, 2 done.
+    let mut state = vec![0u8; resolve.packages.len()];
+    for (start, _) in resolve.packages.iter() {
+        if state[start.index()] != 0 {
+            continue;
+        }
+        state[start.index()] = 1;
+        let mut path = vec![(
+            start,
+            resolve.package_direct_deps(start).collect::<Vec<_>>(),
+        )];
+        while let Some((id, deps)) = path.last_mut() {
+            match deps.pop() {
+                Some(dep) => match state[dep.index()] {
+                    1 => return true,
+                    0 => {
+                        state[dep.index()] = 1;
+                        let next = resolve.package_direct_deps(dep).collect();
+                        path.push((dep, next));
+                    }
+                    _ => {}
+                },
+                None => {
+                    state[id.index()] = 2;
+                    path.pop();
+                }
+            }
+        }
+    }
+    false
 }
 
 /// Validates, compiles and stores `bytes`; with `name`, names the stored

@@ -35,6 +35,11 @@ where
         .ok()
         .and_then(|v| v.parse().ok())
         .map(Duration::from_secs);
+    // A crash no test harness survives (a stack overflow aborts the
+    // process) leaves its input here, when asked (`scripts/fuzz` asks).
+    let last = std::env::var_os("WRUN_FUZZ_LAST").map(|p| {
+        std::cell::RefCell::new(std::fs::File::create(p).expect("WRUN_FUZZ_LAST is writable"))
+    });
     let started = Instant::now();
     let ran = std::cell::Cell::new(0u64);
     loop {
@@ -45,8 +50,17 @@ where
             failure_persistence: None,
             ..Config::default()
         });
-        let counted = |v| {
+        let counted = |v: S::Value| {
             ran.set(ran.get() + 1);
+            if let Some(file) = &last {
+                // Rewritten in place: no open or close per case.
+                use std::io::{Seek, Write};
+                let mut f = file.borrow_mut();
+                let text = format!("{name}: {v:?}");
+                let _ = f.seek(std::io::SeekFrom::Start(0));
+                let _ = f.write_all(text.as_bytes());
+                let _ = f.set_len(text.len() as u64);
+            }
             test(v)
         };
         if let Err(e) = runner.run(&strategy, counted) {
@@ -168,6 +182,17 @@ fn fuzz_module_upload_validation() {
     // A core module whose embedded component type made wit-parser reach an
     // `unreachable!`.
     let bytes = std::fs::read(dir.join("module-upload-wit-parser-unreachable.wasm")).unwrap();
+    let err = wrun::module::push(&store, sandbox(), &bytes, None, 1 << 20)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("embedded component type is malformed"),
+        "{err}"
+    );
+    // A core module whose embedded WIT packages depend on each other in a
+    // cycle: wit-parser's package ordering recursed until the stack
+    // overflowed, aborting the process.
+    let bytes = std::fs::read(dir.join("module-upload-wit-parser-package-cycle.wasm")).unwrap();
     let err = wrun::module::push(&store, sandbox(), &bytes, None, 1 << 20)
         .unwrap_err()
         .to_string();
