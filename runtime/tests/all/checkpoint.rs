@@ -54,6 +54,27 @@ fn store(dir: &Path) -> Arc<dyn CheckpointStore> {
     Arc::new(FsStore::open(&dir.join("checkpoints")).unwrap())
 }
 
+/// A chunk the newest of job `test`'s (at least two) checkpoints wrote and
+/// no older one uses: damaging it hurts the newest checkpoint alone.
+fn newest_own_chunk(s: &dyn CheckpointStore) -> wrun::checkpoint::ChunkHash {
+    let ids = s.list_checkpoints("test").unwrap();
+    assert!(ids.len() >= 2, "{ids:?}");
+    let chunks = |id| {
+        s.get_manifest("test", id)
+            .unwrap()
+            .chunks()
+            .collect::<Vec<_>>()
+    };
+    let older: std::collections::HashSet<_> = ids[..ids.len() - 1]
+        .iter()
+        .flat_map(|id| chunks(*id))
+        .collect();
+    chunks(*ids.last().unwrap())
+        .into_iter()
+        .find(|c| !older.contains(c))
+        .expect("the newest checkpoint wrote a chunk of its own")
+}
+
 #[test]
 fn a_failure_mid_run_restarts_from_a_checkpoint_with_nothing_lost_or_duplicated() {
     // Failure points drawn from seeds (splitmix64), reproducible: a
@@ -189,21 +210,7 @@ fn restore_skips_a_checkpoint_with_a_corrupt_chunk() {
     .unwrap();
     let s = store(dir.path());
     let ids = s.list_checkpoints("test").unwrap();
-    assert!(ids.len() >= 2, "{ids:?}");
-    let newest = s.get_manifest("test", *ids.last().unwrap()).unwrap();
-    let older: std::collections::HashSet<_> = ids[..ids.len() - 1]
-        .iter()
-        .flat_map(|id| {
-            s.get_manifest("test", *id)
-                .unwrap()
-                .chunks()
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let victim = newest
-        .chunks()
-        .find(|c| !older.contains(c))
-        .expect("the newest checkpoint wrote a chunk of its own");
+    let victim = newest_own_chunk(s.as_ref());
     let path = dir
         .path()
         .join("checkpoints/chunks")
@@ -314,14 +321,8 @@ fn sigkill_then_resume_gives_the_exactly_once_output() {
 /// had committed, so the output is still exactly once.
 #[test]
 fn a_damaged_newest_checkpoint_resumes_from_the_previous_exactly_once() {
-    let newest = |data: &Path| {
-        let s = store(data);
-        let ids = s.list_checkpoints("test").unwrap();
-        assert!(ids.len() >= 2, "{ids:?}");
-        (s, ids)
-    };
     kill_damage_resume(|data| {
-        let (_, ids) = newest(data);
+        let ids = store(data).list_checkpoints("test").unwrap();
         let path = data.join(format!(
             "checkpoints/jobs/test/checkpoints/{}.json",
             ids.last().unwrap().0
@@ -330,21 +331,7 @@ fn a_damaged_newest_checkpoint_resumes_from_the_previous_exactly_once() {
         std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     });
     kill_damage_resume(|data| {
-        let (s, ids) = newest(data);
-        let m = s.get_manifest("test", *ids.last().unwrap()).unwrap();
-        let older: std::collections::HashSet<_> = ids[..ids.len() - 1]
-            .iter()
-            .flat_map(|id| {
-                s.get_manifest("test", *id)
-                    .unwrap()
-                    .chunks()
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let victim = m
-            .chunks()
-            .find(|c| !older.contains(c))
-            .expect("the newest checkpoint wrote a chunk of its own");
+        let victim = newest_own_chunk(store(data).as_ref());
         std::fs::remove_file(
             data.join("checkpoints/chunks")
                 .join(&victim.hex()[..2])

@@ -179,27 +179,26 @@ fn fuzz_module_upload_validation() {
     });
     // Regressions found by fuzzing.
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions");
-    // A core module whose embedded component type made wit-parser reach an
-    // `unreachable!`.
-    let bytes = std::fs::read(dir.join("module-upload-wit-parser-unreachable.wasm")).unwrap();
-    let err = wrun::module::push(&store, sandbox(), &bytes, None, 1 << 20)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("embedded component type is malformed"),
-        "{err}"
-    );
-    // A core module whose embedded WIT packages depend on each other in a
-    // cycle: wit-parser's package ordering recursed until the stack
-    // overflowed, aborting the process.
-    let bytes = std::fs::read(dir.join("module-upload-wit-parser-package-cycle.wasm")).unwrap();
-    let err = wrun::module::push(&store, sandbox(), &bytes, None, 1 << 20)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("embedded component type is malformed"),
-        "{err}"
-    );
+    for (file, what) in [
+        // wit-parser's decoder reached an `unreachable!`.
+        ("module-upload-wit-parser-unreachable.wasm", "a panic"),
+        // Embedded WIT packages that depend on each other in a cycle:
+        // wit-parser's package ordering recursed until the stack
+        // overflowed, aborting the process.
+        (
+            "module-upload-wit-parser-package-cycle.wasm",
+            "a stack overflow",
+        ),
+    ] {
+        let bytes = std::fs::read(dir.join(file)).unwrap();
+        let err = wrun::module::push(&store, sandbox(), &bytes, None, 1 << 20)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("embedded component type is malformed"),
+            "{file} (once {what}): {err}"
+        );
+    }
 }
 
 /// The HTTP API's bodies, through the router of a real `wrun serve`

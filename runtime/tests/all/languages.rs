@@ -92,6 +92,41 @@ fn every_language_gives_the_golden_output() {
     }
 }
 
+/// Runs `job` with each of `hops` (component, parallelism) in turn, paced
+/// at `rate`, each resuming from the previous one's stop with a savepoint
+/// and counting something before its own; returns the last savepoint's
+/// checkpoint.
+fn hops_to_savepoints(
+    dir: &Path,
+    d: &crate::savepoint::Data,
+    uid: &str,
+    hops: &[(&str, u32)],
+    total: u64,
+    rate: u64,
+) -> Option<wrun::checkpoint::CheckpointManifest> {
+    let mut restore = None;
+    let mut lines = 0;
+    for &(component, parallelism) in hops {
+        let run = start(
+            dir,
+            &job(guest(component), uid, parallelism, total, Some(rate)),
+            d,
+            RunOptions {
+                restore: restore.take(),
+                ..RunOptions::default()
+            },
+        );
+        savepoint_once_running(&run.control, None);
+        let sp = stop(&run.control, StopMode::Suspend);
+        run.join().unwrap();
+        let now = read_jsonl(&dir.join("out.jsonl")).len();
+        assert!(now > lines, "{component} processed nothing");
+        lines = now;
+        restore = Some(sp.checkpoint);
+    }
+    restore
+}
+
 /// A savepoint of the Rust counter resumes in Python, whose savepoint
 /// resumes in JavaScript, whose savepoint resumes in C (each at another
 /// parallelism): every key's counts continue, each exactly once.
@@ -105,26 +140,7 @@ fn a_rust_savepoint_resumes_in_python_then_javascript_then_c() {
         ("wordcount-counter-py", 3),
         ("wordcount-counter-js", 1),
     ];
-    let mut restore = None;
-    let mut lines = 0;
-    for (counter, parallelism) in hops {
-        let run = start(
-            dir.path(),
-            &job(guest(counter), "counter", parallelism, total, Some(20_000)),
-            &d,
-            RunOptions {
-                restore: restore.take(),
-                ..RunOptions::default()
-            },
-        );
-        savepoint_once_running(&run.control, None);
-        let sp = stop(&run.control, StopMode::Suspend);
-        run.join().unwrap();
-        let now = read_jsonl(&dir.path().join("out.jsonl")).len();
-        assert!(now > lines, "{counter} counted nothing");
-        lines = now;
-        restore = Some(sp.checkpoint);
-    }
+    let restore = hops_to_savepoints(dir.path(), &d, "counter", &hops, total, 20_000);
     let c = start(
         dir.path(),
         &job(guest("wordcount-counter-c"), "counter", 2, total, None),
@@ -264,7 +280,7 @@ fn javascript_helper_tests() {
 /// uninterrupted Rust run: their list and map state are the same bytes.
 #[test]
 fn list_and_map_state_are_the_same_in_every_language() {
-    let total = 6_000;
+    let total = 20_000;
     let uninterrupted = |component: &str| {
         let dir = tempfile::tempdir().unwrap();
         let d = data(dir.path());
@@ -297,22 +313,8 @@ fn list_and_map_state_are_the_same_in_every_language() {
 
     let dir = tempfile::tempdir().unwrap();
     let d = data(dir.path());
-    let mut restore = None;
-    for (component, parallelism) in [("kinds", 2), ("kinds-py", 3)] {
-        let run = start(
-            dir.path(),
-            &job(guest(component), "kinds", parallelism, total, Some(3_000)),
-            &d,
-            RunOptions {
-                restore: restore.take(),
-                ..RunOptions::default()
-            },
-        );
-        savepoint_once_running(&run.control, None);
-        let sp = stop(&run.control, StopMode::Suspend);
-        run.join().unwrap();
-        restore = Some(sp.checkpoint);
-    }
+    let hops = [("kinds", 2), ("kinds-py", 3)];
+    let restore = hops_to_savepoints(dir.path(), &d, "kinds", &hops, total, 5_000);
     start(
         dir.path(),
         &job(guest("kinds-js"), "kinds", 1, total, None),
