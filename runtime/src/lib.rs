@@ -12,6 +12,7 @@ pub mod cli;
 pub mod exec;
 pub mod job;
 pub mod module;
+pub mod names;
 pub mod sandbox;
 pub mod serve;
 pub mod state;

@@ -64,10 +64,8 @@ pub enum SavepointError {
     #[error("{0}")]
     NotFound(String),
     /// A name that is not allowed.
-    #[error(
-        "invalid savepoint name {0:?}: use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
-    )]
-    BadName(String),
+    #[error(transparent)]
+    BadName(#[from] crate::names::NameError),
     /// A name already taken.
     #[error(
         "a savepoint named '{0}' already exists; choose another --name or dispose of the old one"
@@ -99,17 +97,7 @@ pub enum SavepointError {
 /// Checks a user-given savepoint name (or ID): it becomes a file name, so
 /// it may not contain a path separator, `..` or anything hidden.
 pub fn check_name(name: &str) -> Result<(), SavepointError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with(['.', '-'])
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(SavepointError::BadName(name.chars().take(80).collect()))
-    }
+    Ok(crate::names::check(crate::names::NameKind::Savepoint, name)?)
 }
 
 /// A registry of savepoints.

@@ -319,14 +319,8 @@ pub fn parse_manifest(
         ));
     }
     let name = m.name.get_ref().clone();
-    if name.is_empty()
-        || name.len() > 128
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        || name.starts_with('.')
-    {
-        return Err(ctx.err(m.name.span(), format!("job `name` {name:?} must be 1-128 characters of letters, digits, '-', '_' or '.', not starting with '.'")));
+    if let Err(e) = crate::names::check(crate::names::NameKind::Job, &name) {
+        return Err(ctx.err(m.name.span(), format!("job `name`: {e}")));
     }
     let max_parallelism = match &m.max_parallelism {
         Some(v) => {

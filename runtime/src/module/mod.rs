@@ -142,11 +142,7 @@ impl ModuleStore {
     /// Whether a module name or version can be a file name here (the
     /// rules of a manifest's `name@version`).
     fn valid_name(s: &str) -> bool {
-        !s.is_empty()
-            && s.len() <= 128
-            && !s.starts_with('.')
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c))
+        crate::names::check(crate::names::NameKind::Module, s).is_ok()
     }
 
     fn blob(&self, hex: &str) -> PathBuf {

@@ -106,36 +106,13 @@ pub enum PushError {
     #[error("{0}")]
     Invalid(#[from] SandboxError),
     /// A name or version with characters a manifest cannot reference.
-    #[error(
-        "invalid module {what} {value:?}: use letters, digits, '-', '_', '.' and '+' (not starting with '.'), at most 128"
-    )]
-    BadName {
-        /// `name` or `version`.
-        what: &'static str,
-        /// The value.
-        value: String,
-    },
+    #[error(transparent)]
+    BadName(#[from] crate::names::NameError),
     /// The store.
     #[error(transparent)]
     Store(#[from] ModuleError),
 }
 
-fn check_name(what: &'static str, value: &str) -> Result<(), PushError> {
-    let ok = !value.is_empty()
-        && value.len() <= 128
-        && !value.starts_with('.')
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(PushError::BadName {
-            what,
-            value: value.to_string(),
-        })
-    }
-}
 
 /// Makes a component of a core module carrying its component type in a
 /// custom section (as wit-bindgen emits).
@@ -268,8 +245,8 @@ pub fn push(
     max_bytes: usize,
 ) -> Result<Pushed, PushError> {
     if let Some((n, v)) = name {
-        check_name("name", n)?;
-        check_name("version", v)?;
+        crate::names::check(crate::names::NameKind::Module, n)?;
+        crate::names::check(crate::names::NameKind::ModuleVersion, v)?;
     }
     if bytes.len() > max_bytes {
         return Err(PushError::TooLarge {
