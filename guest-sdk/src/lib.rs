@@ -260,8 +260,23 @@ pub trait Operator: Sized + 'static {
 
 /// Exports a type implementing [`Operator`] as the component's
 /// `wrun:operator/handler`. Use it once per crate.
+///
+/// `export_operator!(T, migrates_from = ["old-format"])` also declares that
+/// `T` reads state written under those format names (it migrates it in
+/// `open`, told by [`Context::restored_format`]); without that, wrun refuses
+/// to restore state of another format name into it.
 #[macro_export]
 macro_rules! export_operator {
+    ($ty:ty, migrates_from = [$($format:literal),* $(,)?]) => {
+        $crate::export_operator!($ty);
+
+        #[cfg(target_arch = "wasm32")]
+        #[doc(hidden)]
+        #[used]
+        #[unsafe(link_section = "wrun-migrates-from")]
+        static __WRUN_MIGRATES_FROM: [u8; $crate::__private::lines_len(&[$($format),*])] =
+            $crate::__private::lines(&[$($format),*]);
+    };
     ($ty:ty) => {
         #[doc(hidden)]
         #[allow(dead_code)]
@@ -310,6 +325,35 @@ macro_rules! export_operator {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::runtime::{Slot, close, install_panic_hook, open, process, restore, snapshot};
+
+    /// The length of `items` as lines (each followed by `\n`).
+    pub const fn lines_len(items: &[&str]) -> usize {
+        let (mut n, mut i) = (0, 0);
+        while i < items.len() {
+            n += items[i].len() + 1;
+            i += 1;
+        }
+        n
+    }
+
+    /// `items` as lines, at compile time (the bytes of a custom section).
+    pub const fn lines<const N: usize>(items: &[&str]) -> [u8; N] {
+        let mut out = [0u8; N];
+        let (mut at, mut i) = (0, 0);
+        while i < items.len() {
+            let b = items[i].as_bytes();
+            let mut j = 0;
+            while j < b.len() {
+                out[at] = b[j];
+                at += 1;
+                j += 1;
+            }
+            out[at] = b'\n';
+            at += 1;
+            i += 1;
+        }
+        out
+    }
     pub type RawContext = crate::types::Context;
     pub type RawError = crate::types::Error;
     pub type RawSnapshot = crate::types::OperatorSnapshot;

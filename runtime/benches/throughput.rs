@@ -181,7 +181,7 @@ fn main() -> anyhow::Result<()> {
         None,
     )?;
     let store = wrun::module::ModuleStore::new(std::path::Path::new("target/bench-data"));
-    let modules = wrun::cli::load_modules(&graph, &store, &sandbox)?;
+    let modules = wrun::module::load_modules(&graph, &store, &sandbox)?;
 
     let native_state: NativeFactory = Arc::new(|_, state| Box::new(NativeState { state }));
     let native_map: NativeFactory = Arc::new(|_, _| {
@@ -382,7 +382,7 @@ fn language_figures(sandbox: &wrun::sandbox::Sandbox, rounds: u64) -> anyhow::Re
         let compile = t.elapsed();
         drop(module);
         drop(fresh);
-        let modules = wrun::cli::load_modules(&graph, &store, sandbox)?;
+        let modules = wrun::module::load_modules(&graph, &store, sandbox)?;
         let module = modules.values().next().cloned().expect("one operator");
         // Instantiation (from the pre-linked module) and memory after
         // `open`, over 5 subtasks; the median time.
@@ -502,7 +502,8 @@ fn checkpoint_figures() -> anyhow::Result<()> {
             let snap = state.snapshot(last.is_empty());
             let pause = t.elapsed();
             let previous = |kg: u16| last.get(&kg).cloned();
-            let (refs, full, new) = wrun::checkpoint::write_key_groups(&store, &previous, &snap)?;
+            let txn = wrun::checkpoint::begin(&store);
+            let (refs, full, new) = wrun::checkpoint::write_key_groups(&txn, &previous, &snap)?;
             last = refs
                 .iter()
                 .filter_map(|r| {
@@ -533,7 +534,8 @@ fn checkpoint_figures() -> anyhow::Result<()> {
                 full_bytes: full,
                 new_bytes: new,
             };
-            store.put_manifest(&manifest)?;
+            txn.put_manifest(&manifest)?;
+            drop(txn);
             let total = t.elapsed();
             metric(
                 &format!("checkpoint.{keys}_keys.{label}.sync_pause_ms"),
@@ -590,7 +592,7 @@ fn savepoint_figures(
         )
     };
     let graph = parse(u64::MAX / 4)?;
-    let modules = wrun::cli::load_modules(&graph, modules_store, sandbox)?;
+    let modules = wrun::module::load_modules(&graph, modules_store, sandbox)?;
     let dir = tempfile::tempdir()?;
     let store: Arc<dyn CheckpointStore> = Arc::new(FsStore::open(&dir.path().join("cp"))?);
     let savepoints: Arc<dyn SavepointStore> = Arc::new(FsSavepoints::open(&dir.path().join("sp"))?);

@@ -9,7 +9,10 @@
 pub mod api;
 pub mod checkpoint;
 pub mod cli;
+pub mod datadir;
 pub mod exec;
+pub mod fsutil;
+pub mod ids;
 pub mod job;
 pub mod module;
 pub mod names;

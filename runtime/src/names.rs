@@ -55,16 +55,8 @@ impl NameKind {
 
     /// The rule, for error messages.
     pub fn rule(self) -> String {
-        let extra: Vec<String> = self
-            .extra()
-            .chars()
-            .map(|c| format!("'{c}'"))
-            .collect();
-        let starts: Vec<String> = self
-            .bad_start()
-            .iter()
-            .map(|c| format!("'{c}'"))
-            .collect();
+        let extra: Vec<String> = self.extra().chars().map(|c| format!("'{c}'")).collect();
+        let starts: Vec<String> = self.bad_start().iter().map(|c| format!("'{c}'")).collect();
         format!(
             "1 to {} ASCII letters, digits, {}, not starting with {}",
             self.max_len(),

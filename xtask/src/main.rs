@@ -1,26 +1,49 @@
 //! `cargo xtask <task>`: developer tasks for the wrun repository.
 
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask guests [--force] [--rust-only] | c-bindings [DIR]\n\n  guests       build every guest (examples/, tests/guests/) into a component in target/guests/\n  c-bindings   write wit-bindgen's C bindings of the operator world into DIR (default gen/)";
+/// Developer tasks for the wrun repository.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Build every guest (examples/, tests/guests/) into a component in
+    /// target/guests/.
+    Guests {
+        /// Rebuild even when nothing changed.
+        #[arg(long)]
+        force: bool,
+        /// Only the Rust guests (no Python, JavaScript or C toolchain needed).
+        #[arg(long)]
+        rust_only: bool,
+    },
+    /// Write wit-bindgen's C bindings of the operator world into DIR.
+    CBindings {
+        /// Where to write them.
+        #[arg(default_value = "gen")]
+        dir: PathBuf,
+    },
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("c-bindings") => {
-            let out = args
-                .get(1)
-                .map(std::path::PathBuf::from)
-                .unwrap_or_else(|| "gen".into());
-            wrun_xtask::lang::c_bindings(&out).map(|()| println!("{}", out.display()))
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::CBindings { dir } => {
+            wrun_xtask::lang::c_bindings(&dir).map(|()| println!("{}", dir.display()))
         }
-        Some("guests") => {
-            let force = args.iter().any(|a| a == "--force");
+        Task::Guests { force, rust_only } => {
             let opts = wrun_xtask::Options {
                 force,
                 verbose: true,
             };
-            if args.iter().any(|a| a == "--rust-only") {
+            if rust_only {
                 wrun_xtask::build_rust_guests(&opts)
             } else {
                 wrun_xtask::build_guests(&opts)
@@ -30,10 +53,6 @@ fn main() -> ExitCode {
                     println!("{}", g.component.display());
                 }
             })
-        }
-        _ => {
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
         }
     };
     match result {

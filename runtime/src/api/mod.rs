@@ -13,7 +13,7 @@ mod client;
 
 pub use client::{Client, Endpoint};
 
-use crate::checkpoint::{CheckpointStore, Savepoint, SavepointStore, collect_garbage};
+use crate::checkpoint::{CheckpointStore, Savepoint, SavepointStore};
 use crate::exec::{JobControl, JobState, StopMode, Triggered};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
@@ -186,7 +186,7 @@ pub struct ApiState {
     mode: &'static str,
     jobs: Mutex<BTreeMap<String, Arc<JobControl>>>,
     store: Arc<dyn CheckpointStore>,
-    registries: crate::checkpoint::Registries,
+    registries: crate::datadir::Registries,
     modules: Option<Modules>,
     deployer: std::sync::OnceLock<Arc<dyn Deployer>>,
     requests: Mutex<HashMap<String, RequestStatus>>,
@@ -201,7 +201,7 @@ impl ApiState {
         token: String,
         mode: &'static str,
         store: Arc<dyn CheckpointStore>,
-        registries: Vec<Arc<dyn SavepointStore>>,
+        registries: crate::datadir::Registries,
         modules: Option<Modules>,
     ) -> Arc<ApiState> {
         Arc::new(ApiState {
@@ -209,7 +209,7 @@ impl ApiState {
             mode,
             jobs: Mutex::new(BTreeMap::new()),
             store,
-            registries: crate::checkpoint::Registries::new(registries),
+            registries,
             modules,
             deployer: std::sync::OnceLock::new(),
             requests: Mutex::new(HashMap::new()),
@@ -231,21 +231,9 @@ impl ApiState {
         let _ = self.deployer.set(d);
     }
 
-    /// Adds a savepoint registry (a job's own `[savepoints] dir`), unless
-    /// one at the same location is there.
-    pub fn add_registry(&self, r: Arc<dyn SavepointStore>) {
-        self.registries.add(r);
-    }
-
     /// Every savepoint registry now.
     pub fn registries(&self) -> Vec<Arc<dyn SavepointStore>> {
         self.registries.all()
-    }
-
-    /// The registries, shared: what a job's garbage collection consults,
-    /// including those added later.
-    pub fn pins(&self) -> crate::checkpoint::Registries {
-        self.registries.clone()
     }
 
     /// A job's control, if one by that name was ever added.
@@ -848,12 +836,11 @@ async fn dispose_savepoint(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let (sp, registry) = find_savepoint(&state, &id)?;
-    registry.remove(&sp.id).map_err(internal)?;
     // The collector waits for checkpoints being written: off the API's
     // thread.
     let st = state.clone();
-    let freed = tokio::task::spawn_blocking(move || {
-        collect_garbage(st.store.as_ref(), || st.registries.savepoints())
+    let (sp, freed) = tokio::task::spawn_blocking(move || {
+        crate::checkpoint::dispose(st.store.as_ref(), registry.as_ref(), &sp.id)
     })
     .await
     .map_err(internal)?

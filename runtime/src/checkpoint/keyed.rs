@@ -2,7 +2,7 @@
 //! a delta on the previous checkpoint's chain, which to point at unchanged;
 //! and reading a key group back from its chain.
 
-use super::{CheckpointStore, ChunkRef, KeyGroupRef, StoreError};
+use super::{CheckpointStore, ChunkRef, KeyGroupRef, StoreError, Txn};
 use crate::state::{Change, GroupSnapshot, KeyGroup, KeyedState, StateSnapshot};
 
 /// Longest chain of deltas on one whole snapshot before the key group is
@@ -19,7 +19,7 @@ pub const MAX_DELTAS: usize = 8;
 /// ref and snapshot. Returns the refs, the bytes they cover and the bytes
 /// newly written.
 pub fn write_key_groups(
-    store: &dyn CheckpointStore,
+    txn: &Txn<'_>,
     previous: &dyn Fn(u16) -> Option<(KeyGroupRef, GroupSnapshot)>,
     snap: &StateSnapshot,
 ) -> Result<(Vec<KeyGroupRef>, u64, u64), StoreError> {
@@ -36,7 +36,7 @@ pub fn write_key_groups(
                     chain + d.len() as u64 <= base.bytes
                 })
                 .map(|d| -> Result<_, StoreError> {
-                    let (chunk, written) = store.put_chunk(&d)?;
+                    let (chunk, written) = txn.put_chunk(&d)?;
                     new += written;
                     base.deltas.push(ChunkRef {
                         chunk,
@@ -53,7 +53,7 @@ pub fn write_key_groups(
                 let Some(bytes) = g.encode_full() else {
                     continue;
                 };
-                let (chunk, written) = store.put_chunk(&bytes)?;
+                let (chunk, written) = txn.put_chunk(&bytes)?;
                 new += written;
                 KeyGroupRef {
                     key_group: kg,
@@ -118,7 +118,8 @@ mod tests {
     ) -> (u64, u64) {
         let snap = s.snapshot(last.is_empty());
         let previous = |kg: u16| last.get(&kg).cloned();
-        let (refs, full, new) = write_key_groups(store, &previous, &snap).unwrap();
+        let (refs, full, new) =
+            write_key_groups(&crate::checkpoint::begin(store), &previous, &snap).unwrap();
         let groups: HashMap<u16, GroupSnapshot> = snap
             .groups
             .iter()
@@ -233,7 +234,8 @@ mod tests {
         // As after a checkpoint that did not complete: write whole.
         let snap = s.snapshot(true);
         let previous = |kg: u16| last.get(&kg).cloned();
-        let (refs, _, _) = write_key_groups(&store, &previous, &snap).unwrap();
+        let (refs, _, _) =
+            write_key_groups(&crate::checkpoint::begin(&store), &previous, &snap).unwrap();
         assert!(refs.iter().all(|r| r.deltas.is_empty()));
     }
 }

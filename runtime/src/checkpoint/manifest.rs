@@ -18,31 +18,7 @@ impl std::fmt::Display for CheckpointId {
     }
 }
 
-/// The blake3 hash of a chunk's bytes; its name in the store.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ChunkHash(pub [u8; 32]);
-
-impl ChunkHash {
-    /// The hash of some bytes.
-    pub fn of(bytes: &[u8]) -> ChunkHash {
-        ChunkHash(*blake3::hash(bytes).as_bytes())
-    }
-
-    /// Lowercase hex.
-    pub fn hex(&self) -> String {
-        hex::encode(self.0)
-    }
-
-    /// Parses 64 lowercase hex digits.
-    pub fn parse(s: &str) -> Option<ChunkHash> {
-        let mut out = [0u8; 32];
-        (s.len() == 64
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            && hex::decode_to_slice(s, &mut out).is_ok())
-        .then_some(ChunkHash(out))
-    }
-}
+pub use crate::ids::ChunkHash;
 
 impl std::fmt::Debug for ChunkHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -6,18 +6,17 @@
 //! in-memory one for tests. Decisions (`retention`): which checkpoints to
 //! keep, which chunks nothing references, which checkpoint to restore.
 //! Keyed state (`keyed`): whole key group snapshots, deltas on them, and
-//! reading a key group back. This module never reaches into running
-//! subtasks: the running job's coordinator (`exec`) drives it (DESIGN.md,
-//! "Layers").
+//! reading a key group back. Savepoints (`savepoint`): registries of
+//! records, and pins in the store that keep their chunks. This module never reaches into running
+//! subtasks: the running job's coordinator (`exec`) drives it
+//! (docs/architecture.md, "Layers").
 
-mod gc;
 mod keyed;
 mod manifest;
 mod retention;
 mod savepoint;
 mod store;
 
-pub use gc::{collect_garbage, write_guard};
 pub use keyed::{MAX_DELTAS, read_key_group, write_key_groups};
 pub use manifest::{
     CheckpointId, CheckpointManifest, ChunkHash, ChunkRef, KeyGroupRef, MANIFEST_FORMAT,
@@ -25,8 +24,12 @@ pub use manifest::{
 };
 pub use retention::{choose_restore, to_delete, unreferenced_chunks};
 pub use savepoint::{
-    EXPORT_RECORD, Found, FsSavepoints, MemorySavepoints, Registries, SAVEPOINT_FORMAT, Savepoint,
-    SavepointBackend, SavepointError, SavepointStore, check_name, export, exported, find, import,
-    open_export, resolve as resolve_savepoint,
+    EXPORT_RECORD, Found, FsSavepoints, MemorySavepoints, SAVEPOINT_FORMAT, Savepoint,
+    SavepointBackend, SavepointError, SavepointStore, check_name, dispose, drop_memory_pins,
+    ensure_pins, export, exported, find, import, open_export, register,
+    resolve as resolve_savepoint,
 };
-pub use store::{CheckpointStore, FsStore, MemStore, StoreError};
+pub use store::{
+    CheckpointStore, FsStore, MemStore, PIN_FORMAT, Pin, StoreError, Txn, TxnLock, begin,
+    collect_garbage,
+};

@@ -1,5 +1,5 @@
 //! Savepoints: checkpoints a user triggered and pinned, kept until the user
-//! disposes of them (DESIGN.md, "Savepoints").
+//! disposes of them (docs/architecture.md, "Savepoints").
 //!
 //! A savepoint records the manifest of the checkpoint it was taken with:
 //! a few kilobytes of pointers to that checkpoint's chunks, which are shared,
@@ -8,19 +8,23 @@
 //!
 //! Two registries, chosen per job independently of checkpoint storage:
 //! [`MemorySavepoints`] (held by the running wrun, gone when it stops) and
-//! [`FsSavepoints`] (one JSON file per savepoint in a directory).
+//! [`FsSavepoints`] (one JSON file per savepoint in a directory). A registry
+//! holds the records users list and name; what keeps a savepoint's chunks
+//! alive is its [`Pin`] in the checkpoint store, written by [`register`]
+//! before the record and removed by [`dispose`] after it, so every garbage
+//! collection keeps them whichever registry the record is in.
 //! [`export`] writes a self-contained copy (record plus chunks, relative
 //! paths) that [`import`] reads back into another data directory.
 
-use super::manifest::CheckpointManifest;
-use super::store::{CheckpointStore, FsStore, StoreError};
+use super::manifest::{CheckpointManifest, ChunkHash};
+use super::store::{CheckpointStore, FsStore, PIN_FORMAT, Pin, StoreError, begin, collect_garbage};
+use crate::fsutil;
 pub use crate::job::SavepointBackend;
 use cap_std::fs::Dir;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The savepoint record format this wrun writes and reads.
 pub const SAVEPOINT_FORMAT: u32 = 1;
@@ -97,7 +101,10 @@ pub enum SavepointError {
 /// Checks a user-given savepoint name (or ID): it becomes a file name, so
 /// it may not contain a path separator, `..` or anything hidden.
 pub fn check_name(name: &str) -> Result<(), SavepointError> {
-    Ok(crate::names::check(crate::names::NameKind::Savepoint, name)?)
+    Ok(crate::names::check(
+        crate::names::NameKind::Savepoint,
+        name,
+    )?)
 }
 
 /// A registry of savepoints.
@@ -114,52 +121,111 @@ pub trait SavepointStore: Send + Sync {
     fn remove(&self, id: &str) -> Result<bool, SavepointError>;
 }
 
-/// Every savepoint registry on one checkpoint store, shared by the API and
-/// the running jobs and growing as jobs with their own `[savepoints] dir`
-/// arrive: garbage collection must keep the chunks of all of them.
-#[derive(Clone, Default)]
-pub struct Registries(std::sync::Arc<Mutex<Vec<std::sync::Arc<dyn SavepointStore>>>>);
-
-impl std::fmt::Debug for Registries {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.all().iter().map(|r| r.location()))
-            .finish()
+fn pin_of(sp: &Savepoint, registry: &dyn SavepointStore) -> Pin {
+    Pin {
+        format: PIN_FORMAT,
+        savepoint: sp.id.clone(),
+        registry: registry.location(),
+        memory: registry.backend() == SavepointBackend::Memory,
+        checkpoint: sp.checkpoint.clone(),
     }
 }
 
-impl Registries {
-    /// These registries.
-    pub fn new(v: Vec<std::sync::Arc<dyn SavepointStore>>) -> Registries {
-        Registries(std::sync::Arc::new(Mutex::new(v)))
+/// Registers a savepoint: its pin in `store` first (from then on no
+/// collection can take its chunks), then its record in `registry`. A
+/// record that cannot be written (its name is taken) takes the pin back.
+pub fn register(
+    store: &dyn CheckpointStore,
+    registry: &dyn SavepointStore,
+    sp: &Savepoint,
+) -> Result<(), SavepointError> {
+    check_free(&registry.list()?, sp)?;
+    begin(store).put_pin(&pin_of(sp, registry))?;
+    if let Err(e) = registry.put(sp) {
+        store.delete_pin(&sp.id)?;
+        return Err(e);
     }
+    Ok(())
+}
 
-    /// Adds one, unless one at the same location is there.
-    pub fn add(&self, r: std::sync::Arc<dyn SavepointStore>) {
-        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if !v.iter().any(|x| x.location() == r.location()) {
-            v.push(r);
+/// Disposes of a savepoint: removes its record, then its pin, then
+/// collects the chunks nothing else references. Returns the savepoint and
+/// the chunks freed. Needs no operator code: state is host-owned bytes.
+pub fn dispose(
+    store: &dyn CheckpointStore,
+    registry: &dyn SavepointStore,
+    id_or_name: &str,
+) -> Result<(Savepoint, Vec<ChunkHash>), SavepointError> {
+    let sp = match find(registry, id_or_name) {
+        Ok(sp) => {
+            registry.remove(&sp.id)?;
+            sp
+        }
+        // A pin whose record is gone (a crash between the two writes of
+        // `register`, or a record deleted by hand): disposing of it by ID
+        // frees its chunks.
+        Err(e) => match store
+            .list_pins()?
+            .into_iter()
+            .find(|p| p.savepoint == id_or_name)
+        {
+            Some(p) => Savepoint {
+                format: SAVEPOINT_FORMAT,
+                id: p.savepoint,
+                name: None,
+                backend: if p.memory {
+                    SavepointBackend::Memory
+                } else {
+                    SavepointBackend::Filesystem
+                },
+                created_at_ms: p.checkpoint.triggered_at_ms,
+                stopped: false,
+                drained: false,
+                checkpoint: p.checkpoint,
+            },
+            None => return Err(e),
+        },
+    };
+    store.delete_pin(&sp.id)?;
+    let freed = collect_garbage(store)?;
+    Ok((sp, freed))
+}
+
+/// Gives every record in `registry` that has no pin in `store` one: the
+/// savepoints of a registry written before pins existed, or whose pin a
+/// crash between the two writes of [`register`] never made.
+pub fn ensure_pins(
+    store: &dyn CheckpointStore,
+    registry: &dyn SavepointStore,
+) -> Result<usize, SavepointError> {
+    let pinned: std::collections::HashSet<String> = store
+        .list_pins()?
+        .into_iter()
+        .map(|p| p.savepoint)
+        .collect();
+    let txn = begin(store);
+    let mut added = 0;
+    for sp in registry.list()? {
+        if !pinned.contains(&sp.id) {
+            txn.put_pin(&pin_of(&sp, registry))?;
+            added += 1;
         }
     }
+    Ok(added)
+}
 
-    /// All of them now.
-    pub fn all(&self) -> Vec<std::sync::Arc<dyn SavepointStore>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Every savepoint in every registry, as the garbage collector needs
-    /// them (an unreadable registry stops it: its chunks might be deleted).
-    pub fn savepoints(&self) -> Result<Vec<Savepoint>, StoreError> {
-        let mut out = Vec::new();
-        for r in self.all() {
-            out.extend(r.list().map_err(|e| StoreError::Io {
-                op: "list savepoints in",
-                path: r.location().into(),
-                error: std::io::Error::other(e.to_string()),
-            })?);
+/// Removes the pins of memory savepoints: called by the process that has
+/// just taken the data directory's lock, so the process that held them is
+/// gone, and so are they.
+pub fn drop_memory_pins(store: &dyn CheckpointStore) -> Result<usize, SavepointError> {
+    let mut dropped = 0;
+    for p in store.list_pins()? {
+        if p.memory {
+            store.delete_pin(&p.savepoint)?;
+            dropped += 1;
         }
-        Ok(out)
     }
+    Ok(dropped)
 }
 
 /// Finds a savepoint by ID or name.
@@ -250,19 +316,8 @@ fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Savepoint
     move |error| SavepointError::Io { op, path, error }
 }
 
-/// Writes a file in `dir` by temp file, fsync, rename and directory fsync.
 fn write_atomic(dir: &Dir, root: &Path, name: &str, bytes: &[u8]) -> Result<(), SavepointError> {
-    let tmp = format!(".{name}.tmp-{}", std::process::id());
-    let mut f = dir.create(&tmp).map_err(io("create", &root.join(&tmp)))?;
-    f.write_all(bytes).map_err(io("write", &root.join(&tmp)))?;
-    f.sync_all().map_err(io("sync", &root.join(&tmp)))?;
-    drop(f);
-    dir.rename(&tmp, dir, name)
-        .map_err(io("rename into place", &root.join(name)))?;
-    dir.open(".")
-        .and_then(|d| d.sync_all())
-        .map_err(io("sync", root))?;
-    Ok(())
+    fsutil::write_atomic(dir, Path::new(name), bytes, true).map_err(io("write", &root.join(name)))
 }
 
 fn parse_record(path: &Path, bytes: &[u8]) -> Result<Savepoint, SavepointError> {
@@ -312,7 +367,7 @@ impl SavepointStore for FsSavepoints {
         for e in self.dir.entries().map_err(io("list", &self.root))? {
             let e = e.map_err(io("list", &self.root))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || !name.ends_with(".json") {
+            if fsutil::is_temp(&name) || name.starts_with('.') || !name.ends_with(".json") {
                 continue;
             }
             let path = self.root.join(&name);
@@ -366,16 +421,17 @@ pub fn export(
         });
     }
     let to = FsStore::open(dest)?;
+    let txn = begin(&to);
     let mut bytes = 0;
     let mut seen = std::collections::HashSet::new();
     for c in sp.checkpoint.chunks() {
         if seen.insert(c) {
             let data = from.get_chunk(&c)?;
             bytes += data.len() as u64;
-            to.put_chunk(&data)?;
+            txn.put_chunk(&data)?;
         }
     }
-    to.sync()?;
+    txn.sync()?;
     let dir =
         Dir::open_ambient_dir(dest, cap_std::ambient_authority()).map_err(io("open", dest))?;
     let record = serde_json::to_vec_pretty(sp).map_err(|e| SavepointError::BadRecord {
@@ -390,7 +446,7 @@ pub fn export(
 /// chunks.
 /// A savepoint, and the store holding its chunks when that is not the data
 /// directory's.
-pub type Found = (Savepoint, Option<std::sync::Arc<dyn CheckpointStore>>);
+pub type Found = (Savepoint, Option<Arc<dyn CheckpointStore>>);
 
 /// A savepoint in an exported directory (`spec` is its path), with a store
 /// over its chunks; `None` when `spec` is no such directory.
@@ -400,26 +456,44 @@ pub fn exported(spec: &str) -> Result<Option<Found>, SavepointError> {
         return Ok(None);
     }
     let (sp, chunks) = open_export(path)?;
-    Ok(Some((sp, Some(std::sync::Arc::new(chunks)))))
+    Ok(Some((sp, Some(Arc::new(chunks)))))
 }
 
 /// Finds the savepoint a job starts from: an exported directory, or an ID
 /// or name in one of the registries.
 pub fn resolve(
     spec: &str,
-    registries: &[std::sync::Arc<dyn SavepointStore>],
+    registries: &[Arc<dyn SavepointStore>],
 ) -> Result<Found, SavepointError> {
     if let Some(found) = exported(spec)? {
         return Ok(found);
     }
-    let mut last = None;
     for r in registries {
-        match find(r.as_ref(), spec) {
-            Ok(sp) => return Ok((sp, None)),
-            Err(e) => last = Some(e),
+        if let Some(sp) = r
+            .list()?
+            .into_iter()
+            .find(|s| s.id == spec || s.name.as_deref() == Some(spec))
+        {
+            return Ok((sp, None));
         }
     }
-    Err(last.unwrap_or_else(|| SavepointError::NotFound(format!("no savepoint '{spec}'"))))
+    let searched: Vec<String> = registries
+        .iter()
+        .map(|r| format!("{} ({})", r.location(), r.backend()))
+        .collect();
+    let memory = if spec.starts_with("mem-") {
+        "it is a memory savepoint, which lived only in the wrun process that took it and is gone now that the process stopped"
+    } else {
+        "if it was a memory savepoint ([savepoints] backend = \"memory\"), it lived only in the wrun process that took it and is gone once that process stopped"
+    };
+    Err(SavepointError::NotFound(format!(
+        "no savepoint '{spec}' in {}, and no exported savepoint directory at that path; {memory}. `wrun savepoint list` shows the savepoints there; use the filesystem backend for savepoints that outlive the process",
+        if searched.is_empty() {
+            "any registry".to_string()
+        } else {
+            searched.join(", ")
+        }
+    )))
 }
 
 pub fn open_export(dir: &Path) -> Result<(Savepoint, FsStore), SavepointError> {
@@ -438,17 +512,22 @@ pub fn import(
     name: Option<String>,
 ) -> Result<Savepoint, SavepointError> {
     let (mut sp, from) = open_export(dir)?;
-    // No collector may run between the chunks and the record.
-    let _writing = super::gc::write_guard();
-    for c in sp.checkpoint.chunks() {
-        into.put_chunk(&from.get_chunk(&c)?)?;
-    }
-    into.sync()?;
     if name.is_some() {
         sp.name = name;
     }
     sp.backend = registry.backend();
-    registry.put(&sp)?;
+    check_free(&registry.list()?, &sp)?;
+    // No collector may run between the chunks and the pin.
+    let txn = begin(into);
+    for c in sp.checkpoint.chunks() {
+        txn.put_chunk(&from.get_chunk(&c)?)?;
+    }
+    txn.put_pin(&pin_of(&sp, registry))?;
+    drop(txn);
+    if let Err(e) = registry.put(&sp) {
+        into.delete_pin(&sp.id)?;
+        return Err(e);
+    }
     Ok(sp)
 }
 

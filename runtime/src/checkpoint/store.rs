@@ -6,18 +6,124 @@
 //! ```text
 //! chunks/<aa>/<blake3 hex>          immutable, content-addressed state blobs
 //! jobs/<job>/checkpoints/<n>.json   manifests
+//! pins/<savepoint id>.json          what a savepoint keeps alive (its manifest)
 //! ```
 //!
 //! Every write is temp file → fsync → rename; every chunk read verifies
 //! blake3, so a corrupt chunk is an error naming its file, never wrong state.
+//!
+//! Chunks are shared by every job and every savepoint, so writes that
+//! create references go through a [`Txn`]: chunks, then the manifest or pin
+//! that references them. Garbage collection ([`collect_garbage`]) takes the
+//! store's lock exclusively, so it can never run between a chunk's write
+//! and the commit that references it, and it keeps whatever a manifest or a
+//! pin references, whichever job or savepoint registry it belongs to.
 
 use super::manifest::{CheckpointId, CheckpointManifest, ChunkHash, MANIFEST_FORMAT};
+use crate::fsutil;
 use cap_std::fs::Dir;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
+
+/// The pin record format this wrun writes and reads.
+pub const PIN_FORMAT: u32 = 1;
+
+/// What keeps a savepoint's chunks alive: a copy of the manifest it points
+/// at, stored in the checkpoint store itself so that every garbage
+/// collection sees it, whichever registry holds the savepoint's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Pin {
+    /// [`PIN_FORMAT`].
+    pub format: u32,
+    /// The savepoint's ID.
+    pub savepoint: String,
+    /// Where its record is (a registry's location), for messages.
+    pub registry: String,
+    /// Held by a memory registry: it dies with the process that took it,
+    /// so the next process to open the data directory removes the pin.
+    pub memory: bool,
+    /// The checkpoint it pins.
+    pub checkpoint: CheckpointManifest,
+}
+
+/// The lock behind [`Txn`] and [`collect_garbage`]; one per store, so
+/// everything in one process that writes to a store must share that store
+/// (the data directory opens it once).
+#[derive(Debug, Default)]
+pub struct TxnLock(RwLock<()>);
+
+/// A write transaction: chunks written through it cannot be collected
+/// before the manifest or pin that references them is committed through it
+/// (or the transaction is dropped). Many transactions run at once; only
+/// garbage collection excludes them.
+pub struct Txn<'a> {
+    store: &'a dyn CheckpointStore,
+    _shared: RwLockReadGuard<'a, ()>,
+}
+
+impl std::fmt::Debug for Txn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Txn")
+    }
+}
+
+/// Starts a write transaction on `store`.
+pub fn begin(store: &dyn CheckpointStore) -> Txn<'_> {
+    Txn {
+        store,
+        _shared: store.txn_lock().0.read().unwrap_or_else(|p| p.into_inner()),
+    }
+}
+
+impl Txn<'_> {
+    /// Stores a chunk under its hash: see [`CheckpointStore::put_chunk`].
+    pub fn put_chunk(&self, bytes: &[u8]) -> Result<(ChunkHash, u64), StoreError> {
+        self.store.put_chunk(self, bytes)
+    }
+    /// Commits a manifest: see [`CheckpointStore::put_manifest`].
+    pub fn put_manifest(&self, m: &CheckpointManifest) -> Result<(), StoreError> {
+        self.store.put_manifest(self, m)
+    }
+    /// Commits a pin: see [`CheckpointStore::put_pin`].
+    pub fn put_pin(&self, p: &Pin) -> Result<(), StoreError> {
+        self.store.put_pin(self, p)
+    }
+    /// Makes the chunks written so far durable.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.store.sync()
+    }
+}
+
+/// Deletes every chunk that no checkpoint manifest of any job and no pin
+/// in the store references, and returns them. A manifest or pin that
+/// cannot be read stops the collection: deleting what it might reference
+/// could lose state.
+pub fn collect_garbage(store: &dyn CheckpointStore) -> Result<Vec<ChunkHash>, StoreError> {
+    let _exclusive = store
+        .txn_lock()
+        .0
+        .write()
+        .unwrap_or_else(|p| p.into_inner());
+    let mut kept: Vec<CheckpointManifest> = store
+        .list_pins()?
+        .into_iter()
+        .map(|p| p.checkpoint)
+        .collect();
+    for job in store.list_jobs()? {
+        for id in store.list_checkpoints(&job)? {
+            kept.push(store.get_manifest(&job, id)?);
+        }
+    }
+    let dead = super::retention::unreferenced_chunks(&store.list_chunks()?, &kept);
+    for chunk in &dead {
+        store.delete_chunk(chunk)?;
+    }
+    Ok(dead)
+}
 
 /// A checkpoint store failure, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -58,19 +164,22 @@ pub enum StoreError {
     },
 }
 
-/// Storage of checkpoint chunks and manifests.
+/// Storage of checkpoint chunks, manifests and pins. Writes that add
+/// references take a [`Txn`] of this store ([`begin`]).
 pub trait CheckpointStore: Send + Sync {
+    /// The lock transactions and garbage collection share.
+    fn txn_lock(&self) -> &TxnLock;
     /// Stores a chunk under its hash. Returns the hash and the bytes newly
     /// written: 0 when the chunk was already there (incremental for free).
-    fn put_chunk(&self, bytes: &[u8]) -> Result<(ChunkHash, u64), StoreError>;
+    fn put_chunk(&self, txn: &Txn<'_>, bytes: &[u8]) -> Result<(ChunkHash, u64), StoreError>;
     /// Reads a chunk, verifying its hash.
     fn get_chunk(&self, hash: &ChunkHash) -> Result<Vec<u8>, StoreError>;
     /// Every stored chunk.
     fn list_chunks(&self) -> Result<Vec<ChunkHash>, StoreError>;
     /// Deletes a chunk (no error if it is already gone).
     fn delete_chunk(&self, hash: &ChunkHash) -> Result<(), StoreError>;
-    /// Commits a manifest atomically.
-    fn put_manifest(&self, m: &CheckpointManifest) -> Result<(), StoreError>;
+    /// Commits a manifest atomically (after making every chunk durable).
+    fn put_manifest(&self, txn: &Txn<'_>, m: &CheckpointManifest) -> Result<(), StoreError>;
     /// Reads a manifest.
     fn get_manifest(&self, job: &str, id: CheckpointId) -> Result<CheckpointManifest, StoreError>;
     /// A job's committed checkpoints, in increasing order.
@@ -80,11 +189,45 @@ pub trait CheckpointStore: Send + Sync {
     /// Every job with a checkpoint directory (chunks are shared by all of
     /// them, so GC must read all their manifests).
     fn list_jobs(&self) -> Result<Vec<String>, StoreError>;
+    /// Commits a pin atomically (after making every chunk durable).
+    fn put_pin(&self, txn: &Txn<'_>, p: &Pin) -> Result<(), StoreError>;
+    /// Every pin.
+    fn list_pins(&self) -> Result<Vec<Pin>, StoreError>;
+    /// Deletes a savepoint's pin (no error if it is already gone); its
+    /// chunks go at the next garbage collection.
+    fn delete_pin(&self, savepoint: &str) -> Result<(), StoreError>;
     /// Makes every chunk written so far durable (`put_manifest` does this
     /// itself before it commits).
     fn sync(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+fn pin_path(savepoint: &str) -> Result<PathBuf, StoreError> {
+    crate::names::check(crate::names::NameKind::Savepoint, savepoint).map_err(|e| {
+        StoreError::BadManifest {
+            path: PathBuf::from("pins").join(savepoint),
+            detail: e.to_string(),
+        }
+    })?;
+    Ok(PathBuf::from("pins").join(format!("{savepoint}.json")))
+}
+
+fn parse_pin(path: PathBuf, bytes: &[u8]) -> Result<Pin, StoreError> {
+    let p: Pin = serde_json::from_slice(bytes).map_err(|e| StoreError::BadManifest {
+        path: path.clone(),
+        detail: e.to_string(),
+    })?;
+    if p.format != PIN_FORMAT {
+        return Err(StoreError::BadManifest {
+            path,
+            detail: format!(
+                "pin format {}, but this wrun reads format {PIN_FORMAT}",
+                p.format
+            ),
+        });
+    }
+    Ok(p)
 }
 
 fn chunk_path(h: &ChunkHash) -> PathBuf {
@@ -98,6 +241,15 @@ fn manifest_dir(job: &str) -> PathBuf {
 
 fn manifest_path(job: &str, id: CheckpointId) -> PathBuf {
     manifest_dir(job).join(format!("{}.json", id.0))
+}
+
+/// A job name reaches the store only after the caller checked it; this is
+/// the last line of defence (a name with `..` must never become a path).
+fn check_job(job: &str, rel: &Path) -> Result<(), StoreError> {
+    crate::names::check(crate::names::NameKind::Job, job).map_err(|e| StoreError::BadManifest {
+        path: rel.to_path_buf(),
+        detail: e.to_string(),
+    })
 }
 
 fn parse_manifest(
@@ -140,6 +292,7 @@ pub struct FsStore {
     verified: Mutex<std::collections::HashSet<ChunkHash>>,
     /// Chunks were written without fsync since the last manifest.
     dirty: AtomicBool,
+    lock: TxnLock,
 }
 
 impl FsStore {
@@ -163,6 +316,7 @@ impl FsStore {
             unsynced: Mutex::new(Default::default()),
             verified: Mutex::new(Default::default()),
             dirty: AtomicBool::new(false),
+            lock: TxnLock::default(),
         })
     }
 
@@ -171,31 +325,17 @@ impl FsStore {
         move |error| StoreError::Io { op, path, error }
     }
 
-    /// Writes `bytes` at `rel` by temp file, fsync, rename, and fsync of the
-    /// directory, so a crash leaves the old file or the new one, never half.
+    /// Writes `bytes` at `rel` atomically; the directory entry is synced
+    /// with the next manifest (or now, with `durable`).
     fn write_atomic(&self, rel: &Path, bytes: &[u8], durable: bool) -> Result<(), StoreError> {
-        let parent = rel.parent().unwrap_or(Path::new(""));
-        self.dir
-            .create_dir_all(parent)
-            .map_err(self.io("create", parent))?;
-        let name = rel
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-        let mut f = self.dir.create(&tmp).map_err(self.io("create", &tmp))?;
-        f.write_all(bytes).map_err(self.io("write", &tmp))?;
-        if durable {
-            f.sync_all().map_err(self.io("sync", &tmp))?;
+        fsutil::write_atomic(&self.dir, rel, bytes, durable).map_err(self.io("write", rel))?;
+        if !durable {
+            let parent = rel.parent().unwrap_or(Path::new(""));
+            self.unsynced
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(parent.to_path_buf());
         }
-        drop(f);
-        self.dir
-            .rename(&tmp, &self.dir, rel)
-            .map_err(self.io("rename into place", rel))?;
-        self.unsynced
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(parent.to_path_buf());
         Ok(())
     }
 
@@ -204,11 +344,7 @@ impl FsStore {
     fn sync_dirs(&self) -> Result<(), StoreError> {
         let dirs = std::mem::take(&mut *self.unsynced.lock().unwrap_or_else(|p| p.into_inner()));
         for d in dirs {
-            self.dir
-                .open_dir(&d)
-                .and_then(|dir| dir.open("."))
-                .and_then(|f| f.sync_all())
-                .map_err(self.io("sync", &d))?;
+            fsutil::sync_dir(&self.dir, &d).map_err(self.io("sync", &d))?;
         }
         Ok(())
     }
@@ -224,6 +360,15 @@ impl FsStore {
         }
     }
 
+    /// Makes every chunk durable, then commits `bytes` at `rel` durably:
+    /// a durable manifest or pin must never name a chunk that could still
+    /// be lost.
+    fn commit(&self, rel: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        self.sync()?;
+        self.write_atomic(rel, bytes, true)?;
+        self.sync_dirs()
+    }
+
     fn remove(&self, rel: &Path) -> Result<(), StoreError> {
         match self.dir.remove_file(rel) {
             Ok(()) => Ok(()),
@@ -234,7 +379,11 @@ impl FsStore {
 }
 
 impl CheckpointStore for FsStore {
-    fn put_chunk(&self, bytes: &[u8]) -> Result<(ChunkHash, u64), StoreError> {
+    fn txn_lock(&self) -> &TxnLock {
+        &self.lock
+    }
+
+    fn put_chunk(&self, _txn: &Txn<'_>, bytes: &[u8]) -> Result<(ChunkHash, u64), StoreError> {
         let hash = ChunkHash::of(bytes);
         if self
             .verified
@@ -305,16 +454,50 @@ impl CheckpointStore for FsStore {
         self.remove(&chunk_path(hash))
     }
 
-    fn put_manifest(&self, m: &CheckpointManifest) -> Result<(), StoreError> {
+    fn put_manifest(&self, _txn: &Txn<'_>, m: &CheckpointManifest) -> Result<(), StoreError> {
+        crate::names::check(crate::names::NameKind::Job, &m.job).map_err(|e| {
+            StoreError::BadManifest {
+                path: self.root.join("jobs"),
+                detail: e.to_string(),
+            }
+        })?;
         let bytes = serde_json::to_vec_pretty(m).map_err(|e| StoreError::BadManifest {
             path: self.root.join(manifest_path(&m.job, m.id)),
             detail: e.to_string(),
         })?;
-        // Chunks first: a durable manifest must never name a chunk that
-        // could still be lost.
-        self.sync()?;
-        self.write_atomic(&manifest_path(&m.job, m.id), &bytes, true)?;
-        self.sync_dirs()
+        self.commit(&manifest_path(&m.job, m.id), &bytes)
+    }
+
+    fn put_pin(&self, _txn: &Txn<'_>, p: &Pin) -> Result<(), StoreError> {
+        let rel = pin_path(&p.savepoint)?;
+        let bytes = serde_json::to_vec_pretty(p).map_err(|e| StoreError::BadManifest {
+            path: self.root.join(&rel),
+            detail: e.to_string(),
+        })?;
+        self.commit(&rel, &bytes)
+    }
+
+    fn list_pins(&self) -> Result<Vec<Pin>, StoreError> {
+        let mut out = Vec::new();
+        let mut names = self.names(Path::new("pins"))?;
+        names.sort();
+        for name in names {
+            if fsutil::is_temp(&name) || !name.ends_with(".json") {
+                continue;
+            }
+            let rel = Path::new("pins").join(&name);
+            let bytes = self.dir.read(&rel).map_err(self.io("read", &rel))?;
+            out.push(parse_pin(self.root.join(rel), &bytes)?);
+        }
+        Ok(out)
+    }
+
+    fn delete_pin(&self, savepoint: &str) -> Result<(), StoreError> {
+        self.remove(&pin_path(savepoint)?)?;
+        fsutil::sync_dir(&self.dir, Path::new("pins")).or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(()),
+            _ => Err(self.io("sync", Path::new("pins"))(e)),
+        })
     }
 
     /// One syncfs flushes every chunk written since the last call, their
@@ -340,11 +523,13 @@ impl CheckpointStore for FsStore {
 
     fn get_manifest(&self, job: &str, id: CheckpointId) -> Result<CheckpointManifest, StoreError> {
         let rel = manifest_path(job, id);
+        check_job(job, &rel)?;
         let bytes = self.dir.read(&rel).map_err(self.io("read", &rel))?;
         parse_manifest(self.root.join(rel), &bytes, job, id)
     }
 
     fn list_checkpoints(&self, job: &str) -> Result<Vec<CheckpointId>, StoreError> {
+        check_job(job, &manifest_dir(job))?;
         let mut ids: Vec<CheckpointId> = self
             .names(&manifest_dir(job))?
             .iter()
@@ -357,11 +542,13 @@ impl CheckpointStore for FsStore {
     }
 
     fn delete_manifest(&self, job: &str, id: CheckpointId) -> Result<(), StoreError> {
+        check_job(job, &manifest_dir(job))?;
         self.remove(&manifest_path(job, id))
     }
 
     fn list_jobs(&self) -> Result<Vec<String>, StoreError> {
         let mut jobs = self.names(Path::new("jobs"))?;
+        jobs.retain(|j| crate::names::check(crate::names::NameKind::Job, j).is_ok());
         jobs.sort();
         Ok(jobs)
     }
@@ -373,7 +560,9 @@ impl CheckpointStore for FsStore {
 pub struct MemStore {
     chunks: Mutex<HashMap<ChunkHash, Vec<u8>>>,
     manifests: Mutex<BTreeMap<(String, CheckpointId), Vec<u8>>>,
+    pins: Mutex<BTreeMap<String, Pin>>,
     fail_writes: AtomicBool,
+    lock: TxnLock,
 }
 
 impl MemStore {
@@ -406,7 +595,11 @@ impl MemStore {
 }
 
 impl CheckpointStore for MemStore {
-    fn put_chunk(&self, bytes: &[u8]) -> Result<(ChunkHash, u64), StoreError> {
+    fn txn_lock(&self) -> &TxnLock {
+        &self.lock
+    }
+
+    fn put_chunk(&self, _txn: &Txn<'_>, bytes: &[u8]) -> Result<(ChunkHash, u64), StoreError> {
         let hash = ChunkHash::of(bytes);
         let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
         if chunks.contains_key(&hash) {
@@ -457,7 +650,35 @@ impl CheckpointStore for MemStore {
         Ok(())
     }
 
-    fn put_manifest(&self, m: &CheckpointManifest) -> Result<(), StoreError> {
+    fn put_pin(&self, _txn: &Txn<'_>, p: &Pin) -> Result<(), StoreError> {
+        self.check_write(pin_path(&p.savepoint)?)?;
+        self.pins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(p.savepoint.clone(), p.clone());
+        Ok(())
+    }
+
+    fn list_pins(&self) -> Result<Vec<Pin>, StoreError> {
+        Ok(self
+            .pins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect())
+    }
+
+    fn delete_pin(&self, savepoint: &str) -> Result<(), StoreError> {
+        pin_path(savepoint)?;
+        self.pins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(savepoint);
+        Ok(())
+    }
+
+    fn put_manifest(&self, _txn: &Txn<'_>, m: &CheckpointManifest) -> Result<(), StoreError> {
         self.check_write(manifest_path(&m.job, m.id))?;
         let bytes = serde_json::to_vec(m).map_err(|e| StoreError::BadManifest {
             path: manifest_path(&m.job, m.id),
@@ -559,18 +780,18 @@ mod tests {
     }
 
     fn exercise(store: &dyn CheckpointStore) {
-        let (a, new) = store.put_chunk(b"abc").unwrap();
+        let (a, new) = begin(store).put_chunk(b"abc").unwrap();
         assert_eq!(new, 3);
         assert_eq!(
-            store.put_chunk(b"abc").unwrap(),
+            begin(store).put_chunk(b"abc").unwrap(),
             (a, 0),
             "an unchanged chunk is not written again"
         );
-        let (b, _) = store.put_chunk(b"def").unwrap();
+        let (b, _) = begin(store).put_chunk(b"def").unwrap();
         assert_eq!(store.get_chunk(&a).unwrap(), b"abc");
         assert_eq!(store.list_chunks().unwrap().len(), 2);
-        store.put_manifest(&manifest(2, &[a, b])).unwrap();
-        store.put_manifest(&manifest(10, &[a])).unwrap();
+        begin(store).put_manifest(&manifest(2, &[a, b])).unwrap();
+        begin(store).put_manifest(&manifest(10, &[a])).unwrap();
         assert_eq!(
             store.list_checkpoints("wordcount").unwrap(),
             vec![CheckpointId(2), CheckpointId(10)],
@@ -599,7 +820,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::open(&dir.path().join("store")).unwrap();
         exercise(&store);
-        let (h, _) = store.put_chunk(b"state").unwrap();
+        let (h, _) = begin(&store).put_chunk(b"state").unwrap();
         let file = dir.path().join("store").join(chunk_path(&h));
         std::fs::write(&file, b"stale").unwrap();
         let err = store.get_chunk(&h).unwrap_err().to_string();
@@ -635,10 +856,10 @@ mod tests {
     fn a_deleted_chunk_is_written_again_and_a_bad_leftover_is_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::open(dir.path()).unwrap();
-        let (h, _) = store.put_chunk(b"x").unwrap();
+        let (h, _) = begin(&store).put_chunk(b"x").unwrap();
         store.delete_chunk(&h).unwrap();
         assert_eq!(
-            store.put_chunk(b"x").unwrap(),
+            begin(&store).put_chunk(b"x").unwrap(),
             (h, 1),
             "written again after GC"
         );
@@ -646,7 +867,7 @@ mod tests {
         // A leftover from a crash with lost data: a new store must not trust it.
         std::fs::write(dir.path().join(chunk_path(&h)), b"").unwrap();
         let fresh = FsStore::open(dir.path()).unwrap();
-        assert_eq!(fresh.put_chunk(b"x").unwrap(), (h, 1));
+        assert_eq!(begin(&fresh).put_chunk(b"x").unwrap(), (h, 1));
         assert_eq!(fresh.get_chunk(&h).unwrap(), b"x");
     }
 
@@ -654,7 +875,7 @@ mod tests {
     fn a_missing_chunk_and_an_unusable_directory_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::open(dir.path()).unwrap();
-        let (h, _) = store.put_chunk(b"y").unwrap();
+        let (h, _) = begin(&store).put_chunk(b"y").unwrap();
         std::fs::remove_file(dir.path().join(chunk_path(&h))).unwrap();
         let err = store.get_chunk(&h).unwrap_err().to_string();
         assert!(err.contains(&h.hex()), "{err}");
@@ -670,15 +891,82 @@ mod tests {
         );
     }
 
+    fn pin(id: &str, m: CheckpointManifest) -> Pin {
+        Pin {
+            format: PIN_FORMAT,
+            savepoint: id.into(),
+            registry: "/somewhere/else".into(),
+            memory: false,
+            checkpoint: m,
+        }
+    }
+
+    /// A savepoint's chunks stay whatever registry holds its record: the
+    /// pin is in the store, and every collection reads every pin.
+    fn pins_keep_chunks(store: &dyn CheckpointStore) {
+        let txn = begin(store);
+        let (a, _) = txn.put_chunk(b"pinned").unwrap();
+        let (b, _) = txn.put_chunk(b"referenced").unwrap();
+        let (c, _) = txn.put_chunk(b"dead").unwrap();
+        txn.put_pin(&pin("sp-other-1-ab", manifest(1, &[a])))
+            .unwrap();
+        txn.put_manifest(&manifest(2, &[b])).unwrap();
+        drop(txn);
+        assert_eq!(collect_garbage(store).unwrap(), vec![c]);
+        assert_eq!(store.list_pins().unwrap().len(), 1);
+        store.delete_pin("sp-other-1-ab").unwrap();
+        assert_eq!(collect_garbage(store).unwrap(), vec![a]);
+        assert_eq!(store.list_chunks().unwrap(), vec![b]);
+        assert!(
+            store.delete_pin("../x").is_err(),
+            "a pin name is a savepoint name"
+        );
+    }
+
+    #[test]
+    fn pins_keep_chunks_in_both_stores() {
+        pins_keep_chunks(&MemStore::default());
+        let dir = tempfile::tempdir().unwrap();
+        pins_keep_chunks(&FsStore::open(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn collection_waits_for_open_transactions() {
+        let store = std::sync::Arc::new(MemStore::default());
+        let txn = begin(store.as_ref());
+        let (h, _) = txn.put_chunk(b"in flight").unwrap();
+        let gc = {
+            let store = store.clone();
+            std::thread::spawn(move || collect_garbage(store.as_ref()).unwrap())
+        };
+        // The collector cannot get in while the transaction is open: the
+        // chunk is still there once the manifest commits.
+        txn.put_manifest(&manifest(1, &[h])).unwrap();
+        drop(txn);
+        assert!(gc.join().unwrap().is_empty());
+        assert_eq!(store.list_chunks().unwrap(), vec![h]);
+    }
+
+    #[test]
+    fn bad_job_names_never_become_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        for bad in ["../../x", "/etc", "a/b", ".."] {
+            let err = store.list_checkpoints(bad).unwrap_err().to_string();
+            assert!(err.contains("invalid job name"), "{err}");
+            assert!(store.get_manifest(bad, CheckpointId(1)).is_err());
+        }
+    }
+
     #[test]
     fn memory_store_and_a_full_disk() {
         let store = MemStore::default();
         exercise(&store);
         store.fail_writes(true);
-        let err = store.put_chunk(b"new").unwrap_err().to_string();
+        let err = begin(&store).put_chunk(b"new").unwrap_err().to_string();
         assert!(err.contains("no space left on device"), "{err}");
         store.fail_writes(false);
-        let (h, _) = store.put_chunk(b"new").unwrap();
+        let (h, _) = begin(&store).put_chunk(b"new").unwrap();
         store.corrupt_chunk(&h, b"old".to_vec());
         assert!(matches!(
             store.get_chunk(&h),

@@ -6,7 +6,7 @@ mod run;
 mod savepoint;
 mod serve;
 
-pub use run::{checkpoint_store, load_manifest, load_modules};
+pub use run::load_manifest;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

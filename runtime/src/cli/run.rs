@@ -1,14 +1,11 @@
 //! `wrun run` and `wrun validate`.
 
-use crate::checkpoint::{
-    CheckpointStore, FsSavepoints, FsStore, MemorySavepoints, SavepointBackend, SavepointStore,
-};
+use crate::checkpoint::SavepointBackend;
+use crate::datadir::DataDir;
 use crate::exec::{self, RunOptions};
-use crate::job::{self, JobGraph, VertexKind};
-use crate::module::ModuleStore;
-use crate::sandbox::{OperatorModule, Sandbox, SandboxConfig};
+use crate::job::{self, JobGraph};
+use crate::sandbox::{Sandbox, SandboxConfig};
 use anyhow::{Context, Result};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -56,13 +53,6 @@ pub struct CheckpointListArgs {
     pub data_dir: PathBuf,
 }
 
-/// The checkpoint store of a data directory.
-pub fn checkpoint_store(data_dir: &Path) -> Result<std::sync::Arc<dyn CheckpointStore>> {
-    Ok(std::sync::Arc::new(FsStore::open(
-        &data_dir.join("checkpoints"),
-    )?))
-}
-
 /// Reads and validates a manifest.
 pub fn load_manifest(path: &Path, parallelism: Option<u32>) -> Result<JobGraph> {
     let text = std::fs::read_to_string(path)
@@ -81,48 +71,8 @@ pub fn load_manifest(path: &Path, parallelism: Option<u32>) -> Result<JobGraph> 
     )?)
 }
 
-/// Resolves and compiles every operator's component.
-pub fn load_modules(
-    graph: &JobGraph,
-    store: &ModuleStore,
-    sandbox: &Sandbox,
-) -> Result<HashMap<usize, Arc<OperatorModule>>> {
-    let mut modules = HashMap::new();
-    for (i, v) in graph.vertices.iter().enumerate() {
-        let VertexKind::Operator { component, .. } = &v.kind else {
-            continue;
-        };
-        let bytes = store
-            .resolve(component)
-            .with_context(|| format!("operator '{}'", v.name))?;
-        let module = sandbox
-            .load(&bytes)
-            .with_context(|| format!("operator '{}'", v.name))?;
-        if module.imports_state && v.uid.is_none() {
-            tracing::warn!(
-                "operator '{}' keeps keyed state but has no `uid`: its state ID comes from the graph's shape, so changing the graph would orphan its state; give it a uid",
-                v.name
-            );
-        }
-        modules.insert(i, module);
-    }
-    Ok(modules)
-}
-
 pub(super) fn run(args: RunArgs) -> Result<()> {
     let graph = load_manifest(&args.manifest, args.parallelism)?;
-    let _lock = lock_data_dir(&args.data_dir)?;
-    let store = ModuleStore::new(&args.data_dir);
-    let sandbox = Arc::new(Sandbox::new(SandboxConfig {
-        cache_dir: Some(args.data_dir.join("cache")),
-        ..SandboxConfig::default()
-    })?);
-    let modules = load_modules(&graph, &store, &sandbox)?;
-    let module_api = crate::api::Modules {
-        store,
-        sandbox: sandbox.clone(),
-        max_bytes: DEFAULT_MAX_MODULE_MB << 20,
-    };
     if args.resume && graph.checkpoint.is_none() {
         anyhow::bail!(
             "--resume needs checkpoints, but job '{}' has no [checkpoint] table in {}; add one (see docs/checkpoints.md) or run without --resume",
@@ -130,24 +80,21 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
             args.manifest.display()
         );
     }
+    let data = DataDir::open(&args.data_dir)?;
+    let sandbox = Arc::new(Sandbox::new(SandboxConfig {
+        cache_dir: Some(data.cache_dir()),
+        ..SandboxConfig::default()
+    })?);
+    let modules = crate::module::load_modules(&graph, data.modules(), &sandbox)?;
+    let module_api = crate::api::Modules {
+        store: data.modules().clone(),
+        sandbox: sandbox.clone(),
+        max_bytes: DEFAULT_MAX_MODULE_MB << 20,
+    };
     // The store is always there: savepoints can be taken on request even
     // without periodic checkpoints.
-    let store = checkpoint_store(&args.data_dir)?;
-    let fs_savepoints: Arc<dyn SavepointStore> = Arc::new(FsSavepoints::open(
-        &graph
-            .savepoints
-            .dir
-            .clone()
-            .unwrap_or_else(|| args.data_dir.join("savepoints")),
-    )?);
-    let (savepoints, registries): (Arc<dyn SavepointStore>, Vec<Arc<dyn SavepointStore>>) =
-        match graph.savepoints.backend {
-            SavepointBackend::Filesystem => (fs_savepoints.clone(), vec![fs_savepoints]),
-            SavepointBackend::Memory => {
-                let mem: Arc<dyn SavepointStore> = Arc::new(MemorySavepoints::default());
-                (mem.clone(), vec![mem, fs_savepoints])
-            }
-        };
+    let store = data.store();
+    let savepoints = data.savepoints_for(&graph.savepoints)?;
     let mut restore_store = None;
     let restore = if args.resume {
         let m = exec::latest_checkpoint(store.as_ref(), &graph.name)?;
@@ -159,7 +106,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         }
         m
     } else if let Some(sp) = &args.from_savepoint {
-        let (sp, chunks) = crate::checkpoint::resolve_savepoint(sp, &registries)?;
+        let (sp, chunks) = crate::checkpoint::resolve_savepoint(sp, &data.registries().all())?;
         tracing::info!(job = %graph.name, savepoint = %sp.id, "starting from savepoint {} (checkpoint {} of job '{}')", sp.id, sp.checkpoint.id, sp.job());
         restore_store = chunks;
         Some(sp.checkpoint)
@@ -167,13 +114,12 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         None
     };
 
-    let registries_all = registries.clone();
     let control = exec::JobControl::new(&graph.name);
     let api = crate::api::ApiState::new(
         crate::api::token(&args.data_dir)?,
         "embedded",
         store.clone(),
-        registries,
+        data.registries(),
         Some(module_api),
     );
     api.add_job(&graph.name, control.clone());
@@ -189,7 +135,6 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         restore_store,
         allow_non_restored_state: args.allow_non_restored_state,
         savepoints: Some(savepoints),
-        pinned: crate::checkpoint::Registries::new(registries_all),
         control: Some(control),
         ..RunOptions::default()
     };
@@ -208,7 +153,11 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
     }
     let report = report.with_context(|| format!("job '{}' failed", graph.name))?;
     if let Some(sp) = &report.stopped_at {
-        tracing::info!(job = %graph.name, savepoint = %sp.id, "stopped at savepoint {}; resume with `wrun run {} --from-savepoint {}`", sp.id, args.manifest.display(), sp.id);
+        if sp.backend == SavepointBackend::Memory {
+            tracing::warn!(job = %graph.name, savepoint = %sp.id, "stopped at memory savepoint {}, which is gone now that this wrun exits: it cannot resume the job. To stop at a savepoint you can resume from later, use the filesystem backend ([savepoints] backend = \"filesystem\", the default) or `wrun savepoint export` it before the job stops; `wrun run {} --resume` continues from the latest checkpoint", sp.id, args.manifest.display());
+        } else {
+            tracing::info!(job = %graph.name, savepoint = %sp.id, "stopped at savepoint {}; resume with `wrun run {} --from-savepoint {}`", sp.id, args.manifest.display(), sp.id);
+        }
     }
     let summary: Vec<String> = report
         .vertices
@@ -221,50 +170,6 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         .collect();
     tracing::info!(job = %graph.name, "finished in {:.2} s: {}", report.elapsed.as_secs_f64(), summary.join(", "));
     Ok(())
-}
-
-/// An exclusive lock on a data directory (`DIR/lock`, flock), held while a
-/// process may collect garbage in its checkpoint store: two collectors on
-/// one store could delete chunks the other has written but not yet
-/// committed. Released when dropped (or when the process dies).
-pub struct DataDirLock {
-    _file: std::fs::File,
-}
-
-/// Takes the data directory's lock, or says who holds it.
-pub fn lock_data_dir(data_dir: &Path) -> Result<DataDirLock> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    let path = data_dir.join("lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => {
-            // Who holds it, for the next one's message.
-            let _ = file.set_len(0);
-            let _ =
-                std::io::Write::write_all(&mut &file, std::process::id().to_string().as_bytes());
-            Ok(DataDirLock { _file: file })
-        }
-        Err(rustix::io::Errno::WOULDBLOCK) => {
-            let pid = std::fs::read_to_string(&path).unwrap_or_default();
-            anyhow::bail!(
-                "data directory {} is in use by another wrun (pid {}); one wrun process per data directory: stop it, reach it with `wrun stop`/`wrun savepoint`, or use another --data-dir",
-                data_dir.display(),
-                if pid.trim().is_empty() {
-                    "unknown"
-                } else {
-                    pid.trim()
-                }
-            )
-        }
-        Err(e) => Err(anyhow::anyhow!("cannot lock {}: {e}", path.display())),
-    }
 }
 
 /// `api.json` while this process serves the API; removed on drop, unless
@@ -280,10 +185,8 @@ impl EndpointFile {
             url: format!("http://{addr}"),
             pid: std::process::id(),
         };
-        let tmp = data_dir.join(format!(".api.json.tmp-{}", std::process::id()));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&ep)?)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+        crate::fsutil::write_atomic_path(&path, &serde_json::to_vec_pretty(&ep)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(EndpointFile { path })
     }
 }
@@ -307,6 +210,9 @@ pub(super) fn validate(manifest: &Path, parallelism: Option<u32>) -> Result<()> 
 }
 
 pub(super) fn checkpoint_list(args: CheckpointListArgs) -> Result<()> {
+    if let Some(job) = &args.job {
+        crate::names::check(crate::names::NameKind::Job, job)?;
+    }
     // Through the running wrun when there is one (it owns the store), else
     // straight from the data directory.
     let rows = match crate::api::Client::running(&args.data_dir) {
@@ -326,7 +232,10 @@ pub(super) fn checkpoint_list(args: CheckpointListArgs) -> Result<()> {
                 println!("no checkpoints in {}", dir.display());
                 return Ok(());
             }
-            crate::api::checkpoint_rows(checkpoint_store(&args.data_dir)?.as_ref(), args.job)?
+            crate::api::checkpoint_rows(
+                DataDir::open_read_only(&args.data_dir)?.store().as_ref(),
+                args.job,
+            )?
         }
     };
     println!(
@@ -355,24 +264,22 @@ pub(super) fn checkpoint_list(args: CheckpointListArgs) -> Result<()> {
     Ok(())
 }
 
-/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS.mmm`.
+/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS.mmm` (UTC).
 pub(super) fn utc(ms: u64) -> String {
-    let (days, rem) = ((ms / 86_400_000) as i64, ms % 86_400_000);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}",
-        rem / 3_600_000,
-        rem / 60_000 % 60,
-        rem / 1000 % 60,
-        rem % 1000
-    )
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    // RFC 3339 with a space for the `T` and no `Z`: the columns say UTC.
+    humantime::format_rfc3339_millis(t)
+        .to_string()
+        .replacen('T', " ", 1)
+        .trim_end_matches('Z')
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_is_readable() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00.000");
+        assert_eq!(super::utc(1_764_648_374_123), "2025-12-02 04:06:14.123");
+    }
 }

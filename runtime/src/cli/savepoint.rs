@@ -2,9 +2,10 @@
 //! the API of the running wrun where a job is involved, on the data
 //! directory directly otherwise.
 
-use super::run::{checkpoint_store, utc};
+use super::run::utc;
 use crate::api::{Client, SavepointSummary};
-use crate::checkpoint::{FsSavepoints, SavepointStore, collect_garbage, read_key_group};
+use crate::checkpoint::{SavepointStore, read_key_group};
+use crate::datadir::DataDir;
 use crate::state::{DumpValue, KeyGroupRange, KeyedState, StateLimits};
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
@@ -26,14 +27,28 @@ pub struct Location {
 }
 
 impl Location {
-    fn registry(&self) -> Result<FsSavepoints> {
-        Ok(FsSavepoints::open(
-            &self
-                .savepoint_dir
-                .clone()
-                .unwrap_or_else(|| self.data_dir.join("savepoints")),
-        )?)
+    /// The data directory, locked when `write` (dispose, import).
+    fn open(&self, write: bool) -> Result<DataDir> {
+        Ok(if write {
+            DataDir::open(&self.data_dir)?
+        } else {
+            DataDir::open_read_only(&self.data_dir)?
+        })
     }
+
+    /// The registry these options name in `data`.
+    fn registry(&self, data: &DataDir) -> Result<std::sync::Arc<dyn SavepointStore>> {
+        Ok(match &self.savepoint_dir {
+            Some(dir) => data.registry_at(dir)?,
+            None => data.default_savepoints(),
+        })
+    }
+}
+
+/// A job name from the command line, checked before it goes into a URL.
+pub(super) fn job_name(job: &str) -> Result<&str> {
+    crate::names::check(crate::names::NameKind::Job, job)?;
+    Ok(job)
 }
 
 /// `wrun savepoint ...`.
@@ -166,6 +181,7 @@ pub(super) fn run(cmd: SavepointCommand) -> Result<()> {
             if let Some(n) = &name {
                 crate::checkpoint::check_name(n)?;
             }
+            let job = job_name(&job)?;
             let c = Client::for_data_dir(&at.data_dir)?;
             let r = c.post(
                 &format!("/v1/jobs/{job}/savepoints"),
@@ -190,7 +206,7 @@ pub(super) fn run(cmd: SavepointCommand) -> Result<()> {
             let (sp, chunks) = lookup(&at, &savepoint)?;
             let store = match chunks {
                 Some(s) => s,
-                None => checkpoint_store(&at.data_dir)?,
+                None => at.open(false)?.store(),
             };
             let bytes = crate::checkpoint::export(&sp, store.as_ref(), &dir)
                 .with_context(|| format!("cannot export savepoint {}", sp.id))?;
@@ -221,13 +237,11 @@ pub(super) fn run(cmd: SavepointCommand) -> Result<()> {
                 );
                 return Ok(());
             }
-            // Chunks first, then the record: no garbage collector may run
-            // in between.
-            let _lock = super::run::lock_data_dir(&at.data_dir)?;
-            let store = checkpoint_store(&at.data_dir)?;
-            let registry = at.registry()?;
-            let sp = crate::checkpoint::import(&dir, store.as_ref(), &registry, name)
-                .with_context(|| format!("cannot import the savepoint in {}", dir.display()))?;
+            let data = at.open(true)?;
+            let registry = at.registry(&data)?;
+            let sp =
+                crate::checkpoint::import(&dir, data.store().as_ref(), registry.as_ref(), name)
+                    .with_context(|| format!("cannot import the savepoint in {}", dir.display()))?;
             println!(
                 "imported savepoint {} (job '{}', checkpoint {}) into {}; resume with `wrun run job.toml --from-savepoint {}`",
                 sp.id,
@@ -252,19 +266,32 @@ fn lookup(at: &Location, spec: &str) -> Result<crate::checkpoint::Found> {
     {
         return Ok((serde_json::from_value(v)?, None));
     }
-    let registry = at.registry()?;
-    Ok((crate::checkpoint::find(&registry, spec)?, None))
+    let data = at.open(false)?;
+    Ok((
+        crate::checkpoint::find(at.registry(&data)?.as_ref(), spec)?,
+        None,
+    ))
 }
 
 fn list(at: &Location) -> Result<()> {
     let all: Vec<SavepointSummary> = match Client::running(&at.data_dir) {
         Some(c) => serde_json::from_value(c.get("/v1/savepoints")?["savepoints"].clone())?,
         None => {
-            let registry = at.registry()?;
+            let data = at.open(false)?;
+            let registry = at.registry(&data)?;
+            let location = std::path::PathBuf::from(registry.location());
             registry
                 .list()?
                 .iter()
-                .map(|sp| SavepointSummary::of(sp, registry.path_of(&sp.id).display().to_string()))
+                .map(|sp| {
+                    SavepointSummary::of(
+                        sp,
+                        location
+                            .join(format!("{}.json", sp.id))
+                            .display()
+                            .to_string(),
+                    )
+                })
                 .collect()
         }
     };
@@ -311,18 +338,9 @@ fn dispose(at: &Location, spec: &str) -> Result<()> {
         );
         return Ok(());
     }
-    let _lock = super::run::lock_data_dir(&at.data_dir)?;
-    let registry = at.registry()?;
-    let sp = crate::checkpoint::find(&registry, spec)?;
-    registry.remove(&sp.id)?;
-    let store = checkpoint_store(&at.data_dir)?;
-    let freed = collect_garbage(store.as_ref(), || {
-        crate::checkpoint::Registries::new(vec![
-            std::sync::Arc::new(registry) as std::sync::Arc<dyn SavepointStore>
-        ])
-        .savepoints()
-    })
-    .context("the savepoint is disposed of, but collecting its chunks failed")?;
+    let data = at.open(true)?;
+    let registry = at.registry(&data)?;
+    let (sp, freed) = crate::checkpoint::dispose(data.store().as_ref(), registry.as_ref(), spec)?;
     println!(
         "disposed of savepoint {}; freed {} chunks",
         sp.id,
@@ -363,7 +381,7 @@ fn inspect(at: &Location, spec: &str, dump: Option<&[String]>) -> Result<()> {
     let (sp, chunks) = lookup(at, spec)?;
     let store = match chunks {
         Some(s) => s,
-        None => checkpoint_store(&at.data_dir)?,
+        None => at.open(false)?.store(),
     };
     let m = &sp.checkpoint;
     let load = |o: &crate::checkpoint::OperatorStateRef| -> Result<KeyedState> {
@@ -510,6 +528,7 @@ pub(super) fn stop(args: StopArgs) -> Result<()> {
     if let Some(n) = &args.name {
         crate::checkpoint::check_name(n)?;
     }
+    job_name(&args.job)?;
     let c = Client::for_data_dir(&args.data_dir)?;
     if !args.savepoint {
         c.post(&format!("/v1/jobs/{}/cancel", args.job), &json!({}))?;
@@ -536,6 +555,7 @@ pub(super) fn stop(args: StopArgs) -> Result<()> {
 
 /// `wrun checkpoint trigger`.
 pub(super) fn checkpoint_trigger(job: &str, detach: bool, data_dir: &Path) -> Result<()> {
+    let job = job_name(job)?;
     let c = Client::for_data_dir(data_dir)?;
     let r = c.post(&format!("/v1/jobs/{job}/checkpoints"), &json!({}))?;
     let id = r["request-id"].as_str().unwrap_or_default().to_string();
@@ -608,6 +628,7 @@ pub(super) fn job(cmd: JobCommand) -> Result<()> {
             Ok(())
         }
         JobCommand::Status { job, data_dir } => {
+            let job = job_name(&job)?;
             let c = Client::for_data_dir(&data_dir)?;
             let j = c.get(&format!("/v1/jobs/{job}"))?;
             println!("job         {}", str_of(&j, "name"));
@@ -644,6 +665,7 @@ pub(super) fn job(cmd: JobCommand) -> Result<()> {
         }
         JobCommand::Stop(args) => stop(args),
         JobCommand::Cancel { job, data_dir } => {
+            let job = job_name(&job)?;
             let c = Client::for_data_dir(&data_dir)?;
             c.post(&format!("/v1/jobs/{job}/cancel"), &json!({}))?;
             println!("cancelled job '{job}'");

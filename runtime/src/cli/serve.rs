@@ -1,6 +1,6 @@
 //! `wrun serve`, `wrun deploy` and `wrun module push|list|inspect`.
 
-use super::run::{DEFAULT_MAX_MODULE_MB, EndpointFile, load_manifest, lock_data_dir};
+use super::run::{DEFAULT_MAX_MODULE_MB, EndpointFile, load_manifest};
 use crate::api::{Client, DeployRequest};
 use crate::job::{ComponentRef, VertexKind};
 use crate::module::{ModuleInfo, ModuleStore, Pushed};
@@ -104,7 +104,6 @@ fn signals() -> Result<()> {
 }
 
 pub(super) fn serve(args: ServeArgs) -> Result<()> {
-    let _lock = lock_data_dir(&args.data_dir)?;
     if !args.listen.ip().is_loopback() {
         tracing::warn!(
             "the API listens on {}, beyond this machine: it has no TLS, so the bearer token crosses the network in clear text; put a TLS proxy in front or listen on 127.0.0.1",
@@ -260,12 +259,12 @@ pub(super) fn module(cmd: ModuleCommand) -> Result<()> {
                 Some(c) => upload(&c, &file, name)?,
                 None => {
                     // No wrun on this data directory: store it directly.
-                    let _lock = lock_data_dir(&data_dir)?;
+                    let data = crate::datadir::DataDir::open(&data_dir)?;
                     let bytes = std::fs::read(&file)
                         .with_context(|| format!("cannot read module {}", file.display()))?;
                     let sandbox = local_sandbox(&data_dir)?;
                     crate::module::push(
-                        &ModuleStore::new(&data_dir),
+                        data.modules(),
                         &sandbox,
                         &bytes,
                         name,

@@ -69,8 +69,6 @@ pub(crate) struct Coordinator<'a> {
     pub(crate) savepoints: Option<Arc<dyn SavepointStore>>,
     /// Checkpoints that failed in a row (storage errors, timeouts).
     pub(crate) failures: u32,
-    /// Every registry whose savepoints keep chunks alive (this job's too).
-    pub(crate) pinned: crate::checkpoint::Registries,
     /// The job's control handle, for status.
     pub(crate) control: Option<Arc<JobControl>>,
     /// Fails the job (a stop-with-savepoint that could not complete).
@@ -258,8 +256,9 @@ impl Coordinator<'_> {
         let request = p.request.take();
         let savepoint = request.as_ref().is_some_and(|r| r.savepoint.is_some());
         let written = {
-            let _writing = crate::checkpoint::write_guard();
-            self.write(p, savepoint)
+            // No collection can run between the chunks and the manifest.
+            let txn = crate::checkpoint::begin(self.store.as_ref());
+            self.write(&txn, p, savepoint)
         };
         let (manifest, groups) = match written {
             Ok(m) => m,
@@ -399,7 +398,8 @@ impl Coordinator<'_> {
             checkpoint: m.clone(),
         };
         super::crash_point("savepoint-record");
-        store.put(&sp).map_err(|e| e.to_string())?;
+        crate::checkpoint::register(self.store.as_ref(), store.as_ref(), &sp)
+            .map_err(|e| e.to_string())?;
         super::crash_point("savepoint-registered");
         tracing::info!(job = %m.job, savepoint = %sp.id, checkpoint = m.id.0, backend = %sp.backend, "savepoint complete");
         Ok(sp)
@@ -411,6 +411,7 @@ impl Coordinator<'_> {
     #[allow(clippy::type_complexity)]
     fn write(
         &self,
+        txn: &crate::checkpoint::Txn<'_>,
         p: Pending,
         savepoint: bool,
     ) -> Result<
@@ -455,7 +456,7 @@ impl Coordinator<'_> {
                             super::crash_point("savepoint-chunks");
                         }
                         let previous = |kg: u16| self.last.get(&(vertex, kg)).cloned();
-                        let (refs, f, n) = write_key_groups(self.store.as_ref(), &previous, snap)?;
+                        let (refs, f, n) = write_key_groups(txn, &previous, snap)?;
                         entry.key_groups.extend(refs);
                         full += f;
                         new += n;
@@ -469,7 +470,7 @@ impl Coordinator<'_> {
                         payload.extend_from_slice(s.format.name.as_bytes());
                         payload.extend_from_slice(&s.format.version.to_le_bytes());
                         payload.extend_from_slice(&s.data);
-                        let (chunk, written) = self.store.put_chunk(&payload)?;
+                        let (chunk, written) = txn.put_chunk(&payload)?;
                         full += payload.len() as u64;
                         new += written;
                         entry.operator_state.push(SubtaskStateRef {
@@ -505,7 +506,7 @@ impl Coordinator<'_> {
         if savepoint {
             super::crash_point("savepoint-manifest");
         }
-        self.store.put_manifest(&m)?;
+        txn.put_manifest(&m)?;
         super::crash_point("checkpoint-committed");
         Ok((m, groups))
     }
@@ -515,9 +516,9 @@ impl Coordinator<'_> {
         for id in to_delete(&existing, self.settings.retain, &BTreeSet::new()) {
             self.store.delete_manifest(&self.graph.name, id)?;
         }
-        // Savepoints keep their chunks: they hold the manifests they pin.
-        // Every registry on this store counts, not only this job's.
-        collect_garbage(self.store.as_ref(), || self.pinned.savepoints())?;
+        // Savepoints keep their chunks through their pins in the store,
+        // whichever registry holds their records.
+        collect_garbage(self.store.as_ref())?;
         Ok(())
     }
 }

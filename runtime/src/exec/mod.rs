@@ -192,9 +192,6 @@ pub struct RunOptions {
     pub allow_non_restored_state: bool,
     /// Where savepoints are registered.
     pub savepoints: Option<Arc<dyn SavepointStore>>,
-    /// Every other savepoint registry on the checkpoint store: garbage
-    /// collection keeps the chunks their savepoints reference.
-    pub pinned: crate::checkpoint::Registries,
     /// The handle through which the job is reached while it runs. With a
     /// control and a store, the job takes checkpoints on request even
     /// without a `[checkpoint]` table.
@@ -728,15 +725,6 @@ pub fn run_job(
                 failures: 0,
                 periodic,
                 savepoints: opts.savepoints.clone(),
-                pinned: {
-                    // The job's own registry pins chunks too (a no-op when
-                    // the caller listed it already).
-                    let pins = opts.pinned.clone();
-                    if let Some(own) = &opts.savepoints {
-                        pins.add(own.clone());
-                    }
-                    pins
-                },
                 control: opts.control.clone(),
                 fail: &fail_job,
             })

@@ -551,21 +551,23 @@ impl Builder {
             e.to = new_index[e.to];
         }
         self.g.edges.sort_by_key(|e| (e.from, e.to));
-        // IDs of vertices without uid: a hash of kind, topological position
-        // and the IDs of the inputs, so the same graph shape always gives
-        // the same IDs and a changed shape changes them.
+        // IDs of vertices without uid: a hash of the vertex's kind, its
+        // name and the IDs of its inputs: what identifies it, not where it
+        // sits, so inserting a vertex elsewhere in the graph never hands
+        // one operator's ID (and state) to another.
         for i in 0..n {
             if self.g.vertices[i].uid.is_some() {
                 continue;
             }
             let mut h = blake3::Hasher::new();
-            h.update(b"wrun/vertex-id/v1\0");
+            h.update(b"wrun/vertex-id/v2\0");
             h.update(match self.g.vertices[i].kind {
-                VertexKind::Source(_) => b"source",
-                VertexKind::Operator { .. } => b"operator",
-                VertexKind::Sink(_) => b"sink",
+                VertexKind::Source(_) => b"source\0",
+                VertexKind::Operator { .. } => b"operator\0",
+                VertexKind::Sink(_) => b"sink\0",
             });
-            h.update(&(i as u64).to_le_bytes());
+            h.update(&(self.g.vertices[i].name.len() as u64).to_le_bytes());
+            h.update(self.g.vertices[i].name.as_bytes());
             let mut inputs: Vec<[u8; 16]> = self
                 .g
                 .edges
@@ -588,6 +590,42 @@ impl Builder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ids(extra_operator: bool) -> std::collections::BTreeMap<String, OperatorId> {
+        let mut toml = String::from(
+            "version = 1\nname = \"j\"\n[[source]]\nname = \"in\"\nkind = \"generator\"\ncount = 1\n\
+             [[operator]]\nname = \"count\"\ncomponent = \"c.wasm\"\n\
+             [[sink]]\nname = \"out\"\nkind = \"stdout\"\n",
+        );
+        if extra_operator {
+            toml.push_str(
+                "[[operator]]\nname = \"parse\"\ncomponent = \"p.wasm\"\n\
+                 [[edge]]\nfrom = \"in\"\nto = \"parse\"\n[[edge]]\nfrom = \"parse\"\nto = \"count\"\n",
+            );
+        } else {
+            toml.push_str("[[edge]]\nfrom = \"in\"\nto = \"count\"\n");
+        }
+        toml.push_str("[[edge]]\nfrom = \"count\"\nto = \"out\"\n");
+        let g = super::super::parse_manifest(&toml, "job.toml", Path::new("/"), None).unwrap();
+        g.vertices.iter().map(|v| (v.name.clone(), v.id)).collect()
+    }
+
+    #[test]
+    fn auto_ids_come_from_name_kind_and_inputs_not_position() {
+        let (a, b) = (ids(false), ids(false));
+        assert_eq!(a, b, "the same manifest gives the same IDs");
+        let with_parse = ids(true);
+        // A new vertex between the source and the counter changes the
+        // counter's inputs, so its ID changes (its state is then refused
+        // or mapped by uid), but no vertex takes another one's ID.
+        assert_ne!(with_parse["count"], a["count"]);
+        assert_eq!(with_parse["in"], a["in"]);
+        let before: std::collections::BTreeSet<_> = a.values().collect();
+        assert!(
+            !before.contains(&with_parse["parse"]),
+            "the inserted vertex takes no old ID"
+        );
+    }
 
     #[test]
     fn uid_ids_are_blake3_prefixes() {

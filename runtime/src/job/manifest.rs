@@ -320,7 +320,7 @@ pub fn parse_manifest(
     }
     let name = m.name.get_ref().clone();
     if let Err(e) = crate::names::check(crate::names::NameKind::Job, &name) {
-        return Err(ctx.err(m.name.span(), format!("job `name`: {e}")));
+        return Err(ctx.err(m.name.span(), e.to_string()));
     }
     let max_parallelism = match &m.max_parallelism {
         Some(v) => {

@@ -4,26 +4,20 @@
 //! (size, component or core module with an embedded type, the
 //! `wrun:operator` world), compiles it once and stores it.
 
+mod load;
 mod push;
 
+pub use load::{LoadError, load_modules};
 pub use push::{ModuleInfo, PushError, Pushed, push};
 
 use crate::job::ComponentRef;
 use std::path::{Path, PathBuf};
 
-/// A module digest: blake3 of the component's bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Digest(pub [u8; 32]);
+pub use crate::ids::Digest;
 
-impl Digest {
-    /// The digest of some bytes.
-    pub fn of(bytes: &[u8]) -> Digest {
-        Digest(*blake3::hash(bytes).as_bytes())
-    }
-
-    /// Lowercase hex.
-    pub fn hex(&self) -> String {
-        hex::encode(self.0)
+impl std::fmt::Debug for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Digest({})", self.hex())
     }
 }
 
@@ -133,10 +127,7 @@ impl ModuleStore {
     /// Whether `hex` is a digest's 64 lowercase hex digits (and so safe
     /// in a file name).
     fn valid_hex(hex: &str) -> bool {
-        hex.len() == 64
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        Digest::parse(hex).is_some()
     }
 
     /// Whether a module name or version can be a file name here (the
@@ -182,7 +173,7 @@ impl ModuleStore {
         };
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(io)?;
-        let tmp = dir.join(unique_tmp_name(version));
+        let tmp = dir.join(crate::fsutil::temp_name(version));
         std::fs::write(&tmp, digest.hex()).map_err(io)?;
         // The first link wins; a later one sees what it says.
         let linked = std::fs::hard_link(&tmp, &path);
@@ -400,41 +391,12 @@ impl ModuleStore {
     }
 }
 
-/// Writes a file by temp file, fsync and rename, so readers never see a
-/// partial file.
+/// Writes a file so readers never see a partial one (see [`crate::fsutil`]).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModuleError> {
-    use std::io::Write;
-    let io = |e| ModuleError::Io {
+    crate::fsutil::write_atomic_path(path, bytes).map_err(|error| ModuleError::Io {
         path: path.to_path_buf(),
-        error: e,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = dir.join(unique_tmp_name(
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-    ));
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // The rename itself survives a crash once the directory is synced.
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written.map_err(io)
-}
-
-/// A temporary file name no other writer in any process uses.
-fn unique_tmp_name(base: &str) -> String {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    format!(
-        ".{base}.tmp-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    )
+        error,
+    })
 }
 
 #[cfg(test)]

@@ -113,7 +113,6 @@ pub enum PushError {
     Store(#[from] ModuleError),
 }
 
-
 /// Makes a component of a core module carrying its component type in a
 /// custom section (as wit-bindgen emits).
 fn componentize(core: &[u8]) -> Result<Vec<u8>, PushError> {

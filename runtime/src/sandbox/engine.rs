@@ -4,15 +4,29 @@
 use super::bindings::OperatorPre;
 use super::host::SubtaskData;
 use super::instance::SandboxError;
-use crate::module::Digest;
+use crate::ids::Digest;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime::component::{Component, Linker, types::ComponentItem};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+/// Feeds `Hash` input into blake3 (only the bytes matter; `finish` is
+/// never used for the key).
+struct Blake3Hasher(blake3::Hasher);
+
+impl std::hash::Hasher for Blake3Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+    fn finish(&self) -> u64 {
+        let b = self.0.finalize();
+        u64::from_le_bytes(b.as_bytes()[..8].try_into().unwrap_or_default())
+    }
+}
 
 /// The `wrun:operator` versions this runtime accepts: `0.1.x`.
 pub const SUPPORTED_WIT: &str = "0.1";
@@ -58,7 +72,39 @@ pub struct OperatorModule {
     pub imports: Vec<String>,
     /// Every export name.
     pub exports: Vec<String>,
+    /// State format names (other than its own) whose state this module
+    /// declares it migrates: the `wrun-migrates-from` custom section, one
+    /// name a line (the Rust SDK's `export_operator!(T, migrates_from =
+    /// [...])` writes it).
+    pub migrates_from: Vec<String>,
     pub(crate) pre: OperatorPre<SubtaskData>,
+}
+
+/// The custom section a module declares the state formats it migrates in.
+pub const MIGRATES_FROM_SECTION: &str = "wrun-migrates-from";
+
+/// The format names in every `wrun-migrates-from` custom section of a
+/// component (or of the core modules inside it).
+pub fn migrates_from(bytes: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        let Ok(wasmparser::Payload::CustomSection(c)) = payload else {
+            continue;
+        };
+        if c.name() == MIGRATES_FROM_SECTION
+            && let Ok(text) = std::str::from_utf8(c.data())
+        {
+            out.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from),
+            );
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 impl std::fmt::Debug for OperatorModule {
@@ -167,10 +213,13 @@ impl Sandbox {
 
     fn cache_path(&self, digest: &Digest) -> Option<PathBuf> {
         let dir = self.cfg.cache_dir.as_ref()?;
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        // Keyed by a stable hash: DefaultHasher may change between Rust
+        // releases, which would orphan (or, worse, share) cache entries.
+        let mut h = Blake3Hasher(blake3::Hasher::new());
         self.engine.precompile_compatibility_hash().hash(&mut h);
+        let engine = h.0.finalize();
         Some(
-            dir.join(format!("{:016x}", h.finish()))
+            dir.join(&engine.to_hex()[..16])
                 .join(format!("{}.cwasm", digest.hex())),
         )
     }
@@ -187,7 +236,9 @@ impl Sandbox {
             return Ok(m.clone());
         }
         let component = self.compile(bytes, &digest)?;
-        let module = Arc::new(self.validate(component, digest)?);
+        let mut module = self.validate(component, digest)?;
+        module.migrates_from = migrates_from(bytes);
+        let module = Arc::new(module);
         self.compiled
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -231,7 +282,7 @@ impl Sandbox {
         if let Some(path) = cached {
             match component.serialize() {
                 Ok(bytes) => {
-                    if let Err(e) = crate::module::write_atomic(&path, &bytes) {
+                    if let Err(e) = crate::fsutil::write_atomic_path(&path, &bytes) {
                         tracing::warn!("cannot write the compile cache: {e}");
                     }
                 }
@@ -314,6 +365,7 @@ impl Sandbox {
             imports_wasi,
             imports,
             exports,
+            migrates_from: Vec::new(),
             pre,
         })
     }

@@ -7,12 +7,10 @@
 //! what it was deployed from).
 
 use crate::api::{ApiError, ApiState, DeployRequest, Deployer};
-use crate::checkpoint::{
-    CheckpointManifest, CheckpointStore, FsSavepoints, SavepointBackend, SavepointStore,
-};
+use crate::checkpoint::{CheckpointManifest, CheckpointStore};
+use crate::datadir::DataDir;
 use crate::exec::{self, JobControl, JobState, JobStatus, RunOptions};
 use crate::job::{ComponentRef, JobGraph, VertexKind};
-use crate::module::ModuleStore;
 use crate::sandbox::{OperatorModule, Sandbox};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -85,12 +83,9 @@ struct Running {
 
 /// The runtime behind `wrun serve`.
 pub struct Runtime {
-    data_dir: PathBuf,
-    sandbox: Arc<Sandbox>,
-    modules: ModuleStore,
+    data: DataDir,
     store: Arc<dyn CheckpointStore>,
-    memory: Arc<dyn SavepointStore>,
-    filesystem: Arc<dyn SavepointStore>,
+    sandbox: Arc<Sandbox>,
     api: Arc<ApiState>,
     jobs: Mutex<HashMap<String, Running>>,
     /// Set while the process shuts down: jobs then end without changing
@@ -118,30 +113,23 @@ impl Runtime {
     /// Opens the data directory's stores and the API state. Jobs are not
     /// started until [`Runtime::resume_all`].
     pub fn open(cfg: &ServeConfig, sandbox: Arc<Sandbox>) -> anyhow::Result<Arc<Runtime>> {
-        let store = crate::cli::checkpoint_store(&cfg.data_dir)?;
-        let memory: Arc<dyn SavepointStore> =
-            Arc::new(crate::checkpoint::MemorySavepoints::default());
-        let filesystem: Arc<dyn SavepointStore> =
-            Arc::new(FsSavepoints::open(&cfg.data_dir.join("savepoints"))?);
-        let modules = ModuleStore::new(&cfg.data_dir);
+        let data = DataDir::open(&cfg.data_dir)?;
+        let store = data.store();
         let api = ApiState::new(
             crate::api::token(&cfg.data_dir)?,
             "serve",
             store.clone(),
-            vec![memory.clone(), filesystem.clone()],
+            data.registries(),
             Some(crate::api::Modules {
-                store: modules.clone(),
+                store: data.modules().clone(),
                 sandbox: sandbox.clone(),
                 max_bytes: cfg.max_module_bytes,
             }),
         );
         let rt = Arc::new(Runtime {
-            data_dir: cfg.data_dir.clone(),
-            sandbox,
-            modules,
+            data,
             store,
-            memory,
-            filesystem,
+            sandbox,
             api: api.clone(),
             jobs: Mutex::new(HashMap::new()),
             shutting_down: Arc::new(AtomicBool::new(false)),
@@ -157,7 +145,7 @@ impl Runtime {
     }
 
     fn jobs_dir(&self) -> PathBuf {
-        self.data_dir.join("jobs")
+        self.data.jobs_dir()
     }
 
     fn record_path(&self, name: &str) -> PathBuf {
@@ -211,22 +199,18 @@ impl Runtime {
     pub fn resume_all(self: &Arc<Self>) -> anyhow::Result<()> {
         let _no_deploys = self.deploying.lock().unwrap_or_else(|p| p.into_inner());
         let records = self.records()?;
-        // Every job's own savepoint directory first, running or not: the
-        // garbage collection of the jobs that start keeps their chunks.
+        // Every job's own savepoint directory first, running or not, so
+        // their savepoints can be found by name (and, written before pins
+        // existed, get their pins before any collection runs).
         for r in &records {
             if let Ok(g) = crate::job::parse_manifest(
                 &r.manifest,
                 &r.manifest_path,
                 &r.base_dir,
                 r.parallelism,
-            ) && let Some(dir) = &g.savepoints.dir
+            ) && let Err(e) = self.data.savepoints_for(&g.savepoints)
             {
-                match FsSavepoints::open(dir) {
-                    Ok(s) => self.api.add_registry(Arc::new(s)),
-                    Err(e) => {
-                        tracing::warn!(job = %r.name, "cannot open its savepoint directory {}: {e}", dir.display())
-                    }
-                }
+                tracing::warn!(job = %r.name, "cannot open its savepoint directory: {e}");
             }
         }
         for r in records {
@@ -334,8 +318,8 @@ impl Runtime {
                 );
             }
         }
-        let modules = crate::cli::load_modules(&graph, &self.modules, &self.sandbox)
-            .map_err(|e| ApiError::chain(StatusCode::BAD_REQUEST, &e))?;
+        let modules = crate::module::load_modules(&graph, self.data.modules(), &self.sandbox)
+            .map_err(|e| ApiError::chain(StatusCode::BAD_REQUEST, &anyhow::Error::from(e)))?;
         Ok((graph, modules))
     }
 
@@ -360,15 +344,16 @@ impl Runtime {
                             p.display()
                         ))
                     })?;
-                    self.modules.lookup(given).map_err(|e| bad(e.to_string()))?
+                    self.data.modules().lookup(given).map_err(|e| bad(e.to_string()))?
                 }
                 ComponentRef::Digest(hex) => hex.clone(),
                 ComponentRef::Named { name, version } => self
-                    .modules
+                    .data
+                    .modules()
                     .lookup(&format!("{name}@{version}"))
                     .map_err(|e| bad(format!("operator '{}': {e}; push it with `wrun module push FILE --name {name} --version {version}`", v.name)))?,
             };
-            self.modules.info(&hex).map_err(|e| {
+            self.data.modules().info(&hex).map_err(|e| {
                 bad(format!(
                     "operator '{}': {e}; push it with `wrun module push`",
                     v.name
@@ -396,7 +381,7 @@ impl Runtime {
             Some(b) => {
                 return Err(bad(format!("`base-dir` {} must be absolute", b.display())));
             }
-            None => self.data_dir.clone(),
+            None => self.data.root().to_path_buf(),
         };
         let graph = crate::job::parse_manifest(&req.manifest, &path, &base, req.parallelism)
             .map_err(|e| bad(e.to_string()))?;
@@ -478,27 +463,18 @@ impl Runtime {
         control: Arc<JobControl>,
         restore: Option<CheckpointManifest>,
     ) {
-        let savepoints = match (graph.savepoints.backend, &graph.savepoints.dir) {
-            (SavepointBackend::Memory, _) => self.memory.clone(),
-            (SavepointBackend::Filesystem, None) => self.filesystem.clone(),
-            (SavepointBackend::Filesystem, Some(dir)) => match FsSavepoints::open(dir) {
-                Ok(r) => {
-                    let r: Arc<dyn SavepointStore> = Arc::new(r);
-                    self.api.add_registry(r.clone());
-                    r
-                }
-                Err(e) => {
-                    tracing::warn!(job = %graph.name, "cannot open savepoint dir {}: {e}; using the data directory's", dir.display());
-                    self.filesystem.clone()
-                }
-            },
+        let savepoints = match self.data.savepoints_for(&graph.savepoints) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(job = %graph.name, "{e}; its savepoints go to the data directory's registry");
+                self.data.default_savepoints()
+            }
         };
         let opts = RunOptions {
             store: Some(self.store.clone()),
             restore,
             allow_non_restored_state: record.allow_non_restored_state,
             savepoints: Some(savepoints),
-            pinned: self.api.pins(),
             control: Some(control.clone()),
             ..RunOptions::default()
         };

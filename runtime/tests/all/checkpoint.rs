@@ -173,7 +173,7 @@ retain = 2",
         ids.last().unwrap().0 > 2,
         "more checkpoints were taken than kept: {ids:?}"
     );
-    assert!(unreferenced_chunks(&s.list_chunks().unwrap(), &kept, &Default::default()).is_empty());
+    assert!(unreferenced_chunks(&s.list_chunks().unwrap(), &kept).is_empty());
     for m in &kept {
         assert_eq!(m.operators.len(), 1, "{m:?}");
         assert_eq!(m.operators[0].uid.as_deref(), Some("counter"));

@@ -50,7 +50,7 @@ pub fn run_with(
 ) -> anyhow::Result<JobReport> {
     let graph = wrun::job::parse_manifest(toml, "job.toml", dir, parallelism)?;
     let store = ModuleStore::new(&dir.join(".wrun"));
-    let modules = wrun::cli::load_modules(&graph, &store, sandbox())?;
+    let modules = wrun::module::load_modules(&graph, &store, sandbox())?;
     Ok(wrun::exec::run_job(&graph, sandbox(), &modules, opts)?)
 }
 
@@ -58,7 +58,7 @@ pub fn run_with(
 pub fn run_supervised(dir: &Path, toml: &str, opts: &RunOptions) -> anyhow::Result<JobReport> {
     let graph = wrun::job::parse_manifest(toml, "job.toml", dir, None)?;
     let store = ModuleStore::new(&dir.join(".wrun"));
-    let modules = wrun::cli::load_modules(&graph, &store, sandbox())?;
+    let modules = wrun::module::load_modules(&graph, &store, sandbox())?;
     Ok(wrun::exec::run_supervised(
         &graph,
         sandbox(),
@@ -144,17 +144,16 @@ pub fn wrun_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_wrun"))
 }
 
-/// Runs `wrun` with arguments in `dir`: (exit code, stdout, stderr).
+/// Runs `wrun` with arguments in `dir`: (exit code, stdout, stderr). Its
+/// data directory is `dir/.wrun` unless `--data-dir` says otherwise, so
+/// tests that run at the same time never share one.
 pub fn wrun(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(wrun_bin())
         .args(args)
         .current_dir(dir)
         .env("WRUN_LOG", "warn")
         .env("NO_COLOR", "1")
-        .env(
-            "WRUN_DATA_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-data"),
-        )
+        .env("WRUN_DATA_DIR", dir.join(".wrun"))
         .output()
         .expect("run wrun");
     (
@@ -169,4 +168,40 @@ pub fn ok(dir: &Path, args: &[&str]) -> String {
     let (code, out, err) = wrun(dir, args);
     assert_eq!(code, 0, "wrun {args:?}: {err}");
     out
+}
+
+/// Starts `wrun run MANIFEST --data-dir DATA` in `dir`, its log piped.
+pub fn spawn_run(dir: &Path, manifest: &str, data: &Path) -> std::process::Child {
+    std::process::Command::new(wrun_bin())
+        .args(["run", manifest, "--data-dir", data.to_str().unwrap()])
+        .current_dir(dir)
+        .env("WRUN_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for the running wrun to publish its API endpoint (a file, polled).
+pub fn wait_for_api(child: &mut std::process::Child, data: &Path) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(data.join("api.json"))
+            && let Ok(ep) = serde_json::from_str::<wrun::api::Endpoint>(&text)
+        {
+            return ep.url;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no API endpoint within 60 s"
+        );
+        if child.try_wait().unwrap().is_some() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("wrun run ended early: {err}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }

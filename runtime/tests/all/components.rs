@@ -29,6 +29,20 @@ fn every_guest_exports_the_operator_and_imports_only_wrun() {
 }
 
 #[test]
+fn a_declared_migration_survives_componentizing() {
+    // The SDK's `migrates_from` custom section is in the core module inside
+    // the component; the host finds it there.
+    let chaos = sandbox()
+        .load(&std::fs::read(guest("chaos")).unwrap())
+        .unwrap();
+    assert_eq!(chaos.migrates_from, vec!["wordcount".to_string()]);
+    let counter = sandbox()
+        .load(&std::fs::read(guest("wordcount-counter")).unwrap())
+        .unwrap();
+    assert!(counter.migrates_from.is_empty());
+}
+
+#[test]
 fn statefulness_is_read_from_imports() {
     let counter = sandbox()
         .load(&std::fs::read(guest("wordcount-counter")).unwrap())

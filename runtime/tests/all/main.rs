@@ -6,6 +6,7 @@ mod checkpoint;
 mod common;
 mod components;
 mod crash;
+mod datadir;
 mod errors;
 mod fuzz;
 mod io;

@@ -463,10 +463,15 @@ fn dispose_then_gc_frees_exactly_the_unshared_chunks() {
     run.join().unwrap();
 
     let referenced = |m: &wrun::checkpoint::CheckpointManifest| m.chunks().collect::<HashSet<_>>();
-    d.savepoints.remove(&sp.id).unwrap();
     // What still references chunks: every other savepoint, every checkpoint.
     let mut kept: HashSet<_> = HashSet::new();
-    for other in d.savepoints.list().unwrap() {
+    for other in d
+        .savepoints
+        .list()
+        .unwrap()
+        .iter()
+        .filter(|o| o.id != sp.id)
+    {
         kept.extend(referenced(&other.checkpoint));
     }
     for job in d.store.list_jobs().unwrap() {
@@ -482,11 +487,9 @@ fn dispose_then_gc_frees_exactly_the_unshared_chunks() {
     let before: HashSet<_> = d.store.list_chunks().unwrap().into_iter().collect();
     assert!(expected.is_subset(&before), "the savepoint kept its chunks");
 
-    let freed: HashSet<_> =
-        wrun::checkpoint::collect_garbage(d.store.as_ref(), || Ok(d.savepoints.list().unwrap()))
-            .unwrap()
-            .into_iter()
-            .collect();
+    let (_, freed) =
+        wrun::checkpoint::dispose(d.store.as_ref(), d.savepoints.as_ref(), &sp.id).unwrap();
+    let freed: HashSet<_> = freed.into_iter().collect();
     assert_eq!(freed, expected);
     // What is left still restores.
     for c in referenced(&later.checkpoint) {

@@ -15,6 +15,10 @@
 //! - `big-read`: stores a value of `n` bytes, then asks for it 1,000 times
 //!   in one `value-get-many` call.
 //! - `snapshot-trap`: echoes, but panics when snapshotted.
+//!
+//! It declares that it migrates the `wordcount` state format (it reads no
+//! keyed state, so any is harmless to it): the host's restore rule for a
+//! declared migration is tested with it.
 
 use serde::Deserialize;
 use std::hint::black_box;
@@ -152,4 +156,4 @@ impl Operator for Chaos {
     }
 }
 
-wrun_guest::export_operator!(Chaos);
+wrun_guest::export_operator!(Chaos, migrates_from = ["wordcount"]);

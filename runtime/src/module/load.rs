@@ -1,0 +1,65 @@
+//! Loading a job's operators: resolve each operator's `component` in the
+//! module store (or as a path), then compile and pre-link it in the
+//! sandbox (once per digest).
+
+use super::{ModuleError, ModuleStore};
+use crate::job::{JobGraph, VertexKind};
+use crate::sandbox::{OperatorModule, Sandbox, SandboxError};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// An operator whose component cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Its `component` does not resolve.
+    #[error("operator '{operator}'")]
+    Resolve {
+        /// The vertex name.
+        operator: String,
+        /// Why.
+        #[source]
+        source: ModuleError,
+    },
+    /// Its component does not compile or is not a wrun operator.
+    #[error("operator '{operator}'")]
+    Load {
+        /// The vertex name.
+        operator: String,
+        /// Why.
+        #[source]
+        source: SandboxError,
+    },
+}
+
+/// Resolves and compiles every operator's component, by vertex index.
+/// Warns about stateful operators without a `uid`.
+pub fn load_modules(
+    graph: &JobGraph,
+    store: &ModuleStore,
+    sandbox: &Sandbox,
+) -> Result<HashMap<usize, Arc<OperatorModule>>, LoadError> {
+    let mut modules = HashMap::new();
+    for (i, v) in graph.vertices.iter().enumerate() {
+        let VertexKind::Operator { component, .. } = &v.kind else {
+            continue;
+        };
+        let bytes = store
+            .resolve(component)
+            .map_err(|source| LoadError::Resolve {
+                operator: v.name.clone(),
+                source,
+            })?;
+        let module = sandbox.load(&bytes).map_err(|source| LoadError::Load {
+            operator: v.name.clone(),
+            source,
+        })?;
+        if module.imports_state && v.uid.is_none() {
+            tracing::warn!(
+                "operator '{}' keeps keyed state but has no `uid`: its state ID comes from its name and its inputs, so renaming it or changing what feeds it would orphan its state; give it a uid",
+                v.name
+            );
+        }
+        modules.insert(i, module);
+    }
+    Ok(modules)
+}
