@@ -149,6 +149,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
             }
         };
     let mut restore_store = None;
+    let mut restore_label = None;
     let restore = if args.resume {
         let m = exec::latest_checkpoint(store.as_ref(), &graph.name)?;
         match &m {
@@ -162,6 +163,12 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         let (sp, chunks) = crate::checkpoint::resolve_savepoint(sp, &registries)?;
         tracing::info!(job = %graph.name, savepoint = %sp.id, "starting from savepoint {} (checkpoint {} of job '{}')", sp.id, sp.checkpoint.id, sp.job());
         restore_store = chunks;
+        restore_label = Some(format!(
+            "savepoint '{}' (checkpoint {} of job '{}')",
+            sp.name.as_deref().unwrap_or(&sp.id),
+            sp.checkpoint.id,
+            sp.job()
+        ));
         Some(sp.checkpoint)
     } else {
         None
@@ -187,6 +194,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         store: Some(store),
         restore,
         restore_store,
+        restore_label,
         allow_non_restored_state: args.allow_non_restored_state,
         savepoints: Some(savepoints),
         pinned: crate::checkpoint::Registries::new(registries_all),
