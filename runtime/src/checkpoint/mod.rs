@@ -13,6 +13,7 @@
 
 mod keyed;
 mod manifest;
+mod operator_state;
 mod retention;
 mod savepoint;
 mod store;
@@ -22,6 +23,7 @@ pub use manifest::{
     CheckpointId, CheckpointManifest, ChunkHash, ChunkRef, KeyGroupRef, MANIFEST_FORMAT,
     OperatorStateRef, SinkState, SourcePosition, SubtaskStateRef,
 };
+pub use operator_state::{OperatorStateChunk, decode_operator_state, encode_operator_state};
 pub use retention::{choose_restore, to_delete, unreferenced_chunks};
 pub use savepoint::{
     EXPORT_RECORD, Found, FsSavepoints, MemorySavepoints, SAVEPOINT_FORMAT, Savepoint,

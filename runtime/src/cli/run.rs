@@ -96,6 +96,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
     let store = data.store();
     let savepoints = data.savepoints_for(&graph.savepoints)?;
     let mut restore_store = None;
+    let mut restore_label = None;
     let restore = if args.resume {
         let m = exec::latest_checkpoint(store.as_ref(), &graph.name)?;
         match &m {
@@ -109,6 +110,12 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         let (sp, chunks) = crate::checkpoint::resolve_savepoint(sp, &data.registries().all())?;
         tracing::info!(job = %graph.name, savepoint = %sp.id, "starting from savepoint {} (checkpoint {} of job '{}')", sp.id, sp.checkpoint.id, sp.job());
         restore_store = chunks;
+        restore_label = Some(format!(
+            "savepoint '{}' (checkpoint {} of job '{}')",
+            sp.name.as_deref().unwrap_or(&sp.id),
+            sp.checkpoint.id,
+            sp.job()
+        ));
         Some(sp.checkpoint)
     } else {
         None
@@ -133,6 +140,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         store: Some(store),
         restore,
         restore_store,
+        restore_label,
         allow_non_restored_state: args.allow_non_restored_state,
         savepoints: Some(savepoints),
         control: Some(control),

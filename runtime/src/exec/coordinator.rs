@@ -20,7 +20,7 @@ use crate::state::GroupSnapshot;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A subtask's part of checkpoint `id`.
 pub(crate) enum AckData {
@@ -73,11 +73,14 @@ pub(crate) struct Coordinator<'a> {
     pub(crate) control: Option<Arc<JobControl>>,
     /// Fails the job (a stop-with-savepoint that could not complete).
     pub(crate) fail: &'a (dyn Fn(String) + Sync),
+    /// The job's clock: the interval and the timeout are on it.
+    pub(crate) clock: &'a dyn super::Clock,
 }
 
 struct Pending {
     id: u64,
-    triggered: Instant,
+    /// On the job's clock.
+    triggered: Duration,
     triggered_at_ms: u64,
     acks: Vec<AckData>,
     request: Option<Request>,
@@ -113,7 +116,8 @@ impl Coordinator<'_> {
         let min_pause = Duration::from_millis(self.settings.min_pause_ms);
         let never = Duration::from_secs(365 * 24 * 3600);
         let period = if self.periodic { interval } else { never };
-        let mut next_trigger = Instant::now() + period;
+        let clock = self.clock;
+        let mut next_trigger = clock.now().saturating_add(period);
         let mut pending: Option<Pending> = None;
         let mut queued: VecDeque<Request> = VecDeque::new();
         let mut finished = false;
@@ -126,10 +130,11 @@ impl Coordinator<'_> {
             {
                 pending = Some(self.trigger(Some(r)));
             }
-            let wait = match &pending {
-                Some(p) => (p.triggered + timeout).saturating_duration_since(Instant::now()),
-                None => next_trigger.saturating_duration_since(Instant::now()),
+            let deadline = match &pending {
+                Some(p) => p.triggered.saturating_add(timeout),
+                None => next_trigger,
             };
+            let wait = clock.real_wait(deadline);
             match self.acks.recv_timeout(wait.max(Duration::from_millis(1))) {
                 Ok(Ack::Done { id, data }) => {
                     let Some(p) = pending.as_mut().filter(|p| p.id == id) else {
@@ -143,7 +148,7 @@ impl Coordinator<'_> {
                         if let Some(sp) = self.complete(p) {
                             stopped_at = Some(sp);
                         }
-                        next_trigger = (Instant::now() + min_pause).max(next_trigger);
+                        next_trigger = clock.now().saturating_add(min_pause).max(next_trigger);
                     }
                 }
                 Ok(Ack::Finished) => {
@@ -170,7 +175,7 @@ impl Coordinator<'_> {
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     if let Some(p) = &pending
-                        && p.triggered.elapsed() >= timeout
+                        && clock.now().saturating_sub(p.triggered) >= timeout
                         && let Some(p) = pending.take()
                     {
                         let msg = format!(
@@ -179,15 +184,15 @@ impl Coordinator<'_> {
                         );
                         self.failed(&msg);
                         self.abandon(p.request, msg);
-                        next_trigger = Instant::now() + min_pause;
+                        next_trigger = clock.now().saturating_add(min_pause);
                     }
                     if pending.is_none()
                         && !finished
                         && stopped_at.is_none()
-                        && Instant::now() >= next_trigger
+                        && clock.now() >= next_trigger
                     {
                         pending = Some(self.trigger(None));
-                        next_trigger = Instant::now() + period;
+                        next_trigger = clock.now().saturating_add(period);
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => return stopped_at,
@@ -210,7 +215,7 @@ impl Coordinator<'_> {
         }
         Pending {
             id,
-            triggered: Instant::now(),
+            triggered: self.clock.now(),
             triggered_at_ms: now_ms(),
             acks: Vec::new(),
             request,
@@ -397,10 +402,10 @@ impl Coordinator<'_> {
             drained: stop == Some(super::StopMode::Drain),
             checkpoint: m.clone(),
         };
-        super::crash_point("savepoint-record");
+        super::fault::crash_point("savepoint-record");
         crate::checkpoint::register(self.store.as_ref(), store.as_ref(), &sp)
             .map_err(|e| e.to_string())?;
-        super::crash_point("savepoint-registered");
+        super::fault::crash_point("savepoint-registered");
         tracing::info!(job = %m.job, savepoint = %sp.id, checkpoint = m.id.0, backend = %sp.backend, "savepoint complete");
         Ok(sp)
     }
@@ -451,9 +456,9 @@ impl Coordinator<'_> {
                     // The asynchronous part: encode the copy-on-write
                     // snapshot here, off the subtask's thread.
                     if let Some(snap) = &state {
-                        super::crash_point("checkpoint-chunks");
+                        super::fault::crash_point("checkpoint-chunks");
                         if savepoint {
-                            super::crash_point("savepoint-chunks");
+                            super::fault::crash_point("savepoint-chunks");
                         }
                         let previous = |kg: u16| self.last.get(&(vertex, kg)).cloned();
                         let (refs, f, n) = write_key_groups(txn, &previous, snap)?;
@@ -465,11 +470,11 @@ impl Coordinator<'_> {
                         }
                     }
                     if let Some(s) = operator_state {
-                        let mut payload = Vec::with_capacity(s.data.len() + 32);
-                        payload.extend_from_slice(&(s.format.name.len() as u32).to_le_bytes());
-                        payload.extend_from_slice(s.format.name.as_bytes());
-                        payload.extend_from_slice(&s.format.version.to_le_bytes());
-                        payload.extend_from_slice(&s.data);
+                        let payload = crate::checkpoint::encode_operator_state(
+                            &s.format.name,
+                            s.format.version,
+                            &s.data,
+                        );
                         let (chunk, written) = txn.put_chunk(&payload)?;
                         full += payload.len() as u64;
                         new += written;
@@ -493,7 +498,7 @@ impl Coordinator<'_> {
             job: self.graph.name.clone(),
             id: CheckpointId(p.id),
             triggered_at_ms: p.triggered_at_ms,
-            duration_ms: p.triggered.elapsed().as_millis() as u64,
+            duration_ms: self.clock.now().saturating_sub(p.triggered).as_millis() as u64,
             graph_fingerprint: fingerprint(self.graph),
             max_parallelism: self.graph.max_parallelism,
             operators,
@@ -502,12 +507,12 @@ impl Coordinator<'_> {
             full_bytes: full,
             new_bytes: new,
         };
-        super::crash_point("checkpoint-manifest");
+        super::fault::crash_point("checkpoint-manifest");
         if savepoint {
-            super::crash_point("savepoint-manifest");
+            super::fault::crash_point("savepoint-manifest");
         }
         txn.put_manifest(&m)?;
-        super::crash_point("checkpoint-committed");
+        super::fault::crash_point("checkpoint-committed");
         Ok((m, groups))
     }
 

@@ -178,6 +178,16 @@ impl JobMetrics {
     pub fn checkpoint_failed(&self) {
         self.checkpoints_failed.fetch_add(1, Relaxed);
     }
+
+    /// Checkpoints completed so far.
+    pub fn checkpoints_completed(&self) -> u64 {
+        self.checkpoints_completed.load(Relaxed)
+    }
+
+    /// Checkpoints failed or abandoned so far.
+    pub fn checkpoints_failed(&self) -> u64 {
+        self.checkpoints_failed.load(Relaxed)
+    }
 }
 
 /// A Prometheus label value, escaped.

@@ -6,11 +6,126 @@
 //! completes, pending parts up to `n` are appended to the file. The
 //! checkpoint records how long the file was before part `n` and how long
 //! part `n` is, so recovery can redo or undo a commit exactly.
+//!
+//! [`run`] is a sink subtask's loop: write batches, stage at barriers,
+//! commit when the coordinator says a checkpoint completed.
 
-use super::ExecError;
+use super::coordinator::{Ack, AckData};
+use super::inputs::{Inputs, Next};
+use super::{Counts, ExecError, Shared};
+use crate::checkpoint::CheckpointManifest;
 use crate::job::SinkKind;
 use crate::sandbox::Event;
 use std::io::Write;
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::Duration;
+
+/// What a sink subtask is connected to.
+pub(super) struct SinkTask<'a> {
+    pub(super) name: &'a str,
+    pub(super) kind: &'a SinkKind,
+    /// The vertex index, for metrics.
+    pub(super) vertex: usize,
+    pub(super) rx: Receiver<super::channel::Message>,
+    /// Input channels (upstream subtasks over every in-edge).
+    pub(super) inputs: usize,
+    /// The checkpoint the job starts from.
+    pub(super) restore: Option<&'a CheckpointManifest>,
+    /// Where checkpoint acknowledgements go (checkpoints on).
+    pub(super) ack: Option<Sender<Ack>>,
+    /// Completed checkpoints, from the coordinator.
+    pub(super) commit: Option<Receiver<u64>>,
+    pub(super) metrics: &'a super::metrics::JobMetrics,
+}
+
+/// Runs a sink subtask until every input has ended (or a stop barrier).
+pub(super) fn run(task: SinkTask<'_>, shared: &Shared) -> Result<Counts, ExecError> {
+    let SinkTask {
+        name,
+        kind,
+        vertex: v,
+        rx,
+        inputs,
+        restore,
+        ack,
+        commit,
+        metrics,
+    } = task;
+    let sink_state = restore.and_then(|m| {
+        m.sinks
+            .iter()
+            .find(|k| k.vertex == name)
+            .map(|k| (m.id.0, k))
+    });
+    let mut sink = Sink::open(name, kind, ack.is_some(), sink_state)?;
+    let mut c = Counts::default();
+    let mut inputs = Inputs::new(rx, inputs);
+    loop {
+        if let Some(commit) = &commit {
+            while let Ok(id) = commit.try_recv() {
+                sink.commit(name, id)?;
+            }
+        }
+        match inputs.next(Duration::from_millis(20))? {
+            Next::Batch(b) => {
+                c.records_in += b.len() as u64;
+                metrics.vertex(v).add_in(b.len());
+                sink.write(name, &b)?;
+            }
+            Next::Aligned(b) => {
+                let id = b.id;
+                metrics.vertex(v).alignment(inputs.last_alignment());
+                let state = sink.barrier(name, id)?;
+                if let Some(ack) = &ack {
+                    let _ = ack.send(Ack::Done {
+                        id,
+                        data: AckData::Sink(state),
+                    });
+                }
+                if b.stop.is_some() {
+                    // Stop with a savepoint: commit what the savepoint
+                    // covers, then end without finishing.
+                    wait_commit(commit.as_ref(), shared, id, |c| sink.commit(name, c))?;
+                    return Ok(c);
+                }
+            }
+            Next::Idle => shared.check_cancel()?,
+            Next::End => break,
+        }
+    }
+    sink.finish(name)?;
+    if let Some(ack) = &ack {
+        let _ = ack.send(Ack::Finished);
+    }
+    Ok(c)
+}
+
+/// Waits until checkpoint `id` is committed (or the job is cancelled),
+/// passing every commit on to `commit`.
+fn wait_commit(
+    rx: Option<&Receiver<u64>>,
+    shared: &Shared,
+    id: u64,
+    mut commit: impl FnMut(u64) -> Result<(), ExecError>,
+) -> Result<(), ExecError> {
+    let Some(rx) = rx else {
+        return Ok(());
+    };
+    loop {
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(c) => {
+                commit(c)?;
+                if c >= id {
+                    return Ok(());
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => shared.check_cancel()?,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(ExecError::Disconnected);
+            }
+        }
+    }
+}
 
 /// An open sink.
 pub(super) enum Sink {
@@ -178,7 +293,7 @@ impl Staged {
             if pid > id {
                 break;
             }
-            super::crash_point("sink-commit");
+            super::fault::crash_point("sink-commit");
             append(&self.path, &part).map_err(|e| {
                 sink_err(
                     name,

@@ -1,43 +1,61 @@
 //! Sources: read a file or stdin (lines or JSON lines), or generate a
 //! deterministic sequence, in batches onto the out-edges.
+//!
+//! A source never waits on data alone: between events it waits on its
+//! control channel (checkpoint barriers) until the next event is due or a
+//! partial batch's linger ends, and looks at the cancel flag at least every
+//! [`CANCEL_POLL`]; so barriers, cancel and failure reach it within a
+//! bounded time whatever its rate. A file is read as fast as the disk
+//! allows (with barriers between batches); stdin blocks in its read.
 
 use super::channel::{Barrier, Outputs};
+use super::clock::Clock;
 use super::coordinator::{Ack, AckData};
 use super::{ExecError, Shared};
 use crate::checkpoint::SourcePosition;
 use crate::job::{SourceFormat, SourceKind};
 use crate::sandbox::Event;
 use std::io::BufRead;
-use std::sync::mpsc::{Receiver, Sender};
-use std::time::{Duration, Instant};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::Duration;
 
-/// Runs subtask `index` of a source until its input ends.
-/// A source subtask's link to the checkpoint coordinator, and where to
-/// start when restored.
-pub(super) struct SourceCtl {
+/// The longest a source waits in real time without looking at the cancel
+/// flag: cancel and job failure reach a waiting source within this.
+const CANCEL_POLL: Duration = Duration::from_millis(20);
+
+/// A source subtask's link to the checkpoint coordinator and the job's
+/// clock, and where to start when restored.
+pub(super) struct SourceCtl<'a> {
+    /// Checkpoint barriers from the coordinator: the control channel a
+    /// source waits on between events.
     pub(super) trigger: Option<Receiver<Barrier>>,
     pub(super) ack: Option<Sender<Ack>>,
     /// Lines (file) or events of this subtask's sequence (generator) that a
     /// restored checkpoint already covers.
     pub(super) start: u64,
+    /// The job's clock: pacing and linger deadlines are on it.
+    pub(super) clock: &'a dyn Clock,
+    /// How long a partial batch may wait before it is sent (`linger-ms`).
+    pub(super) linger: Duration,
+    /// Events per batch (`batch.size`).
+    pub(super) batch_size: usize,
 }
 
-impl SourceCtl {
-    /// Answers pending checkpoint triggers: record `position`, then send the
-    /// barrier after everything emitted so far. Returns `true` when the
-    /// barrier stops the job: the source must emit nothing more.
-    fn poll(
+impl SourceCtl<'_> {
+    /// Passes barrier `b` on: records `position` (everything emitted so
+    /// far), then puts the barrier after it on every out-edge. Returns
+    /// `true` when the barrier stops the job: the source must emit nothing
+    /// more.
+    fn pass(
         &self,
         vertex: &str,
         subtask: u32,
         position: u64,
+        b: Barrier,
         outputs: &mut Outputs,
     ) -> Result<bool, ExecError> {
-        let (Some(trigger), Some(ack)) = (&self.trigger, &self.ack) else {
-            return Ok(false);
-        };
-        while let Ok(b) = trigger.try_recv() {
-            outputs.flush()?;
+        outputs.flush()?;
+        if let Some(ack) = &self.ack {
             let _ = ack.send(Ack::Done {
                 id: b.id,
                 data: AckData::Source(SourcePosition {
@@ -46,12 +64,46 @@ impl SourceCtl {
                     position,
                 }),
             });
-            outputs.barrier(b)?;
-            if b.stop.is_some() {
-                return Ok(true);
+        }
+        outputs.barrier(b)?;
+        Ok(b.stop.is_some())
+    }
+
+    /// Answers pending checkpoint triggers without waiting (see
+    /// [`SourceCtl::pass`]).
+    fn poll(
+        &self,
+        vertex: &str,
+        subtask: u32,
+        position: u64,
+        outputs: &mut Outputs,
+    ) -> Result<bool, ExecError> {
+        self.poll_with(vertex, subtask, position, &mut Vec::new(), outputs)
+    }
+
+    /// Waits until `deadline` on the job's clock for a control message:
+    /// returns the barrier that came, or `None` at the deadline. Never
+    /// blocks longer than [`CANCEL_POLL`] without looking at the cancel
+    /// flag, so a cancelled or failed job stops a waiting source promptly,
+    /// whatever the source's rate.
+    fn wait(&self, deadline: Duration, shared: &Shared) -> Result<Option<Barrier>, ExecError> {
+        loop {
+            shared.check_cancel()?;
+            let real = self.clock.real_wait(deadline);
+            if real.is_zero() {
+                return Ok(None);
+            }
+            let slice = real.min(CANCEL_POLL);
+            match &self.trigger {
+                Some(rx) if self.ack.is_some() => match rx.recv_timeout(slice) {
+                    Ok(b) => return Ok(Some(b)),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    // The coordinator is gone: no more barriers, only time.
+                    Err(RecvTimeoutError::Disconnected) => std::thread::sleep(slice),
+                },
+                _ => std::thread::sleep(slice),
             }
         }
-        Ok(false)
     }
 
     fn finished(&self) {
@@ -61,6 +113,8 @@ impl SourceCtl {
     }
 }
 
+/// Runs subtask `index` of a source until its input ends (or a barrier
+/// stops the job).
 pub(super) fn run(
     name: &str,
     kind: &SourceKind,
@@ -68,7 +122,7 @@ pub(super) fn run(
     parallelism: u32,
     mut outputs: Outputs,
     shared: &Shared,
-    ctl: &SourceCtl,
+    ctl: &SourceCtl<'_>,
 ) -> Result<u64, ExecError> {
     let err = |detail: String| ExecError::Source {
         vertex: name.to_string(),
@@ -86,6 +140,7 @@ pub(super) fn run(
                 *format,
                 key.as_deref(),
                 ctl.start,
+                ctl.batch_size,
                 &mut outputs,
                 shared,
                 &poll,
@@ -102,6 +157,7 @@ pub(super) fn run(
                 *format,
                 key.as_deref(),
                 0,
+                ctl.batch_size,
                 &mut outputs,
                 shared,
                 &poll,
@@ -114,39 +170,21 @@ pub(super) fn run(
             keys,
             rate,
             seed,
-        } => {
-            let started = Instant::now();
-            let per_sec = rate.map(|r| r / f64::from(parallelism));
-            // Event i of this subtask is sequence number index + i * parallelism.
-            let mut produced = ctl.start;
-            let mut seq =
-                u64::from(index).saturating_add(ctl.start.saturating_mul(u64::from(parallelism)));
-            let mut batch = Vec::with_capacity(1024);
-            let mut emitted = 0u64;
-            while seq < *count {
-                shared.check_cancel()?;
-                batch.push(generated(seq, *keys, *seed));
-                seq += u64::from(parallelism);
-                produced += 1;
-                emitted += 1;
-                if batch.len() == 1024 || seq >= *count {
-                    outputs.emit(std::mem::take(&mut batch))?;
-                    if poll(produced, &mut outputs)? {
-                        stopped = true;
-                        break;
-                    }
-                    if let Some(r) = per_sec {
-                        // Pace to the rate: wait until this many events are due.
-                        let due = Duration::from_secs_f64(emitted as f64 / r);
-                        if let Some(wait) = due.checked_sub(started.elapsed()) {
-                            outputs.flush()?;
-                            std::thread::sleep(wait);
-                        }
-                    }
-                }
-            }
-            emitted
-        }
+        } => generate(
+            name,
+            index,
+            parallelism,
+            Sequence {
+                count: *count,
+                keys: *keys,
+                seed: *seed,
+                per_sec: rate.map(|r| r / f64::from(parallelism)),
+            },
+            &mut outputs,
+            shared,
+            ctl,
+            &mut stopped,
+        )?,
     };
     if stopped {
         // Stopped at a savepoint barrier: no end-of-input downstream (the
@@ -156,6 +194,129 @@ pub(super) fn run(
     outputs.end()?;
     ctl.finished();
     Ok(n)
+}
+
+/// What a generator subtask produces.
+struct Sequence {
+    count: u64,
+    keys: u64,
+    seed: u64,
+    /// This subtask's share of `rate`, when paced.
+    per_sec: Option<f64>,
+}
+
+/// The generator loop. Unpaced, it fills batches as fast as it can and
+/// answers barriers between them. Paced, it emits the events due by the
+/// clock, sends a partial batch once it has lingered `linger`, and waits
+/// on its control channel until the next event is due or the batch's
+/// linger ends, so a barrier never waits for a batch to fill.
+#[allow(clippy::too_many_arguments)]
+fn generate(
+    name: &str,
+    index: u32,
+    parallelism: u32,
+    s: Sequence,
+    outputs: &mut Outputs,
+    shared: &Shared,
+    ctl: &SourceCtl<'_>,
+    stopped: &mut bool,
+) -> Result<u64, ExecError> {
+    let clock = ctl.clock;
+    let started = clock.now();
+    let step = u64::from(parallelism);
+    // Event i of this subtask is sequence number index + i * parallelism.
+    let mut produced = ctl.start;
+    let mut seq = u64::from(index).saturating_add(ctl.start.saturating_mul(step));
+    let batch_size = ctl.batch_size.max(1);
+    let mut batch = Vec::with_capacity(batch_size.min(1024));
+    let mut emitted = 0u64;
+    // When the oldest event of the partial batch must be sent.
+    let mut linger_until: Option<Duration> = None;
+    // Event `i` of this run is due `i / per_sec` seconds after the start.
+    let due_at = |i: u64, r: f64| {
+        started.saturating_add(Duration::try_from_secs_f64(i as f64 / r).unwrap_or(Duration::MAX))
+    };
+    while seq < s.count {
+        shared.check_cancel()?;
+        let now = clock.now();
+        while seq < s.count
+            && batch.len() < batch_size
+            && s.per_sec.is_none_or(|r| due_at(emitted, r) <= now)
+        {
+            batch.push(generated(seq, s.keys, s.seed));
+            seq = seq.saturating_add(step);
+            produced += 1;
+            emitted += 1;
+            if linger_until.is_none() {
+                linger_until = Some(now.saturating_add(ctl.linger));
+            }
+        }
+        let send =
+            batch.len() >= batch_size || seq >= s.count || linger_until.is_some_and(|l| l <= now);
+        if send && !batch.is_empty() {
+            outputs.emit(std::mem::take(&mut batch))?;
+            linger_until = None;
+            if s.per_sec.is_some() {
+                outputs.flush()?;
+            }
+        }
+        // Everything produced is emitted here, unless a partial batch is
+        // lingering; a barrier puts that batch before itself.
+        if ctl.poll_with(name, index, produced, &mut batch, outputs)? {
+            *stopped = true;
+            break;
+        }
+        if let Some(r) = s.per_sec
+            && seq < s.count
+        {
+            // Wake when the next batch starts, or when the partial one
+            // is full or has lingered long enough: not once per event.
+            let deadline = match linger_until {
+                None => due_at(emitted, r),
+                Some(l) => {
+                    let room = batch_size.saturating_sub(batch.len()).max(1) as u64;
+                    l.min(due_at(emitted + room - 1, r))
+                }
+            };
+            if let Some(b) = ctl.wait(deadline, shared)? {
+                outputs.emit(std::mem::take(&mut batch))?;
+                linger_until = None;
+                if ctl.pass(name, index, produced, b, outputs)? {
+                    *stopped = true;
+                    break;
+                }
+            }
+        }
+    }
+    if !*stopped && !batch.is_empty() {
+        outputs.emit(batch)?;
+    }
+    Ok(emitted)
+}
+
+impl SourceCtl<'_> {
+    /// [`SourceCtl::poll`] for a source holding a partial `batch`: when a
+    /// barrier is pending, the batch goes out first, so the recorded
+    /// position covers exactly what precedes the barrier.
+    fn poll_with(
+        &self,
+        vertex: &str,
+        subtask: u32,
+        position: u64,
+        batch: &mut Vec<Event>,
+        outputs: &mut Outputs,
+    ) -> Result<bool, ExecError> {
+        let (Some(trigger), Some(_)) = (&self.trigger, &self.ack) else {
+            return Ok(false);
+        };
+        while let Ok(b) = trigger.try_recv() {
+            outputs.emit(std::mem::take(batch))?;
+            if self.pass(vertex, subtask, position, b, outputs)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
 }
 
 /// Event `seq` of a generator: key `key-<k>` with `k` a seeded mix of
@@ -182,6 +343,7 @@ fn read_lines(
     format: SourceFormat,
     key: Option<&str>,
     skip: u64,
+    batch_size: usize,
     outputs: &mut Outputs,
     shared: &Shared,
     poll: &dyn Fn(u64, &mut Outputs) -> Result<bool, ExecError>,
@@ -192,7 +354,8 @@ fn read_lines(
     let mut n = 0u64;
     let mut emitted = 0u64;
     let mut line = Vec::new();
-    let mut batch = Vec::with_capacity(1024);
+    let batch_size = batch_size.max(1);
+    let mut batch = Vec::with_capacity(batch_size.min(1024));
     loop {
         line.clear();
         let read = reader
@@ -244,7 +407,7 @@ fn read_lines(
         }
         // Flush when the batch is full, or when no more input is buffered
         // (an interactive stdin should not wait for a full batch).
-        if batch.len() >= 1024 || reader.fill_buf().map(|b| b.is_empty()).unwrap_or(true) {
+        if batch.len() >= batch_size || reader.fill_buf().map(|b| b.is_empty()).unwrap_or(true) {
             shared.check_cancel()?;
             outputs.emit(std::mem::take(&mut batch))?;
             outputs.flush()?;

@@ -463,3 +463,47 @@ fn a_trap_in_snapshot_fails_the_job_under_its_restart_policy() {
     });
     assert_eq!(traps, Some(2), "one trap per attempt");
 }
+
+#[test]
+fn a_restore_refusal_fails_at_once_and_names_what_the_user_gave() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = counter_job(
+        2000,
+        10,
+        "rate = 20000.0",
+        "max-parallelism = 32\n[checkpoint]\ninterval-ms = 10\n[restart]\nattempts = 3\ndelay-ms = 0",
+    );
+    let opts = RunOptions {
+        store: Some(store(dir.path())),
+        ..RunOptions::default()
+    };
+    run_supervised(dir.path(), &first, &opts).unwrap();
+    let s = store(dir.path());
+    let m = wrun::exec::latest_checkpoint(s.as_ref(), "test")
+        .unwrap()
+        .expect("a checkpoint");
+    let id = m.id;
+
+    // max-parallelism changed: no attempt can ever restore this.
+    let changed = first.replace("max-parallelism = 32", "max-parallelism = 64");
+    let control = wrun::exec::JobControl::new("test");
+    let label = format!("savepoint 'upgrade' (checkpoint {id} of job 'test')");
+    let opts = RunOptions {
+        store: Some(s),
+        restore: Some(m),
+        restore_label: Some(label.clone()),
+        control: Some(control.clone()),
+        ..RunOptions::default()
+    };
+    let err = run_supervised(dir.path(), &changed, &opts).unwrap_err();
+    let msg = chain(&err);
+    assert!(
+        msg.contains(&format!(
+            "cannot restore from {label}: it was taken with max-parallelism 32"
+        )),
+        "{msg}"
+    );
+    let status = control.status();
+    assert_eq!(status.state, wrun::exec::JobState::Failed);
+    assert_eq!(status.restarts, 0, "a refusal is not retried");
+}

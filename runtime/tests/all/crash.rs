@@ -6,7 +6,8 @@
 //! The moments: during processing (the test kills the process after a
 //! seeded delay), and at points inside checkpoints and savepoints where the
 //! binary kills itself (`WRUN_CRASH_AT=<point>:<n>`, see
-//! `exec::crash_point`): before a checkpoint's chunks are written, before
+//! `crash_point` in exec/fault.rs, compiled in by the `fault-injection`
+//! feature that test builds have): before a checkpoint's chunks are written, before
 //! and after its manifest commits, in the middle of a sink's commit, and
 //! while a savepoint is taken through the API (`wrun savepoint trigger` or
 //! `wrun stop --savepoint`, chosen by the seed): before its chunks, before
@@ -183,6 +184,13 @@ fn savepoint_still_usable(data: &Path, seed: u64, at: &str) {
 
 #[test]
 fn sigkill_at_seeded_moments_then_resume_gives_the_golden_output() {
+    // The binary under test is built with the same features as this test:
+    // without the crash points it would never crash, and the test would
+    // pass while proving nothing.
+    assert!(
+        cfg!(feature = "fault-injection"),
+        "the crash test needs the fault-injection feature (runtime/Cargo.toml's self dev-dependency turns it on for test builds)"
+    );
     // The golden output: the same job, uninterrupted.
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("job.toml"), job()).unwrap();

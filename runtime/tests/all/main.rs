@@ -12,6 +12,7 @@ mod fuzz;
 mod io;
 mod languages;
 mod limits;
+mod pacing;
 mod partition;
 mod savepoint;
 mod serve;

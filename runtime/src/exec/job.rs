@@ -1,0 +1,478 @@
+//! Wiring a job: one thread per subtask, bounded channels between them,
+//! partitioners on the edges, the checkpoint coordinator beside them.
+//! [`run_job`] runs one attempt; restarts are `supervisor.rs`'s.
+
+use super::channel::{self, CHANNEL_BATCHES, Message, Output, Outputs};
+use super::clock::{Clock, SystemClock};
+use super::coordinator::{Ack, Coordinator};
+use super::restore::{check_restore, restore_operator};
+use super::{Counts, ExecError, JobControl, JobState, OperatorLogic, Shared, metrics};
+use super::{operator, sink, source};
+use crate::checkpoint::{CheckpointManifest, CheckpointStore, Savepoint, SavepointStore};
+use crate::job::{JobGraph, VertexKind};
+use crate::sandbox::{CallLimits, OperatorInstance, OperatorModule, Sandbox, SubtaskInfo};
+use crate::state::KeyedState;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Native operator code used in place of a vertex's component.
+pub type NativeFactory =
+    Arc<dyn Fn(&SubtaskInfo, KeyedState) -> Box<dyn OperatorLogic> + Send + Sync>;
+
+/// A failure to inject, for recovery tests: the first subtask of `vertex`
+/// fails once it has received `after_records` records, on the first
+/// attempt only.
+#[derive(Debug, Clone)]
+pub struct FailPoint {
+    /// The operator vertex.
+    pub vertex: String,
+    /// Records before the failure.
+    pub after_records: u64,
+}
+
+/// How to run a job.
+#[derive(Default, Clone)]
+pub struct RunOptions {
+    /// Vertices (by name) whose logic is native Rust instead of Wasm.
+    pub native: HashMap<String, NativeFactory>,
+    /// Where checkpoints go; checkpoints run when this is set and the job
+    /// has a `[checkpoint]` table.
+    pub store: Option<Arc<dyn CheckpointStore>>,
+    /// Start from this checkpoint.
+    pub restore: Option<CheckpointManifest>,
+    /// Fault injection for tests.
+    pub fail_point: Option<FailPoint>,
+    /// Where the chunks of `restore` are, when not in `store` (an exported
+    /// savepoint).
+    pub restore_store: Option<Arc<dyn CheckpointStore>>,
+    /// Start even when `restore` holds state for operators the job lacks
+    /// (that state is dropped).
+    pub allow_non_restored_state: bool,
+    /// Where savepoints are registered.
+    pub savepoints: Option<Arc<dyn SavepointStore>>,
+    /// The handle through which the job is reached while it runs. With a
+    /// control and a store, the job takes checkpoints on request even
+    /// without a `[checkpoint]` table.
+    pub control: Option<Arc<JobControl>>,
+    /// The clock sources pace by and checkpoints time out by (default:
+    /// real time). Tests pass a [`super::ManualClock`].
+    pub clock: Option<Arc<dyn Clock>>,
+    /// What `restore` is, in the user's words, for errors: e.g.
+    /// "savepoint 'upgrade' (checkpoint 7 of job 'wordcount')". Without
+    /// it, errors name the checkpoint.
+    pub restore_label: Option<String>,
+}
+
+/// Per-vertex totals of a finished job.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VertexReport {
+    /// The vertex.
+    pub name: String,
+    /// Events in.
+    pub records_in: u64,
+    /// Events out.
+    pub records_out: u64,
+}
+
+/// What a finished job did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobReport {
+    /// Per vertex, in graph order (the last attempt's counts).
+    pub vertices: Vec<VertexReport>,
+    /// Wall-clock time.
+    pub elapsed: Duration,
+    /// Restarts after failures.
+    pub restarts: u32,
+    /// The checkpoint the last attempt started from.
+    pub restored_from: Option<u64>,
+    /// The savepoint the job stopped at (`wrun stop --savepoint`).
+    pub stopped_at: Option<Savepoint>,
+}
+
+/// Runs a job to the end of its bounded input (or to its first failure).
+/// `modules` holds the loaded component of every operator vertex (by vertex
+/// index) that `opts.native` does not replace.
+pub fn run_job(
+    graph: &JobGraph,
+    sandbox: &Sandbox,
+    modules: &HashMap<usize, Arc<OperatorModule>>,
+    opts: &RunOptions,
+) -> Result<JobReport, ExecError> {
+    let started = Instant::now();
+    let clock: Arc<dyn Clock> = opts
+        .clock
+        .clone()
+        .unwrap_or_else(|| Arc::new(SystemClock::new()));
+    let clock: &dyn Clock = clock.as_ref();
+    let shared = Shared {
+        cancel: Arc::new(AtomicBool::new(false)),
+        first_error: Mutex::new(None),
+    };
+    let n = graph.vertices.len();
+    let checkpointing =
+        opts.store.is_some() && (graph.checkpoint.is_some() || opts.control.is_some());
+    let restore = opts.restore.as_ref();
+    let restore_store = opts.restore_store.as_ref().or(opts.store.as_ref());
+    if let Some(m) = restore {
+        check_restore(graph, m, modules, opts.allow_non_restored_state)
+            .map_err(|e| e.with_restore_label(opts.restore_label.as_deref()))?;
+    }
+
+    // Input channels: one receiver per subtask of every vertex with inputs.
+    // Channel indices at a receiver: edges in order, then upstream subtask.
+    let mut senders: Vec<Vec<SyncSender<Message>>> = vec![Vec::new(); n];
+    let mut receivers: Vec<Vec<Option<Receiver<Message>>>> = (0..n).map(|_| Vec::new()).collect();
+    let mut input_count = vec![0usize; n];
+    let mut chan_base: HashMap<(usize, usize), u32> = HashMap::new();
+    for (v, vertex) in graph.vertices.iter().enumerate() {
+        if matches!(vertex.kind, VertexKind::Source(_)) {
+            continue;
+        }
+        let cap = CHANNEL_BATCHES * graph.inputs(v).count().max(1);
+        for _ in 0..vertex.parallelism {
+            let (tx, rx) = sync_channel(cap);
+            senders[v].push(tx);
+            receivers[v].push(Some(rx));
+        }
+        let mut base = 0u32;
+        for e in graph.inputs(v) {
+            chan_base.insert((e.from, e.to), base);
+            let up = graph.vertices[e.from].parallelism;
+            input_count[v] += up as usize;
+            base += up;
+        }
+    }
+
+    let metrics = match &opts.control {
+        Some(c) => c.metrics_for(graph),
+        None => Arc::new(metrics::JobMetrics::for_graph(graph)),
+    };
+    if let Some(c) = &opts.control {
+        c.update(|s| s.restored_from = restore.map(|m| m.id.0));
+    }
+    let outputs_for = |v: usize, subtask: u32| -> Outputs {
+        Outputs(
+            graph
+                .outputs(v)
+                .map(|e| {
+                    let base = chan_base[&(e.from, e.to)];
+                    let to = &graph.vertices[e.to];
+                    let targets: Vec<(SyncSender<Message>, u32)> =
+                        if e.partition == crate::job::Partition::Forward {
+                            vec![(senders[e.to][subtask as usize].clone(), base + subtask)]
+                        } else {
+                            senders[e.to]
+                                .iter()
+                                .map(|tx| (tx.clone(), base + subtask))
+                                .collect()
+                        };
+                    let edge = format!("'{}' -> '{}'", graph.vertices[v].name, to.name);
+                    Output::new(
+                        e.partition,
+                        targets,
+                        graph.max_parallelism,
+                        graph.batch_size,
+                        edge,
+                        subtask as usize,
+                    )
+                })
+                .collect(),
+            Some((metrics.clone(), v)),
+        )
+    };
+    let mut all_outputs: Vec<Vec<Option<Outputs>>> = graph
+        .vertices
+        .iter()
+        .enumerate()
+        .map(|(v, vx)| {
+            (0..vx.parallelism)
+                .map(|s| Some(outputs_for(v, s)))
+                .collect()
+        })
+        .collect();
+    // The runner keeps no senders: once every upstream thread ends, its
+    // channels close.
+    drop(senders);
+
+    // Checkpoint control: triggers to sources, commits to sinks, acks back.
+    let (ack_tx, ack_rx) = channel::<Ack>();
+    let mut triggers: HashMap<(usize, u32), Receiver<channel::Barrier>> = HashMap::new();
+    let mut trigger_txs = Vec::new();
+    let mut commits: HashMap<(usize, u32), Receiver<u64>> = HashMap::new();
+    let mut commit_txs = Vec::new();
+    let mut tasks = 0;
+    for (v, vertex) in graph.vertices.iter().enumerate() {
+        for s in 0..vertex.parallelism {
+            tasks += 1;
+            match vertex.kind {
+                VertexKind::Source(_) => {
+                    let (tx, rx) = channel();
+                    trigger_txs.push(tx);
+                    triggers.insert((v, s), rx);
+                }
+                VertexKind::Sink(_) => {
+                    let (tx, rx) = channel();
+                    commit_txs.push(tx);
+                    commits.insert((v, s), rx);
+                }
+                VertexKind::Operator { .. } => {}
+            }
+        }
+    }
+    let fail_job = |msg: String| shared.fail(ExecError::CheckpointFailure(msg));
+    let coordinator = match (&opts.store, checkpointing) {
+        (Some(store), true) => {
+            let periodic = graph.checkpoint.is_some();
+            let settings = graph
+                .checkpoint
+                .clone()
+                .unwrap_or(crate::job::CheckpointSettings {
+                    interval_ms: 1000,
+                    timeout_ms: 600_000,
+                    min_pause_ms: 0,
+                    retain: 3,
+                    tolerable_failures: 3,
+                });
+            let existing = store
+                .list_checkpoints(&graph.name)
+                .map_err(|e| ExecError::Restore {
+                    id: 0,
+                    detail: e.to_string(),
+                })?;
+            let next_id = existing
+                .iter()
+                .map(|c| c.0)
+                .max()
+                .unwrap_or(0)
+                .max(restore.map(|m| m.id.0).unwrap_or(0))
+                + 1;
+            Some(Coordinator {
+                graph,
+                settings,
+                store: store.clone(),
+                modules: modules
+                    .iter()
+                    .map(|(v, m)| (*v, m.digest.to_string()))
+                    .collect::<BTreeMap<_, _>>(),
+                triggers: std::mem::take(&mut trigger_txs),
+                commits: commit_txs,
+                acks: ack_rx,
+                tasks,
+                next_id,
+                last: HashMap::new(),
+                last_completed: false,
+                failures: 0,
+                periodic,
+                savepoints: opts.savepoints.clone(),
+                control: opts.control.clone(),
+                fail: &fail_job,
+                clock,
+            })
+        }
+        _ => None,
+    };
+
+    let limits = CallLimits {
+        memory_bytes: usize::try_from(graph.limits.memory_mb.saturating_mul(1024 * 1024))
+            .unwrap_or(usize::MAX),
+        call_timeout: Duration::from_millis(graph.limits.call_timeout_ms),
+        max_output_events: usize::try_from(graph.limits.max_output_events).unwrap_or(usize::MAX),
+    };
+    // Without a coordinator the sources' control channels stay open (and
+    // silent) until the subtasks end: a paced source waits on its channel.
+    let _idle_triggers = trigger_txs;
+    let linger = Duration::from_millis(graph.linger_ms.max(1));
+    let counts: Mutex<Vec<Counts>> = Mutex::new(vec![Counts::default(); n]);
+
+    if let Some(c) = &opts.control {
+        c.attach(
+            coordinator.as_ref().map(|_| ack_tx.clone()),
+            shared.cancel.clone(),
+        );
+        c.update(|s| s.state = JobState::Running);
+    }
+    let mut stopped_at = None;
+    std::thread::scope(|scope| {
+        let coordinator_handle = coordinator.map(|c| scope.spawn(move || c.run()));
+        let mut handles = Vec::new();
+        for (v, vertex) in graph.vertices.iter().enumerate() {
+            for s in 0..vertex.parallelism {
+                let outputs = all_outputs[v][s as usize]
+                    .take()
+                    .unwrap_or(Outputs(Vec::new(), None));
+                let rx = receivers[v].get_mut(s as usize).and_then(Option::take);
+                let trigger = triggers.remove(&(v, s));
+                let commit = commits.remove(&(v, s));
+                let ack = checkpointing.then(|| ack_tx.clone());
+                let (shared, counts, metrics) = (&shared, &counts, &metrics);
+                let name = format!("{}[{s}]", vertex.name);
+                let inputs = input_count[v];
+                let fail_after = opts
+                    .fail_point
+                    .as_ref()
+                    .filter(|f| f.vertex == vertex.name && s == 0)
+                    .map(|f| f.after_records);
+                let work = move || -> Result<Counts, ExecError> {
+                    match &vertex.kind {
+                        VertexKind::Source(kind) => {
+                            let start = restore
+                                .and_then(|m| {
+                                    m.sources
+                                        .iter()
+                                        .find(|p| p.vertex == vertex.name && p.subtask == s)
+                                })
+                                .map(|p| p.position)
+                                .unwrap_or(0);
+                            let ctl = source::SourceCtl {
+                                trigger,
+                                ack,
+                                start,
+                                clock,
+                                linger,
+                                batch_size: graph.batch_size,
+                            };
+                            let out = source::run(
+                                &vertex.name,
+                                kind,
+                                s,
+                                vertex.parallelism,
+                                outputs,
+                                shared,
+                                &ctl,
+                            )?;
+                            Ok(Counts {
+                                records_in: 0,
+                                records_out: out,
+                            })
+                        }
+                        VertexKind::Sink(kind) => sink::run(
+                            sink::SinkTask {
+                                name: &vertex.name,
+                                kind,
+                                vertex: v,
+                                rx: rx.ok_or(ExecError::Disconnected)?,
+                                inputs,
+                                restore,
+                                ack,
+                                commit,
+                                metrics,
+                            },
+                            shared,
+                        ),
+                        VertexKind::Operator { config, .. } => {
+                            let rx = rx.ok_or(ExecError::Disconnected)?;
+                            let r = restore_operator(graph, v, s, restore, restore_store)?;
+                            let info = SubtaskInfo {
+                                uid: vertex.display_uid().to_string(),
+                                subtask_index: s,
+                                parallelism: vertex.parallelism,
+                                max_parallelism: graph.max_parallelism,
+                                config: config.clone(),
+                                restored: r.restored,
+                                restored_format: r.format,
+                            };
+                            let logic: Box<dyn OperatorLogic> = match opts.native.get(&vertex.name)
+                            {
+                                Some(factory) => factory(&info, r.state),
+                                None => {
+                                    let module = modules.get(&v).ok_or_else(|| {
+                                        ExecError::Panicked(
+                                            format!("{}[{s}]", vertex.name),
+                                            "operator module not loaded".into(),
+                                        )
+                                    })?;
+                                    Box::new(OperatorInstance::instantiate(
+                                        sandbox, module, &info, limits, r.state,
+                                    )?)
+                                }
+                            };
+                            let l = operator::Loop {
+                                logic,
+                                info,
+                                rx,
+                                inputs,
+                                outputs,
+                                batch_size: graph.batch_size,
+                                linger,
+                                vertex: v,
+                                ack,
+                                restore: r.operator_state,
+                                fail_after,
+                                metrics: metrics.clone(),
+                            };
+                            l.run(shared)
+                        }
+                    }
+                };
+                let handle = std::thread::Builder::new()
+                    .name(format!("wrun {name}"))
+                    .spawn_scoped(scope, move || {
+                        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+                            Ok(Ok(c)) => {
+                                let mut all = counts.lock().unwrap_or_else(|p| p.into_inner());
+                                all[v].records_in += c.records_in;
+                                all[v].records_out += c.records_out;
+                            }
+                            Ok(Err(e)) => shared.fail(e),
+                            Err(p) => {
+                                let msg = p
+                                    .downcast_ref::<String>()
+                                    .cloned()
+                                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                                    .unwrap_or_default();
+                                shared.fail(ExecError::Panicked(name, msg));
+                            }
+                        }
+                    });
+                match handle {
+                    Ok(h) => handles.push(h),
+                    Err(e) => shared.fail(ExecError::Panicked(
+                        vertex.name.clone(),
+                        format!("cannot start a thread: {e}"),
+                    )),
+                }
+            }
+        }
+        // Once every subtask has ended, the coordinator's ack channel closes.
+        drop(ack_tx);
+        for h in handles {
+            let _ = h.join();
+        }
+        // The control holds a sender too: let go of it so the
+        // coordinator's channel closes.
+        if let Some(c) = &opts.control {
+            c.detach();
+        }
+        if let Some(h) = coordinator_handle {
+            stopped_at = h.join().ok().flatten();
+        }
+    });
+
+    if let Some(e) = shared
+        .first_error
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+    {
+        return Err(e);
+    }
+    let counts = counts.into_inner().unwrap_or_else(|p| p.into_inner());
+    Ok(JobReport {
+        vertices: graph
+            .vertices
+            .iter()
+            .zip(counts)
+            .map(|(v, c)| VertexReport {
+                name: v.name.clone(),
+                records_in: c.records_in,
+                records_out: c.records_out,
+            })
+            .collect(),
+        elapsed: started.elapsed(),
+        restarts: 0,
+        restored_from: restore.map(|m| m.id.0),
+        stopped_at,
+    })
+}

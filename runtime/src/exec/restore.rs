@@ -1,0 +1,235 @@
+//! Restore: which checkpoint a job starts from (the newest that reads back
+//! whole), whether a checkpoint or savepoint fits the job (`check_restore`,
+//! before any subtask starts), and what each operator subtask reads back
+//! (`restore_operator`). Chunk formats live in `checkpoint/`.
+
+use super::ExecError;
+use crate::checkpoint::{
+    CheckpointId, CheckpointManifest, CheckpointStore, choose_restore, decode_operator_state,
+};
+use crate::job::JobGraph;
+use crate::sandbox::{OperatorModule, OperatorSnapshot, StateFormat};
+use crate::state::{KeyGroup, KeyGroupRange, KeyedState, StateLimits};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The newest checkpoint of `job` whose manifest reads and whose chunks all
+/// verify; newer broken ones are skipped with a warning naming why.
+pub fn latest_checkpoint(
+    store: &dyn CheckpointStore,
+    job: &str,
+) -> Result<Option<CheckpointManifest>, ExecError> {
+    latest_checkpoint_after(store, job, 0)
+}
+
+/// The highest checkpoint ID of `job` in `store` (0: none).
+pub fn newest_checkpoint_id(store: &dyn CheckpointStore, job: &str) -> Result<u64, ExecError> {
+    Ok(store
+        .list_checkpoints(job)
+        .map_err(|e| ExecError::Restore {
+            id: 0,
+            detail: e.to_string(),
+        })?
+        .iter()
+        .map(|c| c.0)
+        .max()
+        .unwrap_or(0))
+}
+
+/// [`latest_checkpoint`] among those with an ID above `after` (the ones a
+/// run whose store held checkpoints up to `after` took itself).
+pub fn latest_checkpoint_after(
+    store: &dyn CheckpointStore,
+    job: &str,
+    after: u64,
+) -> Result<Option<CheckpointManifest>, ExecError> {
+    let mut ids = store
+        .list_checkpoints(job)
+        .map_err(|e| ExecError::Restore {
+            id: 0,
+            detail: e.to_string(),
+        })?;
+    ids.retain(|c| c.0 > after);
+    let mut found = None;
+    let (chosen, skipped) = choose_restore(
+        &ids,
+        |id: CheckpointId| -> Result<(), crate::checkpoint::StoreError> {
+            let m = store.get_manifest(job, id)?;
+            for c in m.chunks() {
+                store.get_chunk(&c)?;
+            }
+            found = Some(m);
+            Ok(())
+        },
+    );
+    for (id, why) in skipped {
+        tracing::warn!(job, checkpoint = id.0, "skipping checkpoint: {why}");
+    }
+    Ok(chosen.and(found))
+}
+
+/// Checks that a job can start from checkpoint or savepoint `m`, before
+/// any subtask starts (DESIGN.md, "Savepoints": restore rules). A refusal
+/// is [`ExecError::RestoreRefused`]: deterministic, so never retried.
+pub fn check_restore(
+    graph: &JobGraph,
+    m: &CheckpointManifest,
+    modules: &HashMap<usize, Arc<OperatorModule>>,
+    allow_non_restored_state: bool,
+) -> Result<(), ExecError> {
+    let err = |detail: String| ExecError::RestoreRefused {
+        from: format!("checkpoint {}", m.id),
+        detail,
+    };
+    if m.max_parallelism != graph.max_parallelism {
+        return Err(err(format!(
+            "it was taken with max-parallelism {}, and the job now has {}; max-parallelism fixes the key groups state is split into, so it cannot change for the life of a job's state. Set max-parallelism = {} in the job",
+            m.max_parallelism, graph.max_parallelism, m.max_parallelism
+        )));
+    }
+    let orphans: Vec<String> = m
+        .operators
+        .iter()
+        .filter(|o| !o.key_groups.is_empty() || !o.operator_state.is_empty())
+        .filter(|o| {
+            !graph
+                .vertices
+                .iter()
+                .any(|v| v.id.to_hex() == o.operator_id)
+        })
+        .map(|o| match &o.uid {
+            Some(uid) => format!("uid '{uid}' (operator '{}')", o.name),
+            None => format!("operator '{}' (no uid; ID {})", o.name, o.operator_id),
+        })
+        .collect();
+    if !orphans.is_empty() {
+        if !allow_non_restored_state {
+            return Err(err(format!(
+                "it holds state for operators this job does not have: {}. Add them back with the same uid, or pass --allow-non-restored-state to start without that state",
+                orphans.join(", ")
+            )));
+        }
+        tracing::warn!(job = %graph.name, "--allow-non-restored-state: dropping the state of {}", orphans.join(", "));
+    }
+    for (i, v) in graph.vertices.iter().enumerate() {
+        if let Some(o) = m.operators.iter().find(|o| o.operator_id == v.id.to_hex()) {
+            if o.parallelism != v.parallelism && !o.operator_state.is_empty() {
+                return Err(err(format!(
+                    "operator '{}' has non-keyed operator state from {} subtasks, which cannot be split or merged to parallelism {}; keep parallelism {} or keep that state in keyed state",
+                    v.name, o.parallelism, v.parallelism, o.parallelism
+                )));
+            }
+            if let Some(module) = modules.get(&i)
+                && !o.module.is_empty()
+                && o.module != module.digest.to_string()
+            {
+                tracing::info!(job = %graph.name, operator = %v.name, "module swap: state written by {} is restored into {}", o.module, module.digest);
+            }
+        }
+        let positions = m.sources.iter().filter(|p| p.vertex == v.name).count();
+        if positions > 0 && positions != v.parallelism as usize {
+            return Err(err(format!(
+                "source '{}' ran with parallelism {positions}, and the job now gives it {}; a source's read positions cannot be redistributed, so keep its parallelism at {positions}",
+                v.name, v.parallelism
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What a subtask restores from a checkpoint.
+pub(super) struct Restored {
+    pub(super) state: KeyedState,
+    pub(super) operator_state: Option<OperatorSnapshot>,
+    pub(super) format: Option<StateFormat>,
+    pub(super) restored: bool,
+}
+
+/// Reads back subtask `subtask` of operator vertex `v`: the key groups it
+/// owns at the job's parallelism and its non-keyed state.
+pub(super) fn restore_operator(
+    graph: &JobGraph,
+    v: usize,
+    subtask: u32,
+    m: Option<&CheckpointManifest>,
+    store: Option<&Arc<dyn CheckpointStore>>,
+) -> Result<Restored, ExecError> {
+    let vertex = &graph.vertices[v];
+    let range = KeyGroupRange::for_subtask(graph.max_parallelism, vertex.parallelism, subtask);
+    let mut state = KeyedState::new(graph.max_parallelism, range, StateLimits::default());
+    let (Some(m), Some(store)) = (m, store) else {
+        return Ok(Restored {
+            state,
+            operator_state: None,
+            format: None,
+            restored: false,
+        });
+    };
+    let err = |detail: String| ExecError::Restore { id: m.id.0, detail };
+    if m.max_parallelism != graph.max_parallelism {
+        return Err(err(format!(
+            "the checkpoint has max-parallelism {}, the job {}; max-parallelism cannot change for the life of a job's state",
+            m.max_parallelism, graph.max_parallelism
+        )));
+    }
+    let Some(op) = m
+        .operators
+        .iter()
+        .find(|o| o.operator_id == vertex.id.to_hex())
+    else {
+        return Ok(Restored {
+            state,
+            operator_state: None,
+            format: None,
+            restored: false,
+        });
+    };
+    let started = std::time::Instant::now();
+    let (mut groups, mut bytes) = (0usize, 0u64);
+    for r in op
+        .key_groups
+        .iter()
+        .filter(|r| range.contains(KeyGroup(r.key_group)))
+    {
+        crate::checkpoint::read_key_group(store.as_ref(), r, &mut state)
+            .map_err(|e| err(format!("operator '{}': {e}", vertex.name)))?;
+        groups += 1;
+        bytes += r.total_bytes();
+    }
+    tracing::info!(
+        job = %graph.name,
+        "restored {}[{subtask}] from checkpoint {}: {groups} key groups, {bytes} bytes in {} ms",
+        vertex.name,
+        m.id,
+        started.elapsed().as_millis()
+    );
+    let operator_state = match op.operator_state.iter().find(|s| s.subtask == subtask) {
+        Some(s) => {
+            let bytes = store.get_chunk(&s.chunk).map_err(|e| err(e.to_string()))?;
+            let chunk = decode_operator_state(&bytes).ok_or_else(|| {
+                err(format!(
+                    "operator '{}': subtask {subtask}'s operator state is malformed",
+                    vertex.name
+                ))
+            })?;
+            Some(OperatorSnapshot {
+                format: StateFormat {
+                    name: chunk.format_name,
+                    version: chunk.format_version,
+                },
+                data: chunk.data,
+            })
+        }
+        None => None,
+    };
+    let format = op
+        .state_format
+        .clone()
+        .map(|(name, version)| StateFormat { name, version });
+    Ok(Restored {
+        state,
+        operator_state,
+        format,
+        restored: true,
+    })
+}
