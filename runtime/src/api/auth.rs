@@ -1,17 +1,19 @@
 //! Bearer-token authentication: the token file of a data directory and the
 //! middleware every route sits behind.
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorKind};
 use super::state::ApiState;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
-/// Compares in time independent of where the strings differ.
+/// Compares in time independent of where the strings differ (`subtle`
+/// keeps the compiler from turning the comparison into an early exit).
 fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 pub(super) async fn auth(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
@@ -22,14 +24,14 @@ pub(super) async fn auth(State(state): State<Arc<ApiState>>, req: Request, next:
         .and_then(|h| h.strip_prefix("Bearer "));
     match given {
         Some(t) if same(t.as_bytes(), state.token.as_bytes()) => next.run(req).await,
-        Some(_) => ApiError(
-            StatusCode::UNAUTHORIZED,
-            "wrong bearer token; use the one in <data-dir>/api-token (or WRUN_TOKEN)".into(),
+        Some(_) => ApiError::new(
+            ErrorKind::Unauthorized,
+            "wrong bearer token; use the one in <data-dir>/api-token (or WRUN_TOKEN)",
         )
         .into_response(),
-        None => ApiError(
-            StatusCode::UNAUTHORIZED,
-            "missing `Authorization: Bearer <token>`; the token is in <data-dir>/api-token".into(),
+        None => ApiError::new(
+            ErrorKind::Unauthorized,
+            "missing `Authorization: Bearer <token>`; the token is in <data-dir>/api-token",
         )
         .into_response(),
     }
@@ -45,9 +47,9 @@ pub fn token(data_dir: &std::path::Path) -> anyhow::Result<String> {
         Err(e) => anyhow::bail!("cannot read the API token {}: {e}", path.display()),
     }
     let mut seed = [0u8; 32];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut seed)
-        .map_err(|e| anyhow::anyhow!("cannot read /dev/urandom for an API token: {e}"))?;
-    let token = blake3::hash(&seed).to_hex().to_string();
+    getrandom::fill(&mut seed)
+        .map_err(|e| anyhow::anyhow!("cannot get random bytes for an API token: {e}"))?;
+    let token = hex::encode(seed);
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = data_dir.join(format!(".api-token.tmp-{}", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
@@ -69,4 +71,32 @@ pub fn token(data_dir: &std::path::Path) -> anyhow::Result<String> {
         Err(e) => anyhow::bail!("cannot create the API token {}: {e}", path.display()),
     }
     Ok(std::fs::read_to_string(&path)?.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"abc", b"ab"));
+        assert!(!same(b"", b"a"));
+    }
+
+    #[test]
+    fn a_token_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = token(dir.path()).unwrap();
+        assert_eq!(t.len(), 64);
+        assert!(t.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(token(dir.path()).unwrap(), t);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("api-token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 }

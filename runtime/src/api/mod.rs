@@ -6,12 +6,15 @@
 //! Every request needs `Authorization: Bearer <token>`; the token lives in
 //! the data directory (`api-token`, mode 0600). Long operations
 //! (checkpoints, savepoints, stops) answer `202 Accepted` with a request
-//! ID to poll, as in Flink's REST API. Errors are `{"error": "..."}`.
+//! ID to poll, as in Flink's REST API. Errors are
+//! `{"error": "...", "causes": [...]}`.
 //! Routes are listed in docs/api.md.
 //!
-//! - `error.rs`: [`ApiError`] and the error JSON;
+//! - `error.rs`: [`ApiError`], [`ErrorKind`] and the error JSON;
 //! - `types.rs`: request and response bodies, shared with the client;
 //! - `state.rs`: [`ApiState`], the [`Deployer`] hook, [`Modules`];
+//! - `requests.rs`: asynchronous requests, bounded and expiring;
+//! - `extract.rs`: the strict extractors every route reads input with;
 //! - `auth.rs`: the bearer token and its check;
 //! - `routes/`: the router and a file per resource;
 //! - `server.rs`: serving on a thread of its own;
@@ -20,6 +23,8 @@
 mod auth;
 mod client;
 mod error;
+mod extract;
+mod requests;
 mod routes;
 mod server;
 mod state;
@@ -27,7 +32,8 @@ mod types;
 
 pub use auth::token;
 pub use client::{Client, Endpoint};
-pub use error::ApiError;
+pub use error::{ApiError, ErrorKind};
+pub use requests::{KEEP_FINISHED, MAX_FINISHED, MAX_IN_FLIGHT_PER_JOB};
 pub use routes::{checkpoint_rows, router};
 pub use server::{Server, endpoint_path, serve};
 pub use state::{ApiState, Deployer, Modules};

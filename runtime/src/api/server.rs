@@ -1,5 +1,7 @@
 //! Starting and stopping the API server: a thread of its own with a
-//! current-thread tokio runtime, so it never waits behind the subtasks.
+//! current-thread tokio runtime, so it never waits behind the subtasks;
+//! work that blocks (compiles, imports, garbage collection, waiting for a
+//! trigger's outcome) runs on that runtime's blocking pool.
 
 use super::state::ApiState;
 use std::net::SocketAddr;
@@ -55,6 +57,9 @@ pub fn serve(listen: SocketAddr, state: Arc<ApiState>) -> anyhow::Result<Server>
                     })
                     .await;
             });
+            // A trigger still waiting for its job's answer holds a thread of
+            // the blocking pool; the server stops without waiting for it.
+            rt.shutdown_background();
         })?;
     Ok(Server {
         addr,

@@ -1,12 +1,12 @@
 //! What the API serves: the jobs of this process, the checkpoint store,
 //! the savepoint registries, the module store and the requests in flight.
 
-use super::error::{ApiError, internal, not_found};
-use super::types::{DeployRequest, RequestStatus};
+use super::error::{ApiError, internal};
+use super::requests::{KEEP_FINISHED, MAX_FINISHED, RequestTable};
+use super::types::DeployRequest;
 use crate::checkpoint::{CheckpointStore, Savepoint, SavepointStore};
 use crate::exec::JobControl;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::AtomicU64;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 /// Starts jobs: what `wrun serve` plugs into the API.
@@ -35,10 +35,7 @@ pub struct ApiState {
     pub(super) registries: crate::checkpoint::Registries,
     pub(super) modules: Option<Modules>,
     pub(super) deployer: std::sync::OnceLock<Arc<dyn Deployer>>,
-    pub(super) requests: Mutex<HashMap<String, RequestStatus>>,
-    /// Requests whose outcome no client has read yet.
-    pub(super) undelivered: Mutex<std::collections::HashSet<String>>,
-    pub(super) next_request: AtomicU64,
+    pub(super) requests: Mutex<RequestTable>,
 }
 
 impl ApiState {
@@ -58,9 +55,7 @@ impl ApiState {
             registries: crate::checkpoint::Registries::new(registries),
             modules,
             deployer: std::sync::OnceLock::new(),
-            requests: Mutex::new(HashMap::new()),
-            undelivered: Mutex::new(Default::default()),
-            next_request: AtomicU64::new(1),
+            requests: Mutex::new(RequestTable::new(MAX_FINISHED, KEEP_FINISHED)),
         })
     }
 
@@ -106,7 +101,7 @@ impl ApiState {
     pub(super) fn job(&self, name: &str) -> Result<Arc<JobControl>, ApiError> {
         let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         jobs.get(name).cloned().ok_or_else(|| {
-            not_found(format!(
+            ApiError::not_found(format!(
                 "no job '{name}' runs here; running: {}",
                 if jobs.is_empty() {
                     "none".to_string()
@@ -132,21 +127,12 @@ impl ApiState {
     /// the `wrun stop` that stopped it has its savepoint.
     pub fn wait_delivered(&self, timeout: std::time::Duration) {
         let deadline = std::time::Instant::now() + timeout;
-        while std::time::Instant::now() < deadline
-            && !self
-                .undelivered
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_empty()
-        {
+        while std::time::Instant::now() < deadline && self.requests().undelivered() > 0 {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
 
-    pub(super) fn set_request(&self, status: RequestStatus) {
-        self.requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(status.id.clone(), status);
+    pub(super) fn requests(&self) -> std::sync::MutexGuard<'_, RequestTable> {
+        self.requests.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

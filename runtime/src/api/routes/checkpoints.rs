@@ -1,16 +1,19 @@
 //! `GET /v1/checkpoints`: the checkpoints of one job or of all.
 
-use crate::api::error::{ApiError, internal};
+use crate::api::error::ApiError;
+use crate::api::extract::{StrictQuery, check_job};
 use crate::api::state::ApiState;
 use crate::api::types::{CheckpointInfo, CheckpointList, CheckpointRow, UnreadableCheckpoint};
 use crate::checkpoint::CheckpointStore;
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;
 
+/// `?job=NAME`, at most once, and nothing else.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct JobQuery {
     job: Option<String>,
 }
@@ -62,8 +65,11 @@ pub fn checkpoint_rows(
 
 pub(super) async fn list_checkpoints(
     State(state): State<Arc<ApiState>>,
-    Query(q): Query<JobQuery>,
+    StrictQuery(q): StrictQuery<JobQuery>,
 ) -> Result<Json<CheckpointList>, ApiError> {
-    let checkpoints = rows(state.store.as_ref(), q.job).map_err(internal)?;
+    if let Some(j) = &q.job {
+        check_job(j)?;
+    }
+    let checkpoints = rows(state.store.as_ref(), q.job).map_err(ApiError::internal)?;
     Ok(Json(CheckpointList { checkpoints }))
 }

@@ -3,19 +3,22 @@
 //!
 //! [`Deployer`]: crate::api::Deployer
 
-use super::json_body;
 use super::requests::start;
 use crate::api::error::{ApiError, internal};
+use crate::api::extract::{JobName, JsonObject, NoQuery, StrictQuery};
 use crate::api::state::ApiState;
 use crate::api::types::{Cancelled, DeployRequest, JobList, SavepointRequest};
 use crate::exec::{JobState, JobStatus};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
-pub(super) async fn list_jobs(State(state): State<Arc<ApiState>>) -> Json<JobList> {
+pub(super) async fn list_jobs(
+    State(state): State<Arc<ApiState>>,
+    _: StrictQuery<NoQuery>,
+) -> Json<JobList> {
     let jobs = state.jobs.lock().unwrap_or_else(|p| p.into_inner());
     Json(JobList {
         jobs: jobs.values().map(|c| c.status()).collect(),
@@ -24,26 +27,25 @@ pub(super) async fn list_jobs(State(state): State<Arc<ApiState>>) -> Json<JobLis
 
 pub(super) async fn job_status(
     State(state): State<Arc<ApiState>>,
-    Path(job): Path<String>,
+    JobName(job): JobName,
+    _: StrictQuery<NoQuery>,
 ) -> Result<Json<JobStatus>, ApiError> {
     Ok(Json(state.job(&job)?.status()))
 }
 
 pub(super) async fn deploy(
     State(state): State<Arc<ApiState>>,
-    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    _: StrictQuery<NoQuery>,
+    JsonObject(req): JsonObject<DeployRequest>,
 ) -> Result<Response, ApiError> {
     let Some(d) = state.deployer.get().cloned() else {
-        return Err(ApiError(
-            StatusCode::CONFLICT,
-            "this wrun runs one job (`wrun run`); deploy jobs to a `wrun serve`".into(),
+        return Err(ApiError::conflict(
+            "this wrun runs one job (`wrun run`); deploy jobs to a `wrun serve`",
         ));
     };
-    let req: DeployRequest = json_body(body)?;
     if req.manifest.trim().is_empty() {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "the body needs `manifest`: the job.toml text".into(),
+        return Err(ApiError::bad_request(
+            "the body needs `manifest`: the job.toml text",
         ));
     }
     let status = tokio::task::spawn_blocking(move || d.deploy(req))
@@ -54,37 +56,35 @@ pub(super) async fn deploy(
 
 pub(super) async fn trigger_checkpoint(
     State(state): State<Arc<ApiState>>,
-    Path(job): Path<String>,
+    JobName(job): JobName,
+    _: StrictQuery<NoQuery>,
 ) -> Result<Response, ApiError> {
     start(&state, &job, None, None)
 }
 
 pub(super) async fn trigger_savepoint(
     State(state): State<Arc<ApiState>>,
-    Path(job): Path<String>,
-    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    JobName(job): JobName,
+    _: StrictQuery<NoQuery>,
+    JsonObject(body): JsonObject<SavepointRequest>,
 ) -> Result<Response, ApiError> {
-    let body: SavepointRequest = json_body(body)?;
     if let Some(n) = &body.name {
-        crate::checkpoint::check_name(n)
-            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+        crate::checkpoint::check_name(n).map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
     start(&state, &job, Some(body.name), body.stop)
 }
 
 pub(super) async fn cancel_job(
     State(state): State<Arc<ApiState>>,
-    Path(job): Path<String>,
+    JobName(job): JobName,
+    _: StrictQuery<NoQuery>,
 ) -> Result<Response, ApiError> {
     let control = state.job(&job)?;
     if !matches!(
         control.status().state,
         JobState::Starting | JobState::Running | JobState::Restarting
     ) {
-        return Err(ApiError(
-            StatusCode::CONFLICT,
-            format!("job '{job}' is not running"),
-        ));
+        return Err(ApiError::conflict(format!("job '{job}' is not running")));
     }
     control.cancel();
     Ok((StatusCode::ACCEPTED, Json(Cancelled { cancelled: job })).into_response())

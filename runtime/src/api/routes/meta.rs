@@ -1,5 +1,6 @@
 //! `GET /v1/info` and `GET /metrics`: what this wrun is, and its counters.
 
+use crate::api::extract::{NoQuery, StrictQuery};
 use crate::api::state::ApiState;
 use crate::api::types::Info;
 use axum::Json;
@@ -8,7 +9,10 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
-pub(super) async fn info(State(state): State<Arc<ApiState>>) -> Json<Info> {
+pub(super) async fn info(
+    State(state): State<Arc<ApiState>>,
+    _: StrictQuery<NoQuery>,
+) -> Json<Info> {
     Json(Info {
         version: env!("CARGO_PKG_VERSION").to_string(),
         mode: state.mode.to_string(),
@@ -18,7 +22,10 @@ pub(super) async fn info(State(state): State<Arc<ApiState>>) -> Json<Info> {
     })
 }
 
-pub(super) async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+pub(super) async fn metrics(
+    State(state): State<Arc<ApiState>>,
+    _: StrictQuery<NoQuery>,
+) -> Response {
     let jobs: Vec<_> = state
         .jobs
         .lock()

@@ -1,34 +1,32 @@
 //! `/v1/modules`: uploads (validated and compiled off the API's thread),
 //! the list, and one module's metadata.
 
-use crate::api::error::{ApiError, internal};
+use crate::api::error::{ApiError, ErrorKind, internal};
+use crate::api::extract::{NoQuery, Segment, StrictQuery, body_error};
 use crate::api::state::{ApiState, Modules};
 use crate::api::types::ModuleList;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use std::sync::Arc;
 
 fn modules(state: &ApiState) -> Result<&Modules, ApiError> {
-    state.modules.as_ref().ok_or_else(|| {
-        ApiError(
-            StatusCode::NOT_FOUND,
-            "this wrun has no module store".into(),
-        )
-    })
+    state
+        .modules
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("this wrun has no module store"))
 }
 
 fn module_error(e: crate::module::ModuleError) -> ApiError {
     use crate::module::ModuleError as E;
     match e {
-        E::UnknownDigest { .. } | E::UnknownName { .. } => ApiError(
-            StatusCode::NOT_FOUND,
-            format!("{e}; `wrun module list` shows what is there"),
-        ),
-        E::Ambiguous { .. } => ApiError(StatusCode::BAD_REQUEST, e.to_string()),
-        e => internal(e),
+        E::UnknownDigest { .. } | E::UnknownName { .. } => {
+            ApiError::not_found(format!("{e}; `wrun module list` shows what is there"))
+        }
+        E::Ambiguous { .. } => ApiError::bad_request(e.to_string()),
+        e => ApiError::internal(e),
     }
 }
 
@@ -41,33 +39,27 @@ pub(super) struct PushQuery {
 
 pub(super) async fn push_module(
     State(state): State<Arc<ApiState>>,
-    q: Result<Query<PushQuery>, axum::extract::rejection::QueryRejection>,
+    StrictQuery(q): StrictQuery<PushQuery>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("bad query: {e}; it takes `name` and `version`"),
-        )
-    })?;
     let max = modules(&state)?.max_bytes;
     let bytes = body.map_err(|e| {
-        ApiError(
-            e.status(),
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                format!("the module is over this wrun's limit of {max} bytes; shrink it or start `wrun serve` with a larger --max-module-mb")
-            } else {
-                format!("cannot read the upload: {e}")
-            },
-        )
+        let e = body_error(e, max);
+        if e.kind() == ErrorKind::PayloadTooLarge {
+            ApiError::new(
+                ErrorKind::PayloadTooLarge,
+                format!("the module is over this wrun's limit of {max} bytes; shrink it or start `wrun serve` with a larger --max-module-mb"),
+            )
+        } else {
+            e
+        }
     })?;
     let name = match (q.name, q.version) {
         (Some(n), Some(v)) => Some((n, v)),
         (None, None) => None,
         _ => {
-            return Err(ApiError(
-                StatusCode::BAD_REQUEST,
-                "give both `name` and `version`, or neither".into(),
+            return Err(ApiError::bad_request(
+                "give both `name` and `version`, or neither",
             ));
         }
     };
@@ -85,13 +77,13 @@ pub(super) async fn push_module(
         )
         .map_err(|e| {
             use crate::module::PushError as P;
-            let status = match &e {
-                P::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                P::Store(crate::module::ModuleError::NameTaken { .. }) => StatusCode::CONFLICT,
-                P::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                _ => StatusCode::BAD_REQUEST,
+            let kind = match &e {
+                P::TooLarge { .. } => ErrorKind::PayloadTooLarge,
+                P::Store(crate::module::ModuleError::NameTaken { .. }) => ErrorKind::Conflict,
+                P::Store(_) => ErrorKind::Internal,
+                _ => ErrorKind::BadRequest,
             };
-            ApiError(status, e.to_string())
+            ApiError::from_error(kind, &e)
         })
     })
     .await
@@ -106,6 +98,7 @@ pub(super) async fn push_module(
 
 pub(super) async fn list_modules(
     State(state): State<Arc<ApiState>>,
+    _: StrictQuery<NoQuery>,
 ) -> Result<Json<ModuleList>, ApiError> {
     let modules = modules(&state)?.store.list().map_err(module_error)?;
     Ok(Json(ModuleList { modules }))
@@ -113,7 +106,8 @@ pub(super) async fn list_modules(
 
 pub(super) async fn get_module(
     State(state): State<Arc<ApiState>>,
-    Path(spec): Path<String>,
+    Segment(spec): Segment,
+    _: StrictQuery<NoQuery>,
 ) -> Result<Json<crate::module::ModuleInfo>, ApiError> {
     let m = modules(&state)?;
     let hex = m.store.lookup(&spec).map_err(module_error)?;

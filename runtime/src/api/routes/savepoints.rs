@@ -1,47 +1,41 @@
 //! `/v1/savepoints` and `/v1/savepoint-imports`: the savepoints of every
 //! registry, one savepoint, disposal (with garbage collection) and import.
 
-use super::json_body;
-use crate::api::error::{ApiError, internal, not_found};
+use crate::api::error::{ApiError, ErrorKind, internal};
+use crate::api::extract::{JsonObject, NoQuery, Segment, StrictQuery};
 use crate::api::state::ApiState;
 use crate::api::types::{Disposed, ImportRequest, SavepointList, SavepointSummary};
 use crate::checkpoint::{Savepoint, SavepointStore, collect_garbage};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
 pub(super) async fn import_savepoint(
     State(state): State<Arc<ApiState>>,
-    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    _: StrictQuery<NoQuery>,
+    JsonObject(b): JsonObject<ImportRequest>,
 ) -> Result<Response, ApiError> {
-    let b: ImportRequest = json_body(body)?;
     if b.dir.as_os_str().is_empty()
         || !b.dir.is_absolute()
         || b.dir
             .components()
             .any(|c| c == std::path::Component::ParentDir)
     {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "`dir` must be the absolute path of an exported savepoint directory, without `..`"
-                .into(),
+        return Err(ApiError::bad_request(
+            "`dir` must be the absolute path of an exported savepoint directory, without `..`",
         ));
     }
     if let Some(n) = &b.name {
-        crate::checkpoint::check_name(n)
-            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+        crate::checkpoint::check_name(n).map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
     if !b.dir.join(crate::checkpoint::EXPORT_RECORD).is_file() {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "{} holds no exported savepoint (no {}); `wrun savepoint export` makes one",
-                b.dir.display(),
-                crate::checkpoint::EXPORT_RECORD
-            ),
-        ));
+        return Err(ApiError::bad_request(format!(
+            "{} holds no exported savepoint (no {}); `wrun savepoint export` makes one",
+            b.dir.display(),
+            crate::checkpoint::EXPORT_RECORD
+        )));
     }
     let registry = state
         .registries()
@@ -54,15 +48,16 @@ pub(super) async fn import_savepoint(
             .map(|sp| (sp, registry.location()))
             .map_err(|e| {
                 use crate::checkpoint::SavepointError as S;
-                let status = match &e {
-                    S::NameTaken(_) => StatusCode::CONFLICT,
-                    S::Io { .. } | S::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                    _ => StatusCode::BAD_REQUEST,
+                let kind = match &e {
+                    S::NameTaken(_) => ErrorKind::Conflict,
+                    S::Io { .. } | S::Store(_) => ErrorKind::Internal,
+                    _ => ErrorKind::BadRequest,
                 };
-                ApiError(
-                    status,
-                    format!("cannot import the savepoint in {}: {e}", b.dir.display()),
+                ApiError::new(
+                    kind,
+                    format!("cannot import the savepoint in {}", b.dir.display()),
                 )
+                .caused_by(e.to_string())
             })
     })
     .await
@@ -72,6 +67,7 @@ pub(super) async fn import_savepoint(
 
 pub(super) async fn list_savepoints(
     State(state): State<Arc<ApiState>>,
+    _: StrictQuery<NoQuery>,
 ) -> Result<Json<SavepointList>, ApiError> {
     let savepoints = state
         .all_savepoints()?
@@ -90,21 +86,23 @@ fn find_savepoint(
             return Ok((sp, r));
         }
     }
-    Err(not_found(format!(
+    Err(ApiError::not_found(format!(
         "no savepoint '{id}' here; GET /v1/savepoints lists them"
     )))
 }
 
 pub(super) async fn get_savepoint(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
+    _: StrictQuery<NoQuery>,
 ) -> Result<Json<Savepoint>, ApiError> {
     Ok(Json(find_savepoint(&state, &id)?.0))
 }
 
 pub(super) async fn dispose_savepoint(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
+    _: StrictQuery<NoQuery>,
 ) -> Result<Json<Disposed>, ApiError> {
     let (sp, registry) = find_savepoint(&state, &id)?;
     registry.remove(&sp.id).map_err(internal)?;
