@@ -10,6 +10,7 @@ mod errors;
 mod fuzz;
 mod io;
 mod languages;
+mod openapi;
 mod limits;
 mod partition;
 mod savepoint;
