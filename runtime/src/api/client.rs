@@ -2,6 +2,7 @@
 //! directory (`api.json` and `api-token`, or `WRUN_URL` and `WRUN_TOKEN`),
 //! sends requests, and turns error bodies into messages.
 
+use super::types::ErrorBody;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -16,6 +17,22 @@ pub struct Endpoint {
     pub url: String,
     /// The process serving it.
     pub pid: u32,
+}
+
+/// The server's error as a chain: `error` outermost, then each of
+/// `causes`, so the CLI prints it as it prints its own.
+fn error_of(body: ErrorBody) -> anyhow::Error {
+    let mut err: Option<anyhow::Error> = None;
+    for c in body.causes.iter().rev() {
+        err = Some(match err {
+            Some(e) => e.context(c.clone()),
+            None => anyhow!("{c}"),
+        });
+    }
+    match err {
+        Some(e) => e.context(body.error),
+        None => anyhow!("{}", body.error),
+    }
 }
 
 /// A client of one wrun's API.
@@ -99,32 +116,13 @@ impl Client {
             )
         })?;
         let status = resp.status();
-        let body: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
         if status.is_success() {
-            return Ok(body);
+            return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
         }
-        match body.get("error").and_then(Value::as_str) {
-            Some(msg) => {
-                // Rebuild the server's cause chain, innermost first, so the
-                // CLI prints it as it prints its own.
-                let causes: Vec<&str> = body
-                    .get("causes")
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
-                let mut err: Option<anyhow::Error> = None;
-                for c in causes.iter().rev() {
-                    err = Some(match err {
-                        Some(e) => e.context(c.to_string()),
-                        None => anyhow!("{c}"),
-                    });
-                }
-                match err {
-                    Some(e) => Err(e.context(msg.to_string())),
-                    None => bail!("{msg}"),
-                }
-            }
-            None => bail!("{what}: wrun answered {status}"),
+        match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(body) => Err(error_of(body)),
+            Err(_) => bail!("{what}: wrun answered {status}"),
         }
     }
 
@@ -150,7 +148,10 @@ impl Client {
         let status = resp.status();
         let text = resp.body_mut().read_to_string().unwrap_or_default();
         if !status.is_success() {
-            bail!("GET {path}: wrun answered {status}: {text}");
+            return Err(match serde_json::from_str::<ErrorBody>(&text) {
+                Ok(body) => error_of(body),
+                Err(_) => anyhow!("GET {path}: wrun answered {status}: {text}"),
+            });
         }
         Ok(text)
     }
@@ -186,6 +187,12 @@ impl Client {
         self.finish(&format!("DELETE {path}"), r)
     }
 
+    /// `GET path`, read as `T` (one of the bodies of `api::types`).
+    pub fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        serde_json::from_value(self.get(path)?)
+            .with_context(|| format!("GET {path}: wrun answered a body this client cannot read"))
+    }
+
     /// Polls request `id` until it completes or fails, calling `progress`
     /// with the elapsed time while it is in progress.
     pub fn wait(&self, id: &str, mut progress: impl FnMut(Duration)) -> Result<Value> {
@@ -193,13 +200,13 @@ impl Client {
         let mut delay = Duration::from_millis(10);
         loop {
             let v = self.get(&format!("/v1/requests/{id}"))?;
-            match v.get("status").and_then(Value::as_str) {
-                Some("completed") => return Ok(v),
-                Some("failed") => bail!(
+            let status: super::types::RequestStatus = serde_json::from_value(v.clone())
+                .with_context(|| format!("wrun answered an unreadable status for request {id}"))?;
+            match status.status.as_str() {
+                "completed" => return Ok(v),
+                "failed" => bail!(
                     "{}",
-                    v.get("error")
-                        .and_then(Value::as_str)
-                        .unwrap_or("the request failed")
+                    status.error.as_deref().unwrap_or("the request failed")
                 ),
                 _ => {
                     progress(started.elapsed());
@@ -208,5 +215,24 @@ impl Client {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_body_becomes_the_same_chain() {
+        let body: ErrorBody = serde_json::from_str(
+            r#"{"error": "cannot deploy job 'c'", "causes": ["cannot load m", "corrupt"]}"#,
+        )
+        .unwrap();
+        let e = error_of(body);
+        let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        assert_eq!(chain, ["cannot deploy job 'c'", "cannot load m", "corrupt"]);
+        let e = error_of(serde_json::from_str(r#"{"error": "no job 'x'"}"#).unwrap());
+        assert_eq!(e.chain().count(), 1);
+        assert_eq!(e.to_string(), "no job 'x'");
     }
 }

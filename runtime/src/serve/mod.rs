@@ -6,13 +6,12 @@
 //! resumes from its newest checkpoint taken since it was deployed (or from
 //! what it was deployed from).
 
-use crate::api::{ApiError, ApiState, DeployRequest, Deployer};
+use crate::api::{ApiError, ApiState, DeployRequest, Deployer, ErrorKind};
 use crate::checkpoint::{CheckpointManifest, CheckpointStore};
 use crate::datadir::DataDir;
 use crate::exec::{self, JobControl, JobState, JobStatus, RunOptions};
 use crate::job::{ComponentRef, JobGraph, VertexKind};
 use crate::sandbox::{OperatorModule, Sandbox};
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -106,7 +105,7 @@ fn now_ms() -> u64 {
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, msg.into())
+    ApiError::bad_request(msg)
 }
 
 impl Runtime {
@@ -253,7 +252,7 @@ impl Runtime {
                 self.start(&r, graph, modules, control.clone(), restore);
                 Ok(())
             });
-            if let Err(ApiError(_, e)) = started {
+            if let Err(e) = started {
                 // The record stays `running` (the cause may pass, e.g. an
                 // I/O error): the next start tries again; a deploy of the
                 // job replaces it.
@@ -319,7 +318,7 @@ impl Runtime {
             }
         }
         let modules = crate::module::load_modules(&graph, self.data.modules(), &self.sandbox)
-            .map_err(|e| ApiError::chain(StatusCode::BAD_REQUEST, &anyhow::Error::from(e)))?;
+            .map_err(|e| ApiError::chain(ErrorKind::BadRequest, &anyhow::Error::from(e)))?;
         Ok((graph, modules))
     }
 
@@ -367,9 +366,9 @@ impl Runtime {
     fn deploy(self: &Arc<Self>, req: DeployRequest) -> Result<JobStatus, ApiError> {
         let _one_at_a_time = self.deploying.lock().unwrap_or_else(|p| p.into_inner());
         if self.shutting_down.load(Ordering::SeqCst) {
-            return Err(ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "wrun serve is shutting down; deploy again once it is back".into(),
+            return Err(ApiError::new(
+                ErrorKind::Unavailable,
+                "wrun serve is shutting down; deploy again once it is back",
             ));
         }
         let path = req
@@ -391,18 +390,15 @@ impl Runtime {
                 st,
                 JobState::Starting | JobState::Running | JobState::Restarting
             ) {
-                return Err(ApiError(
-                    StatusCode::CONFLICT,
-                    format!(
-                        "job '{}' is already {}; stop it first (`wrun job stop {} --savepoint`) and deploy again, or give the new job another name",
-                        graph.name,
-                        serde_json::to_value(st)
-                            .ok()
-                            .and_then(|v| v.as_str().map(String::from))
-                            .unwrap_or_default(),
-                        graph.name
-                    ),
-                ));
+                return Err(ApiError::conflict(format!(
+                    "job '{}' is already {}; stop it first (`wrun job stop {} --savepoint`) and deploy again, or give the new job another name",
+                    graph.name,
+                    serde_json::to_value(st)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default(),
+                    graph.name
+                )));
             }
         }
         let modules = self.pin(&req, &graph)?;
@@ -422,7 +418,7 @@ impl Runtime {
             from_savepoint: from_savepoint.clone(),
             allow_non_restored_state: req.allow_non_restored_state,
             checkpoint_floor: exec::newest_checkpoint_id(self.store.as_ref(), &graph.name)
-                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
+                .map_err(ApiError::internal)?,
             deployed_at_ms: now_ms(),
             desired: Desired::Running,
             error: None,
@@ -446,7 +442,7 @@ impl Runtime {
             let _ = t.join();
         }
         self.save(&record)
-            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            .map_err(|e| ApiError::chain(ErrorKind::Internal, &e))?;
         let control = JobControl::new(&record.name);
         self.api.add_job(&record.name, control.clone());
         self.start(&record, graph, loaded, control.clone(), restore);
@@ -562,9 +558,9 @@ impl Deployer for Handle {
     fn deploy(&self, req: DeployRequest) -> Result<JobStatus, ApiError> {
         match self.0.upgrade() {
             Some(rt) => rt.deploy(req),
-            None => Err(ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "wrun serve is shutting down".into(),
+            None => Err(ApiError::new(
+                ErrorKind::Unavailable,
+                "wrun serve is shutting down",
             )),
         }
     }

@@ -12,6 +12,7 @@ mod fuzz;
 mod io;
 mod languages;
 mod limits;
+mod openapi;
 mod pacing;
 mod partition;
 mod savepoint;

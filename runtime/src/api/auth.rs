@@ -1,0 +1,102 @@
+//! Bearer-token authentication: the token file of a data directory and the
+//! middleware every route sits behind.
+
+use super::error::{ApiError, ErrorKind};
+use super::state::ApiState;
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+/// Compares in time independent of where the strings differ (`subtle`
+/// keeps the compiler from turning the comparison into an early exit).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
+}
+
+pub(super) async fn auth(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "));
+    match given {
+        Some(t) if same(t.as_bytes(), state.token.as_bytes()) => next.run(req).await,
+        Some(_) => ApiError::new(
+            ErrorKind::Unauthorized,
+            "wrong bearer token; use the one in <data-dir>/api-token (or WRUN_TOKEN)",
+        )
+        .into_response(),
+        None => ApiError::new(
+            ErrorKind::Unauthorized,
+            "missing `Authorization: Bearer <token>`; the token is in <data-dir>/api-token",
+        )
+        .into_response(),
+    }
+}
+
+/// The API token of a data directory, created (mode 0600) on first use.
+pub fn token(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("api-token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => anyhow::bail!("cannot read the API token {}: {e}", path.display()),
+    }
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed)
+        .map_err(|e| anyhow::anyhow!("cannot get random bytes for an API token: {e}"))?;
+    let token = hex::encode(seed);
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = data_dir.join(format!(".api-token.tmp-{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", tmp.display()))?;
+    std::io::Write::write_all(&mut f, token.as_bytes())?;
+    f.sync_all()?;
+    drop(f);
+    // Two processes starting at once: the first link wins, both read it.
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => anyhow::bail!("cannot create the API token {}: {e}", path.display()),
+    }
+    Ok(std::fs::read_to_string(&path)?.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"abc", b"ab"));
+        assert!(!same(b"", b"a"));
+    }
+
+    #[test]
+    fn a_token_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = token(dir.path()).unwrap();
+        assert_eq!(t.len(), 64);
+        assert!(t.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(token(dir.path()).unwrap(), t);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("api-token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

@@ -1,0 +1,91 @@
+//! `/v1/jobs`: the list, deployment (through the [`Deployer`]), a job's
+//! status, and the triggers (checkpoint, savepoint, stop, cancel).
+//!
+//! [`Deployer`]: crate::api::Deployer
+
+use super::requests::start;
+use crate::api::error::{ApiError, internal};
+use crate::api::extract::{JobName, JsonObject, NoQuery, StrictQuery};
+use crate::api::state::ApiState;
+use crate::api::types::{Cancelled, DeployRequest, JobList, SavepointRequest};
+use crate::exec::{JobState, JobStatus};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+pub(super) async fn list_jobs(
+    State(state): State<Arc<ApiState>>,
+    _: StrictQuery<NoQuery>,
+) -> Json<JobList> {
+    let jobs = state.jobs.lock().unwrap_or_else(|p| p.into_inner());
+    Json(JobList {
+        jobs: jobs.values().map(|c| c.status()).collect(),
+    })
+}
+
+pub(super) async fn job_status(
+    State(state): State<Arc<ApiState>>,
+    JobName(job): JobName,
+    _: StrictQuery<NoQuery>,
+) -> Result<Json<JobStatus>, ApiError> {
+    Ok(Json(state.job(&job)?.status()))
+}
+
+pub(super) async fn deploy(
+    State(state): State<Arc<ApiState>>,
+    _: StrictQuery<NoQuery>,
+    JsonObject(req): JsonObject<DeployRequest>,
+) -> Result<Response, ApiError> {
+    let Some(d) = state.deployer.get().cloned() else {
+        return Err(ApiError::conflict(
+            "this wrun runs one job (`wrun run`); deploy jobs to a `wrun serve`",
+        ));
+    };
+    if req.manifest.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "the body needs `manifest`: the job.toml text",
+        ));
+    }
+    let status = tokio::task::spawn_blocking(move || d.deploy(req))
+        .await
+        .map_err(internal)??;
+    Ok((StatusCode::CREATED, Json(status)).into_response())
+}
+
+pub(super) async fn trigger_checkpoint(
+    State(state): State<Arc<ApiState>>,
+    JobName(job): JobName,
+    _: StrictQuery<NoQuery>,
+) -> Result<Response, ApiError> {
+    start(&state, &job, None, None)
+}
+
+pub(super) async fn trigger_savepoint(
+    State(state): State<Arc<ApiState>>,
+    JobName(job): JobName,
+    _: StrictQuery<NoQuery>,
+    JsonObject(body): JsonObject<SavepointRequest>,
+) -> Result<Response, ApiError> {
+    if let Some(n) = &body.name {
+        crate::checkpoint::check_name(n).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    start(&state, &job, Some(body.name), body.stop)
+}
+
+pub(super) async fn cancel_job(
+    State(state): State<Arc<ApiState>>,
+    JobName(job): JobName,
+    _: StrictQuery<NoQuery>,
+) -> Result<Response, ApiError> {
+    let control = state.job(&job)?;
+    if !matches!(
+        control.status().state,
+        JobState::Starting | JobState::Running | JobState::Restarting
+    ) {
+        return Err(ApiError::conflict(format!("job '{job}' is not running")));
+    }
+    control.cancel();
+    Ok((StatusCode::ACCEPTED, Json(Cancelled { cancelled: job })).into_response())
+}

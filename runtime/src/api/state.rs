@@ -1,0 +1,126 @@
+//! What the API serves: the jobs of this process, the checkpoint store,
+//! the savepoint registries, the module store and the requests in flight.
+
+use super::error::{ApiError, internal};
+use super::requests::{KEEP_FINISHED, MAX_FINISHED, RequestTable};
+use super::types::DeployRequest;
+use crate::checkpoint::{CheckpointStore, Savepoint, SavepointStore};
+use crate::exec::JobControl;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Starts jobs: what `wrun serve` plugs into the API.
+pub trait Deployer: Send + Sync {
+    /// Validates and starts a job; returns its status.
+    fn deploy(&self, req: DeployRequest) -> Result<crate::exec::JobStatus, ApiError>;
+}
+
+/// Module uploads, listing and inspection.
+pub struct Modules {
+    /// The store.
+    pub store: crate::module::ModuleStore,
+    /// Validates and compiles uploads.
+    pub sandbox: Arc<crate::sandbox::Sandbox>,
+    /// Largest module accepted, in bytes.
+    pub max_bytes: usize,
+}
+
+/// What the API serves: the jobs of this process, the checkpoint store and
+/// the savepoint registries.
+pub struct ApiState {
+    pub(super) token: String,
+    pub(super) mode: &'static str,
+    pub(super) jobs: Mutex<BTreeMap<String, Arc<JobControl>>>,
+    pub(super) store: Arc<dyn CheckpointStore>,
+    pub(super) registries: crate::datadir::Registries,
+    pub(super) modules: Option<Modules>,
+    pub(super) deployer: std::sync::OnceLock<Arc<dyn Deployer>>,
+    pub(super) requests: Mutex<RequestTable>,
+}
+
+impl ApiState {
+    /// A state with no jobs yet; `mode` is `embedded` or `serve`.
+    pub fn new(
+        token: String,
+        mode: &'static str,
+        store: Arc<dyn CheckpointStore>,
+        registries: crate::datadir::Registries,
+        modules: Option<Modules>,
+    ) -> Arc<ApiState> {
+        Arc::new(ApiState {
+            token,
+            mode,
+            jobs: Mutex::new(BTreeMap::new()),
+            store,
+            registries,
+            modules,
+            deployer: std::sync::OnceLock::new(),
+            requests: Mutex::new(RequestTable::new(MAX_FINISHED, KEEP_FINISHED)),
+        })
+    }
+
+    /// Makes a job reachable.
+    pub fn add_job(&self, name: &str, control: Arc<JobControl>) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), control);
+    }
+
+    /// Lets `POST /v1/jobs` deploy through `d`.
+    pub fn set_deployer(&self, d: Arc<dyn Deployer>) {
+        let _ = self.deployer.set(d);
+    }
+
+    /// Every savepoint registry now.
+    pub fn registries(&self) -> Vec<Arc<dyn SavepointStore>> {
+        self.registries.all()
+    }
+
+    /// A job's control, if one by that name was ever added.
+    pub fn control(&self, name: &str) -> Option<Arc<JobControl>> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    pub(super) fn job(&self, name: &str) -> Result<Arc<JobControl>, ApiError> {
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        jobs.get(name).cloned().ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no job '{name}' runs here; running: {}",
+                if jobs.is_empty() {
+                    "none".to_string()
+                } else {
+                    jobs.keys().cloned().collect::<Vec<_>>().join(", ")
+                }
+            ))
+        })
+    }
+
+    pub(super) fn all_savepoints(&self) -> Result<Vec<(Savepoint, String)>, ApiError> {
+        let mut out = Vec::new();
+        for r in &self.registries() {
+            for sp in r.list().map_err(internal)? {
+                out.push((sp, r.location()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Waits (up to `timeout`) until every request's outcome has been read
+    /// by a client: a `wrun run` whose job stopped keeps answering until
+    /// the `wrun stop` that stopped it has its savepoint.
+    pub fn wait_delivered(&self, timeout: std::time::Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline && self.requests().undelivered() > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    pub(super) fn requests(&self) -> std::sync::MutexGuard<'_, RequestTable> {
+        self.requests.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
