@@ -364,7 +364,14 @@ pub fn run_job(
                         ),
                         VertexKind::Operator { config, .. } => {
                             let rx = rx.ok_or(ExecError::Disconnected)?;
-                            let r = restore_operator(graph, v, s, restore, restore_store)?;
+                            let r = restore_operator(
+                                graph,
+                                v,
+                                s,
+                                restore,
+                                restore_store,
+                                opts.restore_label.as_deref(),
+                            )?;
                             let info = SubtaskInfo {
                                 uid: vertex.display_uid().to_string(),
                                 subtask_index: s,
@@ -374,6 +381,21 @@ pub fn run_job(
                                 restored: r.restored,
                                 restored_format: r.format,
                             };
+                            let module = modules.get(&v);
+                            let format_check =
+                                r.written_by.clone().map(|w| super::operator::FormatCheck {
+                                    operator: match &vertex.uid {
+                                        Some(uid) => format!("'{}' (uid '{uid}')", vertex.name),
+                                        None => format!("'{}' (no uid)", vertex.name),
+                                    },
+                                    written: w,
+                                    module: module
+                                        .map(|m| m.digest.to_string())
+                                        .unwrap_or_default(),
+                                    migrates_from: module
+                                        .map(|m| m.migrates_from.clone())
+                                        .unwrap_or_default(),
+                                });
                             let logic: Box<dyn OperatorLogic> = match opts.native.get(&vertex.name)
                             {
                                 Some(factory) => factory(&info, r.state),
@@ -400,6 +422,7 @@ pub fn run_job(
                                 vertex: v,
                                 ack,
                                 restore: r.operator_state,
+                                format_check,
                                 fail_after,
                                 metrics: metrics.clone(),
                             };

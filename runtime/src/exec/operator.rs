@@ -79,6 +79,19 @@ pub struct Counts {
     pub records_out: u64,
 }
 
+/// What [`super::restore::check_format`] needs to decide whether restored
+/// state may reach this operator's module.
+pub(super) struct FormatCheck {
+    /// The operator, for messages.
+    pub(super) operator: String,
+    /// Who wrote the state.
+    pub(super) written: super::restore::WrittenBy,
+    /// The new module's digest.
+    pub(super) module: String,
+    /// Format names it declares it migrates.
+    pub(super) migrates_from: Vec<String>,
+}
+
 pub(super) struct Loop<'a> {
     pub(super) logic: Box<dyn OperatorLogic + 'a>,
     pub(super) info: SubtaskInfo,
@@ -93,6 +106,8 @@ pub(super) struct Loop<'a> {
     pub(super) ack: Option<Sender<Ack>>,
     /// Non-keyed state to restore before `open`.
     pub(super) restore: Option<OperatorSnapshot>,
+    /// Restored state the module must accept before it sees it.
+    pub(super) format_check: Option<FormatCheck>,
     /// Fault injection for recovery tests: fail after this many records.
     pub(super) fail_after: Option<u64>,
     /// The job's live counters.
@@ -141,6 +156,20 @@ impl Loop<'_> {
 
     pub(super) fn run(mut self, shared: &Shared) -> Result<Counts, ExecError> {
         let mut counts = Counts::default();
+        if let Some(c) = self.format_check.take()
+            && let Some(declared) = self
+                .logic
+                .declared_format()
+                .inspect_err(|e| self.count_trap(e))?
+        {
+            super::restore::check_format(
+                &c.operator,
+                &c.written,
+                &declared,
+                &c.module,
+                &c.migrates_from,
+            )?;
+        }
         if let Some(s) = self.restore.take() {
             self.logic.restore(&s).inspect_err(|e| self.count_trap(e))?;
         }

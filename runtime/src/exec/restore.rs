@@ -104,8 +104,20 @@ pub fn check_restore(
         .collect();
     if !orphans.is_empty() {
         if !allow_non_restored_state {
+            let no_uid = if m.operators.iter().any(|o| {
+                o.uid.is_none()
+                    && (!o.key_groups.is_empty() || !o.operator_state.is_empty())
+                    && !graph
+                        .vertices
+                        .iter()
+                        .any(|v| v.id.to_hex() == o.operator_id)
+            }) {
+                " An operator without a uid has an ID made of its name, its kind and its inputs' IDs: renaming it or changing what feeds it gives it a new ID. Give stateful operators a `uid` (the savepoint's operators can be listed with `wrun savepoint inspect`)."
+            } else {
+                ""
+            };
             return Err(err(format!(
-                "it holds state for operators this job does not have: {}. Add them back with the same uid, or pass --allow-non-restored-state to start without that state",
+                "it holds state for operators this job does not have: {}. Add them back with the same uid, or pass --allow-non-restored-state to start without that state.{no_uid}",
                 orphans.join(", ")
             )));
         }
@@ -143,6 +155,45 @@ pub(super) struct Restored {
     pub(super) operator_state: Option<OperatorSnapshot>,
     pub(super) format: Option<StateFormat>,
     pub(super) restored: bool,
+    /// What the new module must accept before it sees the state: the
+    /// format name that wrote it and who wrote it (`None` when the
+    /// checkpoint holds no state for this operator).
+    pub(super) written_by: Option<WrittenBy>,
+}
+
+/// Who wrote the state an operator restores, for [`check_format`].
+#[derive(Debug, Clone)]
+pub(super) struct WrittenBy {
+    /// The state format name recorded with it.
+    pub(super) format: String,
+    /// The module that wrote it (`blake3:…`).
+    pub(super) module: String,
+    /// What the job starts from, for messages.
+    pub(super) from: String,
+}
+
+/// Refuses to restore state into an operator whose module declares another
+/// state format name than the one that wrote it (state landing on the
+/// wrong operator: a uid moved to another operator, or a vertex without
+/// uid whose ID another one took), unless the module declares that it
+/// migrates that format.
+pub(super) fn check_format(
+    operator: &str,
+    written: &WrittenBy,
+    declared: &StateFormat,
+    module: &str,
+    migrates_from: &[String],
+) -> Result<(), ExecError> {
+    if declared.name == written.format || migrates_from.iter().any(|f| *f == written.format) {
+        return Ok(());
+    }
+    Err(ExecError::RestoreRefused {
+        from: written.from.clone(),
+        detail: format!(
+            "operator {operator}: its state was written in format '{}' by {}, but its module {module} declares format '{}' and does not declare that it migrates '{}'; the state belongs to another operator. Give each stateful operator a `uid` that stays with it, put the operator that wrote this state back, pass --allow-non-restored-state after removing this state's uid, or declare the migration in the new module (Rust: `export_operator!(T, migrates_from = [\"{}\"])`)",
+            written.format, written.module, declared.name, written.format, written.format
+        ),
+    })
 }
 
 /// Reads back subtask `subtask` of operator vertex `v`: the key groups it
@@ -153,6 +204,7 @@ pub(super) fn restore_operator(
     subtask: u32,
     m: Option<&CheckpointManifest>,
     store: Option<&Arc<dyn CheckpointStore>>,
+    label: Option<&str>,
 ) -> Result<Restored, ExecError> {
     let vertex = &graph.vertices[v];
     let range = KeyGroupRange::for_subtask(graph.max_parallelism, vertex.parallelism, subtask);
@@ -163,6 +215,7 @@ pub(super) fn restore_operator(
             operator_state: None,
             format: None,
             restored: false,
+            written_by: None,
         });
     };
     let err = |detail: String| ExecError::Restore { id: m.id.0, detail };
@@ -182,6 +235,7 @@ pub(super) fn restore_operator(
             operator_state: None,
             format: None,
             restored: false,
+            written_by: None,
         });
     };
     let started = std::time::Instant::now();
@@ -226,10 +280,22 @@ pub(super) fn restore_operator(
         .state_format
         .clone()
         .map(|(name, version)| StateFormat { name, version });
+    let had_state = !op.key_groups.is_empty() || !op.operator_state.is_empty();
+    let written_by = match (&format, had_state) {
+        (Some(f), true) => Some(WrittenBy {
+            format: f.name.clone(),
+            module: op.module.clone(),
+            from: label
+                .map(String::from)
+                .unwrap_or_else(|| format!("checkpoint {}", m.id)),
+        }),
+        _ => None,
+    };
     Ok(Restored {
         state,
         operator_state,
         format,
         restored: true,
+        written_by,
     })
 }

@@ -15,6 +15,7 @@ mod limits;
 mod openapi;
 mod pacing;
 mod partition;
+mod restore;
 mod savepoint;
 mod serve;
 mod wordcount;
