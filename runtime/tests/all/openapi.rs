@@ -27,14 +27,14 @@ fn schemathesis() -> PathBuf {
 }
 
 /// A `wrun serve` on loopback; killed when dropped.
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
-    url: String,
-    token: String,
+    pub(crate) url: String,
+    pub(crate) token: String,
 }
 
 impl Serve {
-    fn start(data: &Path) -> Serve {
+    pub(crate) fn start(data: &Path) -> Serve {
         std::fs::create_dir_all(data).unwrap();
         let log = std::fs::File::create(data.with_extension("log")).unwrap();
         let mut child = Command::new(wrun_bin())
