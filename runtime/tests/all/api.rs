@@ -318,3 +318,56 @@ fn savepoint_workflow_through_the_cli_and_api() {
     assert_ne!(code, 0);
     assert!(err.contains("no running wrun found"), "{err}");
 }
+
+/// The contract breaks issue #13 found against the binary: each refusal of
+/// a real `wrun serve` is the documented JSON error, never axum's plain
+/// text, and a bad job name is a 400, not a 500.
+#[test]
+fn refusals_of_a_real_server_are_the_json_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = crate::openapi::Serve::start(&dir.path().join("data"));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let auth = format!("Bearer {}", serve.token);
+    for (method, path, body, status) in [
+        ("GET", "/v1/jobs/%FF%FE", "", 400),
+        ("GET", "/v1/checkpoints?job=a&job=b", "", 400),
+        ("GET", "/v1/checkpoints?job=../../x", "", 400),
+        ("GET", "/v1/checkpoints?job=/etc", "", 400),
+        ("GET", "/v1/checkpoints?nope=1", "", 400),
+        ("GET", "/v1/modules?nope=1", "", 400),
+        ("POST", "/v1/jobs", r#"["version = 1"]"#, 400),
+        ("POST", "/v1/jobs/j/savepoints", "[null, null]", 400),
+        (
+            "POST",
+            "/v1/savepoint-imports",
+            r#"{"dir": "relative"}"#,
+            400,
+        ),
+        ("GET", "/v1/requests/req-1", "", 404),
+        ("GET", "/v2/nothing", "", 404),
+        ("PUT", "/v1/jobs", "{}", 405),
+    ] {
+        let url = format!("{}{path}", serve.url);
+        let mut r = match method {
+            "POST" => agent.post(&url).header("Authorization", &auth).send(body),
+            "PUT" => agent.put(&url).header("Authorization", &auth).send(body),
+            _ => agent.get(&url).header("Authorization", &auth).call(),
+        }
+        .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+        let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert_eq!(ct, "application/json", "{method} {path}");
+        let e: wrun::api::ErrorBody = r.body_mut().read_json().unwrap();
+        assert!(!e.error.is_empty(), "{method} {path}");
+        if path.contains("job=") {
+            assert!(
+                e.error.contains("invalid job name") || e.error.contains("duplicate"),
+                "{method} {path}: {}",
+                e.error
+            );
+        }
+    }
+}
