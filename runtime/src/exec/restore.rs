@@ -69,7 +69,7 @@ pub fn latest_checkpoint_after(
 }
 
 /// Checks that a job can start from checkpoint or savepoint `m`, before
-/// any subtask starts (DESIGN.md, "Savepoints": restore rules). A refusal
+/// any subtask starts (docs/architecture.md, "Restoring"). A refusal
 /// is [`ExecError::RestoreRefused`]: deterministic, so never retried.
 pub fn check_restore(
     graph: &JobGraph,
