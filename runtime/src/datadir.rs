@@ -292,20 +292,7 @@ mod tests {
             savepoint: id.into(),
             registry: "r".into(),
             memory,
-            checkpoint: CheckpointManifest {
-                format: MANIFEST_FORMAT,
-                job: "j".into(),
-                id: CheckpointId(1),
-                triggered_at_ms: 0,
-                duration_ms: 0,
-                graph_fingerprint: String::new(),
-                max_parallelism: 1,
-                operators: vec![],
-                sources: vec![],
-                sinks: vec![],
-                full_bytes: 0,
-                new_bytes: 0,
-            },
+            checkpoint: CheckpointManifest::empty("j", CheckpointId(1), 1),
         };
         {
             let d = DataDir::open(t.path()).unwrap();

@@ -166,6 +166,24 @@ pub struct CheckpointManifest {
 }
 
 impl CheckpointManifest {
+    /// A manifest of `job`'s checkpoint `id` with nothing in it yet.
+    pub fn empty(job: &str, id: CheckpointId, max_parallelism: u32) -> CheckpointManifest {
+        CheckpointManifest {
+            format: MANIFEST_FORMAT,
+            job: job.to_string(),
+            id,
+            triggered_at_ms: 0,
+            duration_ms: 0,
+            graph_fingerprint: String::new(),
+            max_parallelism,
+            operators: Vec::new(),
+            sources: Vec::new(),
+            sinks: Vec::new(),
+            full_bytes: 0,
+            new_bytes: 0,
+        }
+    }
+
     /// Every chunk the manifest references.
     pub fn chunks(&self) -> impl Iterator<Item = ChunkHash> + '_ {
         self.operators.iter().flat_map(|o| {

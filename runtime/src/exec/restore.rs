@@ -161,6 +161,19 @@ pub(super) struct Restored {
     pub(super) written_by: Option<WrittenBy>,
 }
 
+impl Restored {
+    /// Nothing restored: the subtask starts with `state` empty.
+    fn fresh(state: KeyedState) -> Restored {
+        Restored {
+            state,
+            operator_state: None,
+            format: None,
+            restored: false,
+            written_by: None,
+        }
+    }
+}
+
 /// Who wrote the state an operator restores, for [`check_format`].
 #[derive(Debug, Clone)]
 pub(super) struct WrittenBy {
@@ -210,13 +223,7 @@ pub(super) fn restore_operator(
     let range = KeyGroupRange::for_subtask(graph.max_parallelism, vertex.parallelism, subtask);
     let mut state = KeyedState::new(graph.max_parallelism, range, StateLimits::default());
     let (Some(m), Some(store)) = (m, store) else {
-        return Ok(Restored {
-            state,
-            operator_state: None,
-            format: None,
-            restored: false,
-            written_by: None,
-        });
+        return Ok(Restored::fresh(state));
     };
     let err = |detail: String| ExecError::Restore { id: m.id.0, detail };
     if m.max_parallelism != graph.max_parallelism {
@@ -230,13 +237,7 @@ pub(super) fn restore_operator(
         .iter()
         .find(|o| o.operator_id == vertex.id.to_hex())
     else {
-        return Ok(Restored {
-            state,
-            operator_state: None,
-            format: None,
-            restored: false,
-            written_by: None,
-        });
+        return Ok(Restored::fresh(state));
     };
     let started = std::time::Instant::now();
     let (mut groups, mut bytes) = (0usize, 0u64);

@@ -117,3 +117,38 @@ fn state_of_another_format_is_refused_unless_the_module_migrates_it() {
     let (code, err) = resume(dir.path(), &migrates, "counts-v1", &[]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn memory_savepoints_say_what_can_resume_after_the_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = job(
+        guest("wordcount-counter"),
+        "counter",
+        1,
+        1_000_000,
+        Some(20_000),
+    ) + "\n[savepoints]\nbackend = \"memory\"\n";
+    std::fs::write(dir.path().join("mem.toml"), &toml).unwrap();
+    let data = dir.path().join(".wrun");
+    let mut child = spawn_run(dir.path(), "mem.toml", &data);
+    wait_for_api(&mut child, &data);
+    let out = ok(
+        dir.path(),
+        &["stop", "counts", "--savepoint", "--name", "quick"],
+    );
+    assert!(out.contains("stopped"), "{out}");
+    let done = child.wait_with_output().unwrap();
+    assert!(done.status.success());
+    let log = String::from_utf8_lossy(&done.stderr);
+    assert!(
+        log.contains("cannot resume the job") && !log.contains("resume with `wrun run"),
+        "{log}"
+    );
+    // After the process, the name is gone, and the error says why it may be.
+    let (code, err) = resume(dir.path(), &toml, "quick", &[]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("no savepoint 'quick'") && err.contains("if it was a memory savepoint"),
+        "{err}"
+    );
+}
