@@ -19,3 +19,4 @@ pub mod names;
 pub mod sandbox;
 pub mod serve;
 pub mod state;
+pub mod time;

@@ -20,7 +20,7 @@ use crate::state::GroupSnapshot;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// A subtask's part of checkpoint `id`.
 pub(crate) enum AckData {
@@ -86,12 +86,7 @@ struct Pending {
     request: Option<Request>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use crate::time::unix_ms as now_ms;
 
 /// A hash of the graph's shape: vertex IDs, kinds' names and edges.
 pub(crate) fn fingerprint(graph: &JobGraph) -> String {

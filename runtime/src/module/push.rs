@@ -62,12 +62,7 @@ impl ModuleInfo {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use crate::time::unix_ms as now_ms;
 
 /// The outcome of a push.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -97,12 +97,7 @@ pub struct Runtime {
 /// Every operator's compiled module, by vertex index.
 type Loaded = HashMap<usize, Arc<OperatorModule>>;
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use crate::time::unix_ms as now_ms;
 
 fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::bad_request(msg)
