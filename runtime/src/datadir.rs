@@ -283,9 +283,7 @@ mod tests {
 
     #[test]
     fn memory_pins_die_with_their_process() {
-        use crate::checkpoint::{
-            CheckpointId, CheckpointManifest, MANIFEST_FORMAT, PIN_FORMAT, Pin,
-        };
+        use crate::checkpoint::{CheckpointId, CheckpointManifest, PIN_FORMAT, Pin};
         let t = tempfile::tempdir().unwrap();
         let pin = |id: &str, memory| Pin {
             format: PIN_FORMAT,
