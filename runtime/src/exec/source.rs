@@ -6,7 +6,10 @@
 //! partial batch's linger ends, and looks at the cancel flag at least every
 //! [`CANCEL_POLL`]; so barriers, cancel and failure reach it within a
 //! bounded time whatever its rate. A file is read as fast as the disk
-//! allows (with barriers between batches); stdin blocks in its read.
+//! allows (with barriers between batches). Stdin is read by a thread of
+//! its own into a bounded channel, so the source never blocks in a read:
+//! when no line is waiting it sends its partial batch, answers barriers and
+//! looks at the cancel flag at least every [`CANCEL_POLL`].
 
 use super::channel::{Barrier, Outputs};
 use super::clock::Clock;
@@ -134,9 +137,16 @@ pub(super) fn run(
         SourceKind::File { path, format, key } => {
             let file = std::fs::File::open(path)
                 .map_err(|e| err(format!("cannot open input file {}: {e}", path.display())))?;
-            let reader = std::io::BufReader::with_capacity(1 << 16, file);
+            let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
+            let mut next = |_: bool| -> std::io::Result<Line> {
+                let mut line = Vec::new();
+                Ok(match reader.read_until(b'\n', &mut line)? {
+                    0 => Line::End,
+                    _ => Line::Data(line),
+                })
+            };
             read_lines(
-                reader,
+                &mut next,
                 *format,
                 key.as_deref(),
                 ctl.start,
@@ -151,9 +161,26 @@ pub(super) fn run(
         SourceKind::Stdin { format, key } => {
             // Stdin cannot be replayed: a restored job reads on from where
             // stdin is now.
-            let stdin = std::io::stdin();
+            let rx = stdin_lines().map_err(|e| err(format!("cannot read stdin: {e}")))?;
+            let mut next = |wait: bool| -> std::io::Result<Line> {
+                let got = if wait {
+                    rx.recv_timeout(CANCEL_POLL)
+                } else {
+                    rx.try_recv().map_err(|e| match e {
+                        std::sync::mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
+                        std::sync::mpsc::TryRecvError::Disconnected => {
+                            RecvTimeoutError::Disconnected
+                        }
+                    })
+                };
+                match got {
+                    Ok(line) => line.map(Line::Data),
+                    Err(RecvTimeoutError::Timeout) => Ok(Line::Idle),
+                    Err(RecvTimeoutError::Disconnected) => Ok(Line::End),
+                }
+            };
             read_lines(
-                stdin.lock(),
+                &mut next,
                 *format,
                 key.as_deref(),
                 0,
@@ -338,8 +365,52 @@ fn splitmix64(mut x: u64) -> u64 {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// What a line reader has next.
+enum Line {
+    /// A line, with its line ending.
+    Data(Vec<u8>),
+    /// No line is waiting now (only stdin says this).
+    Idle,
+    /// The input ended.
+    End,
+}
+
+/// Reads stdin on a thread of its own, a line at a time, into a bounded
+/// channel (backpressure: the thread waits while the channel is full). The
+/// thread ends at the end of stdin or when the source is gone; while stdin
+/// is silent it waits in its read, which ends with the process.
+fn stdin_lines() -> std::io::Result<Receiver<std::io::Result<Vec<u8>>>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1024);
+    std::thread::Builder::new()
+        .name("wrun stdin".into())
+        .spawn(move || {
+            let stdin = std::io::stdin();
+            let mut lock = stdin.lock();
+            loop {
+                let mut line = Vec::new();
+                let r = lock.read_until(b'\n', &mut line);
+                let done = !matches!(r, Ok(n) if n > 0);
+                let sent = match r {
+                    Ok(0) => break,
+                    Ok(_) => tx.send(Ok(line)),
+                    Err(e) => tx.send(Err(e)),
+                };
+                if sent.is_err() || done {
+                    break;
+                }
+            }
+        })?;
+    Ok(rx)
+}
+
+/// The line-reading loop of the file and stdin sources. `next(wait)` gives
+/// the next line; with `wait`, a reader that can be idle may wait a little
+/// (at most [`CANCEL_POLL`]) for one. On `Idle` the partial batch is sent,
+/// and cancel and barriers are looked at, so a quiet input never holds
+/// events back or keeps a barrier waiting.
+#[allow(clippy::too_many_arguments)]
 fn read_lines(
-    mut reader: impl BufRead,
+    next: &mut dyn FnMut(bool) -> std::io::Result<Line>,
     format: SourceFormat,
     key: Option<&str>,
     skip: u64,
@@ -353,17 +424,30 @@ fn read_lines(
     // `n` counts lines read, which is the position a checkpoint records.
     let mut n = 0u64;
     let mut emitted = 0u64;
-    let mut line = Vec::new();
     let batch_size = batch_size.max(1);
     let mut batch = Vec::with_capacity(batch_size.min(1024));
+    let mut idle = false;
     loop {
-        line.clear();
-        let read = reader
-            .read_until(b'\n', &mut line)
-            .map_err(|e| err(n + 1, format!("read failed: {e}")))?;
-        if read == 0 {
-            break;
-        }
+        let mut line = match next(idle).map_err(|e| err(n + 1, format!("read failed: {e}")))? {
+            Line::End => break,
+            Line::Idle => {
+                idle = true;
+                shared.check_cancel()?;
+                if !batch.is_empty() {
+                    outputs.emit(std::mem::take(&mut batch))?;
+                    outputs.flush()?;
+                }
+                if poll(n, outputs)? {
+                    *stopped = true;
+                    return Ok(emitted);
+                }
+                continue;
+            }
+            Line::Data(line) => {
+                idle = false;
+                line
+            }
+        };
         n += 1;
         if n <= skip {
             continue;
@@ -377,7 +461,7 @@ fn read_lines(
         let event = match format {
             SourceFormat::Lines => Some(Event {
                 key: None,
-                value: line.clone(),
+                value: line,
                 timestamp: None,
             }),
             SourceFormat::Json if line.iter().all(u8::is_ascii_whitespace) => None,
@@ -396,7 +480,7 @@ fn read_lines(
                 };
                 Some(Event {
                     key,
-                    value: line.clone(),
+                    value: line,
                     timestamp: None,
                 })
             }
@@ -405,9 +489,7 @@ fn read_lines(
             batch.push(e);
             emitted += 1;
         }
-        // Flush when the batch is full, or when no more input is buffered
-        // (an interactive stdin should not wait for a full batch).
-        if batch.len() >= batch_size || reader.fill_buf().map(|b| b.is_empty()).unwrap_or(true) {
+        if batch.len() >= batch_size {
             shared.check_cancel()?;
             outputs.emit(std::mem::take(&mut batch))?;
             outputs.flush()?;

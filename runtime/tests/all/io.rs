@@ -84,6 +84,64 @@ fn stdin_to_stdout_through_the_binary() {
     );
 }
 
+/// A quiet stdin holds nothing back: a line reaches the sink without
+/// more input, a checkpoint completes and a cancel ends the job while the
+/// source has nothing to read.
+#[test]
+fn a_quiet_stdin_neither_holds_events_back_nor_blocks_the_job() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let job = format!(
+        "version = 1\nname = \"pipe\"\n[[source]]\nname = \"in\"\nkind = \"stdin\"\n[[operator]]\nname = \"tok\"\ncomponent = \"{}\"\n[[sink]]\nname = \"out\"\nkind = \"stdout\"\n[[edge]]\nfrom = \"in\"\nto = \"tok\"\n[[edge]]\nfrom = \"tok\"\nto = \"out\"\n",
+        guest("wordcount-tokenizer")
+    );
+    std::fs::write(dir.path().join("job.toml"), job).unwrap();
+    let data = dir.path().join(".wrun");
+    let mut child = std::process::Command::new(wrun_bin())
+        .args(["run", "job.toml"])
+        .current_dir(dir.path())
+        .env("WRUN_LOG", "warn")
+        .env("WRUN_DATA_DIR", &data)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"quiet\n").unwrap();
+    stdin.flush().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the line is held back until more input comes");
+    assert_eq!(first, "{\"key\":\"quiet\",\"value\":\"\"}");
+    // stdin stays open and silent.
+    let out = ok(dir.path(), &["checkpoint", "trigger", "pipe"]);
+    assert!(out.contains("complete"), "{out}");
+    ok(dir.path(), &["stop", "pipe"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cancel did not reach a source waiting on stdin"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(!status.success(), "a cancelled run exits non-zero");
+    drop(stdin);
+}
+
 #[test]
 fn a_stateful_operator_without_uid_gets_a_warning() {
     let dir = tempfile::tempdir().unwrap();
