@@ -76,13 +76,23 @@ pub fn read_key_group(
     r: &KeyGroupRef,
     state: &mut KeyedState,
 ) -> Result<(), String> {
+    // The store's errors keep their cause (the I/O error) as a source; this
+    // function's one string carries both.
+    let chunk = |c| {
+        store.get_chunk(c).map_err(|e| {
+            std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(": ")
+        })
+    };
     let kg = KeyGroup(r.key_group);
-    let base = store.get_chunk(&r.chunk).map_err(|e| e.to_string())?;
+    let base = chunk(&r.chunk)?;
     state
         .decode_key_group(kg, &base)
         .map_err(|e| e.to_string())?;
     for d in &r.deltas {
-        let bytes = store.get_chunk(&d.chunk).map_err(|e| e.to_string())?;
+        let bytes = chunk(&d.chunk)?;
         state
             .apply_key_group_delta(kg, &bytes)
             .map_err(|e| format!("{e} (delta chunk {})", d.chunk.hex()))?;

@@ -75,7 +75,7 @@ pub enum SavepointError {
         "a savepoint named '{0}' already exists; choose another --name or dispose of the old one"
     )]
     NameTaken(String),
-    /// A record that does not parse.
+    /// A record of another format.
     #[error("savepoint record {path} is unreadable: {detail}")]
     BadRecord {
         /// The file.
@@ -83,14 +83,24 @@ pub enum SavepointError {
         /// Why.
         detail: String,
     },
+    /// A record that does not parse, or whose ID is not a valid name.
+    #[error("savepoint record {path} is unreadable")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why: the JSON or the name error.
+        #[source]
+        error: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// An I/O failure.
-    #[error("savepoints: cannot {op} {path}: {error}")]
+    #[error("savepoints: cannot {op} {path}")]
     Io {
         /// What it was doing.
         op: &'static str,
         /// The file or directory.
         path: PathBuf,
         /// The I/O error.
+        #[source]
         error: std::io::Error,
     },
     /// A checkpoint store failure (reading or copying chunks).
@@ -321,18 +331,22 @@ fn write_atomic(dir: &Dir, root: &Path, name: &str, bytes: &[u8]) -> Result<(), 
 }
 
 fn parse_record(path: &Path, bytes: &[u8]) -> Result<Savepoint, SavepointError> {
-    let bad = |detail: String| SavepointError::BadRecord {
+    let unreadable = |error: Box<dyn std::error::Error + Send + Sync>| SavepointError::Unreadable {
         path: path.to_path_buf(),
-        detail,
+        error,
     };
-    let sp: Savepoint = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    let sp: Savepoint = serde_json::from_slice(bytes).map_err(|e| unreadable(e.into()))?;
     if sp.format != SAVEPOINT_FORMAT {
-        return Err(bad(format!(
-            "format {}, but this wrun reads format {SAVEPOINT_FORMAT}",
-            sp.format
-        )));
+        return Err(SavepointError::BadRecord {
+            path: path.to_path_buf(),
+            detail: format!(
+                "format {}, but this wrun reads format {SAVEPOINT_FORMAT}",
+                sp.format
+            ),
+        });
     }
-    check_name(&sp.id).map_err(|e| bad(e.to_string()))?;
+    crate::names::check(crate::names::NameKind::Savepoint, &sp.id)
+        .map_err(|e| unreadable(e.into()))?;
     Ok(sp)
 }
 
@@ -379,9 +393,9 @@ impl SavepointStore for FsSavepoints {
     fn put(&self, sp: &Savepoint) -> Result<(), SavepointError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         check_free(&self.list()?, sp)?;
-        let bytes = serde_json::to_vec_pretty(sp).map_err(|e| SavepointError::BadRecord {
+        let bytes = serde_json::to_vec_pretty(sp).map_err(|e| SavepointError::Unreadable {
             path: self.path_of(&sp.id),
-            detail: e.to_string(),
+            error: e.into(),
         })?;
         write_atomic(&self.dir, &self.root, &format!("{}.json", sp.id), &bytes)
     }
@@ -434,9 +448,9 @@ pub fn export(
     txn.sync()?;
     let dir =
         Dir::open_ambient_dir(dest, cap_std::ambient_authority()).map_err(io("open", dest))?;
-    let record = serde_json::to_vec_pretty(sp).map_err(|e| SavepointError::BadRecord {
+    let record = serde_json::to_vec_pretty(sp).map_err(|e| SavepointError::Unreadable {
         path: dest.join(EXPORT_RECORD),
-        detail: e.to_string(),
+        error: e.into(),
     })?;
     write_atomic(&dir, dest, EXPORT_RECORD, &record)?;
     Ok(bytes)
@@ -534,6 +548,31 @@ pub fn import(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The message and its causes, one after the other.
+    fn messages(e: &dyn std::error::Error) -> Vec<String> {
+        std::iter::successors(Some(e), |e| e.source())
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn io_and_json_errors_are_causes() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = messages(&open_export(dir.path()).unwrap_err());
+        assert_eq!(
+            err[0],
+            format!(
+                "savepoints: cannot read {}",
+                dir.path().join(EXPORT_RECORD).display()
+            )
+        );
+        assert!(err[1].contains("No such file"), "{err:?}");
+        std::fs::write(dir.path().join(EXPORT_RECORD), b"[").unwrap();
+        let err = messages(&open_export(dir.path()).unwrap_err());
+        assert!(err[0].ends_with("savepoint.json is unreadable"), "{err:?}");
+        assert!(err[1].contains("EOF while parsing"), "{err:?}");
+    }
 
     #[test]
     fn names_cannot_escape_or_hide() {

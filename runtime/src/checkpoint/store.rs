@@ -129,13 +129,14 @@ pub fn collect_garbage(store: &dyn CheckpointStore) -> Result<Vec<ChunkHash>, St
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// An I/O failure.
-    #[error("checkpoint store: cannot {op} {path}: {error}")]
+    #[error("checkpoint store: cannot {op} {path}")]
     Io {
         /// What it was doing.
         op: &'static str,
         /// The file or directory.
         path: PathBuf,
         /// The I/O error.
+        #[source]
         error: std::io::Error,
     },
     /// A chunk whose bytes do not match its name.
@@ -154,13 +155,24 @@ pub enum StoreError {
         /// The chunk file.
         path: PathBuf,
     },
-    /// A manifest that does not parse or does not fit.
+    /// A manifest (or pin) that does not fit this wrun: another format,
+    /// another job.
     #[error("checkpoint manifest {path} is unreadable: {detail}")]
     BadManifest {
         /// The manifest file.
         path: PathBuf,
         /// Why.
         detail: String,
+    },
+    /// A manifest (or pin) that does not parse, or a name in its path that
+    /// is not allowed.
+    #[error("checkpoint manifest {path} is unreadable")]
+    Unreadable {
+        /// The manifest file.
+        path: PathBuf,
+        /// Why: the JSON or the name error.
+        #[source]
+        error: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -205,18 +217,18 @@ pub trait CheckpointStore: Send + Sync {
 
 fn pin_path(savepoint: &str) -> Result<PathBuf, StoreError> {
     crate::names::check(crate::names::NameKind::Savepoint, savepoint).map_err(|e| {
-        StoreError::BadManifest {
+        StoreError::Unreadable {
             path: PathBuf::from("pins").join(savepoint),
-            detail: e.to_string(),
+            error: e.into(),
         }
     })?;
     Ok(PathBuf::from("pins").join(format!("{savepoint}.json")))
 }
 
 fn parse_pin(path: PathBuf, bytes: &[u8]) -> Result<Pin, StoreError> {
-    let p: Pin = serde_json::from_slice(bytes).map_err(|e| StoreError::BadManifest {
+    let p: Pin = serde_json::from_slice(bytes).map_err(|e| StoreError::Unreadable {
         path: path.clone(),
-        detail: e.to_string(),
+        error: e.into(),
     })?;
     if p.format != PIN_FORMAT {
         return Err(StoreError::BadManifest {
@@ -246,9 +258,9 @@ fn manifest_path(job: &str, id: CheckpointId) -> PathBuf {
 /// A job name reaches the store only after the caller checked it; this is
 /// the last line of defence (a name with `..` must never become a path).
 fn check_job(job: &str, rel: &Path) -> Result<(), StoreError> {
-    crate::names::check(crate::names::NameKind::Job, job).map_err(|e| StoreError::BadManifest {
+    crate::names::check(crate::names::NameKind::Job, job).map_err(|e| StoreError::Unreadable {
         path: rel.to_path_buf(),
-        detail: e.to_string(),
+        error: e.into(),
     })
 }
 
@@ -259,9 +271,9 @@ fn parse_manifest(
     id: CheckpointId,
 ) -> Result<CheckpointManifest, StoreError> {
     let m: CheckpointManifest =
-        serde_json::from_slice(bytes).map_err(|e| StoreError::BadManifest {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Unreadable {
             path: path.clone(),
-            detail: e.to_string(),
+            error: e.into(),
         })?;
     if m.format != MANIFEST_FORMAT {
         return Err(StoreError::BadManifest {
@@ -456,23 +468,23 @@ impl CheckpointStore for FsStore {
 
     fn put_manifest(&self, _txn: &Txn<'_>, m: &CheckpointManifest) -> Result<(), StoreError> {
         crate::names::check(crate::names::NameKind::Job, &m.job).map_err(|e| {
-            StoreError::BadManifest {
+            StoreError::Unreadable {
                 path: self.root.join("jobs"),
-                detail: e.to_string(),
+                error: e.into(),
             }
         })?;
-        let bytes = serde_json::to_vec_pretty(m).map_err(|e| StoreError::BadManifest {
+        let bytes = serde_json::to_vec_pretty(m).map_err(|e| StoreError::Unreadable {
             path: self.root.join(manifest_path(&m.job, m.id)),
-            detail: e.to_string(),
+            error: e.into(),
         })?;
         self.commit(&manifest_path(&m.job, m.id), &bytes)
     }
 
     fn put_pin(&self, _txn: &Txn<'_>, p: &Pin) -> Result<(), StoreError> {
         let rel = pin_path(&p.savepoint)?;
-        let bytes = serde_json::to_vec_pretty(p).map_err(|e| StoreError::BadManifest {
+        let bytes = serde_json::to_vec_pretty(p).map_err(|e| StoreError::Unreadable {
             path: self.root.join(&rel),
-            detail: e.to_string(),
+            error: e.into(),
         })?;
         self.commit(&rel, &bytes)
     }
@@ -680,9 +692,9 @@ impl CheckpointStore for MemStore {
 
     fn put_manifest(&self, _txn: &Txn<'_>, m: &CheckpointManifest) -> Result<(), StoreError> {
         self.check_write(manifest_path(&m.job, m.id))?;
-        let bytes = serde_json::to_vec(m).map_err(|e| StoreError::BadManifest {
+        let bytes = serde_json::to_vec(m).map_err(|e| StoreError::Unreadable {
             path: manifest_path(&m.job, m.id),
-            detail: e.to_string(),
+            error: e.into(),
         })?;
         self.manifests
             .lock()
@@ -743,6 +755,13 @@ impl CheckpointStore for MemStore {
 mod tests {
     use super::*;
     use crate::checkpoint::{KeyGroupRef, OperatorStateRef};
+
+    /// The message and its causes, one after the other.
+    fn messages(e: &dyn std::error::Error) -> Vec<String> {
+        std::iter::successors(Some(e), |e| e.source())
+            .map(|e| e.to_string())
+            .collect()
+    }
 
     fn manifest(id: u64, chunks: &[ChunkHash]) -> CheckpointManifest {
         CheckpointManifest {
@@ -830,11 +849,16 @@ mod tests {
         );
         let mpath = dir.path().join("store/jobs/wordcount/checkpoints/10.json");
         std::fs::write(&mpath, b"{\"format\": 1").unwrap();
-        let err = store
-            .get_manifest("wordcount", CheckpointId(10))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("10.json is unreadable"), "{err}");
+        let err = messages(
+            &store
+                .get_manifest("wordcount", CheckpointId(10))
+                .unwrap_err(),
+        );
+        assert!(err[0].ends_with("10.json is unreadable"), "{err:?}");
+        assert!(
+            err[1].contains("EOF while parsing"),
+            "the JSON error is the cause: {err:?}"
+        );
         let leftovers: Vec<_> = walk(dir.path())
             .into_iter()
             .filter(|p| p.to_string_lossy().contains(".tmp-"))
@@ -952,8 +976,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::open(dir.path()).unwrap();
         for bad in ["../../x", "/etc", "a/b", ".."] {
-            let err = store.list_checkpoints(bad).unwrap_err().to_string();
-            assert!(err.contains("invalid job name"), "{err}");
+            let err = messages(&store.list_checkpoints(bad).unwrap_err());
+            assert!(err[0].contains("is unreadable"), "{err:?}");
+            assert!(
+                err[1].contains("invalid job name"),
+                "the name error is the cause: {err:?}"
+            );
             assert!(store.get_manifest(bad, CheckpointId(1)).is_err());
         }
     }
@@ -963,8 +991,15 @@ mod tests {
         let store = MemStore::default();
         exercise(&store);
         store.fail_writes(true);
-        let err = begin(&store).put_chunk(b"new").unwrap_err().to_string();
-        assert!(err.contains("no space left on device"), "{err}");
+        let err = messages(&begin(&store).put_chunk(b"new").unwrap_err());
+        assert!(
+            err[0].starts_with("checkpoint store: cannot write chunks/"),
+            "{err:?}"
+        );
+        assert_eq!(
+            err[1], "no space left on device",
+            "the I/O error is the cause, not part of the message"
+        );
         store.fail_writes(false);
         let (h, _) = begin(&store).put_chunk(b"new").unwrap();
         store.corrupt_chunk(&h, b"old".to_vec());

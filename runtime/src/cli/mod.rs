@@ -1,12 +1,22 @@
 //! The `wrun` command line: parses arguments, prints the whole cause chain
 //! of an error (one line each) and exits non-zero; never shows a panic or a
 //! `Debug` dump for bad input.
+//!
+//! One file per top-level command (`run.rs` is `wrun run`, `job.rs` is
+//! `wrun job ...`), each with its arguments and a `run` function;
+//! `output.rs` holds what several of them print. Nothing outside this
+//! module but `main.rs` uses it.
 
+mod checkpoint;
+mod deploy;
+mod job;
+mod module;
+mod output;
 mod run;
 mod savepoint;
 mod serve;
-
-pub use run::load_manifest;
+mod stop;
+mod validate;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -35,20 +45,20 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Deploy a job to a running `wrun serve` (uploading components given
     /// by path) and wait until it runs.
-    Deploy(serve::DeployArgs),
+    Deploy(deploy::DeployArgs),
     /// Modules (components): push, list, inspect.
     Module {
         /// What to do.
         #[command(subcommand)]
-        command: serve::ModuleCommand,
+        command: module::ModuleCommand,
     },
     /// Stop a running job: with --savepoint, at a savepoint; else cancel.
-    Stop(savepoint::StopArgs),
+    Stop(stop::StopArgs),
     /// Jobs: list, status (with the last checkpoints), stop, cancel.
     Job {
         /// What to do.
         #[command(subcommand)]
-        command: savepoint::JobCommand,
+        command: job::JobCommand,
     },
     /// Savepoints: trigger, list, inspect, dispose, export, import.
     Savepoint {
@@ -60,7 +70,7 @@ pub enum Command {
     Checkpoint {
         /// What to do.
         #[command(subcommand)]
-        command: CheckpointCommand,
+        command: checkpoint::CheckpointCommand,
     },
     /// Check a job manifest and print its graph, without running it.
     Validate {
@@ -69,24 +79,6 @@ pub enum Command {
         /// Default parallelism of operators that do not set their own.
         #[arg(short, long)]
         parallelism: Option<u32>,
-    },
-}
-
-/// `wrun checkpoint ...`.
-#[derive(Debug, Subcommand)]
-pub enum CheckpointCommand {
-    /// List checkpoints: id, time, duration, full size, bytes newly written.
-    List(run::CheckpointListArgs),
-    /// Take a checkpoint of a running job now.
-    Trigger {
-        /// The job.
-        job: String,
-        /// Return once requested, with the request ID, instead of waiting.
-        #[arg(long)]
-        detach: bool,
-        /// Data directory of the running wrun.
-        #[arg(long, env = "WRUN_DATA_DIR", default_value = ".wrun")]
-        data_dir: PathBuf,
     },
 }
 
@@ -107,27 +99,17 @@ pub fn main() -> ExitCode {
     init_logging(&cli.log);
     let result = match cli.command {
         Command::Run(args) => run::run(args),
-        Command::Serve(args) => serve::serve(args),
-        Command::Deploy(args) => serve::deploy(args),
-        Command::Module { command } => serve::module(command),
-        Command::Checkpoint {
-            command: CheckpointCommand::List(args),
-        } => run::checkpoint_list(args),
-        Command::Checkpoint {
-            command:
-                CheckpointCommand::Trigger {
-                    job,
-                    detach,
-                    data_dir,
-                },
-        } => savepoint::checkpoint_trigger(&job, detach, &data_dir),
-        Command::Stop(args) => savepoint::stop(args),
-        Command::Job { command } => savepoint::job(command),
+        Command::Serve(args) => serve::run(args),
+        Command::Deploy(args) => deploy::run(args),
+        Command::Module { command } => module::run(command),
+        Command::Stop(args) => stop::run(args),
+        Command::Job { command } => job::run(command),
         Command::Savepoint { command } => savepoint::run(command),
+        Command::Checkpoint { command } => checkpoint::run(command),
         Command::Validate {
             manifest,
             parallelism,
-        } => run::validate(&manifest, parallelism),
+        } => validate::run(&manifest, parallelism),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

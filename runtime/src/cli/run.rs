@@ -1,12 +1,15 @@
-//! `wrun run` and `wrun validate`.
+//! `wrun run`: one job in this process, with the control API on loopback,
+//! until its bounded input ends or it is stopped.
 
+use super::module::DEFAULT_MAX_MODULE_MB;
+use super::serve::EndpointFile;
+use super::validate::load_manifest;
 use crate::checkpoint::SavepointBackend;
 use crate::datadir::DataDir;
 use crate::exec::{self, RunOptions};
-use crate::job::{self, JobGraph};
 use crate::sandbox::{Sandbox, SandboxConfig};
 use anyhow::{Context, Result};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Arguments of `wrun run`.
@@ -39,38 +42,7 @@ pub struct RunArgs {
     pub listen: std::net::SocketAddr,
 }
 
-/// The default largest module `wrun module push` accepts, in MiB.
-pub const DEFAULT_MAX_MODULE_MB: usize = 256;
-
-/// Arguments of `wrun checkpoint list`.
-#[derive(Debug, clap::Args)]
-pub struct CheckpointListArgs {
-    /// Only this job's checkpoints.
-    #[arg(long)]
-    pub job: Option<String>,
-    /// Data directory.
-    #[arg(long, env = "WRUN_DATA_DIR", default_value = ".wrun")]
-    pub data_dir: PathBuf,
-}
-
-/// Reads and validates a manifest.
-pub fn load_manifest(path: &Path, parallelism: Option<u32>) -> Result<JobGraph> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read job manifest {}", path.display()))?;
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let base = if base.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        base
-    };
-    Ok(job::parse_manifest(
-        &text,
-        &path.display().to_string(),
-        &base,
-        parallelism,
-    )?)
-}
-
+/// `wrun run`.
 pub(super) fn run(args: RunArgs) -> Result<()> {
     let graph = load_manifest(&args.manifest, args.parallelism)?;
     if args.resume && graph.checkpoint.is_none() {
@@ -178,116 +150,4 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         .collect();
     tracing::info!(job = %graph.name, "finished in {:.2} s: {}", report.elapsed.as_secs_f64(), summary.join(", "));
     Ok(())
-}
-
-/// `api.json` while this process serves the API; removed on drop, unless
-/// another process has replaced it since.
-pub(super) struct EndpointFile {
-    path: PathBuf,
-}
-
-impl EndpointFile {
-    pub(super) fn write(data_dir: &Path, addr: std::net::SocketAddr) -> Result<EndpointFile> {
-        let path = crate::api::endpoint_path(data_dir);
-        let ep = crate::api::Endpoint {
-            url: format!("http://{addr}"),
-            pid: std::process::id(),
-        };
-        crate::fsutil::write_atomic_path(&path, &serde_json::to_vec_pretty(&ep)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(EndpointFile { path })
-    }
-}
-
-impl Drop for EndpointFile {
-    fn drop(&mut self) {
-        let ours = std::fs::read(&self.path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<crate::api::Endpoint>(&b).ok())
-            .is_some_and(|ep| ep.pid == std::process::id());
-        if ours {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
-pub(super) fn validate(manifest: &Path, parallelism: Option<u32>) -> Result<()> {
-    let graph = load_manifest(manifest, parallelism)?;
-    println!("{}", serde_json::to_string_pretty(&graph)?);
-    Ok(())
-}
-
-pub(super) fn checkpoint_list(args: CheckpointListArgs) -> Result<()> {
-    if let Some(job) = &args.job {
-        crate::names::check(crate::names::NameKind::Job, job)?;
-    }
-    // Through the running wrun when there is one (it owns the store), else
-    // straight from the data directory.
-    let rows = match crate::api::Client::running(&args.data_dir) {
-        Some(c) => {
-            let path = match &args.job {
-                Some(j) => format!("/v1/checkpoints?job={j}"),
-                None => "/v1/checkpoints".to_string(),
-            };
-            match c.get(&path)?.get("checkpoints") {
-                Some(serde_json::Value::Array(rows)) => rows.clone(),
-                _ => anyhow::bail!("the running wrun returned no checkpoint list"),
-            }
-        }
-        None => {
-            let dir = args.data_dir.join("checkpoints");
-            if !dir.is_dir() {
-                println!("no checkpoints in {}", dir.display());
-                return Ok(());
-            }
-            crate::api::checkpoint_rows(
-                DataDir::open_read_only(&args.data_dir)?.store().as_ref(),
-                args.job,
-            )?
-        }
-    };
-    println!(
-        "{:<20} {:>6}  {:<24} {:>9} {:>12} {:>12}",
-        "JOB", "ID", "TRIGGERED (UTC)", "DURATION", "FULL SIZE", "NEW BYTES"
-    );
-    for r in rows {
-        let num = |k: &str| r.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
-        let job = r
-            .get("job")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or("?");
-        match r.get("error").and_then(serde_json::Value::as_str) {
-            Some(e) => println!("{job:<20} {:>6}  unreadable: {e}", num("id")),
-            None => println!(
-                "{:<20} {:>6}  {:<24} {:>7}ms {:>12} {:>12}",
-                job,
-                num("id"),
-                utc(num("triggered-at-ms")),
-                num("duration-ms"),
-                num("full-bytes"),
-                num("new-bytes")
-            ),
-        }
-    }
-    Ok(())
-}
-
-/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS.mmm` (UTC).
-pub(super) fn utc(ms: u64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-    // RFC 3339 with a space for the `T` and no `Z`: the columns say UTC.
-    humantime::format_rfc3339_millis(t)
-        .to_string()
-        .replacen('T', " ", 1)
-        .trim_end_matches('Z')
-        .to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn utc_is_readable() {
-        assert_eq!(super::utc(0), "1970-01-01 00:00:00.000");
-        assert_eq!(super::utc(1_764_648_374_123), "2025-12-02 04:06:14.123");
-    }
 }

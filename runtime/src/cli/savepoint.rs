@@ -1,8 +1,8 @@
-//! `wrun savepoint …`, `wrun stop` and `wrun checkpoint trigger`: through
-//! the API of the running wrun where a job is involved, on the data
-//! directory directly otherwise.
+//! `wrun savepoint trigger|list|inspect|dispose|export|import`: through the
+//! API of the running wrun where there is one (it owns the store), on the
+//! data directory directly otherwise.
 
-use super::run::utc;
+use super::output::{job_name, print_taken, progress, utc};
 use crate::api::{Client, SavepointSummary};
 use crate::checkpoint::{SavepointStore, read_key_group};
 use crate::datadir::DataDir;
@@ -10,8 +10,7 @@ use crate::state::{DumpValue, KeyGroupRange, KeyedState, StateLimits};
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
 /// Where to find savepoints: the data directory and the savepoint
 /// directory (default `<data-dir>/savepoints`).
@@ -43,12 +42,6 @@ impl Location {
             None => data.default_savepoints(),
         })
     }
-}
-
-/// A job name from the command line, checked before it goes into a URL.
-pub(super) fn job_name(job: &str) -> Result<&str> {
-    crate::names::check(crate::names::NameKind::Job, job)?;
-    Ok(job)
 }
 
 /// `wrun savepoint ...`.
@@ -113,63 +106,7 @@ pub enum SavepointCommand {
     },
 }
 
-/// Arguments of `wrun stop`.
-#[derive(Debug, clap::Args)]
-pub struct StopArgs {
-    /// The job.
-    pub job: String,
-    /// Take a savepoint and stop at it, in one barrier: nothing is
-    /// processed after it. Without it, the job is cancelled.
-    #[arg(long)]
-    pub savepoint: bool,
-    /// With --savepoint: close every operator first, so their final output
-    /// is emitted and committed (for a job that will not resume).
-    #[arg(long, requires = "savepoint")]
-    pub drain: bool,
-    /// With --savepoint: a name for it.
-    #[arg(long, requires = "savepoint")]
-    pub name: Option<String>,
-    /// With --savepoint: return once the stop is requested, without
-    /// waiting for the savepoint.
-    #[arg(long, requires = "savepoint")]
-    pub detach: bool,
-    /// Data directory of the running wrun.
-    #[arg(long, env = "WRUN_DATA_DIR", default_value = ".wrun")]
-    pub data_dir: PathBuf,
-}
-
-fn progress(what: &str) -> impl FnMut(Duration) {
-    let mut shown = false;
-    let what = what.to_string();
-    move |elapsed| {
-        if elapsed > Duration::from_millis(500) {
-            eprint!("\r{what}: waiting {:.1} s...", elapsed.as_secs_f64());
-            shown = true;
-        }
-        if shown {
-            let _ = std::io::stderr().flush();
-        }
-    }
-}
-
-fn print_taken(v: &Value) -> Result<()> {
-    let sp: SavepointSummary =
-        serde_json::from_value(v["savepoint"].clone()).context("the API returned no savepoint")?;
-    eprintln!();
-    println!(
-        "savepoint {} of job '{}' at checkpoint {} ({} bytes of state)",
-        sp.id, sp.job, sp.checkpoint, sp.bytes
-    );
-    if sp.backend == "memory" {
-        println!(
-            "  backend: memory. It lives only in this running wrun and is lost when it stops; it can only resume a job inside the same running wrun."
-        );
-    } else {
-        println!("  stored in {}", sp.location);
-    }
-    Ok(())
-}
-
+/// `wrun savepoint`.
 pub(super) fn run(cmd: SavepointCommand) -> Result<()> {
     match cmd {
         SavepointCommand::Trigger {
@@ -521,155 +458,4 @@ fn inspect(at: &Location, spec: &str, dump: Option<&[String]>) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// `wrun stop`.
-pub(super) fn stop(args: StopArgs) -> Result<()> {
-    if let Some(n) = &args.name {
-        crate::checkpoint::check_name(n)?;
-    }
-    job_name(&args.job)?;
-    let c = Client::for_data_dir(&args.data_dir)?;
-    if !args.savepoint {
-        c.post(&format!("/v1/jobs/{}/cancel", args.job), &json!({}))?;
-        println!("cancelled job '{}'", args.job);
-        return Ok(());
-    }
-    let r = c.post(
-        &format!("/v1/jobs/{}/savepoints", args.job),
-        &json!({
-            "name": args.name,
-            "stop": if args.drain { "drain" } else { "suspend" },
-        }),
-    )?;
-    let id = r["request-id"].as_str().unwrap_or_default().to_string();
-    if args.detach {
-        println!("stop with savepoint requested: {id} (GET /v1/requests/{id})");
-        return Ok(());
-    }
-    let v = c.wait(&id, progress("stop with savepoint"))?;
-    print_taken(&v)?;
-    println!("job '{}' stopped", args.job);
-    Ok(())
-}
-
-/// `wrun checkpoint trigger`.
-pub(super) fn checkpoint_trigger(job: &str, detach: bool, data_dir: &Path) -> Result<()> {
-    let job = job_name(job)?;
-    let c = Client::for_data_dir(data_dir)?;
-    let r = c.post(&format!("/v1/jobs/{job}/checkpoints"), &json!({}))?;
-    let id = r["request-id"].as_str().unwrap_or_default().to_string();
-    if detach {
-        println!("checkpoint requested: {id} (GET /v1/requests/{id})");
-        return Ok(());
-    }
-    let v = c.wait(&id, progress("checkpoint"))?;
-    eprintln!();
-    println!("checkpoint {} of job '{job}' complete", v["checkpoint"]);
-    Ok(())
-}
-
-/// `wrun job ...`.
-#[derive(Debug, clap::Subcommand)]
-pub enum JobCommand {
-    /// The jobs of the running wrun, with their state.
-    List {
-        /// Data directory of the running wrun.
-        #[arg(long, env = "WRUN_DATA_DIR", default_value = ".wrun")]
-        data_dir: PathBuf,
-    },
-    /// A job's state, restarts and last checkpoints (duration, size, new bytes).
-    Status {
-        /// The job.
-        job: String,
-        /// Data directory of the running wrun.
-        #[arg(long, env = "WRUN_DATA_DIR", default_value = ".wrun")]
-        data_dir: PathBuf,
-    },
-    /// Stop a job: with --savepoint, at a savepoint; else cancel (same as
-    /// `wrun stop`).
-    Stop(StopArgs),
-    /// Cancel a job: no savepoint, no restart (`wrun stop JOB` does the same).
-    Cancel {
-        /// The job.
-        job: String,
-        /// Data directory of the running wrun.
-        #[arg(long, env = "WRUN_DATA_DIR", default_value = ".wrun")]
-        data_dir: PathBuf,
-    },
-}
-
-/// `wrun job`.
-pub(super) fn job(cmd: JobCommand) -> Result<()> {
-    let str_of = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
-    let num_of = |v: &Value, k: &str| {
-        v.get(k)
-            .and_then(Value::as_u64)
-            .map(|n| n.to_string())
-            .unwrap_or_else(|| "-".into())
-    };
-    match cmd {
-        JobCommand::List { data_dir } => {
-            let c = Client::for_data_dir(&data_dir)?;
-            let v = c.get("/v1/jobs")?;
-            println!(
-                "{:<24} {:<11} {:>8} {:>16}",
-                "JOB", "STATE", "RESTARTS", "LAST CHECKPOINT"
-            );
-            for j in v["jobs"].as_array().into_iter().flatten() {
-                println!(
-                    "{:<24} {:<11} {:>8} {:>16}",
-                    str_of(j, "name"),
-                    str_of(j, "state"),
-                    num_of(j, "restarts"),
-                    num_of(j, "last-checkpoint")
-                );
-            }
-            Ok(())
-        }
-        JobCommand::Status { job, data_dir } => {
-            let job = job_name(&job)?;
-            let c = Client::for_data_dir(&data_dir)?;
-            let j = c.get(&format!("/v1/jobs/{job}"))?;
-            println!("job         {}", str_of(&j, "name"));
-            println!("state       {}", str_of(&j, "state"));
-            println!("restarts    {}", num_of(&j, "restarts"));
-            if let Some(cp) = j.get("restored-from").and_then(Value::as_u64) {
-                println!("started at  checkpoint {cp}");
-            }
-            if let Some(e) = j.get("error").and_then(Value::as_str) {
-                println!("last error  {e}");
-            }
-            let cps = j["checkpoints"].as_array().cloned().unwrap_or_default();
-            if cps.is_empty() {
-                println!("checkpoints none yet");
-                return Ok(());
-            }
-            println!();
-            println!(
-                "{:>6}  {:<24} {:>9} {:>12} {:>12}",
-                "ID", "TRIGGERED (UTC)", "DURATION", "FULL SIZE", "NEW BYTES"
-            );
-            for cp in &cps {
-                let n = |k: &str| cp.get(k).and_then(Value::as_u64).unwrap_or(0);
-                println!(
-                    "{:>6}  {:<24} {:>7}ms {:>12} {:>12}",
-                    n("id"),
-                    utc(n("triggered-at-ms")),
-                    n("duration-ms"),
-                    n("full-bytes"),
-                    n("new-bytes")
-                );
-            }
-            Ok(())
-        }
-        JobCommand::Stop(args) => stop(args),
-        JobCommand::Cancel { job, data_dir } => {
-            let job = job_name(&job)?;
-            let c = Client::for_data_dir(&data_dir)?;
-            c.post(&format!("/v1/jobs/{job}/cancel"), &json!({}))?;
-            println!("cancelled job '{job}'");
-            Ok(())
-        }
-    }
 }

@@ -1,7 +1,7 @@
 //! The validated job graph: vertices (sources, operators, sinks), edges
 //! with their partitioning, and the operator IDs that address state.
 
-use super::manifest::{CheckpointSettings, Limits, RestartPolicy, SavepointSettings};
+use super::settings::{CheckpointSettings, Limits, RestartPolicy, SavepointSettings};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

@@ -31,11 +31,12 @@ impl std::fmt::Display for Digest {
 #[derive(Debug, thiserror::Error)]
 pub enum ModuleError {
     /// A path in the manifest that cannot be read.
-    #[error("cannot read component {path}: {error}{}", hint_for(path))]
+    #[error("cannot read component {path}{}", hint_for(path))]
     Read {
         /// The path.
         path: PathBuf,
         /// The I/O error.
+        #[source]
         error: std::io::Error,
     },
     /// A digest not in the store.
@@ -93,11 +94,12 @@ pub enum ModuleError {
         count: usize,
     },
     /// Store I/O.
-    #[error("module store {path}: {error}")]
+    #[error("module store: cannot use {path}")]
     Io {
         /// The file or directory.
         path: PathBuf,
-        /// The I/O error.
+        /// The I/O error (or the JSON error of a record, as invalid data).
+        #[source]
         error: std::io::Error,
     },
 }
@@ -402,6 +404,37 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModuleError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_failure_keeps_the_io_error_as_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ModuleStore::new(dir.path());
+        let missing = dir.path().join("op.wasm");
+        let err = store
+            .resolve(&ComponentRef::Path(missing.clone()))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("cannot read component {}", missing.display())
+        );
+        let cause = std::error::Error::source(&err)
+            .and_then(|e| e.downcast_ref::<std::io::Error>())
+            .expect("the I/O error is the source");
+        assert_eq!(cause.kind(), std::io::ErrorKind::NotFound);
+        let hex = "a".repeat(64);
+        std::fs::create_dir_all(store.meta_file(&hex).parent().unwrap()).unwrap();
+        std::fs::write(store.meta_file(&hex), b"{").unwrap();
+        let err = store.info(&hex).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "module store: cannot use {}",
+                store.meta_file(&hex).display()
+            )
+        );
+        let cause = std::error::Error::source(&err).expect("the record's error is the source");
+        assert!(cause.to_string().contains("EOF while parsing"), "{cause}");
+    }
 
     #[test]
     fn references_cannot_leave_the_store() {

@@ -436,8 +436,13 @@ fn export_import_into_a_fresh_data_dir_then_resume() {
     .unwrap();
     assert_complete(&other.path().join("out.jsonl"), 100_000);
     // Exporting into a non-empty directory is refused.
-    let err = wrun::checkpoint::export(&sp, d.store.as_ref(), &export).unwrap_err();
-    assert!(err.to_string().contains("not empty"), "{err}");
+    let err =
+        anyhow::Error::from(wrun::checkpoint::export(&sp, d.store.as_ref(), &export).unwrap_err());
+    let err = chain(&err);
+    assert!(
+        err.contains("cannot export into") && err.contains("not empty"),
+        "{err}"
+    );
 }
 
 #[test]

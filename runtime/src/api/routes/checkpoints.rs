@@ -42,7 +42,14 @@ fn rows(
                 Err(e) => CheckpointRow::Unreadable(UnreadableCheckpoint {
                     job: job.clone(),
                     id: id.0,
-                    error: e.to_string(),
+                    // The store's error keeps its cause (the JSON or I/O
+                    // error) as a source: the row's one string has both.
+                    error: std::iter::successors(Some(&e as &dyn std::error::Error), |e| {
+                        e.source()
+                    })
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(": "),
                 }),
             });
         }

@@ -53,11 +53,16 @@ pub(super) async fn import_savepoint(
                     S::Io { .. } | S::Store(_) => ErrorKind::Internal,
                     _ => ErrorKind::BadRequest,
                 };
-                ApiError::new(
+                let mut err = ApiError::new(
                     kind,
                     format!("cannot import the savepoint in {}", b.dir.display()),
-                )
-                .caused_by(e.to_string())
+                );
+                let mut cause: Option<&dyn std::error::Error> = Some(&e);
+                while let Some(c) = cause {
+                    err = err.caused_by(c.to_string());
+                    cause = c.source();
+                }
+                err
             })
     })
     .await

@@ -1,0 +1,114 @@
+//! `wrun job list|status|stop|cancel`: the jobs of the running wrun,
+//! through its API.
+
+use super::output::{job_name, utc};
+use super::stop::StopArgs;
+use crate::api::Client;
+use anyhow::Result;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+/// `wrun job ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum JobCommand {
+    /// The jobs of the running wrun, with their state.
+    List {
+        /// Data directory of the running wrun.
+        #[arg(long, env = "WRUN_DATA_DIR", default_value = ".wrun")]
+        data_dir: PathBuf,
+    },
+    /// A job's state, restarts and last checkpoints (duration, size, new bytes).
+    Status {
+        /// The job.
+        job: String,
+        /// Data directory of the running wrun.
+        #[arg(long, env = "WRUN_DATA_DIR", default_value = ".wrun")]
+        data_dir: PathBuf,
+    },
+    /// Stop a job: with --savepoint, at a savepoint; else cancel (same as
+    /// `wrun stop`).
+    Stop(StopArgs),
+    /// Cancel a job: no savepoint, no restart (`wrun stop JOB` does the same).
+    Cancel {
+        /// The job.
+        job: String,
+        /// Data directory of the running wrun.
+        #[arg(long, env = "WRUN_DATA_DIR", default_value = ".wrun")]
+        data_dir: PathBuf,
+    },
+}
+
+/// `wrun job`.
+pub(super) fn run(cmd: JobCommand) -> Result<()> {
+    let str_of = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
+    let num_of = |v: &Value, k: &str| {
+        v.get(k)
+            .and_then(Value::as_u64)
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    match cmd {
+        JobCommand::List { data_dir } => {
+            let c = Client::for_data_dir(&data_dir)?;
+            let v = c.get("/v1/jobs")?;
+            println!(
+                "{:<24} {:<11} {:>8} {:>16}",
+                "JOB", "STATE", "RESTARTS", "LAST CHECKPOINT"
+            );
+            for j in v["jobs"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<24} {:<11} {:>8} {:>16}",
+                    str_of(j, "name"),
+                    str_of(j, "state"),
+                    num_of(j, "restarts"),
+                    num_of(j, "last-checkpoint")
+                );
+            }
+            Ok(())
+        }
+        JobCommand::Status { job, data_dir } => {
+            let job = job_name(&job)?;
+            let c = Client::for_data_dir(&data_dir)?;
+            let j = c.get(&format!("/v1/jobs/{job}"))?;
+            println!("job         {}", str_of(&j, "name"));
+            println!("state       {}", str_of(&j, "state"));
+            println!("restarts    {}", num_of(&j, "restarts"));
+            if let Some(cp) = j.get("restored-from").and_then(Value::as_u64) {
+                println!("started at  checkpoint {cp}");
+            }
+            if let Some(e) = j.get("error").and_then(Value::as_str) {
+                println!("last error  {e}");
+            }
+            let cps = j["checkpoints"].as_array().cloned().unwrap_or_default();
+            if cps.is_empty() {
+                println!("checkpoints none yet");
+                return Ok(());
+            }
+            println!();
+            println!(
+                "{:>6}  {:<24} {:>9} {:>12} {:>12}",
+                "ID", "TRIGGERED (UTC)", "DURATION", "FULL SIZE", "NEW BYTES"
+            );
+            for cp in &cps {
+                let n = |k: &str| cp.get(k).and_then(Value::as_u64).unwrap_or(0);
+                println!(
+                    "{:>6}  {:<24} {:>7}ms {:>12} {:>12}",
+                    n("id"),
+                    utc(n("triggered-at-ms")),
+                    n("duration-ms"),
+                    n("full-bytes"),
+                    n("new-bytes")
+                );
+            }
+            Ok(())
+        }
+        JobCommand::Stop(args) => super::stop::run(args),
+        JobCommand::Cancel { job, data_dir } => {
+            let job = job_name(&job)?;
+            let c = Client::for_data_dir(&data_dir)?;
+            c.post(&format!("/v1/jobs/{job}/cancel"), &json!({}))?;
+            println!("cancelled job '{job}'");
+            Ok(())
+        }
+    }
+}
