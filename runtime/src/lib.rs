@@ -16,6 +16,7 @@ pub mod ids;
 pub mod job;
 pub mod module;
 pub mod names;
+pub mod report;
 pub mod sandbox;
 pub mod serve;
 pub mod state;

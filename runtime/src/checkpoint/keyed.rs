@@ -78,14 +78,7 @@ pub fn read_key_group(
 ) -> Result<(), String> {
     // The store's errors keep their cause (the I/O error) as a source; this
     // function's one string carries both.
-    let chunk = |c| {
-        store.get_chunk(c).map_err(|e| {
-            std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(": ")
-        })
-    };
+    let chunk = |c| store.get_chunk(c).map_err(|e| crate::report::chain(&e));
     let kg = KeyGroup(r.key_group);
     let base = chunk(&r.chunk)?;
     state

@@ -51,16 +51,15 @@ pub enum ModuleCommand {
 
 /// Percent-encodes everything but unreserved characters (RFC 3986), for a
 /// path segment or a query value.
+/// `s` as one URL path segment or query value: everything but RFC 3986's
+/// unreserved characters percent-encoded.
 fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, RESERVED).to_string()
 }
 
 fn mib(n: u64) -> String {

@@ -263,7 +263,7 @@ impl Coordinator<'_> {
         let (manifest, groups) = match written {
             Ok(m) => m,
             Err(e) => {
-                let msg = format!("checkpoint {id} failed: {e}");
+                let msg = format!("checkpoint {id} failed: {}", crate::report::chain(&e));
                 self.failed(&msg);
                 self.abandon(request, msg);
                 return None;
@@ -344,7 +344,7 @@ impl Coordinator<'_> {
             let _ = c.send(id);
         }
         if let Err(e) = self.retain() {
-            tracing::warn!(job = %self.graph.name, "checkpoint retention failed: {e}");
+            tracing::warn!(job = %self.graph.name, "checkpoint retention failed: {}", crate::report::chain(&e));
         }
         let stop = request.as_ref().and_then(|r| r.stop);
         if let Some(r) = request {
@@ -399,7 +399,7 @@ impl Coordinator<'_> {
         };
         super::fault::crash_point("savepoint-record");
         crate::checkpoint::register(self.store.as_ref(), store.as_ref(), &sp)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| crate::report::chain(&e))?;
         super::fault::crash_point("savepoint-registered");
         tracing::info!(job = %m.job, savepoint = %sp.id, checkpoint = m.id.0, backend = %sp.backend, "savepoint complete");
         Ok(sp)

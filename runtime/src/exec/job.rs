@@ -240,7 +240,7 @@ pub fn run_job(
                 .list_checkpoints(&graph.name)
                 .map_err(|e| ExecError::Restore {
                     id: 0,
-                    detail: e.to_string(),
+                    detail: crate::report::chain(&e),
                 })?;
             let next_id = existing
                 .iter()

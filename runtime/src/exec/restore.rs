@@ -28,7 +28,7 @@ pub fn newest_checkpoint_id(store: &dyn CheckpointStore, job: &str) -> Result<u6
         .list_checkpoints(job)
         .map_err(|e| ExecError::Restore {
             id: 0,
-            detail: e.to_string(),
+            detail: crate::report::chain(&e),
         })?
         .iter()
         .map(|c| c.0)
@@ -47,7 +47,7 @@ pub fn latest_checkpoint_after(
         .list_checkpoints(job)
         .map_err(|e| ExecError::Restore {
             id: 0,
-            detail: e.to_string(),
+            detail: crate::report::chain(&e),
         })?;
     ids.retain(|c| c.0 > after);
     let mut found = None;
@@ -197,7 +197,7 @@ pub(super) fn check_format(
     module: &str,
     migrates_from: &[String],
 ) -> Result<(), ExecError> {
-    if declared.name == written.format || migrates_from.iter().any(|f| *f == written.format) {
+    if declared.name == written.format || migrates_from.contains(&written.format) {
         return Ok(());
     }
     Err(ExecError::RestoreRefused {
@@ -260,7 +260,9 @@ pub(super) fn restore_operator(
     );
     let operator_state = match op.operator_state.iter().find(|s| s.subtask == subtask) {
         Some(s) => {
-            let bytes = store.get_chunk(&s.chunk).map_err(|e| err(e.to_string()))?;
+            let bytes = store
+                .get_chunk(&s.chunk)
+                .map_err(|e| err(crate::report::chain(&e)))?;
             let chunk = decode_operator_state(&bytes).ok_or_else(|| {
                 err(format!(
                     "operator '{}': subtask {subtask}'s operator state is malformed",

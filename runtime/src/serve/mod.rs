@@ -204,7 +204,7 @@ impl Runtime {
                 r.parallelism,
             ) && let Err(e) = self.data.savepoints_for(&g.savepoints)
             {
-                tracing::warn!(job = %r.name, "cannot open its savepoint directory: {e}");
+                tracing::warn!(job = %r.name, "cannot open its savepoint directory: {}", crate::report::chain(&e));
             }
         }
         for r in records {
@@ -251,11 +251,11 @@ impl Runtime {
                 // The record stays `running` (the cause may pass, e.g. an
                 // I/O error): the next start tries again; a deploy of the
                 // job replaces it.
-                tracing::error!(job = %r.name, "cannot resume: {e}");
+                tracing::error!(job = %r.name, "cannot resume: {e:#}");
                 control.update(|s| {
                     s.state = JobState::Failed;
                     s.error = Some(format!(
-                        "cannot resume after a restart of wrun serve: {e}; it is tried again on the next start, or deploy the job again"
+                        "cannot resume after a restart of wrun serve: {e:#}; it is tried again on the next start, or deploy the job again"
                     ));
                 });
             }
@@ -457,7 +457,7 @@ impl Runtime {
         let savepoints = match self.data.savepoints_for(&graph.savepoints) {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(job = %graph.name, "{e}; its savepoints go to the data directory's registry");
+                tracing::warn!(job = %graph.name, "{}; its savepoints go to the data directory's registry", crate::report::chain(&e));
                 self.data.default_savepoints()
             }
         };
@@ -497,9 +497,10 @@ impl Runtime {
                         tracing::info!(job = %graph.name, "job cancelled");
                     }
                     Err(e) => {
+                        let e = crate::report::chain(&e);
                         tracing::error!(job = %graph.name, "job failed: {e}");
                         record.desired = Desired::Failed;
-                        record.error = Some(e.to_string());
+                        record.error = Some(e);
                     }
                 }
                 if let Err(e) = rt.save(&record) {
