@@ -401,23 +401,24 @@ impl Collector for Scrape {
             ),
             |m, j| m.encode_gauge(&(j.last_checkpoint_duration_ms.load(Relaxed) as f64 / 1e3)),
         )?;
-        let gauges: [(&str, &str, fn(&JobMetrics) -> &AtomicU64); 2] = [
+        self.per_job(
+            e,
             (
                 "wrun_last_checkpoint_size_bytes",
                 "Bytes of state the last completed checkpoint references.",
-                |j| &j.last_checkpoint_bytes,
+                Gauge,
             ),
+            |m, j| m.encode_gauge(&j.last_checkpoint_bytes.load(Relaxed)),
+        )?;
+        self.per_job(
+            e,
             (
                 "wrun_last_checkpoint_new_bytes",
                 "Bytes the last completed checkpoint wrote (incremental).",
-                |j| &j.last_checkpoint_new_bytes,
+                Gauge,
             ),
-        ];
-        for (name, help, value) in gauges {
-            self.per_job(e, (name, help, Gauge), |m, j| {
-                m.encode_gauge(&value(j).load(Relaxed))
-            })?;
-        }
+            |m, j| m.encode_gauge(&j.last_checkpoint_new_bytes.load(Relaxed)),
+        )?;
         Ok(())
     }
 }
