@@ -474,7 +474,7 @@ fn language_figures(sandbox: &wrun::sandbox::Sandbox, rounds: u64) -> anyhow::Re
 
 /// Pause, duration and bytes of a checkpoint of one subtask's value state.
 fn checkpoint_figures() -> anyhow::Result<()> {
-    use wrun::checkpoint::{CheckpointStore, FsStore};
+    use wrun::checkpoint::FsStore;
     use wrun::state::{KeyGroupRange, StateLimits};
     for keys in [100_000u64, 1_000_000] {
         let mut state = KeyedState::new(

@@ -197,7 +197,7 @@ pub(super) fn check_format(
     module: &str,
     migrates_from: &[String],
 ) -> Result<(), ExecError> {
-    if declared.name == written.format || migrates_from.iter().any(|f| *f == written.format) {
+    if declared.name == written.format || migrates_from.contains(&written.format) {
         return Ok(());
     }
     Err(ExecError::RestoreRefused {
