@@ -1,11 +1,18 @@
 //! Live counters of a running job, read by `GET /metrics` (Prometheus text
-//! format). Subtasks add to per-vertex atomics once per batch (relaxed
+//! format, encoded by prometheus-client at scrape time). Subtasks add to per-vertex atomics once per batch (relaxed
 //! ordering: a scrape may see one batch early or late, never a torn value);
 //! the coordinator sets the checkpoint gauges. A job's metrics live as long
 //! as its [`super::JobControl`], so counters survive restarts, as
 //! Prometheus expects of counters.
 
-use std::fmt::Write;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeCounterValue, MetricEncoder, NoLabelSet, prometheus_text,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -190,205 +197,230 @@ impl JobMetrics {
     }
 }
 
-/// A Prometheus label value, escaped.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+/// The `Content-Type` of [`render`]'s text.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Renders the metrics of `jobs` in the Prometheus text format (0.0.4).
-pub fn render(jobs: &[std::sync::Arc<JobMetrics>]) -> String {
+pub fn render(jobs: &[Arc<JobMetrics>]) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape(jobs.to_vec())));
     let mut out = String::new();
-    let mut family =
-        |name: &str, kind: &str, help: &str, rows: &mut dyn Iterator<Item = String>| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for r in rows {
-                out.push_str(&r);
-            }
-        };
-    let per_job =
-        |f: &dyn Fn(&JobMetrics) -> String| -> Vec<String> { jobs.iter().map(|j| f(j)).collect() };
-    let per_vertex = |f: &dyn Fn(&JobMetrics, &VertexMetrics, &str) -> String| -> Vec<String> {
-        let mut rows = Vec::new();
-        for j in jobs {
-            for v in &j.vertices {
-                let l = format!(
-                    "job=\"{}\",operator=\"{}\",kind=\"{}\"",
-                    label(&j.job),
-                    label(&v.name),
-                    v.kind
-                );
-                rows.push(f(j, v, &l));
+    // Writing to a String cannot fail, and `Scrape` adds no failure of its own.
+    prometheus_text::encode(&mut out, &registry).expect("metrics encode into a String");
+    out
+}
+
+/// The jobs of one scrape: reads their atomics while the text is encoded,
+/// so the hot path never takes a lock (prometheus-client's own `Histogram`
+/// would take one per observation).
+#[derive(Debug)]
+struct Scrape(Vec<Arc<JobMetrics>>);
+
+/// `(job, operator, kind)` labels of one vertex.
+type VertexLabels<'a> = [(&'static str, &'a str); 3];
+
+/// Which vertices a per-vertex family covers.
+fn all(_: &VertexMetrics) -> bool {
+    true
+}
+fn operators(v: &VertexMetrics) -> bool {
+    v.kind == "operator"
+}
+fn not_sources(v: &VertexMetrics) -> bool {
+    v.kind != "source"
+}
+
+fn ns_to_secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+impl Scrape {
+    /// One family of per-vertex samples, `sample` writing one vertex's.
+    fn per_vertex(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        (name, help, kind): (&str, &str, MetricType),
+        covers: fn(&VertexMetrics) -> bool,
+        sample: impl Fn(&mut MetricEncoder, &VertexMetrics) -> fmt::Result,
+    ) -> fmt::Result {
+        let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+        for j in &self.0 {
+            for v in j.vertices.iter().filter(|v| covers(v)) {
+                let labels: VertexLabels =
+                    [("job", &j.job), ("operator", &v.name), ("kind", v.kind)];
+                sample(&mut family.encode_family(&labels)?, v)?;
             }
         }
-        rows
-    };
-    family(
-        "wrun_records_in_total",
-        "counter",
-        "Events received by a vertex (all subtasks).",
-        &mut per_vertex(&|_, v, l| format!("wrun_records_in_total{{{l}}} {}\n", v.records_in()))
-            .into_iter(),
-    );
-    family(
-        "wrun_records_out_total",
-        "counter",
-        "Events emitted by a vertex (all subtasks).",
-        &mut per_vertex(&|_, v, l| format!("wrun_records_out_total{{{l}}} {}\n", v.records_out()))
-            .into_iter(),
-    );
-    family(
-        "wrun_batch_latency_seconds",
-        "histogram",
-        "Time an operator took to process one batch.",
-        &mut per_vertex(&|_, v, l| {
-            if v.kind != "operator" {
-                return String::new();
-            }
-            let mut s = String::new();
-            let mut cum = 0;
-            for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-                cum += v.latency[i].load(Relaxed);
-                let _ = writeln!(
-                    s,
-                    "wrun_batch_latency_seconds_bucket{{{l},le=\"{b}\"}} {cum}"
-                );
-            }
-            cum += v.latency[LATENCY_BUCKETS.len()].load(Relaxed);
-            let _ = writeln!(
-                s,
-                "wrun_batch_latency_seconds_bucket{{{l},le=\"+Inf\"}} {cum}"
-            );
-            let _ = writeln!(
-                s,
-                "wrun_batch_latency_seconds_sum{{{l}}} {}",
-                v.latency_sum_ns.load(Relaxed) as f64 / 1e9
-            );
-            let _ = writeln!(s, "wrun_batch_latency_seconds_count{{{l}}} {cum}");
-            s
-        })
-        .into_iter(),
-    );
-    family(
-        "wrun_guest_traps_total",
-        "counter",
-        "Traps of an operator's guest code (each fails its subtask).",
-        &mut per_vertex(&|_, v, l| {
-            if v.kind != "operator" {
-                return String::new();
-            }
-            format!("wrun_guest_traps_total{{{l}}} {}\n", v.traps())
-        })
-        .into_iter(),
-    );
-    family(
-        "wrun_checkpoint_last_alignment_seconds",
-        "gauge",
-        "Barrier alignment time of the last checkpoint at a vertex (one subtask's).",
-        &mut per_vertex(&|_, v, l| {
-            if v.kind == "source" {
-                return String::new();
-            }
-            format!(
-                "wrun_checkpoint_last_alignment_seconds{{{l}}} {}\n",
-                v.alignment_last_ns.load(Relaxed) as f64 / 1e9
-            )
-        })
-        .into_iter(),
-    );
-    family(
-        "wrun_checkpoint_alignment_seconds_total",
-        "counter",
-        "Barrier alignment time at a vertex, summed over subtasks and checkpoints.",
-        &mut per_vertex(&|_, v, l| {
-            if v.kind == "source" {
-                return String::new();
-            }
-            format!(
-                "wrun_checkpoint_alignment_seconds_total{{{l}}} {}\n",
-                v.alignment_sum_ns.load(Relaxed) as f64 / 1e9
-            )
-        })
-        .into_iter(),
-    );
-    family(
-        "wrun_checkpoint_state_size_bytes",
-        "gauge",
-        "Bytes of an operator's state (keyed and non-keyed) in the last completed checkpoint.",
-        &mut per_vertex(&|_, v, l| {
-            if v.kind != "operator" {
-                return String::new();
-            }
-            format!(
-                "wrun_checkpoint_state_size_bytes{{{l}}} {}\n",
-                v.checkpoint_bytes.load(Relaxed)
-            )
-        })
-        .into_iter(),
-    );
-    let job_label = |j: &JobMetrics| format!("job=\"{}\"", label(&j.job));
-    /// Name, type, help, value.
-    type JobFamily = (
-        &'static str,
-        &'static str,
-        &'static str,
-        fn(&JobMetrics) -> String,
-    );
-    let gauges: [JobFamily; 7] = [
-        (
-            "wrun_job_restarts_total",
-            "counter",
-            "Restarts after a failure.",
-            |j| j.restarts.load(Relaxed).to_string(),
-        ),
-        (
-            "wrun_checkpoints_completed_total",
-            "counter",
-            "Checkpoints completed.",
-            |j| j.checkpoints_completed.load(Relaxed).to_string(),
-        ),
-        (
-            "wrun_checkpoints_failed_total",
-            "counter",
-            "Checkpoints that failed or were abandoned.",
-            |j| j.checkpoints_failed.load(Relaxed).to_string(),
-        ),
-        (
-            "wrun_last_checkpoint_id",
-            "gauge",
-            "ID of the last completed checkpoint (0: none yet).",
-            |j| j.last_checkpoint_id.load(Relaxed).to_string(),
-        ),
-        (
-            "wrun_last_checkpoint_duration_seconds",
-            "gauge",
-            "Trigger to completion of the last completed checkpoint.",
-            |j| (j.last_checkpoint_duration_ms.load(Relaxed) as f64 / 1e3).to_string(),
-        ),
-        (
-            "wrun_last_checkpoint_size_bytes",
-            "gauge",
-            "Bytes of state the last completed checkpoint references.",
-            |j| j.last_checkpoint_bytes.load(Relaxed).to_string(),
-        ),
-        (
-            "wrun_last_checkpoint_new_bytes",
-            "gauge",
-            "Bytes the last completed checkpoint wrote (incremental).",
-            |j| j.last_checkpoint_new_bytes.load(Relaxed).to_string(),
-        ),
-    ];
-    for (name, kind, help, f) in gauges {
-        family(
-            name,
-            kind,
-            help,
-            &mut per_job(&|j| format!("{name}{{{}}} {}\n", job_label(j), f(j))).into_iter(),
-        );
+        Ok(())
     }
-    out
+
+    /// One family of per-job samples.
+    fn per_job(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        (name, help, kind): (&str, &str, MetricType),
+        sample: impl Fn(&mut MetricEncoder, &JobMetrics) -> fmt::Result,
+    ) -> fmt::Result {
+        let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+        for j in &self.0 {
+            sample(&mut family.encode_family(&[("job", &j.job)])?, j)?;
+        }
+        Ok(())
+    }
+}
+
+fn counter(m: &mut MetricEncoder, v: impl EncodeCounterValue) -> fmt::Result {
+    m.encode_counter::<NoLabelSet, _, u64>(&v, None)
+}
+
+impl Collector for Scrape {
+    // Counters are named without `_total`: the encoder appends it to the
+    // samples and their HELP/TYPE lines.
+    fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+        use MetricType::{Counter, Gauge, Histogram};
+        let e = &mut e;
+        self.per_vertex(
+            e,
+            (
+                "wrun_records_in",
+                "Events received by a vertex (all subtasks).",
+                Counter,
+            ),
+            all,
+            |m, v| counter(m, v.records_in()),
+        )?;
+        self.per_vertex(
+            e,
+            (
+                "wrun_records_out",
+                "Events emitted by a vertex (all subtasks).",
+                Counter,
+            ),
+            all,
+            |m, v| counter(m, v.records_out()),
+        )?;
+        self.per_vertex(
+            e,
+            (
+                "wrun_batch_latency_seconds",
+                "Time an operator took to process one batch.",
+                Histogram,
+            ),
+            operators,
+            |m, v| {
+                // Per-bucket counts (the encoder makes them cumulative);
+                // the overflow bucket is only in the total.
+                let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+                    .iter()
+                    .zip(&v.latency)
+                    .map(|(b, n)| (*b, n.load(Relaxed)))
+                    .collect();
+                let count = v.latency.iter().map(|n| n.load(Relaxed)).sum();
+                let sum = ns_to_secs(v.latency_sum_ns.load(Relaxed));
+                m.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+            },
+        )?;
+        self.per_vertex(
+            e,
+            (
+                "wrun_guest_traps",
+                "Traps of an operator's guest code (each fails its subtask).",
+                Counter,
+            ),
+            operators,
+            |m, v| counter(m, v.traps()),
+        )?;
+        self.per_vertex(
+            e,
+            (
+                "wrun_checkpoint_last_alignment_seconds",
+                "Barrier alignment time of the last checkpoint at a vertex (one subtask's).",
+                Gauge,
+            ),
+            not_sources,
+            |m, v| m.encode_gauge(&ns_to_secs(v.alignment_last_ns.load(Relaxed))),
+        )?;
+        self.per_vertex(
+            e,
+            (
+                "wrun_checkpoint_alignment_seconds",
+                "Barrier alignment time at a vertex, summed over subtasks and checkpoints.",
+                Counter,
+            ),
+            not_sources,
+            |m, v| counter(m, ns_to_secs(v.alignment_sum_ns.load(Relaxed))),
+        )?;
+        self.per_vertex(
+            e,
+            (
+                "wrun_checkpoint_state_size_bytes",
+                "Bytes of an operator's state (keyed and non-keyed) in the last completed checkpoint.",
+                Gauge,
+            ),
+            operators,
+            |m, v| m.encode_gauge(&v.checkpoint_bytes.load(Relaxed)),
+        )?;
+        self.per_job(
+            e,
+            ("wrun_job_restarts", "Restarts after a failure.", Counter),
+            |m, j| counter(m, j.restarts.load(Relaxed)),
+        )?;
+        self.per_job(
+            e,
+            (
+                "wrun_checkpoints_completed",
+                "Checkpoints completed.",
+                Counter,
+            ),
+            |m, j| counter(m, j.checkpoints_completed()),
+        )?;
+        self.per_job(
+            e,
+            (
+                "wrun_checkpoints_failed",
+                "Checkpoints that failed or were abandoned.",
+                Counter,
+            ),
+            |m, j| counter(m, j.checkpoints_failed()),
+        )?;
+        self.per_job(
+            e,
+            (
+                "wrun_last_checkpoint_id",
+                "ID of the last completed checkpoint (0: none yet).",
+                Gauge,
+            ),
+            |m, j| m.encode_gauge(&j.last_checkpoint_id.load(Relaxed)),
+        )?;
+        self.per_job(
+            e,
+            (
+                "wrun_last_checkpoint_duration_seconds",
+                "Trigger to completion of the last completed checkpoint.",
+                Gauge,
+            ),
+            |m, j| m.encode_gauge(&(j.last_checkpoint_duration_ms.load(Relaxed) as f64 / 1e3)),
+        )?;
+        self.per_job(
+            e,
+            (
+                "wrun_last_checkpoint_size_bytes",
+                "Bytes of state the last completed checkpoint references.",
+                Gauge,
+            ),
+            |m, j| m.encode_gauge(&j.last_checkpoint_bytes.load(Relaxed)),
+        )?;
+        self.per_job(
+            e,
+            (
+                "wrun_last_checkpoint_new_bytes",
+                "Bytes the last completed checkpoint wrote (incremental).",
+                Gauge,
+            ),
+            |m, j| m.encode_gauge(&j.last_checkpoint_new_bytes.load(Relaxed)),
+        )?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -397,7 +429,7 @@ mod tests {
 
     #[test]
     fn renders_counters_histograms_and_escaped_labels() {
-        let m = std::sync::Arc::new(JobMetrics::new(
+        let m = Arc::new(JobMetrics::new(
             "j\"1",
             &[("src".into(), "source"), ("op".into(), "operator")],
         ));
@@ -426,7 +458,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("wrun_last_checkpoint_id{job=\"j\\\"1\"} 7"),
+            text.contains("wrun_last_checkpoint_id{job=\"j\\\"1\"} 7\n"),
             "{text}"
         );
         assert!(
@@ -439,6 +471,15 @@ mod tests {
             text.contains("wrun_last_checkpoint_duration_seconds{job=\"j\\\"1\"} 1.5"),
             "{text}"
         );
+        for family in [
+            "# HELP wrun_records_in_total Events received by a vertex (all subtasks).\n\
+             # TYPE wrun_records_in_total counter\n",
+            "# TYPE wrun_checkpoint_alignment_seconds_total counter\n",
+            "# TYPE wrun_batch_latency_seconds histogram\n",
+            "# TYPE wrun_last_checkpoint_id gauge\n",
+        ] {
+            assert!(text.contains(family), "{family}: {text}");
+        }
         // Every sample line belongs to a declared family.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();
@@ -452,5 +493,38 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    #[test]
+    fn histogram_lines_and_label_escapes() {
+        let m = Arc::new(JobMetrics::new("j", &[("a\\b\nc".into(), "operator")]));
+        m.vertex(0).batch(Duration::from_micros(50));
+        m.vertex(0).batch(Duration::from_millis(20));
+        m.vertex(0).batch(Duration::from_secs(2));
+        let text = render(&[m]);
+        let l = r#"job="j",operator="a\\b\nc",kind="operator""#;
+        let mut want = String::new();
+        for (le, n) in [
+            ("0.0001", 1),
+            ("0.00025", 1),
+            ("0.0005", 1),
+            ("0.001", 1),
+            ("0.0025", 1),
+            ("0.005", 1),
+            ("0.01", 1),
+            ("0.05", 2),
+            ("0.25", 2),
+            ("1", 2),
+            ("+Inf", 3),
+        ] {
+            want += &format!("wrun_batch_latency_seconds_bucket{{{l},le=\"{le}\"}} {n}\n");
+        }
+        want += &format!("wrun_batch_latency_seconds_sum{{{l}}} 2.02005\n");
+        want += &format!("wrun_batch_latency_seconds_count{{{l}}} 3\n");
+        assert!(text.contains(&want), "{want}\n---\n{text}");
+        assert!(
+            text.contains(&format!("wrun_checkpoint_last_alignment_seconds{{{l}}} 0")),
+            "{text}"
+        );
     }
 }

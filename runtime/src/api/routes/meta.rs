@@ -34,10 +34,7 @@ pub(super) async fn metrics(
         .filter_map(|c| c.metrics())
         .collect();
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, crate::exec::metrics::CONTENT_TYPE)],
         crate::exec::metrics::render(&jobs),
     )
         .into_response()
