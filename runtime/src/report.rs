@@ -6,10 +6,14 @@
 
 /// `e` and its causes, joined by `: `.
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    causes(e).join(": ")
+}
+
+/// The message of `e`, then of each cause behind it.
+pub fn causes(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
     std::iter::successors(Some(e), |e| e.source())
         .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ")
+        .collect()
 }
 
 #[cfg(test)]

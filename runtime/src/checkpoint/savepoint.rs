@@ -549,12 +549,7 @@ pub fn import(
 mod tests {
     use super::*;
 
-    /// The message and its causes, one after the other.
-    fn messages(e: &dyn std::error::Error) -> Vec<String> {
-        std::iter::successors(Some(e), |e| e.source())
-            .map(|e| e.to_string())
-            .collect()
-    }
+    use crate::report::causes as messages;
 
     #[test]
     fn io_and_json_errors_are_causes() {

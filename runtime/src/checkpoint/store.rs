@@ -756,12 +756,7 @@ mod tests {
     use super::*;
     use crate::checkpoint::{KeyGroupRef, OperatorStateRef};
 
-    /// The message and its causes, one after the other.
-    fn messages(e: &dyn std::error::Error) -> Vec<String> {
-        std::iter::successors(Some(e), |e| e.source())
-            .map(|e| e.to_string())
-            .collect()
-    }
+    use crate::report::causes as messages;
 
     fn manifest(id: u64, chunks: &[ChunkHash]) -> CheckpointManifest {
         CheckpointManifest {
