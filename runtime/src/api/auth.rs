@@ -51,7 +51,9 @@ pub fn token(data_dir: &std::path::Path) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("cannot get random bytes for an API token: {e}"))?;
     let token = hex::encode(seed);
     use std::os::unix::fs::OpenOptionsExt;
-    let tmp = data_dir.join(format!(".api-token.tmp-{}", std::process::id()));
+    // Not fsutil::write_atomic: the token must be created 0600 and the
+    // first of two racing processes must win (a hard link, not a rename).
+    let tmp = data_dir.join(crate::fsutil::temp_name("api-token"));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
