@@ -461,9 +461,22 @@ impl Runtime {
                 self.data.default_savepoints()
             }
         };
+        // Starting from the savepoint it was deployed from (not from a
+        // checkpoint this deployment took: those are newer than the floor):
+        // refusals name the savepoint as the user gave it.
+        let restore_label = match (&record.from_savepoint, &restore) {
+            (Some(sp), Some(m)) if m.job != record.name || m.id.0 <= record.checkpoint_floor => {
+                Some(format!(
+                    "savepoint '{sp}' (checkpoint {} of job '{}')",
+                    m.id, m.job
+                ))
+            }
+            _ => None,
+        };
         let opts = RunOptions {
             store: Some(self.store.clone()),
             restore,
+            restore_label,
             allow_non_restored_state: record.allow_non_restored_state,
             savepoints: Some(savepoints),
             control: Some(control.clone()),
