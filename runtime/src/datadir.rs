@@ -228,11 +228,6 @@ impl DataDir {
         self.filesystem.clone()
     }
 
-    /// The registry of this process's memory savepoints.
-    pub fn memory_savepoints(&self) -> Arc<dyn SavepointStore> {
-        self.memory.clone()
-    }
-
     /// Every registry this process knows, for lookups and lists.
     pub fn registries(&self) -> Registries {
         self.registries.clone()

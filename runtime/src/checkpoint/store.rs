@@ -467,12 +467,7 @@ impl CheckpointStore for FsStore {
     }
 
     fn put_manifest(&self, _txn: &Txn<'_>, m: &CheckpointManifest) -> Result<(), StoreError> {
-        crate::names::check(crate::names::NameKind::Job, &m.job).map_err(|e| {
-            StoreError::Unreadable {
-                path: self.root.join("jobs"),
-                error: e.into(),
-            }
-        })?;
+        check_job(&m.job, &self.root.join("jobs"))?;
         let bytes = serde_json::to_vec_pretty(m).map_err(|e| StoreError::Unreadable {
             path: self.root.join(manifest_path(&m.job, m.id)),
             error: e.into(),

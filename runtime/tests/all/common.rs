@@ -182,12 +182,15 @@ pub fn spawn_run(dir: &Path, manifest: &str, data: &Path) -> std::process::Child
         .unwrap()
 }
 
-/// Waits for the running wrun to publish its API endpoint (a file, polled).
+/// Waits for the running `wrun run` or `wrun serve` to publish its API
+/// endpoint (a file, polled); panics with its log if it ends first.
 pub fn wait_for_api(child: &mut std::process::Child, data: &Path) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
+        // This process's endpoint (a killed one's may still be there).
         if let Ok(text) = std::fs::read_to_string(data.join("api.json"))
             && let Ok(ep) = serde_json::from_str::<wrun::api::Endpoint>(&text)
+            && ep.pid == child.id()
         {
             return ep.url;
         }

@@ -10,7 +10,7 @@
 use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Examples per operation and phase: enough to reach every route with
 /// valid, invalid and edge-case input, few enough for the suite.
@@ -46,21 +46,7 @@ impl Serve {
             .stderr(log)
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let url = loop {
-            if let Ok(text) = std::fs::read_to_string(data.join("api.json"))
-                && let Ok(ep) = serde_json::from_str::<wrun::api::Endpoint>(&text)
-                && ep.pid == child.id()
-            {
-                break ep.url;
-            }
-            assert!(Instant::now() < deadline, "no API endpoint within 60 s");
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "wrun serve ended early"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let url = wait_for_api(&mut child, data);
         let token = std::fs::read_to_string(data.join("api-token"))
             .unwrap()
             .trim()

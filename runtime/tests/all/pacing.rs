@@ -287,14 +287,7 @@ to = "out"
 "#,
     )
     .unwrap();
-    let mut child = std::process::Command::new(wrun_bin())
-        .args(["run", "slow.toml", "--data-dir", d])
-        .current_dir(dir.path())
-        .env("WRUN_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(dir.path(), "slow.toml", &data);
     let deadline = Instant::now() + BOUND;
     let mut until = |what: &str, cond: &mut dyn FnMut() -> bool| {
         while !cond() {

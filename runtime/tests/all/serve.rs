@@ -37,22 +37,7 @@ impl Serve {
             .stderr(log)
             .spawn()
             .unwrap();
-        // Wait for this process's endpoint (a killed one's may be there).
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let url = loop {
-            if let Ok(text) = std::fs::read_to_string(data.join("api.json"))
-                && let Ok(ep) = serde_json::from_str::<wrun::api::Endpoint>(&text)
-                && ep.pid == child.id()
-            {
-                break ep.url;
-            }
-            assert!(Instant::now() < deadline, "no API endpoint within 60 s");
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "wrun serve ended early"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let url = wait_for_api(&mut child, data);
         Serve {
             child,
             data: data.to_path_buf(),
