@@ -36,9 +36,11 @@
 //! Run: `cargo bench -p wrun-runtime --bench throughput`
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::sync::Arc;
+use wrun::batch::{Batch, EventRef};
 use wrun::exec::{NativeFactory, OperatorLogic, RunOptions};
-use wrun::sandbox::{Event, SandboxConfig, SandboxError, SubtaskInfo};
+use wrun::sandbox::{SandboxConfig, SandboxError, SubtaskInfo};
 use wrun::state::{KeyedState, StateKind};
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -95,35 +97,45 @@ impl OperatorLogic for NativeState {
     fn open(&mut self, _: &SubtaskInfo) -> Result<(), SandboxError> {
         Ok(())
     }
-    fn process(&mut self, batch: &[Event]) -> Result<Vec<Event>, SandboxError> {
+    fn process(&mut self, batch: &Batch) -> Result<Batch, SandboxError> {
         let err = |e: wrun::state::StateError| SandboxError::State {
             who: "native".into(),
             call: "process",
             error: e,
         };
         let id = self.state.id("sum", StateKind::Value).map_err(err)?;
-        let mut out = Vec::with_capacity(batch.len());
-        for e in batch {
-            let key = e.key.as_deref().unwrap_or_default();
+        let mut out = Batch::with_capacity(batch.len(), batch.byte_len() + batch.len() * 8);
+        for e in batch.iter() {
+            let key = e.key.unwrap_or_default();
             let old = match self.state.value_ref(id, key).map_err(err)? {
                 Some(b) => i64::from_le_bytes(b.try_into().unwrap_or([0; 8])),
                 None => 0,
             };
-            let sum = old.wrapping_add(parse(&e.value)?);
+            let sum = old.wrapping_add(parse(e.value)?);
             self.state
                 .value_set(id, key, Some(&sum.to_le_bytes()))
                 .map_err(err)?;
-            out.push(Event {
-                key: Some(key.to_vec()),
-                value: sum.to_string().into_bytes(),
-                timestamp: e.timestamp,
-            });
+            emit_sum(&mut out, key, sum, e.timestamp);
         }
         Ok(out)
     }
-    fn close(&mut self) -> Result<Vec<Event>, SandboxError> {
-        Ok(Vec::new())
+    fn close(&mut self) -> Result<Batch, SandboxError> {
+        Ok(Batch::default())
     }
+}
+
+/// Appends `(key, sum as decimal text)`.
+fn emit_sum(out: &mut Batch, key: &[u8], sum: i64, ts: Option<i64>) {
+    out.push_with(
+        ts,
+        |b| {
+            b.extend_from_slice(key);
+            true
+        },
+        |b| {
+            let _ = write!(b, "{sum}");
+        },
+    );
 }
 
 /// A keyed fold over a plain HashMap: the cheapest possible baseline.
@@ -131,29 +143,29 @@ impl OperatorLogic for NativeState {
 /// event's number; the keyed count: 1); the new value is emitted as text.
 struct NativeMap {
     sums: HashMap<Vec<u8>, i64>,
-    step: fn(&Event) -> Result<i64, SandboxError>,
+    step: fn(EventRef<'_>) -> Result<i64, SandboxError>,
 }
 
 impl OperatorLogic for NativeMap {
     fn open(&mut self, _: &SubtaskInfo) -> Result<(), SandboxError> {
         Ok(())
     }
-    fn process(&mut self, batch: &[Event]) -> Result<Vec<Event>, SandboxError> {
-        let mut out = Vec::with_capacity(batch.len());
-        for e in batch {
-            let key = e.key.clone().unwrap_or_default();
-            let s = self.sums.entry(key.clone()).or_insert(0);
-            *s = s.wrapping_add((self.step)(e)?);
-            out.push(Event {
-                key: Some(key),
-                value: s.to_string().into_bytes(),
-                timestamp: e.timestamp,
-            });
+    fn process(&mut self, batch: &Batch) -> Result<Batch, SandboxError> {
+        let mut out = Batch::with_capacity(batch.len(), batch.byte_len() + batch.len() * 8);
+        for e in batch.iter() {
+            let key = e.key.unwrap_or_default();
+            let step = (self.step)(e)?;
+            let s = match self.sums.get_mut(key) {
+                Some(s) => s,
+                None => self.sums.entry(key.to_vec()).or_insert(0),
+            };
+            *s = s.wrapping_add(step);
+            emit_sum(&mut out, key, *s, e.timestamp);
         }
         Ok(out)
     }
-    fn close(&mut self) -> Result<Vec<Event>, SandboxError> {
-        Ok(Vec::new())
+    fn close(&mut self) -> Result<Batch, SandboxError> {
+        Ok(Batch::default())
     }
 }
 
@@ -187,7 +199,7 @@ fn main() -> anyhow::Result<()> {
     let native_map: NativeFactory = Arc::new(|_, _| {
         Box::new(NativeMap {
             sums: HashMap::new(),
-            step: |e| parse(&e.value),
+            step: |e| parse(e.value),
         })
     });
     let variants: Vec<(&str, RunOptions)> = vec![

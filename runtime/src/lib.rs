@@ -7,6 +7,7 @@
 //! `wrun` binary ([`cli`]) drives it. See docs/architecture.md.
 
 pub mod api;
+pub mod batch;
 pub mod checkpoint;
 pub mod cli;
 pub mod datadir;

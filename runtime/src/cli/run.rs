@@ -148,6 +148,23 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
             (inp, out) => format!("{} in {inp} out {out}", v.name),
         })
         .collect();
-    tracing::info!(job = %graph.name, "finished in {:.2} s: {}", report.elapsed.as_secs_f64(), summary.join(", "));
+    let from_sources: u64 = graph
+        .vertices
+        .iter()
+        .zip(&report.vertices)
+        .filter(|(g, _)| matches!(g.kind, crate::job::VertexKind::Source(_)))
+        .map(|(_, v)| v.records_out)
+        .sum();
+    let rate = from_sources as f64 / report.elapsed.as_secs_f64().max(1e-9);
+    let latency = report
+        .latency
+        .map(|l| {
+            format!(
+                "; latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                l.p50_ms, l.p99_ms, l.max_ms
+            )
+        })
+        .unwrap_or_default();
+    tracing::info!(job = %graph.name, "finished in {:.2} s: {}; {rate:.0} records/s{latency}", report.elapsed.as_secs_f64(), summary.join(", "));
     Ok(())
 }

@@ -3,18 +3,23 @@
 //! (backpressure) instead of growing memory.
 
 use super::ExecError;
+use crate::batch::{Batch, EventRef};
 use crate::job::Partition;
-use crate::sandbox::Event;
 use crate::state::{key_group_of, subtask_for_key_group};
 use std::sync::mpsc::SyncSender;
 
 /// How many batches a subtask's input channel holds before senders block.
 pub const CHANNEL_BATCHES: usize = 16;
 
+/// A partial batch is sent once it holds this many bytes of keys and
+/// values, whatever its event count, so large events do not make batches
+/// of many megabytes.
+pub const BATCH_BYTES: usize = 4 << 20;
+
 /// What travels on a channel.
 pub enum Payload {
     /// A batch of events.
-    Batch(Vec<Event>),
+    Batch(Batch),
     /// A checkpoint barrier: everything before it belongs to its
     /// checkpoint, everything after to later ones.
     Barrier(Barrier),
@@ -47,11 +52,13 @@ pub struct Message {
 struct Target {
     tx: SyncSender<Message>,
     channel: u32,
-    buf: Vec<Event>,
+    buf: Batch,
 }
 
-/// One out-edge of a subtask: buffers per downstream subtask, flushed when
-/// a buffer reaches the batch size, on linger, and at the end.
+/// One out-edge of a subtask: a batch buffer per downstream subtask,
+/// sent when it reaches the batch size (or [`BATCH_BYTES`]), on
+/// [`flush`](Output::flush), and at the end. Routing copies each event's
+/// bytes into its target's buffer: no allocation per event.
 pub struct Output {
     partition: Partition,
     targets: Vec<Target>,
@@ -73,6 +80,7 @@ impl Output {
         start: usize,
     ) -> Output {
         let n = targets.len().max(1);
+        let batch_size = batch_size.max(1);
         Output {
             partition,
             targets: targets
@@ -80,7 +88,7 @@ impl Output {
                 .map(|(tx, channel)| Target {
                     tx,
                     channel,
-                    buf: Vec::with_capacity(batch_size),
+                    buf: Batch::with_capacity(batch_size, 0),
                 })
                 .collect(),
             next: start % n,
@@ -95,7 +103,9 @@ impl Output {
         if target.buf.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::replace(&mut target.buf, Vec::with_capacity(self.batch_size));
+        // The next buffer starts at the size the last one reached.
+        let fresh = Batch::with_capacity(self.batch_size, target.buf.byte_len());
+        let batch = std::mem::replace(&mut target.buf, fresh);
         target
             .tx
             .send(Message {
@@ -105,40 +115,97 @@ impl Output {
             .map_err(|_| ExecError::Disconnected)
     }
 
-    fn push_to(&mut self, t: usize, e: Event) -> Result<(), ExecError> {
-        self.targets[t].buf.push(e);
-        if self.targets[t].buf.len() >= self.batch_size {
+    fn push_to(&mut self, t: usize, e: EventRef<'_>) -> Result<(), ExecError> {
+        let buf = &mut self.targets[t].buf;
+        buf.push_ref(e);
+        if buf.len() >= self.batch_size || buf.byte_len() >= BATCH_BYTES {
             self.send(t)?;
         }
         Ok(())
     }
 
-    /// Routes one event.
-    pub fn push(&mut self, e: Event) -> Result<(), ExecError> {
-        match self.partition {
-            Partition::Forward => self.push_to(0, e),
+    fn target_of(&mut self, e: EventRef<'_>) -> Result<usize, ExecError> {
+        Ok(match self.partition {
+            Partition::Forward | Partition::Broadcast => 0,
             Partition::Rebalance => {
                 let t = self.next;
                 self.next = (self.next + 1) % self.targets.len();
-                self.push_to(t, e)
+                t
             }
             Partition::Hash => {
-                let Some(key) = e.key.as_deref() else {
+                let Some(key) = e.key else {
                     return Err(ExecError::Routing { edge: self.edge.clone(), detail: "an event without a key reached a `hash` edge; every event on it needs a key (an operator sets one on what it emits; a file or stdin source has keys only with format = \"json\" and `key`)".into() });
                 };
                 let kg = key_group_of(key, self.max_parallelism);
-                let t = subtask_for_key_group(kg, self.max_parallelism, self.targets.len() as u32)
-                    as usize;
-                self.push_to(t, e)
+                subtask_for_key_group(kg, self.max_parallelism, self.targets.len() as u32) as usize
             }
-            Partition::Broadcast => {
-                let last = self.targets.len() - 1;
-                for t in 0..last {
-                    self.push_to(t, e.clone())?;
+        })
+    }
+
+    /// Routes every event of `batch` (copying its bytes).
+    pub fn route(&mut self, batch: &Batch) -> Result<(), ExecError> {
+        let born = batch.born();
+        if self.partition == Partition::Broadcast {
+            for t in 0..self.targets.len() {
+                self.targets[t].buf.mark_born(born);
+                for e in batch.iter() {
+                    self.push_to(t, e)?;
                 }
-                self.push_to(last, e)
             }
+            return Ok(());
         }
+        for t in &mut self.targets {
+            t.buf.mark_born(born);
+        }
+        for e in batch.iter() {
+            let t = self.target_of(e)?;
+            self.push_to(t, e)?;
+        }
+        Ok(())
+    }
+
+    /// Routes `batch`, handing it on whole where it can: on a `forward`
+    /// edge, a batch that finds its target's buffer empty is sent as it is,
+    /// without copying an event.
+    pub fn route_owned(&mut self, batch: Batch) -> Result<(), ExecError> {
+        if self.partition == Partition::Forward && self.targets[0].buf.is_empty() {
+            if batch.len() >= self.batch_size || batch.byte_len() >= BATCH_BYTES {
+                let target = &self.targets[0];
+                return target
+                    .tx
+                    .send(Message {
+                        channel: target.channel,
+                        payload: Payload::Batch(batch),
+                    })
+                    .map_err(|_| ExecError::Disconnected);
+            }
+            self.targets[0].buf = batch;
+            return Ok(());
+        }
+        self.route(&batch)
+    }
+
+    /// Routes one event, born at `born`.
+    pub fn push(
+        &mut self,
+        e: EventRef<'_>,
+        born: Option<std::time::Instant>,
+    ) -> Result<(), ExecError> {
+        if self.partition == Partition::Broadcast {
+            for t in 0..self.targets.len() {
+                self.targets[t].buf.mark_born(born);
+                self.push_to(t, e)?;
+            }
+            return Ok(());
+        }
+        let t = self.target_of(e)?;
+        self.targets[t].buf.mark_born(born);
+        self.push_to(t, e)
+    }
+
+    /// Whether a partial buffer waits to be sent.
+    pub fn holds_events(&self) -> bool {
+        self.targets.iter().any(|t| !t.buf.is_empty())
     }
 
     /// Sends every partial buffer.
@@ -184,24 +251,40 @@ pub struct Outputs(
 );
 
 impl Outputs {
-    /// Routes events to every out-edge.
-    pub fn emit(&mut self, events: Vec<Event>) -> Result<(), ExecError> {
+    /// Routes a batch to every out-edge.
+    pub fn emit(&mut self, batch: Batch) -> Result<(), ExecError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
         if let Some((m, v)) = &self.1 {
-            m.vertex(*v).add_out(events.len());
+            m.vertex(*v).add_out(batch.len());
         }
         match self.0.len() {
             0 => Ok(()),
-            1 => events.into_iter().try_for_each(|e| self.0[0].push(e)),
+            1 => self.0[0].route_owned(batch),
             n => {
-                for e in events {
-                    for o in &mut self.0[..n - 1] {
-                        o.push(e.clone())?;
-                    }
-                    self.0[n - 1].push(e)?;
+                for o in &mut self.0[..n - 1] {
+                    o.route(&batch)?;
                 }
-                Ok(())
+                self.0[n - 1].route_owned(batch)
             }
         }
+    }
+
+    /// Routes a borrowed batch to every out-edge.
+    pub fn emit_ref(&mut self, batch: &Batch) -> Result<(), ExecError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if let Some((m, v)) = &self.1 {
+            m.vertex(*v).add_out(batch.len());
+        }
+        self.0.iter_mut().try_for_each(|o| o.route(batch))
+    }
+
+    /// Whether a partial buffer waits to be sent on some out-edge.
+    pub fn holds_events(&self) -> bool {
+        self.0.iter().any(Output::holds_events)
     }
 
     /// Flushes every out-edge.
@@ -225,19 +308,19 @@ mod tests {
     use super::*;
     use std::sync::mpsc::{Receiver, sync_channel};
 
-    fn ev(k: &str) -> Event {
-        Event {
-            key: Some(k.as_bytes().to_vec()),
-            value: Vec::new(),
+    fn ev(k: &str) -> EventRef<'_> {
+        EventRef {
+            key: Some(k.as_bytes()),
+            value: b"",
             timestamp: None,
         }
     }
 
-    fn drain(rx: &Receiver<Message>) -> (Vec<Event>, usize) {
+    fn drain(rx: &Receiver<Message>) -> (Vec<Option<Vec<u8>>>, usize) {
         let (mut evs, mut ends) = (Vec::new(), 0);
         while let Ok(m) = rx.try_recv() {
             match m.payload {
-                Payload::Batch(b) => evs.extend(b),
+                Payload::Batch(b) => evs.extend(b.iter().map(|e| e.key.map(<[u8]>::to_vec))),
                 Payload::End => ends += 1,
                 Payload::Barrier(_) => {}
             }
@@ -264,17 +347,17 @@ mod tests {
     fn hash_sends_a_key_to_one_subtask_always() {
         let (mut o, rxs) = setup(Partition::Hash, 3);
         for i in 0..300 {
-            o.push(ev(&format!("k{}", i % 30))).unwrap();
+            o.push(ev(&format!("k{}", i % 30)), None).unwrap();
         }
         o.end().unwrap();
         let mut owner = std::collections::HashMap::new();
         for (i, rx) in rxs.iter().enumerate() {
             let (evs, ends) = drain(rx);
             assert_eq!(ends, 1);
-            for e in evs {
-                let kg = key_group_of(e.key.as_deref().unwrap(), 128);
+            for key in evs {
+                let kg = key_group_of(key.as_deref().unwrap(), 128);
                 assert_eq!(subtask_for_key_group(kg, 128, 3) as usize, i);
-                assert_eq!(*owner.entry(e.key.clone()).or_insert(i), i);
+                assert_eq!(*owner.entry(key).or_insert(i), i);
             }
         }
         assert_eq!(owner.len(), 30);
@@ -283,11 +366,11 @@ mod tests {
     #[test]
     fn rebalance_spreads_evenly_and_broadcast_copies() {
         let (mut o, rxs) = setup(Partition::Rebalance, 3);
-        (0..9).for_each(|_| o.push(ev("x")).unwrap());
+        (0..9).for_each(|_| o.push(ev("x"), None).unwrap());
         o.end().unwrap();
         assert!(rxs.iter().all(|rx| drain(rx).0.len() == 3));
         let (mut o, rxs) = setup(Partition::Broadcast, 3);
-        (0..5).for_each(|_| o.push(ev("x")).unwrap());
+        (0..5).for_each(|_| o.push(ev("x"), None).unwrap());
         o.end().unwrap();
         assert!(rxs.iter().all(|rx| drain(rx).0.len() == 5));
     }
@@ -295,16 +378,19 @@ mod tests {
     #[test]
     fn forward_and_unkeyed_hash() {
         let (mut o, rxs) = setup(Partition::Forward, 1);
-        (0..5).for_each(|_| o.push(ev("x")).unwrap());
+        (0..5).for_each(|_| o.push(ev("x"), None).unwrap());
         o.end().unwrap();
         assert_eq!(drain(&rxs[0]).0.len(), 5);
         let (mut o, _rxs) = setup(Partition::Hash, 2);
         let err = o
-            .push(Event {
-                key: None,
-                value: vec![],
-                timestamp: None,
-            })
+            .push(
+                EventRef {
+                    key: None,
+                    value: b"",
+                    timestamp: None,
+                },
+                None,
+            )
             .unwrap_err();
         assert!(err.to_string().contains("without a key"), "{err}");
     }

@@ -6,7 +6,7 @@
 
 use super::ExecError;
 use super::channel::{Barrier, Message, Payload};
-use crate::sandbox::Event;
+use crate::batch::Batch;
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
@@ -14,7 +14,7 @@ use std::time::Duration;
 /// What a subtask does next.
 pub(super) enum Next {
     /// Process these events.
-    Batch(Vec<Event>),
+    Batch(Batch),
     /// Every live input delivered barrier `n`: snapshot, then forward it.
     Aligned(Barrier),
     /// Nothing arrived within the timeout.
@@ -135,14 +135,9 @@ mod tests {
     }
 
     fn batch(n: usize) -> Payload {
-        Payload::Batch(vec![
-            Event {
-                key: None,
-                value: vec![n as u8],
-                timestamp: None
-            };
-            n
-        ])
+        let mut b = Batch::default();
+        (0..n).for_each(|_| b.push(None, &[n as u8], None));
+        Payload::Batch(b)
     }
 
     #[test]

@@ -90,6 +90,9 @@ pub struct JobReport {
     pub restored_from: Option<u64>,
     /// The savepoint the job stopped at (`wrun stop --savepoint`).
     pub stopped_at: Option<Savepoint>,
+    /// Source-to-sink latency of the events that reached a sink (over
+    /// every attempt), when any did.
+    pub latency: Option<metrics::LatencySummary>,
 }
 
 /// Runs a job to the end of its bounded input (or to its first failure).
@@ -494,6 +497,13 @@ pub fn run_job(
             })
             .collect(),
         elapsed: started.elapsed(),
+        latency: metrics::LatencyHistogram::summary(
+            metrics
+                .vertices
+                .iter()
+                .filter(|v| v.kind == "sink")
+                .map(|v| &v.end_to_end),
+        ),
         restarts: 0,
         restored_from: restore.map(|m| m.id.0),
         stopped_at,

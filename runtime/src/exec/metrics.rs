@@ -21,6 +21,135 @@ pub const LATENCY_BUCKETS: [f64; 10] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0,
 ];
 
+/// Upper bounds (seconds) of the end-to-end latency histogram's buckets as
+/// `/metrics` shows them (finer buckets are kept for percentiles).
+pub const END_TO_END_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Microseconds below this are counted exactly; above, each power of two
+/// is split into `SUB` buckets (at most 1/16 = 6% relative error).
+const SUB: u64 = 16;
+/// Buckets: exact ones, then `SUB` per power of two up to 2^40 µs.
+const E2E_BUCKETS: usize = (SUB as usize) * 38;
+
+/// Where events' source-to-sink latencies fall, in log-linear buckets of
+/// microseconds, so percentiles can be read with a bounded relative error.
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    counts: Vec<AtomicU64>,
+    sum_us: AtomicU64,
+    max_us: AtomicU64,
+}
+
+/// Percentiles of a [`LatencyHistogram`], in milliseconds (each the upper
+/// edge of its bucket).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct LatencySummary {
+    /// Events measured.
+    pub events: u64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// The largest seen.
+    pub max_ms: f64,
+}
+
+fn e2e_bucket(us: u64) -> usize {
+    if us < SUB {
+        return us as usize;
+    }
+    let e = 63 - u64::from(us.leading_zeros()); // floor(log2), >= 4
+    let sub = (us >> (e - 4)) & (SUB - 1);
+    (SUB + (e - 4) * SUB + sub).min(E2E_BUCKETS as u64 - 1) as usize
+}
+
+/// The exclusive upper edge of bucket `i`, in µs.
+fn e2e_upper(i: usize) -> u64 {
+    let i = i as u64;
+    if i < SUB {
+        return i + 1;
+    }
+    let e = (i - SUB) / SUB + 4;
+    let sub = (i - SUB) % SUB;
+    (SUB + sub + 1) << (e - 4)
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            counts: (0..E2E_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            sum_us: AtomicU64::new(0),
+            max_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    /// `n` events took `d` each.
+    pub fn record(&self, d: Duration, n: u64) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.counts[e2e_bucket(us)].fetch_add(n, Relaxed);
+        self.sum_us.fetch_add(us.saturating_mul(n), Relaxed);
+        self.max_us.fetch_max(us, Relaxed);
+    }
+
+    fn snapshot(&self) -> Vec<u64> {
+        self.counts.iter().map(|c| c.load(Relaxed)).collect()
+    }
+
+    /// Percentiles over every histogram in `hs` together; `None` when
+    /// nothing was measured.
+    pub fn summary<'a>(
+        hs: impl IntoIterator<Item = &'a LatencyHistogram>,
+    ) -> Option<LatencySummary> {
+        let mut counts = vec![0u64; E2E_BUCKETS];
+        let mut max = 0u64;
+        for h in hs {
+            for (a, b) in counts.iter_mut().zip(h.snapshot()) {
+                *a += b;
+            }
+            max = max.max(h.max_us.load(Relaxed));
+        }
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let quantile = |q: f64| {
+            let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (i, c) in counts.iter().enumerate() {
+                seen += c;
+                if seen >= rank {
+                    return (e2e_upper(i).min(max.max(1))) as f64 / 1000.0;
+                }
+            }
+            max as f64 / 1000.0
+        };
+        Some(LatencySummary {
+            events: total,
+            p50_ms: quantile(0.5),
+            p99_ms: quantile(0.99),
+            max_ms: max as f64 / 1000.0,
+        })
+    }
+
+    /// Counts at or below each of `bounds` (seconds), not cumulative.
+    fn coarse(&self, bounds: &[f64]) -> (Vec<(f64, u64)>, u64, f64) {
+        let mut out: Vec<(f64, u64)> = bounds.iter().map(|b| (*b, 0)).collect();
+        let mut total = 0;
+        for (i, c) in self.snapshot().into_iter().enumerate() {
+            total += c;
+            let upper_s = e2e_upper(i) as f64 / 1e6;
+            if let Some(slot) = out.iter_mut().find(|(b, _)| upper_s <= *b + 1e-12) {
+                slot.1 += c;
+            }
+        }
+        (out, total, self.sum_us.load(Relaxed) as f64 / 1e6)
+    }
+}
+
 /// Counters of one vertex (summed over its subtasks).
 #[derive(Debug)]
 pub struct VertexMetrics {
@@ -37,6 +166,8 @@ pub struct VertexMetrics {
     alignment_last_ns: AtomicU64,
     alignment_sum_ns: AtomicU64,
     checkpoint_bytes: AtomicU64,
+    /// Source to this sink, per event (sinks only).
+    pub end_to_end: LatencyHistogram,
 }
 
 impl VertexMetrics {
@@ -52,6 +183,7 @@ impl VertexMetrics {
             alignment_last_ns: AtomicU64::new(0),
             alignment_sum_ns: AtomicU64::new(0),
             checkpoint_bytes: AtomicU64::new(0),
+            end_to_end: LatencyHistogram::default(),
         }
     }
 
@@ -226,6 +358,10 @@ fn all(_: &VertexMetrics) -> bool {
 fn operators(v: &VertexMetrics) -> bool {
     v.kind == "operator"
 }
+fn sinks(v: &VertexMetrics) -> bool {
+    v.kind == "sink"
+}
+
 fn not_sources(v: &VertexMetrics) -> bool {
     v.kind != "source"
 }
@@ -317,6 +453,19 @@ impl Collector for Scrape {
                     .collect();
                 let count = v.latency.iter().map(|n| n.load(Relaxed)).sum();
                 let sum = ns_to_secs(v.latency_sum_ns.load(Relaxed));
+                m.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+            },
+        )?;
+        self.per_vertex(
+            e,
+            (
+                "wrun_end_to_end_latency_seconds",
+                "Time from a source to this sink, per event: the age of the oldest event of each batch that reached the sink, counted for every event of that batch.",
+                Histogram,
+            ),
+            sinks,
+            |m, v| {
+                let (buckets, count, sum) = v.end_to_end.coarse(&END_TO_END_BUCKETS);
                 m.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
             },
         )?;
@@ -426,6 +575,32 @@ impl Collector for Scrape {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_percentiles_within_the_bucket_error() {
+        let h = LatencyHistogram::default();
+        // 1..=1000 ms, once each.
+        for ms in 1..=1000u64 {
+            h.record(Duration::from_millis(ms), 1);
+        }
+        let s = LatencyHistogram::summary([&h]).unwrap();
+        assert_eq!(s.events, 1000);
+        assert!((500.0..=500.0 * 1.07).contains(&s.p50_ms), "{s:?}");
+        assert!((990.0..=1000.0).contains(&s.p99_ms), "{s:?}");
+        assert_eq!(s.max_ms, 1000.0);
+        // Weighted: 99 events at 1 ms, 1 at 2 s.
+        let h = LatencyHistogram::default();
+        h.record(Duration::from_millis(1), 99);
+        h.record(Duration::from_secs(2), 1);
+        let s = LatencyHistogram::summary([&h]).unwrap();
+        assert!(s.p99_ms <= 1.07, "{s:?}");
+        assert!(LatencyHistogram::summary([&LatencyHistogram::default()]).is_none());
+        for us in [0u64, 15, 16, 17, 1000, 123_456_789] {
+            let i = e2e_bucket(us);
+            assert!(e2e_upper(i) > us, "{us}");
+            assert!(i == 0 || e2e_upper(i - 1) <= us, "{us}");
+        }
+    }
 
     #[test]
     fn renders_counters_histograms_and_escaped_labels() {

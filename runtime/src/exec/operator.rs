@@ -5,9 +5,8 @@ use super::channel::{Message, Outputs};
 use super::coordinator::{Ack, AckData};
 use super::inputs::{Inputs, Next};
 use super::{ExecError, Shared};
-use crate::sandbox::{
-    Event, OperatorInstance, OperatorSnapshot, SandboxError, StateFormat, SubtaskInfo,
-};
+use crate::batch::Batch;
+use crate::sandbox::{OperatorInstance, OperatorSnapshot, SandboxError, StateFormat, SubtaskInfo};
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::Duration;
 
@@ -26,9 +25,9 @@ pub trait OperatorLogic: Send {
     /// Called once before any batch.
     fn open(&mut self, info: &SubtaskInfo) -> Result<(), SandboxError>;
     /// One batch in, the emitted events out.
-    fn process(&mut self, batch: &[Event]) -> Result<Vec<Event>, SandboxError>;
+    fn process(&mut self, batch: &Batch) -> Result<Batch, SandboxError>;
     /// At the end of input: the final events.
-    fn close(&mut self) -> Result<Vec<Event>, SandboxError>;
+    fn close(&mut self) -> Result<Batch, SandboxError>;
     /// The state format the operator declares.
     fn declared_format(&mut self) -> Result<Option<StateFormat>, SandboxError> {
         Ok(None)
@@ -49,10 +48,10 @@ impl OperatorLogic for OperatorInstance {
     fn open(&mut self, info: &SubtaskInfo) -> Result<(), SandboxError> {
         OperatorInstance::open(self, info)
     }
-    fn process(&mut self, batch: &[Event]) -> Result<Vec<Event>, SandboxError> {
+    fn process(&mut self, batch: &Batch) -> Result<Batch, SandboxError> {
         OperatorInstance::process(self, batch)
     }
-    fn close(&mut self) -> Result<Vec<Event>, SandboxError> {
+    fn close(&mut self) -> Result<Batch, SandboxError> {
         OperatorInstance::close(self)
     }
     fn declared_format(&mut self) -> Result<Option<StateFormat>, SandboxError> {
@@ -129,7 +128,7 @@ impl Loop<'_> {
         }
     }
 
-    fn process(&mut self, batch: Vec<Event>, counts: &mut Counts) -> Result<(), ExecError> {
+    fn process(&mut self, batch: &Batch, counts: &mut Counts) -> Result<(), ExecError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -145,10 +144,11 @@ impl Loop<'_> {
             )));
         }
         let started = std::time::Instant::now();
-        let out = self
+        let mut out = self
             .logic
-            .process(&batch)
+            .process(batch)
             .inspect_err(|e| self.count_trap(e))?;
+        out.mark_born(batch.born());
         self.metrics.vertex(self.vertex).batch(started.elapsed());
         counts.records_out += out.len() as u64;
         self.outputs.emit(out)
@@ -185,23 +185,29 @@ impl Loop<'_> {
             .inspect_err(|e| self.count_trap(e))?;
         let rx = std::mem::replace(&mut self.rx, std::sync::mpsc::sync_channel(0).1);
         let mut inputs = Inputs::new(rx, self.inputs);
-        let mut pending: Vec<Event> = Vec::new();
+        // Events wait in `pending` only while more input is already queued:
+        // when the input runs dry, what is pending is processed and every
+        // partial output buffer is sent at once. Under load batches fill up;
+        // at low rates nothing waits for a batch to fill.
+        let mut pending = Batch::with_capacity(self.batch_size, 0);
         loop {
-            match inputs.next(self.linger)? {
+            let waiting = !pending.is_empty() || self.outputs.holds_events();
+            let timeout = if waiting { Duration::ZERO } else { self.linger };
+            match inputs.next(timeout)? {
                 Next::Batch(b) => {
-                    // Never let a batch grow past `batch_size`: flush what
+                    // Never let a batch grow past `batch_size`: process what
                     // is pending first when the new events would overflow it.
                     if !pending.is_empty() && pending.len() + b.len() > self.batch_size {
-                        let batch = std::mem::take(&mut pending);
-                        self.process(batch, &mut counts)?;
+                        self.process(&pending, &mut counts)?;
+                        pending.clear();
                     }
                     if pending.is_empty() && b.len() >= self.batch_size {
-                        self.process(b, &mut counts)?;
+                        self.process(&b, &mut counts)?;
                     } else {
-                        pending.extend(b);
+                        pending.extend_from(&b);
                         if pending.len() >= self.batch_size {
-                            let batch = std::mem::take(&mut pending);
-                            self.process(batch, &mut counts)?;
+                            self.process(&pending, &mut counts)?;
+                            pending.clear();
                         }
                     }
                 }
@@ -212,8 +218,8 @@ impl Loop<'_> {
                         .alignment(inputs.last_alignment());
                     // Everything before the barrier belongs to this
                     // checkpoint: process it, snapshot, then pass it on.
-                    let batch = std::mem::take(&mut pending);
-                    self.process(batch, &mut counts)?;
+                    self.process(&pending, &mut counts)?;
+                    pending.clear();
                     if barrier.stop == Some(super::StopMode::Drain) {
                         // Drain: the operator's final output belongs to the
                         // savepoint too.
@@ -243,15 +249,14 @@ impl Loop<'_> {
                 }
                 Next::Idle => {
                     shared.check_cancel()?;
-                    let batch = std::mem::take(&mut pending);
-                    self.process(batch, &mut counts)?;
+                    self.process(&pending, &mut counts)?;
+                    pending.clear();
                     self.outputs.flush()?;
                 }
                 Next::End => break,
             }
         }
-        let batch = std::mem::take(&mut pending);
-        self.process(batch, &mut counts)?;
+        self.process(&pending, &mut counts)?;
         let out = self.logic.close().inspect_err(|e| self.count_trap(e))?;
         counts.records_out += out.len() as u64;
         self.outputs.emit(out)?;

@@ -13,9 +13,9 @@
 use super::coordinator::{Ack, AckData};
 use super::inputs::{Inputs, Next};
 use super::{Counts, ExecError, Shared};
+use crate::batch::{Batch, EventRef};
 use crate::checkpoint::CheckpointManifest;
 use crate::job::SinkKind;
-use crate::sandbox::Event;
 use std::io::Write;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::Duration;
@@ -71,6 +71,12 @@ pub(super) fn run(task: SinkTask<'_>, shared: &Shared) -> Result<Counts, ExecErr
                 c.records_in += b.len() as u64;
                 metrics.vertex(v).add_in(b.len());
                 sink.write(name, &b)?;
+                if let Some(born) = b.born() {
+                    metrics
+                        .vertex(v)
+                        .end_to_end
+                        .record(born.elapsed(), b.len() as u64);
+                }
             }
             Next::Aligned(b) => {
                 let id = b.id;
@@ -370,12 +376,12 @@ impl Sink {
         })
     }
 
-    pub(super) fn write(&mut self, name: &str, batch: &[Event]) -> Result<(), ExecError> {
+    pub(super) fn write(&mut self, name: &str, batch: &Batch) -> Result<(), ExecError> {
         if let Sink::Discard = self {
             return Ok(());
         }
-        let mut buf = Vec::with_capacity(batch.len() * 32);
-        for e in batch {
+        let mut buf = Vec::with_capacity(batch.byte_len() + batch.len() * 24);
+        for e in batch.iter() {
             json_line(e, &mut buf);
         }
         match self {
@@ -435,14 +441,14 @@ impl Sink {
 
 /// `{"key":…,"value":…}` (plus `"timestamp"` when set). Bytes that are
 /// UTF-8 become JSON strings; others become `{"hex":"…"}`.
-pub fn json_line(e: &Event, out: &mut Vec<u8>) {
+pub fn json_line(e: EventRef<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"key\":");
-    match &e.key {
+    match e.key {
         Some(k) => bytes_json(k, out),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"value\":");
-    bytes_json(&e.value, out);
+    bytes_json(e.value, out);
     if let Some(ts) = e.timestamp {
         out.extend_from_slice(format!(",\"timestamp\":{ts}").as_bytes());
     }
@@ -471,17 +477,17 @@ mod tests {
     fn json_lines() {
         let mut out = Vec::new();
         json_line(
-            &Event {
-                key: Some(b"a\"b".to_vec()),
-                value: b"1".to_vec(),
+            EventRef {
+                key: Some(b"a\"b"),
+                value: b"1",
                 timestamp: Some(5),
             },
             &mut out,
         );
         json_line(
-            &Event {
+            EventRef {
                 key: None,
-                value: vec![0xff],
+                value: &[0xff],
                 timestamp: None,
             },
             &mut out,

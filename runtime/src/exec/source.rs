@@ -15,10 +15,10 @@ use super::channel::{Barrier, Outputs};
 use super::clock::Clock;
 use super::coordinator::{Ack, AckData};
 use super::{ExecError, Shared};
+use crate::batch::Batch;
 use crate::checkpoint::SourcePosition;
 use crate::job::{SourceFormat, SourceKind};
-use crate::sandbox::Event;
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
@@ -81,7 +81,7 @@ impl SourceCtl<'_> {
         position: u64,
         outputs: &mut Outputs,
     ) -> Result<bool, ExecError> {
-        self.poll_with(vertex, subtask, position, &mut Vec::new(), outputs)
+        self.poll_with(vertex, subtask, position, &mut Batch::default(), outputs)
     }
 
     /// Waits until `deadline` on the job's clock for a control message:
@@ -255,7 +255,7 @@ fn generate(
     let mut produced = ctl.start;
     let mut seq = u64::from(index).saturating_add(ctl.start.saturating_mul(step));
     let batch_size = ctl.batch_size.max(1);
-    let mut batch = Vec::with_capacity(batch_size.min(1024));
+    let mut batch = Batch::with_capacity(batch_size.min(1024), 0);
     let mut emitted = 0u64;
     // When the oldest event of the partial batch must be sent.
     let mut linger_until: Option<Duration> = None;
@@ -270,7 +270,10 @@ fn generate(
             && batch.len() < batch_size
             && s.per_sec.is_none_or(|r| due_at(emitted, r) <= now)
         {
-            batch.push(generated(seq, s.keys, s.seed));
+            if batch.is_empty() {
+                batch.mark_born(Some(std::time::Instant::now()));
+            }
+            generated(seq, s.keys, s.seed, &mut batch);
             seq = seq.saturating_add(step);
             produced += 1;
             emitted += 1;
@@ -281,7 +284,7 @@ fn generate(
         let send =
             batch.len() >= batch_size || seq >= s.count || linger_until.is_some_and(|l| l <= now);
         if send && !batch.is_empty() {
-            outputs.emit(std::mem::take(&mut batch))?;
+            outputs.emit(take(&mut batch))?;
             linger_until = None;
             if s.per_sec.is_some() {
                 outputs.flush()?;
@@ -306,7 +309,7 @@ fn generate(
                 }
             };
             if let Some(b) = ctl.wait(deadline, shared)? {
-                outputs.emit(std::mem::take(&mut batch))?;
+                outputs.emit(take(&mut batch))?;
                 linger_until = None;
                 if ctl.pass(name, index, produced, b, outputs)? {
                     *stopped = true;
@@ -330,14 +333,14 @@ impl SourceCtl<'_> {
         vertex: &str,
         subtask: u32,
         position: u64,
-        batch: &mut Vec<Event>,
+        batch: &mut Batch,
         outputs: &mut Outputs,
     ) -> Result<bool, ExecError> {
         let (Some(trigger), Some(_)) = (&self.trigger, &self.ack) else {
             return Ok(false);
         };
         while let Ok(b) = trigger.try_recv() {
-            outputs.emit(std::mem::take(batch))?;
+            outputs.emit(take(batch))?;
             if self.pass(vertex, subtask, position, b, outputs)? {
                 return Ok(true);
             }
@@ -346,15 +349,29 @@ impl SourceCtl<'_> {
     }
 }
 
-/// Event `seq` of a generator: key `key-<k>` with `k` a seeded mix of
-/// `seq` modulo the key count, value `seq % 1000` as decimal text.
-pub fn generated(seq: u64, keys: u64, seed: u64) -> Event {
+/// Takes a batch to send, leaving an empty one with room for as many
+/// events and bytes.
+fn take(batch: &mut Batch) -> Batch {
+    let fresh = Batch::with_capacity(batch.len(), batch.byte_len());
+    std::mem::replace(batch, fresh)
+}
+
+/// Appends event `seq` of a generator to `batch`: key `key-<k>` with `k` a
+/// seeded mix of `seq` modulo the key count, value `seq % 1000` as decimal
+/// text.
+pub fn generated(seq: u64, keys: u64, seed: u64, batch: &mut Batch) {
     let k = splitmix64(seq ^ seed.rotate_left(17)) % keys.max(1);
-    Event {
-        key: Some(format!("key-{k}").into_bytes()),
-        value: (seq % 1000).to_string().into_bytes(),
-        timestamp: None,
-    }
+    // Writing to a Vec cannot fail.
+    batch.push_with(
+        None,
+        |buf| {
+            let _ = write!(buf, "key-{k}");
+            true
+        },
+        |buf| {
+            let _ = write!(buf, "{}", seq % 1000);
+        },
+    );
 }
 
 fn splitmix64(mut x: u64) -> u64 {
@@ -425,7 +442,7 @@ fn read_lines(
     let mut n = 0u64;
     let mut emitted = 0u64;
     let batch_size = batch_size.max(1);
-    let mut batch = Vec::with_capacity(batch_size.min(1024));
+    let mut batch = Batch::with_capacity(batch_size.min(1024), 0);
     let mut idle = false;
     loop {
         let mut line = match next(idle).map_err(|e| err(n + 1, format!("read failed: {e}")))? {
@@ -434,7 +451,7 @@ fn read_lines(
                 idle = true;
                 shared.check_cancel()?;
                 if !batch.is_empty() {
-                    outputs.emit(std::mem::take(&mut batch))?;
+                    outputs.emit(take(&mut batch))?;
                     outputs.flush()?;
                 }
                 if poll(n, outputs)? {
@@ -458,17 +475,13 @@ fn read_lines(
                 line.pop();
             }
         }
-        let event = match format {
-            SourceFormat::Lines => Some(Event {
-                key: None,
-                value: line,
-                timestamp: None,
-            }),
+        let key = match format {
+            SourceFormat::Lines => Some(None),
             SourceFormat::Json if line.iter().all(u8::is_ascii_whitespace) => None,
             SourceFormat::Json => {
                 let v: serde_json::Value = serde_json::from_slice(&line)
                     .map_err(|e| err(n, format!("not valid JSON: {e}")))?;
-                let key = match key {
+                Some(match key {
                     None => None,
                     Some(ptr) => match v.pointer(ptr) {
                         Some(serde_json::Value::String(s)) => Some(s.as_bytes().to_vec()),
@@ -477,21 +490,19 @@ fn read_lines(
                         }
                         Some(other) => Some(other.to_string().into_bytes()),
                     },
-                };
-                Some(Event {
-                    key,
-                    value: line,
-                    timestamp: None,
                 })
             }
         };
-        if let Some(e) = event {
-            batch.push(e);
+        if let Some(key) = key {
+            if batch.is_empty() {
+                batch.mark_born(Some(std::time::Instant::now()));
+            }
+            batch.push(key.as_deref(), &line, None);
             emitted += 1;
         }
         if batch.len() >= batch_size {
             shared.check_cancel()?;
-            outputs.emit(std::mem::take(&mut batch))?;
+            outputs.emit(take(&mut batch))?;
             outputs.flush()?;
             if poll(n, outputs)? {
                 *stopped = true;
@@ -507,10 +518,12 @@ fn read_lines(
 mod tests {
     #[test]
     fn generator_is_deterministic_and_covers_keys() {
-        let a: Vec<_> = (0..1000).map(|s| super::generated(s, 10, 7)).collect();
-        let b: Vec<_> = (0..1000).map(|s| super::generated(s, 10, 7)).collect();
-        assert_eq!(a, b);
-        let keys: std::collections::HashSet<_> = a.iter().map(|e| e.key.clone()).collect();
+        let (mut a, mut b) = (super::Batch::default(), super::Batch::default());
+        (0..1000).for_each(|s| super::generated(s, 10, 7, &mut a));
+        (0..1000).for_each(|s| super::generated(s, 10, 7, &mut b));
+        assert!(a.iter().eq(b.iter()));
+        let keys: std::collections::HashSet<_> = a.iter().map(|e| e.key).collect();
         assert_eq!(keys.len(), 10);
+        assert_eq!(a.get(7).value, b"7");
     }
 }

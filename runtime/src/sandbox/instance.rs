@@ -2,16 +2,24 @@
 //! guest, each under an epoch deadline, each failure turned into an error
 //! that names the operator, the subtask and the call.
 
+use super::batch_abi::{GuestBatch, LiftedBatch};
 use super::bindings::Operator;
 use super::bindings::wrun::operator::types;
 use super::engine::{OperatorModule, SUPPORTED_WIT, Sandbox};
 use super::host::SubtaskData;
 use super::limits::MemoryLimitExceeded;
-use super::{Event, OperatorSnapshot, StateFormat};
+use super::{OperatorSnapshot, StateFormat};
+use crate::batch::Batch;
 use crate::state::{KeyedState, StateError};
 use std::sync::Arc;
 use std::time::Duration;
+use wasmtime::component::{Func, TypedFunc};
 use wasmtime::{Store, Trap, WasmBacktrace};
+
+/// `process`, typed for host batches (see [`super::batch_abi`]).
+type ProcessFn<'a> = TypedFunc<(GuestBatch<'a>,), (Result<LiftedBatch, types::Error>,)>;
+/// `close`, typed for host batches.
+type CloseFn = TypedFunc<(), (Result<LiftedBatch, types::Error>,)>;
 
 /// Everything that can go wrong loading or running a component.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +175,10 @@ pub struct CallLimits {
 pub struct OperatorInstance {
     store: Store<SubtaskData>,
     op: Operator,
+    /// `process`, type-checked as [`ProcessFn`] at instantiation.
+    process: Func,
+    /// `close`, type-checked as [`CloseFn`] at instantiation.
+    close: CloseFn,
     who: Arc<str>,
     deadline_ticks: u64,
     limits: CallLimits,
@@ -192,8 +204,17 @@ impl OperatorInstance {
         let tick = sandbox.epoch_tick().as_nanos().max(1);
         let deadline_ticks = (limits.call_timeout.as_nanos().div_ceil(tick) as u64).max(1) + 1;
         store.set_epoch_deadline(deadline_ticks);
-        let op = match module.pre.instantiate(&mut store) {
-            Ok(op) => op,
+        let linked = module
+            .pre
+            .instance_pre()
+            .instantiate(&mut store)
+            .and_then(|instance| {
+                let op = Operator::new(&mut store, &instance)?;
+                let (process, close) = batch_funcs(&mut store, &instance, module)?;
+                Ok((op, process, close))
+            });
+        let (op, process, close) = match linked {
+            Ok(parts) => parts,
             Err(e) => {
                 let mut inst_err = |e| classify(&mut store, &who, limits, "instantiate", e);
                 return Err(inst_err(e));
@@ -202,6 +223,8 @@ impl OperatorInstance {
         Ok(OperatorInstance {
             store,
             op,
+            process,
+            close,
             who,
             deadline_ticks,
             limits,
@@ -246,7 +269,7 @@ impl OperatorInstance {
         }
     }
 
-    fn check_output(&self, call: &'static str, out: &[Event]) -> Result<(), SandboxError> {
+    fn check_output(&self, call: &'static str, out: &Batch) -> Result<(), SandboxError> {
         if out.len() > self.limits.max_output_events {
             return Err(SandboxError::OutputTooLarge {
                 who: self.who.to_string(),
@@ -299,27 +322,27 @@ impl OperatorInstance {
             .map_err(|e| self.guest_err("open", e))
     }
 
-    /// `process`: one batch in, the emitted events out.
-    pub fn process(&mut self, batch: &[Event]) -> Result<Vec<Event>, SandboxError> {
+    /// `process`: one batch in, the emitted events out (born when the
+    /// batch was).
+    pub fn process(&mut self, batch: &Batch) -> Result<Batch, SandboxError> {
         self.arm();
-        let r = self
-            .op
-            .wrun_operator_handler()
-            .call_process(&mut self.store, batch);
-        let out = r
-            .map_err(|e| self.fail("process", e))?
-            .map_err(|e| self.guest_err("process", e))?;
+        // SAFETY: `batch_funcs` type-checked `process` as `ProcessFn` when
+        // the instance was created; only the lifetime differs.
+        let f: ProcessFn<'_> = unsafe { TypedFunc::new_unchecked(self.process) };
+        let r = f.call(&mut self.store, (GuestBatch(batch),));
+        let (out,) = r.map_err(|e| self.fail("process", e))?;
+        let LiftedBatch(mut out) = out.map_err(|e| self.guest_err("process", e))?;
         self.check_output("process", &out)?;
+        out.mark_born(batch.born());
         Ok(out)
     }
 
     /// `close`: the final events.
-    pub fn close(&mut self) -> Result<Vec<Event>, SandboxError> {
+    pub fn close(&mut self) -> Result<Batch, SandboxError> {
         self.arm();
-        let r = self.op.wrun_operator_handler().call_close(&mut self.store);
-        let out = r
-            .map_err(|e| self.fail("close", e))?
-            .map_err(|e| self.guest_err("close", e))?;
+        let r = self.close.call(&mut self.store, ());
+        let (out,) = r.map_err(|e| self.fail("close", e))?;
+        let LiftedBatch(out) = out.map_err(|e| self.guest_err("close", e))?;
         self.check_output("close", &out)?;
         Ok(out)
     }
@@ -334,6 +357,32 @@ impl OperatorInstance {
         r.map_err(|e| self.fail("snapshot", e))?
             .map_err(|e| self.guest_err("snapshot", e))
     }
+}
+
+/// The handler's `process` and `close`, type-checked for host batches.
+fn batch_funcs(
+    store: &mut Store<SubtaskData>,
+    instance: &wasmtime::component::Instance,
+    module: &OperatorModule,
+) -> wasmtime::Result<(Func, CloseFn)> {
+    let handler = module
+        .exports
+        .iter()
+        .find(|e| e.starts_with("wrun:operator/handler@"))
+        .ok_or_else(|| wasmtime::format_err!("the component exports no wrun:operator/handler"))?;
+    let iface = instance
+        .get_export_index(&mut *store, None, handler)
+        .ok_or_else(|| wasmtime::format_err!("the component exports no {handler}"))?;
+    let func = |store: &mut Store<SubtaskData>, name: &str| {
+        instance
+            .get_export_index(&mut *store, Some(&iface), name)
+            .and_then(|i| instance.get_func(&mut *store, i))
+            .ok_or_else(|| wasmtime::format_err!("{handler} has no `{name}` function"))
+    };
+    let process = func(store, "process")?;
+    process.typed::<(GuestBatch<'static>,), (Result<LiftedBatch, types::Error>,)>(&*store)?;
+    let close = func(store, "close")?.typed(&*store)?;
+    Ok((process, close))
 }
 
 fn classify(

@@ -3,6 +3,7 @@
 //! and per-subtask stores with a memory limit and an epoch deadline per
 //! call. Knows nothing of checkpoints or of the job graph's wiring.
 
+mod batch_abi;
 mod engine;
 pub mod host;
 mod instance;

@@ -9,11 +9,12 @@ use std::path::Path;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use wrun::batch::Batch;
 use wrun::checkpoint::{CheckpointStore, MemStore};
 use wrun::exec::{
     JobControl, JobReport, JobState, ManualClock, OperatorLogic, RunOptions, Snapshot,
 };
-use wrun::sandbox::{Event, SandboxError, SubtaskInfo};
+use wrun::sandbox::{SandboxError, SubtaskInfo};
 
 /// Far more than any test waits for; only a hang reaches it.
 const BOUND: Duration = Duration::from_secs(60);
@@ -61,11 +62,11 @@ impl OperatorLogic for Gated {
     fn open(&mut self, _: &SubtaskInfo) -> Result<(), SandboxError> {
         Ok(())
     }
-    fn process(&mut self, batch: &[Event]) -> Result<Vec<Event>, SandboxError> {
-        Ok(batch.to_vec())
+    fn process(&mut self, batch: &Batch) -> Result<Batch, SandboxError> {
+        Ok(batch.clone())
     }
-    fn close(&mut self) -> Result<Vec<Event>, SandboxError> {
-        Ok(Vec::new())
+    fn close(&mut self) -> Result<Batch, SandboxError> {
+        Ok(Batch::default())
     }
     fn snapshot(&mut self, _full: bool) -> Result<Snapshot, SandboxError> {
         if let Some(g) = &self.0 {
