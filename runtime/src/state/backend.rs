@@ -7,6 +7,19 @@ use std::sync::Arc;
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// Bytes kept inline, without a heap allocation, when they are short, as
+/// most keys and values of value state are (an ID, a counter, a sum): the
+/// table's entry then holds them, so a lookup touches no other memory.
+pub type InlineBytes = smallvec::SmallVec<[u8; 16]>;
+
+fn inline(v: Vec<u8>) -> InlineBytes {
+    if v.len() <= 16 {
+        InlineBytes::from_slice(&v)
+    } else {
+        InlineBytes::from_vec(v)
+    }
+}
+
 /// (map key, value) pairs of one key's map state.
 pub type MapEntries = Vec<(Vec<u8>, Vec<u8>)>;
 
@@ -148,7 +161,7 @@ pub enum DumpValue {
 #[derive(Debug, Clone)]
 pub enum Table {
     /// Value state.
-    Value(Map<Vec<u8>, Vec<u8>>),
+    Value(Map<InlineBytes, InlineBytes>),
     /// List state.
     List(Map<Vec<u8>, Vec<Vec<u8>>>),
     /// Map state, ordered by map key.
@@ -246,6 +259,45 @@ impl KeyedState {
             written: vec![false; range.len()],
             snapshotted: false,
         }
+    }
+
+    /// Empty state for the same key groups, with the same limits.
+    pub fn empty_like(&self) -> KeyedState {
+        KeyedState::new(self.max_parallelism, self.range, self.limits)
+    }
+
+    /// Moves every key group `other` holds into this state (both cover the
+    /// same key groups; `other` typically decoded a share of a restore on
+    /// another thread). State names are matched by name; a key group both
+    /// hold is merged key by key, `other` winning.
+    pub fn absorb(&mut self, other: KeyedState) -> Result<(), StateError> {
+        let ids: Vec<usize> = other
+            .names
+            .iter()
+            .map(|(name, kind)| self.id(name, *kind))
+            .collect::<Result<_, _>>()?;
+        for (gi, (tables, written)) in other.groups.into_iter().zip(other.written).enumerate() {
+            if tables.iter().all(Table::is_empty) {
+                continue;
+            }
+            self.written[gi] |= written;
+            let tables = Arc::try_unwrap(tables).unwrap_or_else(|shared| (*shared).clone());
+            for (j, table) in tables.into_iter().enumerate() {
+                let mine = self.group_table(gi, ids[j]);
+                if mine.is_empty() {
+                    *mine = table;
+                    continue;
+                }
+                match (mine, table) {
+                    (Table::Value(a), Table::Value(b)) => a.extend(b),
+                    (Table::List(a), Table::List(b)) => a.extend(b),
+                    (Table::Map(a), Table::Map(b)) => a.extend(b),
+                    // `id` refused a kind mismatch above.
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The job's number of key groups.
@@ -406,7 +458,7 @@ impl KeyedState {
     /// A value state's value.
     pub fn value_get(&mut self, id: usize, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         match self.table(id, key)? {
-            Some(Table::Value(m)) => Ok(m.get(key).cloned()),
+            Some(Table::Value(m)) => Ok(m.get(key).map(|v| v.to_vec())),
             _ => Ok(None),
         }
     }
@@ -414,7 +466,7 @@ impl KeyedState {
     /// A value state's value, borrowed.
     pub fn value_ref(&mut self, id: usize, key: &[u8]) -> Result<Option<&[u8]>, StateError> {
         match self.table(id, key)? {
-            Some(Table::Value(m)) => Ok(m.get(key).map(Vec::as_slice)),
+            Some(Table::Value(m)) => Ok(m.get(key).map(|v| v.as_slice())),
             _ => Ok(None),
         }
     }
@@ -437,7 +489,7 @@ impl KeyedState {
                     existing.extend_from_slice(v);
                 }
                 (Some(v), None) => {
-                    m.insert(key.to_vec(), v.to_vec());
+                    m.insert(InlineBytes::from_slice(key), InlineBytes::from_slice(v));
                 }
                 (None, _) => {
                     m.remove(key);
@@ -460,10 +512,10 @@ impl KeyedState {
         if let Table::Value(m) = self.table_for_write(id, &key)? {
             match value {
                 Some(v) => {
-                    m.insert(key, v);
+                    m.insert(inline(key), inline(v));
                 }
                 None => {
-                    m.remove(&key);
+                    m.remove(key.as_slice());
                 }
             }
         }
@@ -626,7 +678,7 @@ impl KeyedState {
             match t {
                 Table::Value(m) => out.extend(
                     m.iter()
-                        .map(|(k, v)| (k.clone(), DumpValue::Value(v.clone()))),
+                        .map(|(k, v)| (k.to_vec(), DumpValue::Value(v.to_vec()))),
                 ),
                 Table::List(m) => out.extend(
                     m.iter()

@@ -7,6 +7,7 @@
 
 use super::backend::{GroupSnapshot, KeyedState, StateKind, StateSnapshot, Table};
 use super::keygroup::KeyGroup;
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 const MAGIC: &[u8; 4] = b"WRKG";
@@ -51,11 +52,11 @@ impl StateSnapshot {
 
 /// Changed keys of one state: each key with its new state, or `None` when
 /// it was removed.
-type Changed<'a, V> = Vec<(&'a Vec<u8>, Option<&'a V>)>;
+type Changed<'a, V> = Vec<(&'a [u8], Option<&'a V>)>;
 
 /// One state's changed keys between two snapshots of a key group.
 enum Diff<'a> {
-    Value(Changed<'a, Vec<u8>>),
+    Value(Changed<'a, super::backend::InlineBytes>),
     List(Changed<'a, Vec<Vec<u8>>>),
     Map(Changed<'a, BTreeMap<Vec<u8>, Vec<u8>>>),
 }
@@ -72,13 +73,18 @@ impl Diff<'_> {
 
 /// The keys of `cur` whose state differs from `prev`'s (changed or added,
 /// with the new state) and the keys of `prev` that `cur` lacks (removed).
-fn diff_maps<'a, V: PartialEq>(
-    cur: &'a std::collections::HashMap<Vec<u8>, V, foldhash::fast::RandomState>,
-    prev: Option<&'a std::collections::HashMap<Vec<u8>, V, foldhash::fast::RandomState>>,
+fn diff_maps<'a, K, V>(
+    cur: &'a std::collections::HashMap<K, V, foldhash::fast::RandomState>,
+    prev: Option<&'a std::collections::HashMap<K, V, foldhash::fast::RandomState>>,
     budget: usize,
-) -> Option<Changed<'a, V>> {
+) -> Option<Changed<'a, V>>
+where
+    K: Borrow<[u8]> + std::hash::Hash + Eq,
+    V: PartialEq,
+{
     let mut out = Vec::new();
     for (k, v) in cur {
+        let k: &[u8] = k.borrow();
         if prev.and_then(|p| p.get(k)) != Some(v) {
             out.push((k, Some(v)));
             if out.len() > budget {
@@ -88,6 +94,7 @@ fn diff_maps<'a, V: PartialEq>(
     }
     if let Some(p) = prev {
         for k in p.keys() {
+            let k: &[u8] = k.borrow();
             if !cur.contains_key(k) {
                 out.push((k, None));
                 if out.len() > budget {
@@ -189,7 +196,11 @@ impl GroupSnapshot {
                 };
             }
             match diff {
-                Diff::Value(v) => entries!(v, |o: &mut Vec<u8>, v: &Vec<u8>| bytes(o, v)),
+                Diff::Value(v) => {
+                    entries!(v, |o: &mut Vec<u8>, v: &super::backend::InlineBytes| {
+                        bytes(o, v)
+                    })
+                }
                 Diff::List(v) => entries!(v, |o: &mut Vec<u8>, v: &Vec<Vec<u8>>| encode_list(o, v)),
                 Diff::Map(v) => entries!(v, |o: &mut Vec<u8>, v: &BTreeMap<Vec<u8>, Vec<u8>>| {
                     encode_map(o, v)
@@ -351,8 +362,8 @@ impl KeyedState {
             let id = self.id(&name, kind).map_err(|e| err(e.to_string()))?;
             let n = r.varint().map_err(&err)?;
             for _ in 0..n {
-                let key = r.bytes().map_err(&err)?.to_vec();
-                if super::key_group_of(&key, self.max_parallelism()) != kg {
+                let key = r.bytes().map_err(&err)?;
+                if super::key_group_of(key, self.max_parallelism()) != kg {
                     return Err(err(format!(
                         "state '{name}' holds a key that belongs to another key group"
                     )));
@@ -360,12 +371,12 @@ impl KeyedState {
                 if delta {
                     match r.take(1).map_err(&err)?[0] {
                         0 => {
-                            self.clear(id, &key).map_err(|e| err(e.to_string()))?;
+                            self.clear(id, key).map_err(|e| err(e.to_string()))?;
                             continue;
                         }
                         1 => {
                             if kind == StateKind::Map {
-                                self.clear(id, &key).map_err(|e| err(e.to_string()))?;
+                                self.clear(id, key).map_err(|e| err(e.to_string()))?;
                             }
                         }
                         t => return Err(err(format!("unknown delta entry tag {t}"))),
@@ -373,8 +384,8 @@ impl KeyedState {
                 }
                 match kind {
                     StateKind::Value => {
-                        let v = r.bytes().map_err(&err)?.to_vec();
-                        self.value_put(id, key, Some(v))
+                        let v = r.bytes().map_err(&err)?;
+                        self.value_set(id, key, Some(v))
                             .map_err(|e| err(e.to_string()))?;
                     }
                     StateKind::List => {
@@ -383,7 +394,7 @@ impl KeyedState {
                         for _ in 0..count {
                             items.push(r.bytes().map_err(&err)?.to_vec());
                         }
-                        self.list_put(id, key, items)
+                        self.list_put(id, key.to_vec(), items)
                             .map_err(|e| err(e.to_string()))?;
                     }
                     StateKind::Map => {
@@ -395,7 +406,7 @@ impl KeyedState {
                             map.insert(mk, v);
                         }
                         for (mk, v) in map {
-                            self.map_put(id, key.clone(), mk, Some(v))
+                            self.map_put(id, key.to_vec(), mk, Some(v))
                                 .map_err(|e| err(e.to_string()))?;
                         }
                     }
