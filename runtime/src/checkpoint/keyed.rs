@@ -18,13 +18,57 @@ pub const MAX_DELTAS: usize = 8;
 /// of its base. `previous` gives, per key group, the previous checkpoint's
 /// ref and snapshot. Returns the refs, the bytes they cover and the bytes
 /// newly written.
+///
+/// Key groups are independent: they are encoded, hashed and written on up
+/// to [`encode_threads`] threads at once, each taking a contiguous share,
+/// and the refs come back in key-group order.
 pub fn write_key_groups(
     txn: &Txn<'_>,
-    previous: &dyn Fn(u16) -> Option<(KeyGroupRef, GroupSnapshot)>,
+    previous: &(dyn Fn(u16) -> Option<(KeyGroupRef, GroupSnapshot)> + Sync),
     snap: &StateSnapshot,
 ) -> Result<(Vec<KeyGroupRef>, u64, u64), StoreError> {
+    let threads = encode_threads(snap.groups.len());
+    if threads <= 1 {
+        return write_some(txn, previous, &snap.groups);
+    }
+    let share = snap.groups.len().div_ceil(threads);
+    let parts: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = snap
+            .groups
+            .chunks(share)
+            .map(|part| s.spawn(move || write_some(txn, previous, part)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
     let (mut refs, mut full, mut new) = (Vec::new(), 0u64, 0u64);
-    for g in &snap.groups {
+    for part in parts {
+        let (r, f, n) = part?;
+        refs.extend(r);
+        full += f;
+        new += n;
+    }
+    Ok((refs, full, new))
+}
+
+/// How many threads encode or decode `groups` key groups: one per core,
+/// but no more than one per 8 key groups (a thread costs more than a few
+/// small groups).
+pub fn encode_threads(groups: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    cores.min(groups / 8).max(1)
+}
+
+/// [`write_key_groups`] for a share of the key groups, on one thread.
+fn write_some(
+    txn: &Txn<'_>,
+    previous: &(dyn Fn(u16) -> Option<(KeyGroupRef, GroupSnapshot)> + Sync),
+    groups: &[GroupSnapshot],
+) -> Result<(Vec<KeyGroupRef>, u64, u64), StoreError> {
+    let (mut refs, mut full, mut new) = (Vec::new(), 0u64, 0u64);
+    for g in groups {
         let kg = g.key_group.0;
         let base = previous(kg);
         let reused = match (g.change, base) {
@@ -93,6 +137,45 @@ pub fn read_key_group(
     Ok(())
 }
 
+/// Loads key groups `refs` into `state` (see [`read_key_group`]), on up
+/// to [`encode_threads`] threads, each decoding a contiguous share into a
+/// state of its own that is then moved into `state`.
+pub fn read_key_groups(
+    store: &dyn CheckpointStore,
+    refs: &[&KeyGroupRef],
+    state: &mut KeyedState,
+) -> Result<(), String> {
+    let threads = encode_threads(refs.len());
+    if threads <= 1 {
+        return refs
+            .iter()
+            .try_for_each(|r| read_key_group(store, r, state));
+    }
+    let share = refs.len().div_ceil(threads);
+    let template = state.empty_like();
+    let parts: Vec<Result<KeyedState, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = refs
+            .chunks(share)
+            .map(|part| {
+                let mut mine = template.empty_like();
+                s.spawn(move || {
+                    part.iter()
+                        .try_for_each(|r| read_key_group(store, r, &mut mine))
+                        .map(|()| mine)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    for part in parts {
+        state.absorb(part?).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,11 +228,23 @@ mod tests {
         for (r, _) in last.values() {
             read_key_group(store, r, &mut restored).unwrap();
         }
+        // The same on many threads, into a state whose names were
+        // registered in another order (ids are matched by name).
+        let mut parallel = state();
+        parallel.id("registered-first", StateKind::Value).unwrap();
+        let refs: Vec<&KeyGroupRef> = last.values().map(|(r, _)| r).collect();
+        read_key_groups(store, &refs, &mut parallel).unwrap();
         for kg in (0..GROUPS).map(KeyGroup) {
             assert_eq!(
                 restored.encode_key_group(kg),
                 s.encode_key_group(kg),
                 "key group {}",
+                kg.0
+            );
+            assert_eq!(
+                parallel.encode_key_group(kg),
+                s.encode_key_group(kg),
+                "key group {} (parallel restore)",
                 kg.0
             );
         }

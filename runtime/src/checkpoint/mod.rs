@@ -18,7 +18,7 @@ mod retention;
 mod savepoint;
 mod store;
 
-pub use keyed::{MAX_DELTAS, read_key_group, write_key_groups};
+pub use keyed::{MAX_DELTAS, encode_threads, read_key_group, read_key_groups, write_key_groups};
 pub use manifest::{
     CheckpointId, CheckpointManifest, ChunkHash, ChunkRef, KeyGroupRef, MANIFEST_FORMAT,
     OperatorStateRef, SinkState, SourcePosition, SubtaskStateRef,

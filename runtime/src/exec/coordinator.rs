@@ -455,7 +455,8 @@ impl Coordinator<'_> {
                         if savepoint {
                             super::fault::crash_point("savepoint-chunks");
                         }
-                        let previous = |kg: u16| self.last.get(&(vertex, kg)).cloned();
+                        let last = &self.last;
+                        let previous = |kg: u16| last.get(&(vertex, kg)).cloned();
                         let (refs, f, n) = write_key_groups(txn, &previous, snap)?;
                         entry.key_groups.extend(refs);
                         full += f;

@@ -240,17 +240,15 @@ pub(super) fn restore_operator(
         return Ok(Restored::fresh(state));
     };
     let started = std::time::Instant::now();
-    let (mut groups, mut bytes) = (0usize, 0u64);
-    for r in op
+    let mine: Vec<_> = op
         .key_groups
         .iter()
         .filter(|r| range.contains(KeyGroup(r.key_group)))
-    {
-        crate::checkpoint::read_key_group(store.as_ref(), r, &mut state)
-            .map_err(|e| err(format!("operator '{}': {e}", vertex.name)))?;
-        groups += 1;
-        bytes += r.total_bytes();
-    }
+        .collect();
+    let groups = mine.len();
+    let bytes: u64 = mine.iter().map(|r| r.total_bytes()).sum();
+    crate::checkpoint::read_key_groups(store.as_ref(), &mine, &mut state)
+        .map_err(|e| err(format!("operator '{}': {e}", vertex.name)))?;
     tracing::info!(
         job = %graph.name,
         "restored {}[{subtask}] from checkpoint {}: {groups} key groups, {bytes} bytes in {} ms",
