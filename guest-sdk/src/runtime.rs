@@ -116,7 +116,8 @@ fn begin_batch(batch: &[Event]) -> Option<Vec<Option<u32>>> {
         if STATES.with(Cell::get) == 0 {
             return None;
         }
-        let mut index: FxHashMap<&[u8], u32> = FxHashMap::default();
+        let mut index: FxHashMap<&[u8], u32> =
+            FxHashMap::with_capacity_and_hasher(batch.len(), Default::default());
         let mut keys = std::mem::replace(
             &mut b.keys,
             types::Packed {

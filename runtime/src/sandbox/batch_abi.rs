@@ -73,20 +73,19 @@ unsafe impl ComponentType for LiftedBatch {
     }
 }
 
-/// Copies `bytes` into a fresh guest allocation; returns its address.
-fn lower_bytes<U>(cx: &mut LowerContext<'_, U>, bytes: &[u8]) -> wasmtime::Result<usize> {
-    let ptr = cx.realloc(0, 0, 1, bytes.len())?;
-    // `realloc` checked that `ptr..ptr + len` is inside the memory.
-    cx.as_slice_mut()[ptr..ptr + bytes.len()].copy_from_slice(bytes);
-    Ok(ptr)
-}
-
-fn put_u32(rec: &mut [u8; EVENT_SIZE], at: usize, v: usize) -> wasmtime::Result<()> {
+fn put_u32(rec: &mut [u8], at: usize, v: usize) -> wasmtime::Result<()> {
     rec[at..at + 4].copy_from_slice(&u32::try_from(v)?.to_le_bytes());
     Ok(())
 }
 
-/// Writes the batch into guest memory as a list of `event` records.
+fn out_of_memory() -> wasmtime::Error {
+    wasmtime::format_err!("the guest's allocator returned memory outside its linear memory")
+}
+
+/// Writes the batch into guest memory as a list of `event` records: first
+/// every allocation (the list, then each key and value: the guest's
+/// `realloc`, which checks each block lies inside the memory), then one
+/// pass over the memory that copies the bytes and writes the records.
 fn lower_events<U>(
     cx: &mut LowerContext<'_, U>,
     batch: &Batch,
@@ -96,25 +95,45 @@ fn lower_events<U>(
         .checked_mul(EVENT_SIZE)
         .ok_or_else(|| wasmtime::format_err!("a batch too large for the guest's memory"))?;
     let list = cx.realloc(0, 0, EVENT_ALIGN, size)?;
-    for (i, e) in batch.iter().enumerate() {
+    let mut blocks = Vec::with_capacity(batch.len());
+    for e in batch.iter() {
         let key = match e.key {
-            Some(k) => Some((lower_bytes(cx, k)?, k.len())),
+            Some(k) => Some(cx.realloc(0, 0, 1, k.len())?),
             None => None,
         };
-        let value = lower_bytes(cx, e.value)?;
-        let mut rec = [0u8; EVENT_SIZE];
-        if let Some((ptr, len)) = key {
-            rec[KEY_TAG] = 1;
-            put_u32(&mut rec, KEY_PTR, ptr)?;
-            put_u32(&mut rec, KEY_PTR + 4, len)?;
+        blocks.push((key, cx.realloc(0, 0, 1, e.value.len())?));
+    }
+    let mem = cx.as_slice_mut();
+    let mut copy = |at: usize, bytes: &[u8]| -> wasmtime::Result<()> {
+        mem.get_mut(at..at + bytes.len())
+            .ok_or_else(out_of_memory)?
+            .copy_from_slice(bytes);
+        Ok(())
+    };
+    for (e, (key, value)) in batch.iter().zip(&blocks) {
+        if let (Some(k), Some(at)) = (e.key, key) {
+            copy(*at, k)?;
         }
-        put_u32(&mut rec, VALUE_PTR, value)?;
-        put_u32(&mut rec, VALUE_PTR + 4, e.value.len())?;
+        copy(*value, e.value)?;
+    }
+    let recs = mem.get_mut(list..list + size).ok_or_else(out_of_memory)?;
+    for ((e, (key, value)), rec) in batch
+        .iter()
+        .zip(&blocks)
+        .zip(recs.chunks_exact_mut(EVENT_SIZE))
+    {
+        rec.fill(0);
+        if let (Some(k), Some(at)) = (e.key, key) {
+            rec[KEY_TAG] = 1;
+            put_u32(rec, KEY_PTR, *at)?;
+            put_u32(rec, KEY_PTR + 4, k.len())?;
+        }
+        put_u32(rec, VALUE_PTR, *value)?;
+        put_u32(rec, VALUE_PTR + 4, e.value.len())?;
         if let Some(ts) = e.timestamp {
             rec[TS_TAG] = 1;
             rec[TS..TS + 8].copy_from_slice(&ts.to_le_bytes());
         }
-        *cx.get::<EVENT_SIZE>(list + i * EVENT_SIZE) = rec;
     }
     Ok((list, batch.len()))
 }

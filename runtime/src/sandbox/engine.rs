@@ -142,6 +142,11 @@ fn engine_config(cfg: &SandboxConfig, pooling: bool) -> Config {
     // A guest's stack is bounded; deep recursion traps instead of taking
     // the host thread down.
     c.max_wasm_stack(1 << 20);
+    // For profiling guests with `perf`: /tmp/perf-<pid>.map names the
+    // compiled functions (docs/benchmarks.md).
+    if std::env::var_os("WRUN_WASM_PERFMAP").is_some_and(|v| v == "1") {
+        c.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if pooling {
         let mut p = PoolingAllocationConfig::default();
         p.total_component_instances(cfg.max_instances)
