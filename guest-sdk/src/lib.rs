@@ -60,6 +60,18 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+
+/// The guest's global allocator (feature `allocator`, on by default): Talc,
+/// several times faster than Rust's default for wasm32 on the small, short
+/// lived allocations every event costs. Not on threaded wasm.
+#[cfg(all(
+    feature = "allocator",
+    target_family = "wasm",
+    not(target_feature = "atomics")
+))]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
 mod host;
 mod runtime;
 mod state;

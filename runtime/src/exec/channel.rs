@@ -376,6 +376,46 @@ mod tests {
     }
 
     #[test]
+    fn forward_hands_full_batches_on_whole_and_keeps_the_oldest_birth() {
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..1).map(|_| sync_channel(1000)).unzip();
+        let mut o = Output::new(
+            Partition::Forward,
+            txs.into_iter().map(|t| (t, 0)).collect(),
+            128,
+            4,
+            "a -> b".into(),
+            0,
+        );
+        let t0 = std::time::Instant::now();
+        let mut full = Batch::default();
+        full.mark_born(Some(t0 + std::time::Duration::from_millis(3)));
+        (0..4).for_each(|i| full.push(None, &[i], None));
+        o.route_owned(full).unwrap();
+        let Payload::Batch(b) = rxs[0].try_recv().unwrap().payload else {
+            panic!("a full batch is sent at once");
+        };
+        assert_eq!(b.len(), 4);
+        // Two partial batches merge into one buffer, born at the older.
+        let mut a = Batch::default();
+        a.mark_born(Some(t0 + std::time::Duration::from_millis(9)));
+        a.push(None, b"x", None);
+        let mut c = Batch::default();
+        c.mark_born(Some(t0));
+        c.push(None, b"y", Some(1));
+        o.route_owned(a).unwrap();
+        o.route_owned(c).unwrap();
+        assert!(o.holds_events());
+        o.flush().unwrap();
+        let Payload::Batch(b) = rxs[0].try_recv().unwrap().payload else {
+            panic!("flush sends the partial buffer");
+        };
+        assert_eq!(b.len(), 2);
+        assert_eq!(b.born(), Some(t0));
+        assert_eq!(b.get(1).timestamp, Some(1));
+        assert!(!o.holds_events());
+    }
+
+    #[test]
     fn forward_and_unkeyed_hash() {
         let (mut o, rxs) = setup(Partition::Forward, 1);
         (0..5).for_each(|_| o.push(ev("x"), None).unwrap());

@@ -141,3 +141,51 @@ fn bytes_that_are_not_a_component_are_refused() {
     let err = sandbox().load(&truncated).unwrap_err().to_string();
     assert!(err.contains("does not compile"), "{err}");
 }
+
+#[test]
+fn batches_cross_the_boundary_byte_for_byte() {
+    // Keys present, absent and empty; empty and binary values; timestamps
+    // present, absent and negative; a value larger than the inline sizes.
+    use wrun::batch::Batch;
+    use wrun::sandbox::{CallLimits, OperatorInstance, SubtaskInfo};
+    use wrun::state::{KeyGroupRange, KeyedState, StateLimits};
+    let module = sandbox()
+        .load(&std::fs::read(guest("chaos")).unwrap())
+        .unwrap();
+    let info = SubtaskInfo {
+        uid: "echo".into(),
+        subtask_index: 0,
+        parallelism: 1,
+        max_parallelism: 128,
+        config: br#"{"mode":"echo"}"#.to_vec(),
+        restored: false,
+        restored_format: None,
+    };
+    let limits = CallLimits {
+        memory_bytes: 64 << 20,
+        call_timeout: std::time::Duration::from_secs(10),
+        max_output_events: 100_000,
+    };
+    let state = KeyedState::new(
+        128,
+        KeyGroupRange { start: 0, end: 128 },
+        StateLimits::default(),
+    );
+    let mut op = OperatorInstance::instantiate(sandbox(), &module, &info, limits, state).unwrap();
+    op.open(&info).unwrap();
+    let big = vec![0xa5u8; 100_000];
+    let mut batch = Batch::default();
+    batch.push(Some(b"k"), b"v", Some(7));
+    batch.push(None, b"", None);
+    batch.push(Some(b""), &[0, 255, 1], Some(-3));
+    batch.push(Some(b"big"), &big, Some(i64::MIN));
+    for i in 0..2000u32 {
+        batch.push(Some(&i.to_le_bytes()), &i.to_be_bytes(), Some(i64::from(i)));
+    }
+    for _ in 0..3 {
+        let out = op.process(&batch).unwrap();
+        assert_eq!(out.len(), batch.len());
+        assert!(out.iter().eq(batch.iter()));
+    }
+    assert!(op.close().unwrap().is_empty());
+}
