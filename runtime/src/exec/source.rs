@@ -18,7 +18,7 @@ use super::{ExecError, Shared};
 use crate::batch::Batch;
 use crate::checkpoint::SourcePosition;
 use crate::job::{SourceFormat, SourceKind};
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
@@ -361,16 +361,15 @@ fn take(batch: &mut Batch) -> Batch {
 /// text.
 pub fn generated(seq: u64, keys: u64, seed: u64, batch: &mut Batch) {
     let k = splitmix64(seq ^ seed.rotate_left(17)) % keys.max(1);
-    // Writing to a Vec cannot fail.
+    let mut digits = itoa::Buffer::new();
     batch.push_with(
         None,
         |buf| {
-            let _ = write!(buf, "key-{k}");
+            buf.extend_from_slice(b"key-");
+            buf.extend_from_slice(digits.format(k).as_bytes());
             true
         },
-        |buf| {
-            let _ = write!(buf, "{}", seq % 1000);
-        },
+        |buf| buf.extend_from_slice(itoa::Buffer::new().format(seq % 1000).as_bytes()),
     );
 }
 
