@@ -49,12 +49,14 @@ struct Batch {
 }
 
 thread_local! {
-    static BATCH: RefCell<Batch> = RefCell::new(Batch {
+    // `const`: no lazy-initialisation check on each of the few accesses
+    // per event.
+    static BATCH: RefCell<Batch> = const { RefCell::new(Batch {
         epoch: 0,
         keys: types::Packed { data: Vec::new(), ends: Vec::new() },
         current: None,
         touched: Vec::new(),
-    });
+    }) };
     static STATES: Cell<u32> = const { Cell::new(0) };
     static RESTORED: RefCell<Option<(types::StateFormat, Vec<u8>)>> = const { RefCell::new(None) };
 }
