@@ -182,18 +182,12 @@ impl Batch {
         self.mark_born(other.born);
     }
 
-    /// Reserves room for `events` more events of `bytes` more bytes.
-    pub fn reserve(&mut self, events: usize, bytes: usize) {
-        self.rows.reserve(events);
-        self.bytes.reserve(bytes);
-    }
-}
-
-impl<'a> FromIterator<EventRef<'a>> for Batch {
-    fn from_iter<I: IntoIterator<Item = EventRef<'a>>>(iter: I) -> Batch {
-        let mut b = Batch::default();
-        iter.into_iter().for_each(|e| b.push_ref(e));
-        b
+    /// Takes the batch out, leaving an empty one with room for as many
+    /// events and bytes (so the next batch starts at the size this one
+    /// reached).
+    pub fn take(&mut self) -> Batch {
+        let fresh = Batch::with_capacity(self.rows.len(), self.bytes.len());
+        std::mem::replace(self, fresh)
     }
 }
 

@@ -152,12 +152,11 @@ pub fn read_key_groups(
             .try_for_each(|r| read_key_group(store, r, state));
     }
     let share = refs.len().div_ceil(threads);
-    let template = state.empty_like();
     let parts: Vec<Result<KeyedState, String>> = std::thread::scope(|s| {
         let handles: Vec<_> = refs
             .chunks(share)
             .map(|part| {
-                let mut mine = template.empty_like();
+                let mut mine = state.empty_like();
                 s.spawn(move || {
                     part.iter()
                         .try_for_each(|r| read_key_group(store, r, &mut mine))

@@ -103,9 +103,7 @@ impl Output {
         if target.buf.is_empty() {
             return Ok(());
         }
-        // The next buffer starts at the size the last one reached.
-        let fresh = Batch::with_capacity(self.batch_size, target.buf.byte_len());
-        let batch = std::mem::replace(&mut target.buf, fresh);
+        let batch = target.buf.take();
         target
             .tx
             .send(Message {
@@ -115,8 +113,14 @@ impl Output {
             .map_err(|_| ExecError::Disconnected)
     }
 
-    fn push_to(&mut self, t: usize, e: EventRef<'_>) -> Result<(), ExecError> {
+    fn push_to(
+        &mut self,
+        t: usize,
+        e: EventRef<'_>,
+        born: Option<std::time::Instant>,
+    ) -> Result<(), ExecError> {
         let buf = &mut self.targets[t].buf;
+        buf.mark_born(born);
         buf.push_ref(e);
         if buf.len() >= self.batch_size || buf.byte_len() >= BATCH_BYTES {
             self.send(t)?;
@@ -147,19 +151,15 @@ impl Output {
         let born = batch.born();
         if self.partition == Partition::Broadcast {
             for t in 0..self.targets.len() {
-                self.targets[t].buf.mark_born(born);
                 for e in batch.iter() {
-                    self.push_to(t, e)?;
+                    self.push_to(t, e, born)?;
                 }
             }
             return Ok(());
         }
-        for t in &mut self.targets {
-            t.buf.mark_born(born);
-        }
         for e in batch.iter() {
             let t = self.target_of(e)?;
-            self.push_to(t, e)?;
+            self.push_to(t, e, born)?;
         }
         Ok(())
     }
@@ -183,24 +183,6 @@ impl Output {
             return Ok(());
         }
         self.route(&batch)
-    }
-
-    /// Routes one event, born at `born`.
-    pub fn push(
-        &mut self,
-        e: EventRef<'_>,
-        born: Option<std::time::Instant>,
-    ) -> Result<(), ExecError> {
-        if self.partition == Partition::Broadcast {
-            for t in 0..self.targets.len() {
-                self.targets[t].buf.mark_born(born);
-                self.push_to(t, e)?;
-            }
-            return Ok(());
-        }
-        let t = self.target_of(e)?;
-        self.targets[t].buf.mark_born(born);
-        self.push_to(t, e)
     }
 
     /// Whether a partial buffer waits to be sent.
@@ -271,17 +253,6 @@ impl Outputs {
         }
     }
 
-    /// Routes a borrowed batch to every out-edge.
-    pub fn emit_ref(&mut self, batch: &Batch) -> Result<(), ExecError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        if let Some((m, v)) = &self.1 {
-            m.vertex(*v).add_out(batch.len());
-        }
-        self.0.iter_mut().try_for_each(|o| o.route(batch))
-    }
-
     /// Whether a partial buffer waits to be sent on some out-edge.
     pub fn holds_events(&self) -> bool {
         self.0.iter().any(Output::holds_events)
@@ -316,6 +287,13 @@ mod tests {
         }
     }
 
+    /// Routes one event.
+    fn push(o: &mut Output, e: EventRef<'_>) -> Result<(), ExecError> {
+        let mut b = Batch::default();
+        b.push_ref(e);
+        o.route(&b)
+    }
+
     fn drain(rx: &Receiver<Message>) -> (Vec<Option<Vec<u8>>>, usize) {
         let (mut evs, mut ends) = (Vec::new(), 0);
         while let Ok(m) = rx.try_recv() {
@@ -347,7 +325,7 @@ mod tests {
     fn hash_sends_a_key_to_one_subtask_always() {
         let (mut o, rxs) = setup(Partition::Hash, 3);
         for i in 0..300 {
-            o.push(ev(&format!("k{}", i % 30)), None).unwrap();
+            push(&mut o, ev(&format!("k{}", i % 30))).unwrap();
         }
         o.end().unwrap();
         let mut owner = std::collections::HashMap::new();
@@ -366,11 +344,11 @@ mod tests {
     #[test]
     fn rebalance_spreads_evenly_and_broadcast_copies() {
         let (mut o, rxs) = setup(Partition::Rebalance, 3);
-        (0..9).for_each(|_| o.push(ev("x"), None).unwrap());
+        (0..9).for_each(|_| push(&mut o, ev("x")).unwrap());
         o.end().unwrap();
         assert!(rxs.iter().all(|rx| drain(rx).0.len() == 3));
         let (mut o, rxs) = setup(Partition::Broadcast, 3);
-        (0..5).for_each(|_| o.push(ev("x"), None).unwrap());
+        (0..5).for_each(|_| push(&mut o, ev("x")).unwrap());
         o.end().unwrap();
         assert!(rxs.iter().all(|rx| drain(rx).0.len() == 5));
     }
@@ -418,20 +396,19 @@ mod tests {
     #[test]
     fn forward_and_unkeyed_hash() {
         let (mut o, rxs) = setup(Partition::Forward, 1);
-        (0..5).for_each(|_| o.push(ev("x"), None).unwrap());
+        (0..5).for_each(|_| push(&mut o, ev("x")).unwrap());
         o.end().unwrap();
         assert_eq!(drain(&rxs[0]).0.len(), 5);
         let (mut o, _rxs) = setup(Partition::Hash, 2);
-        let err = o
-            .push(
-                EventRef {
-                    key: None,
-                    value: b"",
-                    timestamp: None,
-                },
-                None,
-            )
-            .unwrap_err();
+        let err = push(
+            &mut o,
+            EventRef {
+                key: None,
+                value: b"",
+                timestamp: None,
+            },
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("without a key"), "{err}");
     }
 }

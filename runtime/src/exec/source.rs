@@ -284,7 +284,7 @@ fn generate(
         let send =
             batch.len() >= batch_size || seq >= s.count || linger_until.is_some_and(|l| l <= now);
         if send && !batch.is_empty() {
-            outputs.emit(take(&mut batch))?;
+            outputs.emit(batch.take())?;
             linger_until = None;
             if s.per_sec.is_some() {
                 outputs.flush()?;
@@ -309,7 +309,7 @@ fn generate(
                 }
             };
             if let Some(b) = ctl.wait(deadline, shared)? {
-                outputs.emit(take(&mut batch))?;
+                outputs.emit(batch.take())?;
                 linger_until = None;
                 if ctl.pass(name, index, produced, b, outputs)? {
                     *stopped = true;
@@ -340,20 +340,13 @@ impl SourceCtl<'_> {
             return Ok(false);
         };
         while let Ok(b) = trigger.try_recv() {
-            outputs.emit(take(batch))?;
+            outputs.emit(batch.take())?;
             if self.pass(vertex, subtask, position, b, outputs)? {
                 return Ok(true);
             }
         }
         Ok(false)
     }
-}
-
-/// Takes a batch to send, leaving an empty one with room for as many
-/// events and bytes.
-fn take(batch: &mut Batch) -> Batch {
-    let fresh = Batch::with_capacity(batch.len(), batch.byte_len());
-    std::mem::replace(batch, fresh)
 }
 
 /// Appends event `seq` of a generator to `batch`: key `key-<k>` with `k` a
@@ -450,7 +443,7 @@ fn read_lines(
                 idle = true;
                 shared.check_cancel()?;
                 if !batch.is_empty() {
-                    outputs.emit(take(&mut batch))?;
+                    outputs.emit(batch.take())?;
                     outputs.flush()?;
                 }
                 if poll(n, outputs)? {
@@ -501,7 +494,7 @@ fn read_lines(
         }
         if batch.len() >= batch_size {
             shared.check_cancel()?;
-            outputs.emit(take(&mut batch))?;
+            outputs.emit(batch.take())?;
             outputs.flush()?;
             if poll(n, outputs)? {
                 *stopped = true;

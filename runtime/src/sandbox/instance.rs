@@ -322,8 +322,7 @@ impl OperatorInstance {
             .map_err(|e| self.guest_err("open", e))
     }
 
-    /// `process`: one batch in, the emitted events out (born when the
-    /// batch was).
+    /// `process`: one batch in, the emitted events out.
     pub fn process(&mut self, batch: &Batch) -> Result<Batch, SandboxError> {
         self.arm();
         // SAFETY: `batch_funcs` type-checked `process` as `ProcessFn` when
@@ -331,9 +330,8 @@ impl OperatorInstance {
         let f: ProcessFn<'_> = unsafe { TypedFunc::new_unchecked(self.process) };
         let r = f.call(&mut self.store, (GuestBatch(batch),));
         let (out,) = r.map_err(|e| self.fail("process", e))?;
-        let LiftedBatch(mut out) = out.map_err(|e| self.guest_err("process", e))?;
+        let LiftedBatch(out) = out.map_err(|e| self.guest_err("process", e))?;
         self.check_output("process", &out)?;
-        out.mark_born(batch.born());
         Ok(out)
     }
 
