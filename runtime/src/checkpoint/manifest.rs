@@ -118,8 +118,37 @@ pub struct SourcePosition {
     pub vertex: String,
     /// The subtask.
     pub subtask: u32,
-    /// Lines read (file, stdin) or sequence number reached (generator).
+    /// Lines read (file, stdin) or events generated (generator): a
+    /// position of the subtask as a whole.
     pub position: u64,
+    /// A split-based source's position per split it read (a JetStream
+    /// stream, a Kafka partition): any subtask can take a split over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub splits: Vec<SplitState>,
+}
+
+/// One split of a source and the next position to read in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SplitState {
+    /// The split (`stream/ORDERS`, `orders/3`).
+    pub split: String,
+    /// The next position (stream sequence, offset).
+    pub next: u64,
+}
+
+/// Data a sink staged for a checkpoint and has not committed yet (a NATS
+/// sink's messages, published once the checkpoint commits), kept as a
+/// chunk so a recovery can commit it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StagedRef {
+    /// The checkpoint whose barrier staged it.
+    pub checkpoint: u64,
+    /// The chunk.
+    pub chunk: ChunkHash,
+    /// Its size.
+    pub bytes: u64,
 }
 
 /// What an exactly-once sink had committed, and what it staged, at the
@@ -129,10 +158,20 @@ pub struct SourcePosition {
 pub struct SinkState {
     /// The sink vertex.
     pub vertex: String,
-    /// Bytes of the output file that precede this checkpoint's staged part.
+    /// The subtask.
+    #[serde(default)]
+    pub subtask: u32,
+    /// Bytes of the output file that precede this checkpoint's staged part
+    /// (file sink).
+    #[serde(default)]
     pub committed_bytes: u64,
-    /// Size of the part staged for this checkpoint.
+    /// Size of the part staged for this checkpoint (file sink).
+    #[serde(default)]
     pub staged_bytes: u64,
+    /// What the sink staged and had not committed at the barrier, this
+    /// checkpoint's last (message sinks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub staged: Vec<StagedRef>,
 }
 
 /// A checkpoint's manifest.
@@ -186,12 +225,19 @@ impl CheckpointManifest {
 
     /// Every chunk the manifest references.
     pub fn chunks(&self) -> impl Iterator<Item = ChunkHash> + '_ {
-        self.operators.iter().flat_map(|o| {
-            o.key_groups
-                .iter()
-                .flat_map(|k| std::iter::once(k.chunk).chain(k.deltas.iter().map(|d| d.chunk)))
-                .chain(o.operator_state.iter().map(|s| s.chunk))
-        })
+        self.operators
+            .iter()
+            .flat_map(|o| {
+                o.key_groups
+                    .iter()
+                    .flat_map(|k| std::iter::once(k.chunk).chain(k.deltas.iter().map(|d| d.chunk)))
+                    .chain(o.operator_state.iter().map(|s| s.chunk))
+            })
+            .chain(
+                self.sinks
+                    .iter()
+                    .flat_map(|s| s.staged.iter().map(|r| r.chunk)),
+            )
     }
 }
 

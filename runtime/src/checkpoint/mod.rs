@@ -21,7 +21,7 @@ mod store;
 pub use keyed::{MAX_DELTAS, encode_threads, read_key_group, read_key_groups, write_key_groups};
 pub use manifest::{
     CheckpointId, CheckpointManifest, ChunkHash, ChunkRef, KeyGroupRef, MANIFEST_FORMAT,
-    OperatorStateRef, SinkState, SourcePosition, SubtaskStateRef,
+    OperatorStateRef, SinkState, SourcePosition, SplitState, StagedRef, SubtaskStateRef,
 };
 pub use operator_state::{OperatorStateChunk, decode_operator_state, encode_operator_state};
 pub use retention::{choose_restore, to_delete, unreferenced_chunks};

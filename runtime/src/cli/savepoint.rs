@@ -451,9 +451,30 @@ fn inspect(at: &Location, spec: &str, dump: Option<&[String]>) -> Result<()> {
     if !m.sources.is_empty() {
         println!();
         for p in &m.sources {
+            if p.splits.is_empty() {
+                println!(
+                    "source '{}'[{}] at position {}",
+                    p.vertex, p.subtask, p.position
+                );
+            }
+            for s in &p.splits {
+                println!(
+                    "source '{}'[{}] split {} next {}",
+                    p.vertex, p.subtask, s.split, s.next
+                );
+            }
+        }
+    }
+    if m.sinks.iter().any(|s| !s.staged.is_empty()) {
+        println!();
+        for s in m.sinks.iter().filter(|s| !s.staged.is_empty()) {
+            let ids: Vec<String> = s.staged.iter().map(|g| g.checkpoint.to_string()).collect();
+            let bytes: u64 = s.staged.iter().map(|g| g.bytes).sum();
             println!(
-                "source '{}'[{}] at position {}",
-                p.vertex, p.subtask, p.position
+                "sink '{}'[{}] staged for checkpoint {}: {bytes} bytes",
+                s.vertex,
+                s.subtask,
+                ids.join(", ")
             );
         }
     }

@@ -32,7 +32,11 @@ pub(crate) enum AckData {
         state: Option<crate::state::StateSnapshot>,
         operator_state: Option<OperatorSnapshot>,
     },
-    Sink(Option<SinkState>),
+    Sink {
+        vertex: String,
+        subtask: u32,
+        prepared: crate::connect::Prepared,
+    },
 }
 
 /// What subtasks tell the coordinator.
@@ -426,7 +430,35 @@ impl Coordinator<'_> {
         for ack in p.acks {
             match ack {
                 AckData::Source(pos) => sources.push(pos),
-                AckData::Sink(state) => sinks.extend(state),
+                AckData::Sink {
+                    vertex,
+                    subtask,
+                    prepared,
+                } => {
+                    if prepared.file.is_none() && prepared.staged.is_empty() {
+                        continue;
+                    }
+                    let (committed_bytes, staged_bytes) = prepared.file.unwrap_or((0, 0));
+                    let mut staged = Vec::new();
+                    for st in &prepared.staged {
+                        super::fault::crash_point("checkpoint-sink-staged");
+                        let (chunk, written) = txn.put_chunk(&st.bytes)?;
+                        full += st.bytes.len() as u64;
+                        new += written;
+                        staged.push(crate::checkpoint::StagedRef {
+                            checkpoint: st.checkpoint,
+                            chunk,
+                            bytes: st.bytes.len() as u64,
+                        });
+                    }
+                    sinks.push(SinkState {
+                        vertex,
+                        subtask,
+                        committed_bytes,
+                        staged_bytes,
+                        staged,
+                    });
+                }
                 AckData::Operator {
                     vertex,
                     subtask,
@@ -489,6 +521,7 @@ impl Coordinator<'_> {
             o.operator_state.sort_by_key(|s| s.subtask);
         }
         sources.sort_by(|a, b| (&a.vertex, a.subtask).cmp(&(&b.vertex, b.subtask)));
+        sinks.sort_by(|a, b| (&a.vertex, a.subtask).cmp(&(&b.vertex, b.subtask)));
         let m = CheckpointManifest {
             format: MANIFEST_FORMAT,
             job: self.graph.name.clone(),

@@ -321,14 +321,22 @@ pub fn run_job(
                 let work = move || -> Result<Counts, ExecError> {
                     match &vertex.kind {
                         VertexKind::Source(kind) => {
-                            let start = restore
-                                .and_then(|m| {
-                                    m.sources
-                                        .iter()
-                                        .find(|p| p.vertex == vertex.name && p.subtask == s)
-                                })
-                                .map(|p| p.position)
-                                .unwrap_or(0);
+                            let start = restore.map(|m| {
+                                let mine = m.sources.iter().filter(|p| p.vertex == vertex.name);
+                                source::Restored {
+                                    offset: mine
+                                        .clone()
+                                        .find(|p| p.subtask == s)
+                                        .map_or(0, |p| p.position),
+                                    splits: mine
+                                        .flat_map(|p| p.splits.iter())
+                                        .map(|sp| crate::connect::SplitPosition {
+                                            split: sp.split.clone(),
+                                            next: sp.next,
+                                        })
+                                        .collect(),
+                                }
+                            });
                             let ctl = source::SourceCtl {
                                 trigger,
                                 ack,
@@ -336,6 +344,7 @@ pub fn run_job(
                                 clock,
                                 linger,
                                 batch_size: graph.batch_size,
+                                metrics: metrics.vertex(v),
                             };
                             let out = source::run(
                                 &vertex.name,
@@ -354,11 +363,19 @@ pub fn run_job(
                         VertexKind::Sink(kind) => sink::run(
                             sink::SinkTask {
                                 name: &vertex.name,
+                                job: &graph.name,
                                 kind,
+                                subtask: s,
+                                parallelism: vertex.parallelism,
                                 vertex: v,
                                 rx: rx.ok_or(ExecError::Disconnected)?,
                                 inputs,
-                                restore,
+                                restore: restore.zip(restore_store.map(|s| s.as_ref())),
+                                interval: graph
+                                    .checkpoint
+                                    .as_ref()
+                                    .filter(|_| checkpointing)
+                                    .map(|c| Duration::from_millis(c.interval_ms)),
                                 ack,
                                 commit,
                                 metrics,

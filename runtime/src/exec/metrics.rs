@@ -166,6 +166,11 @@ pub struct VertexMetrics {
     alignment_last_ns: AtomicU64,
     alignment_sum_ns: AtomicU64,
     checkpoint_bytes: AtomicU64,
+    /// Bytes of keys and values a source read or a sink received.
+    bytes: AtomicU64,
+    /// Records the system holds beyond what a source read, per split,
+    /// where the system says (a NATS source).
+    split_lag: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     /// Source to this sink, per event (sinks only).
     pub end_to_end: LatencyHistogram,
 }
@@ -183,6 +188,8 @@ impl VertexMetrics {
             alignment_last_ns: AtomicU64::new(0),
             alignment_sum_ns: AtomicU64::new(0),
             checkpoint_bytes: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            split_lag: Default::default(),
             end_to_end: LatencyHistogram::default(),
         }
     }
@@ -224,6 +231,31 @@ impl VertexMetrics {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         self.alignment_last_ns.store(ns, Relaxed);
         self.alignment_sum_ns.fetch_add(ns, Relaxed);
+    }
+
+    /// A connector read or received `n` bytes of keys and values.
+    pub fn add_bytes(&self, n: usize) {
+        self.bytes.fetch_add(n as u64, Relaxed);
+    }
+
+    /// Bytes a connector read or received so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Relaxed)
+    }
+
+    /// A source's lag per split, as its system last said.
+    pub fn set_lag(&self, lag: Vec<(String, u64)>) {
+        if lag.is_empty() {
+            return;
+        }
+        let mut m = self.split_lag.lock().unwrap_or_else(|p| p.into_inner());
+        m.extend(lag);
+    }
+
+    /// The last lag per split.
+    pub fn lag(&self) -> Vec<(String, u64)> {
+        let m = self.split_lag.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     /// Events received so far.
@@ -435,6 +467,36 @@ impl Collector for Scrape {
             all,
             |m, v| counter(m, v.records_out()),
         )?;
+        self.per_vertex(
+            e,
+            (
+                "wrun_connector_bytes",
+                "Bytes of event keys and values a source read or a sink received (all subtasks).",
+                Counter,
+            ),
+            |v| v.kind != "operator",
+            |m, v| counter(m, v.bytes()),
+        )?;
+        {
+            let mut family = e.encode_descriptor(
+                "wrun_source_lag_records",
+                "Records a source's system holds beyond what the source has read, per split, as the system last said (NATS JetStream: the consumer's pending count).",
+                None,
+                Gauge,
+            )?;
+            for j in &self.0 {
+                for v in j.vertices.iter().filter(|v| v.kind == "source") {
+                    for (split, lag) in v.lag() {
+                        let labels = [
+                            ("job", j.job.as_str()),
+                            ("operator", v.name.as_str()),
+                            ("split", split.as_str()),
+                        ];
+                        family.encode_family(&labels)?.encode_gauge(&lag)?;
+                    }
+                }
+            }
+        }
         self.per_vertex(
             e,
             (

@@ -11,14 +11,15 @@
 //! `supervisor.rs` restarts it under the policy, `restore.rs` picks and
 //! checks what to restore, `source.rs` / `operator.rs` / `sink.rs` are the
 //! subtask loops, `coordinator.rs` takes checkpoints, `error.rs` says why a
-//! job failed, `fault.rs` holds the crash test's kill points.
+//! job failed (the crash test's kill points are in `crate::fault`; the
+//! sources and sinks themselves in `crate::connect`).
 
 pub mod channel;
 mod clock;
 mod control;
 mod coordinator;
 mod error;
-mod fault;
+use crate::fault;
 mod inputs;
 mod job;
 pub mod metrics;
@@ -28,6 +29,8 @@ mod sink;
 mod source;
 mod supervisor;
 
+pub use crate::connect::file::json_line;
+pub use crate::connect::generator::generated;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use control::{
     CHECKPOINT_HISTORY, CheckpointSummary, JobControl, JobState, JobStatus, StopMode, Triggered,
@@ -38,8 +41,6 @@ pub use operator::{Counts, OperatorLogic, Snapshot};
 pub use restore::{
     check_restore, latest_checkpoint, latest_checkpoint_after, newest_checkpoint_id,
 };
-pub use sink::json_line;
-pub use source::generated;
 pub use supervisor::run_supervised;
 
 use std::sync::atomic::{AtomicBool, Ordering};

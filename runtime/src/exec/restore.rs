@@ -7,7 +7,7 @@ use super::ExecError;
 use crate::checkpoint::{
     CheckpointId, CheckpointManifest, CheckpointStore, choose_restore, decode_operator_state,
 };
-use crate::job::JobGraph;
+use crate::job::{JobGraph, VertexKind};
 use crate::sandbox::{OperatorModule, OperatorSnapshot, StateFormat};
 use crate::state::{KeyGroup, KeyGroupRange, KeyedState, StateLimits};
 use std::collections::HashMap;
@@ -139,7 +139,9 @@ pub fn check_restore(
             }
         }
         let positions = m.sources.iter().filter(|p| p.vertex == v.name).count();
-        if positions > 0 && positions != v.parallelism as usize {
+        // Split-based sources (brokers) hand their splits to any subtask.
+        let by_split = matches!(&v.kind, VertexKind::Source(k) if k.has_splits());
+        if positions > 0 && positions != v.parallelism as usize && !by_split {
             return Err(err(format!(
                 "source '{}' ran with parallelism {positions}, and the job now gives it {}; a source's read positions cannot be redistributed, so keep its parallelism at {positions}",
                 v.name, v.parallelism

@@ -105,15 +105,7 @@ impl ComponentRef {
     }
 }
 
-/// How a file or stdin source reads its input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SourceFormat {
-    /// Each line is an event value; events have no key.
-    Lines,
-    /// Each line is a JSON value; the key comes from a JSON pointer.
-    Json,
-}
+pub use crate::connect::file::SourceFormat;
 
 /// What a source reads.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -146,6 +138,16 @@ pub enum SourceKind {
         /// The JSON pointer of the key, for JSON lines.
         key: Option<String>,
     },
+    /// A NATS JetStream stream.
+    Nats(crate::connect::nats::NatsSource),
+}
+
+impl SourceKind {
+    /// Whether the source's positions are per split (re-assignable to any
+    /// parallelism) rather than per subtask.
+    pub fn has_splits(&self) -> bool {
+        matches!(self, SourceKind::Nats(_))
+    }
 }
 
 /// Where a sink writes.
@@ -161,6 +163,8 @@ pub enum SinkKind {
     Stdout,
     /// Counts and drops events (for benchmarks).
     Discard,
+    /// Publishes to a NATS JetStream stream.
+    Nats(crate::connect::nats::NatsSink),
 }
 
 /// How events travel along an edge between the subtasks of two vertices.

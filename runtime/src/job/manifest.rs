@@ -121,6 +121,7 @@ enum SourceKindName {
     File,
     Generator,
     Stdin,
+    Nats,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,6 +137,16 @@ struct SourceSpec {
     rate: Option<Spanned<f64>>,
     seed: Option<Spanned<u64>>,
     parallelism: Option<Spanned<u32>>,
+    servers: Option<Spanned<Vec<String>>>,
+    stream: Option<Spanned<String>>,
+    user: Option<Spanned<String>>,
+    password: Option<Spanned<toml::Value>>,
+    token: Option<Spanned<toml::Value>>,
+    creds_file: Option<Spanned<String>>,
+    tls_ca_file: Option<Spanned<String>>,
+    subjects: Option<Spanned<Vec<String>>>,
+    start: Option<Spanned<String>>,
+    bounded: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,6 +165,7 @@ enum SinkKindName {
     File,
     Stdout,
     Discard,
+    Nats,
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,6 +174,154 @@ struct SinkSpec {
     name: Spanned<String>,
     kind: Spanned<SinkKindName>,
     path: Option<Spanned<String>>,
+    parallelism: Option<Spanned<u32>>,
+    servers: Option<Spanned<Vec<String>>>,
+    stream: Option<Spanned<String>>,
+    user: Option<Spanned<String>>,
+    password: Option<Spanned<toml::Value>>,
+    token: Option<Spanned<toml::Value>>,
+    creds_file: Option<Spanned<String>>,
+    tls_ca_file: Option<Spanned<String>>,
+    subject: Option<Spanned<String>>,
+    delivery: Option<Spanned<String>>,
+}
+
+/// The NATS connection fields of a source or a sink.
+struct NatsFields<'a> {
+    what: String,
+    span: std::ops::Range<usize>,
+    servers: &'a Option<Spanned<Vec<String>>>,
+    stream: &'a Option<Spanned<String>>,
+    user: &'a Option<Spanned<String>>,
+    password: &'a Option<Spanned<toml::Value>>,
+    token: &'a Option<Spanned<toml::Value>>,
+    creds_file: &'a Option<Spanned<String>>,
+    tls_ca_file: &'a Option<Spanned<String>>,
+}
+
+impl NatsFields<'_> {
+    /// Every connection field that is set, with its span (for "does not
+    /// apply" errors on other kinds).
+    fn present(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
+        let mut v = Vec::new();
+        let mut add = |f: &'static str, s: Option<std::ops::Range<usize>>| {
+            if let Some(s) = s {
+                v.push((f, s));
+            }
+        };
+        add("servers", self.servers.as_ref().map(|x| x.span()));
+        add("stream", self.stream.as_ref().map(|x| x.span()));
+        add("user", self.user.as_ref().map(|x| x.span()));
+        add("password", self.password.as_ref().map(|x| x.span()));
+        add("token", self.token.as_ref().map(|x| x.span()));
+        add("creds-file", self.creds_file.as_ref().map(|x| x.span()));
+        add("tls-ca-file", self.tls_ca_file.as_ref().map(|x| x.span()));
+        v
+    }
+}
+
+/// `{ env = "VAR" }` or `{ file = "path" }`: a secret by reference.
+fn secret(
+    ctx: &Ctx,
+    v: &Spanned<toml::Value>,
+    field: &str,
+    what: &str,
+    base_dir: &Path,
+) -> Result<crate::connect::Secret, ManifestError> {
+    let t = v.get_ref().as_table();
+    let one = t.filter(|t| t.len() == 1).and_then(|t| t.iter().next());
+    match one {
+        Some((k, toml::Value::String(s))) if k == "env" && !s.is_empty() => {
+            Ok(crate::connect::Secret::Env(s.clone()))
+        }
+        Some((k, toml::Value::String(s))) if k == "file" && !s.is_empty() => {
+            Ok(crate::connect::Secret::File(resolve(base_dir, s)))
+        }
+        _ => {
+            let mut e = ctx.err(
+                v.span(),
+                format!(
+                    "{what}: `{field}` names where the secret is, never the secret itself: write `{field} = {{ env = \"VARIABLE\" }}` or `{field} = {{ file = \"path\" }}`"
+                ),
+            );
+            // The line may hold the secret: never echo it.
+            e.snippet = None;
+            Err(e)
+        }
+    }
+}
+
+fn nats_connection(
+    ctx: &Ctx,
+    f: &NatsFields,
+    base_dir: &Path,
+) -> Result<(crate::connect::nats::NatsConnection, String), ManifestError> {
+    use crate::connect::nats::{NatsAuth, NatsConnection};
+    let what = &f.what;
+    let servers = match f.servers {
+        Some(s) if s.get_ref().is_empty() => {
+            return Err(ctx.err(s.span(), format!("{what}: `servers` is empty")));
+        }
+        Some(s) => {
+            for url in s.get_ref() {
+                if url.parse::<async_nats::ServerAddr>().is_err() {
+                    return Err(ctx.err(
+                        s.span(),
+                        format!("{what}: {url:?} is not a NATS server URL (such as \"nats://127.0.0.1:4222\")"),
+                    ));
+                }
+            }
+            s.get_ref().clone()
+        }
+        None => {
+            return Err(ctx.err(
+                f.span.clone(),
+                format!("{what} needs `servers`, such as [\"nats://127.0.0.1:4222\"]"),
+            ));
+        }
+    };
+    let stream = match f.stream {
+        Some(s) if !s.get_ref().is_empty() => s.get_ref().clone(),
+        Some(s) => return Err(ctx.err(s.span(), format!("{what}: `stream` is empty"))),
+        None => {
+            return Err(ctx.err(
+                f.span.clone(),
+                format!("{what} needs `stream`, the JetStream stream's name"),
+            ));
+        }
+    };
+    let auth = match (f.user, f.password, f.token, f.creds_file) {
+        (None, None, None, None) => NatsAuth::None,
+        (Some(u), Some(p), None, None) => NatsAuth::UserPassword {
+            user: u.get_ref().clone(),
+            password: secret(ctx, p, "password", what, base_dir)?,
+        },
+        (None, None, Some(t), None) => NatsAuth::Token(secret(ctx, t, "token", what, base_dir)?),
+        (None, None, None, Some(c)) => NatsAuth::CredsFile(resolve(base_dir, c.get_ref())),
+        (Some(u), None, None, None) => {
+            return Err(ctx.err(u.span(), format!("{what}: `user` needs `password`")));
+        }
+        (None, Some(p), None, None) => {
+            return Err(ctx.err(p.span(), format!("{what}: `password` needs `user`")));
+        }
+        _ => {
+            return Err(ctx.err(
+                f.span.clone(),
+                format!("{what}: give one of `user` and `password`, `token`, or `creds-file`"),
+            ));
+        }
+    };
+    Ok((
+        NatsConnection {
+            servers,
+            auth,
+            tls_ca_file: f
+                .tls_ca_file
+                .as_ref()
+                .map(|c| resolve(base_dir, c.get_ref())),
+        },
+        stream,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -373,12 +533,107 @@ pub fn parse_manifest(
                         )
                         .replace("File", "file")
                         .replace("Generator", "generator")
-                        .replace("Stdin", "stdin"),
+                        .replace("Stdin", "stdin")
+                        .replace("Nats", "nats"),
                     )),
                     None => Ok(()),
                 }
             };
+        let nf = NatsFields {
+            what: format!("source '{}'", s.name.get_ref()),
+            span: s.name.span(),
+            servers: &s.servers,
+            stream: &s.stream,
+            user: &s.user,
+            password: &s.password,
+            token: &s.token,
+            creds_file: &s.creds_file,
+            tls_ca_file: &s.tls_ca_file,
+        };
+        if kind != SourceKindName::Nats {
+            let mut nats_only = nf.present();
+            nats_only.extend(s.subjects.as_ref().map(|v| ("subjects", v.span())));
+            nats_only.extend(s.start.as_ref().map(|v| ("start", v.span())));
+            nats_only.extend(s.bounded.as_ref().map(|v| ("bounded", v.span())));
+            if let Some((f, sp)) = nats_only.into_iter().next() {
+                not_for(f, Some(sp))?;
+            }
+        }
         let source = match kind {
+            SourceKindName::Nats => {
+                for (f, sp) in [
+                    ("path", s.path.as_ref().map(|v| v.span())),
+                    ("format", s.format.as_ref().map(|v| v.span())),
+                    ("count", s.count.as_ref().map(|v| v.span())),
+                    ("keys", s.keys.as_ref().map(|v| v.span())),
+                    ("rate", s.rate.as_ref().map(|v| v.span())),
+                    ("seed", s.seed.as_ref().map(|v| v.span())),
+                ] {
+                    not_for(f, sp)?;
+                }
+                use crate::connect::nats::{NatsKey, NatsSource, NatsStart};
+                let (connection, stream) = nats_connection(&ctx, &nf, base_dir)?;
+                let start = match &s.start {
+                    None => NatsStart::First,
+                    Some(v) => {
+                        let t = v.get_ref();
+                        match t.as_str() {
+                            "first" => NatsStart::First,
+                            "new" => NatsStart::New,
+                            _ => match t.split_once(':') {
+                                Some(("sequence", n)) => match n.parse::<u64>() {
+                                    Ok(n) if n >= 1 => NatsStart::Sequence(n),
+                                    _ => return Err(ctx.err(v.span(), format!("source '{}': `start = \"sequence:N\"` needs a stream sequence of 1 or more, not {n:?}", s.name.get_ref()))),
+                                },
+                                Some(("time", ts)) => {
+                                    if time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).is_err() {
+                                        return Err(ctx.err(v.span(), format!("source '{}': {ts:?} is not an RFC 3339 time such as \"2026-12-02T10:00:00Z\"", s.name.get_ref())));
+                                    }
+                                    NatsStart::Time(ts.to_string())
+                                }
+                                _ => return Err(ctx.err(v.span(), format!("source '{}': `start` is \"first\", \"new\", \"sequence:<N>\" or \"time:<RFC 3339>\", not {t:?}", s.name.get_ref()))),
+                            },
+                        }
+                    }
+                };
+                let key = match s.key.as_ref().map(|k| k.get_ref().as_str()) {
+                    None | Some("subject") => NatsKey::Subject,
+                    Some("none") => NatsKey::None,
+                    Some(k) => match k.strip_prefix("header:") {
+                        Some(h) if !h.is_empty() => NatsKey::Header(h.to_string()),
+                        _ => {
+                            let span = s.key.as_ref().map(|k| k.span()).unwrap_or_default();
+                            return Err(ctx.err(span, format!("source '{}': a NATS source's `key` is \"subject\", \"none\" or \"header:<Name>\", not {k:?}", s.name.get_ref())));
+                        }
+                    },
+                };
+                let subjects = s
+                    .subjects
+                    .as_ref()
+                    .map(|v| v.get_ref().clone())
+                    .unwrap_or_default();
+                if let Some(v) = &s.subjects
+                    && let Some(bad) = subjects
+                        .iter()
+                        .find(|x| x.is_empty() || x.contains(char::is_whitespace))
+                {
+                    return Err(ctx.err(
+                        v.span(),
+                        format!(
+                            "source '{}': {bad:?} is not a subject filter",
+                            s.name.get_ref()
+                        ),
+                    ));
+                }
+                SourceKind::Nats(NatsSource {
+                    connection,
+                    stream,
+                    subjects,
+                    start,
+                    key,
+                    bounded: s.bounded.as_ref().is_some_and(|b| *b.get_ref()),
+                })
+            }
             SourceKindName::File | SourceKindName::Stdin => {
                 for (f, sp) in [
                     ("count", s.count.as_ref().map(|v| v.span())),
@@ -462,7 +717,7 @@ pub fn parse_manifest(
                 }
             }
         };
-        let par = if kind == SourceKindName::Generator {
+        let par = if matches!(kind, SourceKindName::Generator | SourceKindName::Nats) {
             check_par(&s.parallelism, 1)?
         } else {
             1
@@ -536,7 +791,84 @@ pub fn parse_manifest(
     }
 
     for s in &m.sinks {
+        let nf = NatsFields {
+            what: format!("sink '{}'", s.name.get_ref()),
+            span: s.name.span(),
+            servers: &s.servers,
+            stream: &s.stream,
+            user: &s.user,
+            password: &s.password,
+            token: &s.token,
+            creds_file: &s.creds_file,
+            tls_ca_file: &s.tls_ca_file,
+        };
+        if *s.kind.get_ref() != SinkKindName::Nats {
+            let mut nats_only = nf.present();
+            nats_only.extend(s.subject.as_ref().map(|v| ("subject", v.span())));
+            nats_only.extend(s.delivery.as_ref().map(|v| ("delivery", v.span())));
+            nats_only.extend(s.parallelism.as_ref().map(|v| ("parallelism", v.span())));
+            if let Some((f, sp)) = nats_only.into_iter().next() {
+                return Err(ctx.err(
+                    sp,
+                    format!(
+                        "sink '{}': `{f}` does not apply to a {} sink",
+                        s.name.get_ref(),
+                        format!("{:?}", s.kind.get_ref()).to_lowercase()
+                    ),
+                ));
+            }
+        }
+        let mut par = 1;
         let kind = match s.kind.get_ref() {
+            SinkKindName::Nats => {
+                use crate::connect::nats::{Delivery, NatsSink};
+                if let Some(p) = &s.path {
+                    return Err(ctx.err(
+                        p.span(),
+                        format!(
+                            "sink '{}': `path` does not apply to a nats sink",
+                            s.name.get_ref()
+                        ),
+                    ));
+                }
+                let (connection, stream) = nats_connection(&ctx, &nf, base_dir)?;
+                let subject = match &s.subject {
+                    Some(v) => {
+                        let t = v.get_ref();
+                        let probe = t.replace("{key}", "k");
+                        if probe.is_empty()
+                            || probe.contains(char::is_whitespace)
+                            || probe
+                                .split('.')
+                                .any(|tok| tok.is_empty() || tok == "*" || tok == ">")
+                        {
+                            return Err(ctx.err(v.span(), format!("sink '{}': {t:?} is not a subject to publish to (tokens separated by '.', no spaces or wildcards; `{{key}}` stands for the event's key)", s.name.get_ref())));
+                        }
+                        t.clone()
+                    }
+                    None => {
+                        return Err(ctx.err(
+                            s.name.span(),
+                            format!("sink '{}': a nats sink needs `subject` (such as \"counts.{{key}}\")", s.name.get_ref()),
+                        ));
+                    }
+                };
+                let delivery = match s.delivery.as_ref().map(|d| d.get_ref().as_str()) {
+                    None | Some("exactly-once") => Delivery::ExactlyOnce,
+                    Some("at-least-once") => Delivery::AtLeastOnce,
+                    Some(other) => {
+                        let span = s.delivery.as_ref().map(|d| d.span()).unwrap_or_default();
+                        return Err(ctx.err(span, format!("sink '{}': `delivery` is \"exactly-once\" or \"at-least-once\", not {other:?}", s.name.get_ref())));
+                    }
+                };
+                par = check_par(&s.parallelism, 1)?;
+                SinkKind::Nats(NatsSink {
+                    connection,
+                    stream,
+                    subject,
+                    delivery,
+                })
+            }
             SinkKindName::File => {
                 let path = s.path.as_ref().ok_or_else(|| {
                     ctx.err(
@@ -557,7 +889,8 @@ pub fn parse_manifest(
                             s.name.get_ref()
                         )
                         .replace("Stdout", "stdout")
-                        .replace("Discard", "discard"),
+                        .replace("Discard", "discard")
+                        .replace("Nats", "nats"),
                     ));
                 }
                 if *other == SinkKindName::Stdout {
@@ -567,7 +900,7 @@ pub fn parse_manifest(
                 }
             }
         };
-        b.vertex(s.name.get_ref().clone(), None, 1, VertexKind::Sink(kind))
+        b.vertex(s.name.get_ref().clone(), None, par, VertexKind::Sink(kind))
             .map_err(|e| ctx.err(s.name.span(), e))?;
         spans.push(s.name.span());
     }

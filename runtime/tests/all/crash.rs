@@ -6,7 +6,7 @@
 //! The moments: during processing (the test kills the process after a
 //! seeded delay), and at points inside checkpoints and savepoints where the
 //! binary kills itself (`WRUN_CRASH_AT=<point>:<n>`, see
-//! `crash_point` in exec/fault.rs, compiled in by the `fault-injection`
+//! `crash_point` in runtime/src/fault.rs, compiled in by the `fault-injection`
 //! feature that test builds have): before a checkpoint's chunks are written, before
 //! and after its manifest commits, in the middle of a sink's commit, and
 //! while a savepoint is taken through the API (`wrun savepoint trigger` or

@@ -12,6 +12,7 @@ mod fuzz;
 mod io;
 mod languages;
 mod limits;
+mod nats;
 mod openapi;
 mod pacing;
 mod partition;
