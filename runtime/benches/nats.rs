@@ -183,7 +183,11 @@ fn main() {
                 .arg(&m)
                 .arg("--data-dir")
                 .arg(&data)
-                .env("WRUN_LOG", "warn")
+                .env(
+                    "WRUN_LOG",
+                    std::env::var("WRUN_LOG").unwrap_or_else(|_| "warn".into()),
+                )
+                .env("RUST_BACKTRACE", "1")
                 .stdout(Stdio::null())
                 .output()
                 .unwrap();

@@ -128,9 +128,17 @@ fn indent(s: &str) -> String {
 }
 
 fn init_logging(filter: &str) {
+    // The NATS client's own log repeats what the connectors say (connected,
+    // reconnecting) at info: only its warnings, unless the filter asks.
+    let filter = if filter.contains("async_nats") {
+        filter.to_string()
+    } else {
+        format!("{filter},async_nats=warn")
+    };
+    let filter = filter.as_str();
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| {
         eprintln!("warning: invalid log filter {filter:?}; using \"info\"");
-        tracing_subscriber::EnvFilter::new("info")
+        tracing_subscriber::EnvFilter::new("info,async_nats=warn")
     });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -143,7 +143,14 @@ pub fn run_job(
         let mut base = 0u32;
         for e in graph.inputs(v) {
             chan_base.insert((e.from, e.to), base);
-            let up = graph.vertices[e.from].parallelism;
+            // A forward edge connects subtask i to subtask i alone: one
+            // input channel per subtask, not one per upstream subtask (a
+            // subtask would wait for ends and barriers that never come).
+            let up = if e.partition == crate::job::Partition::Forward {
+                1
+            } else {
+                graph.vertices[e.from].parallelism
+            };
             input_count[v] += up as usize;
             base += up;
         }
@@ -165,7 +172,7 @@ pub fn run_job(
                     let to = &graph.vertices[e.to];
                     let targets: Vec<(SyncSender<Message>, u32)> =
                         if e.partition == crate::job::Partition::Forward {
-                            vec![(senders[e.to][subtask as usize].clone(), base + subtask)]
+                            vec![(senders[e.to][subtask as usize].clone(), base)]
                         } else {
                             senders[e.to]
                                 .iter()
@@ -459,7 +466,10 @@ pub fn run_job(
                                 all[v].records_in += c.records_in;
                                 all[v].records_out += c.records_out;
                             }
-                            Ok(Err(e)) => shared.fail(e),
+                            Ok(Err(e)) => {
+                                tracing::debug!(subtask = %name, "subtask failed: {e}");
+                                shared.fail(e)
+                            }
                             Err(p) => {
                                 let msg = p
                                     .downcast_ref::<String>()

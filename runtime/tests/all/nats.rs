@@ -680,3 +680,33 @@ fn validate_shows_secrets_only_by_reference() {
     assert!(out.status.success(), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
 }
+
+#[test]
+fn a_parallel_sink_and_an_idle_source_subtask_give_the_exact_output() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    create_stream(&url, "IN", &["in.>"], Duration::from_secs(120));
+    create_stream(&url, "OUT", &["out.>"], Duration::from_secs(120));
+    let (msgs, golden) = input(5000, &["a"]);
+    publish(&url, &msgs);
+    let dir = tempfile::tempdir().unwrap();
+    // One split, two source subtasks (one idles and ends at once), the sink
+    // at parallelism 2 behind a forward edge.
+    let m = job(&url, 2, 2, &[], true)
+        .replace(
+            "subject = \"out.{key}\"",
+            "subject = \"out.{key}\"\nparallelism = 2",
+        )
+        .replace("partition = \"rebalance\"", "partition = \"forward\"");
+    std::fs::write(dir.path().join("run.toml"), m).unwrap();
+    let out = wrun_cmd(dir.path(), "run.toml", &[], None)
+        .env("WRUN_LOG", "info,wrun=debug")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sorted_stream(&url, "OUT"), golden);
+}

@@ -18,6 +18,39 @@ fn forward_keeps_subtasks_apart() {
     assert_eq!(r.vertices[1].records_in, 1000);
 }
 
+/// Forward between two vertices at parallelism 2, with checkpoints: each
+/// subtask has one input channel, so its end and its barriers come (a
+/// subtask once waited for one channel per upstream subtask and failed).
+#[test]
+fn forward_at_parallelism_2_ends_and_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = generator_job(
+        20_000,
+        10,
+        guest("chaos"),
+        "parallelism = 2\nconfig = { mode = \"echo\" }",
+        "forward",
+        "[checkpoint]\ninterval-ms = 5",
+    )
+    .replace(
+        "keys = 10\n",
+        "keys = 10\nparallelism = 2\nrate = 100000.0\n",
+    );
+    let store = wrun::checkpoint::MemStore::default();
+    let store: std::sync::Arc<dyn wrun::checkpoint::CheckpointStore> = std::sync::Arc::new(store);
+    let opts = wrun::exec::RunOptions {
+        store: Some(store.clone()),
+        ..Default::default()
+    };
+    let r = run_with(dir.path(), &job, None, &opts).unwrap();
+    assert_eq!(read_jsonl(&dir.path().join("out.jsonl")).len(), 20_000);
+    assert_eq!(r.vertices[1].records_in, 20_000);
+    assert!(
+        !store.list_checkpoints("test").unwrap().is_empty(),
+        "no checkpoint completed"
+    );
+}
+
 #[test]
 fn rebalance_spreads_over_subtasks() {
     let dir = tempfile::tempdir().unwrap();

@@ -171,6 +171,8 @@ async fn connect(c: &NatsConnection, name: &str) -> Result<async_nats::Client, C
                     async_nats::Event::Disconnected => {
                         tracing::warn!("NATS {addr}: connection lost; reconnecting")
                     }
+                    // The connector closed its own connection.
+                    async_nats::Event::Closed => tracing::debug!("NATS {addr}: closed"),
                     other => tracing::warn!("NATS {addr}: {other}"),
                 }
             }
