@@ -186,6 +186,25 @@ struct SinkSpec {
     delivery: Option<Spanned<String>>,
 }
 
+/// The [`NatsFields`] of a `SourceSpec` or a `SinkSpec` (`what`: "source"
+/// or "sink"); the two specs repeat the fields, as `deny_unknown_fields`
+/// rules out flattening a shared struct into them.
+macro_rules! nats_fields {
+    ($what:literal, $s:expr) => {
+        NatsFields {
+            what: format!(concat!($what, " '{}'"), $s.name.get_ref()),
+            span: $s.name.span(),
+            servers: &$s.servers,
+            stream: &$s.stream,
+            user: &$s.user,
+            password: &$s.password,
+            token: &$s.token,
+            creds_file: &$s.creds_file,
+            tls_ca_file: &$s.tls_ca_file,
+        }
+    };
+}
+
 /// The NATS connection fields of a source or a sink.
 struct NatsFields<'a> {
     what: String,
@@ -539,17 +558,7 @@ pub fn parse_manifest(
                     None => Ok(()),
                 }
             };
-        let nf = NatsFields {
-            what: format!("source '{}'", s.name.get_ref()),
-            span: s.name.span(),
-            servers: &s.servers,
-            stream: &s.stream,
-            user: &s.user,
-            password: &s.password,
-            token: &s.token,
-            creds_file: &s.creds_file,
-            tls_ca_file: &s.tls_ca_file,
-        };
+        let nf = nats_fields!("source", s);
         if kind != SourceKindName::Nats {
             let mut nats_only = nf.present();
             nats_only.extend(s.subjects.as_ref().map(|v| ("subjects", v.span())));
@@ -791,17 +800,7 @@ pub fn parse_manifest(
     }
 
     for s in &m.sinks {
-        let nf = NatsFields {
-            what: format!("sink '{}'", s.name.get_ref()),
-            span: s.name.span(),
-            servers: &s.servers,
-            stream: &s.stream,
-            user: &s.user,
-            password: &s.password,
-            token: &s.token,
-            creds_file: &s.creds_file,
-            tls_ca_file: &s.tls_ca_file,
-        };
+        let nf = nats_fields!("sink", s);
         if *s.kind.get_ref() != SinkKindName::Nats {
             let mut nats_only = nf.present();
             nats_only.extend(s.subject.as_ref().map(|v| ("subject", v.span())));

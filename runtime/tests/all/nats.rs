@@ -188,6 +188,16 @@ fn stream_len(url: &str, name: &str) -> u64 {
     })
 }
 
+/// A server of the test's own with the streams IN (`in.>`) and OUT
+/// (`out.>`), both with a 2-minute duplicate window.
+fn with_streams() -> (NatsServer, String) {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    create_stream(&url, "IN", &["in.>"], Duration::from_secs(120));
+    create_stream(&url, "OUT", &["out.>"], Duration::from_secs(120));
+    (nats, url)
+}
+
 /// Seeded words on `in.<group>.<word>`, and the golden output: each key's
 /// running counts 1..n, once each, on `out.<key>`.
 /// `(subject, payload)` messages.
@@ -333,10 +343,7 @@ fn jetstream_to_jetstream_is_exactly_once_across_sigkill_at_seeded_points() {
 /// One seed: returns the duplicates the server reported on the resume.
 fn crash_once(seed: u64) -> u64 {
     let point = POINTS[(seed % POINTS.len() as u64) as usize];
-    let nats = NatsServer::start();
-    let url = nats.url();
-    create_stream(&url, "IN", &["in.>"], Duration::from_secs(120));
-    create_stream(&url, "OUT", &["out.>"], Duration::from_secs(120));
+    let (_nats, url) = with_streams();
     let (msgs, golden) = input(4000, &["a"]);
     publish(&url, &msgs);
     let dir = tempfile::tempdir().unwrap();
@@ -419,10 +426,7 @@ fn crash_once(seed: u64) -> u64 {
 
 #[test]
 fn a_resume_at_another_parallelism_reassigns_the_splits() {
-    let nats = NatsServer::start();
-    let url = nats.url();
-    create_stream(&url, "IN", &["in.>"], Duration::from_secs(120));
-    create_stream(&url, "OUT", &["out.>"], Duration::from_secs(120));
+    let (_nats, url) = with_streams();
     let groups = ["a", "b", "c"];
     let (msgs, golden) = input(3000, &groups);
     publish(&url, &msgs);
@@ -458,10 +462,7 @@ fn a_resume_at_another_parallelism_reassigns_the_splits() {
 
 #[test]
 fn stop_with_a_savepoint_and_resume_at_another_parallelism() {
-    let nats = NatsServer::start();
-    let url = nats.url();
-    create_stream(&url, "IN", &["in.>"], Duration::from_secs(120));
-    create_stream(&url, "OUT", &["out.>"], Duration::from_secs(120));
+    let (_nats, url) = with_streams();
     let (msgs, golden) = input(3000, &["a", "b"]);
     let (first, rest) = msgs.split_at(1500);
     publish(&url, first);
@@ -543,10 +544,7 @@ fn stop_with_a_savepoint_and_resume_at_another_parallelism() {
 
 #[test]
 fn the_broker_killed_and_restarted_mid_job_loses_and_duplicates_nothing() {
-    let mut nats = NatsServer::start();
-    let url = nats.url();
-    create_stream(&url, "IN", &["in.>"], Duration::from_secs(120));
-    create_stream(&url, "OUT", &["out.>"], Duration::from_secs(120));
+    let (mut nats, url) = with_streams();
     let (msgs, golden) = input(3000, &["a"]);
     let (first, rest) = msgs.split_at(1000);
     publish(&url, first);
@@ -683,10 +681,7 @@ fn validate_shows_secrets_only_by_reference() {
 
 #[test]
 fn a_parallel_sink_and_an_idle_source_subtask_give_the_exact_output() {
-    let nats = NatsServer::start();
-    let url = nats.url();
-    create_stream(&url, "IN", &["in.>"], Duration::from_secs(120));
-    create_stream(&url, "OUT", &["out.>"], Duration::from_secs(120));
+    let (_nats, url) = with_streams();
     let (msgs, golden) = input(5000, &["a"]);
     publish(&url, &msgs);
     let dir = tempfile::tempdir().unwrap();
@@ -707,6 +702,51 @@ fn a_parallel_sink_and_an_idle_source_subtask_give_the_exact_output() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sorted_stream(&url, "OUT"), golden);
+}
+
+/// The same exactly-once guarantee through `wrun serve`: `kill -9` of serve
+/// mid-job, a restart resumes the job from its checkpoint, more input
+/// arrives, and the output stream holds each count once.
+#[test]
+fn kill_9_of_serve_mid_job_then_a_restart_is_exactly_once() {
+    use crate::serve::{Serve, wait_job};
+    let (_nats, url) = with_streams();
+    let (msgs, golden) = input(3000, &["a"]);
+    let (first, rest) = msgs.split_at(2000);
+    publish(&url, first);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::write(dir.path().join("job.toml"), job(&url, 1, 2, &[], false)).unwrap();
+    let serve = Serve::start(&data, &[]);
+    let d = serve.d().to_string();
+    ok(dir.path(), &["deploy", "job.toml", "--data-dir", &d]);
+    let c = serve.client();
+    wait_job(&c, "test", "checkpointed", |s| {
+        s["last-checkpoint"].as_u64().is_some()
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stream_len(&url, "OUT") < 500 {
+        assert!(Instant::now() < deadline, "no output within 60 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    serve.kill9();
+    publish(&url, rest);
+    let serve = Serve::start(&data, &[]);
+    let c = serve.client();
+    let s = wait_job(&c, "test", "resumed", |s| {
+        s["restored-from"].as_u64().is_some()
+    });
+    assert_eq!(s["state"], "running", "{s}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while stream_len(&url, "OUT") < golden.len() as u64 {
+        assert!(Instant::now() < deadline, "the output did not complete");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    ok(
+        dir.path(),
+        &["stop", "test", "--savepoint", "--data-dir", &d],
     );
     assert_eq!(sorted_stream(&url, "OUT"), golden);
 }

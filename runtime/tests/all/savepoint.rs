@@ -102,6 +102,24 @@ pub fn start(dir: &Path, toml: &str, data: &Data, mut opts: RunOptions) -> Runni
 /// Waits until the job runs and its sources have read something, by
 /// taking savepoints until one records a position past zero; returns it.
 pub fn savepoint_once_running(control: &JobControl, name: Option<&str>) -> Savepoint {
+    savepoint_beyond(control, name, &[])
+}
+
+/// A savepoint of a running job whose sources have read past `start` (the
+/// positions a restored job began at): one that holds state this run
+/// changed, not a copy of what it restored.
+pub fn savepoint_beyond(
+    control: &JobControl,
+    name: Option<&str>,
+    start: &[wrun::checkpoint::SourcePosition],
+) -> Savepoint {
+    let began = |p: &wrun::checkpoint::SourcePosition| {
+        start
+            .iter()
+            .find(|s| s.vertex == p.vertex && s.subtask == p.subtask)
+            .map_or(0, |s| s.position)
+    };
+    let mut name = name;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         assert!(Instant::now() < deadline, "the job never ran");
@@ -112,9 +130,11 @@ pub fn savepoint_once_running(control: &JobControl, name: Option<&str>) -> Savep
         let Ok(rx) = control.trigger(Some(name.map(String::from)), None) else {
             continue;
         };
+        // A name is taken by the first savepoint: retries go unnamed.
+        name = None;
         let t = rx.recv().unwrap().expect("savepoint");
         let sp = t.savepoint.expect("a savepoint");
-        if sp.checkpoint.sources.iter().any(|p| p.position > 0) {
+        if sp.checkpoint.sources.iter().any(|p| p.position > began(p)) {
             return sp;
         }
         // Too early: nothing read yet; go again.
@@ -247,7 +267,7 @@ fn rescale_1_to_3_to_2_matches_an_uninterrupted_run() {
             ..RunOptions::default()
         },
     );
-    let mid = savepoint_once_running(&run.control, None);
+    let mid = savepoint_beyond(&run.control, None, &sp1.checkpoint.sources);
     assert!(mid.checkpoint.sources[0].position > sp1.checkpoint.sources[0].position);
     let sp2 = stop(&run.control, StopMode::Suspend);
     run.join().unwrap();
@@ -464,7 +484,7 @@ fn dispose_then_gc_frees_exactly_the_unshared_chunks() {
             ..RunOptions::default()
         },
     );
-    let later = savepoint_once_running(&run.control, Some("later"));
+    let later = savepoint_beyond(&run.control, None, &sp.checkpoint.sources);
     run.join().unwrap();
 
     let referenced = |m: &wrun::checkpoint::CheckpointManifest| m.chunks().collect::<HashSet<_>>();

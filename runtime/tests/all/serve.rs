@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use wrun::api::Client;
 
 /// A `wrun serve` child process; killed when dropped.
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
     data: PathBuf,
     url: String,
 }
 
 impl Serve {
-    fn start(data: &Path, extra: &[&str]) -> Serve {
+    pub(crate) fn start(data: &Path, extra: &[&str]) -> Serve {
         // Its log, beside the data directory, for when a test fails.
         std::fs::create_dir_all(data).unwrap();
         let log = std::fs::OpenOptions::new()
@@ -45,16 +45,16 @@ impl Serve {
         }
     }
 
-    fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         let token = std::fs::read_to_string(self.data.join("api-token")).unwrap();
         Client::new(&self.url, token.trim())
     }
 
-    fn d(&self) -> &str {
+    pub(crate) fn d(&self) -> &str {
         self.data.to_str().unwrap()
     }
 
-    fn kill9(mut self) {
+    pub(crate) fn kill9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
@@ -68,7 +68,7 @@ impl Drop for Serve {
 }
 
 /// Polls a job's status until `done` holds for it.
-fn wait_job(c: &Client, job: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+pub(crate) fn wait_job(c: &Client, job: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Ok(s) = c.get(&format!("/v1/jobs/{job}"))
