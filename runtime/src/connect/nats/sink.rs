@@ -55,7 +55,6 @@ struct Group {
 pub struct NatsWriter {
     js: async_nats::jetstream::Context,
     subject: String,
-    delivery: Delivery,
     exactly_once: bool,
     /// `<job>/<sink>/<subtask>/<epoch>/`: message IDs start with it.
     id_prefix: String,
@@ -126,7 +125,6 @@ impl NatsWriter {
         let mut w = NatsWriter {
             js,
             subject: cfg.subject.clone(),
-            delivery: cfg.delivery,
             exactly_once,
             id_prefix: format!("{}/{}/{}/{epoch}/", ctx.job, ctx.sink, ctx.subtask),
             current: Vec::new(),
@@ -282,7 +280,6 @@ impl SinkWriter for NatsWriter {
             }
             return Ok(());
         }
-        let _ = self.delivery;
         block_on(async {
             for e in batch.iter() {
                 let subject = self.subject_for(e.key)?;
