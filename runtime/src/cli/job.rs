@@ -79,6 +79,19 @@ pub(super) fn run(cmd: JobCommand) -> Result<()> {
             if let Some(e) = j.get("error").and_then(Value::as_str) {
                 println!("last error  {e}");
             }
+            for c in j["connectors"].as_array().into_iter().flatten() {
+                let up = c.get("connected").and_then(Value::as_bool).unwrap_or(false);
+                println!(
+                    "connector   {}[{}] {}",
+                    str_of(c, "vertex"),
+                    num_of(c, "subtask"),
+                    if up {
+                        "connected"
+                    } else {
+                        "disconnected (reconnecting)"
+                    }
+                );
+            }
             let cps = j["checkpoints"].as_array().cloned().unwrap_or_default();
             if cps.is_empty() {
                 println!("checkpoints none yet");

@@ -1,8 +1,8 @@
 //! Connectors: the sources and sinks that read and write the systems a job
 //! talks to, behind two small traits the runtime sees ([`SourceReader`],
 //! [`SinkWriter`]). One module per system: [`file`] (files, stdin, stdout),
-//! [`generator`] (the generator and the discard sink), [`nats`] (NATS
-//! JetStream).
+//! [`generator`] (the generator and the discard sink), [`kafka`] (Kafka
+//! and Kafka-API brokers), [`nats`] (NATS JetStream).
 //!
 //! A connector knows its system and the host's [`Batch`]; it never reaches
 //! into the job graph, the sandbox, the state backend or the checkpoint
@@ -11,8 +11,8 @@
 //! connector hands them at a barrier ([`Position`], [`Prepared`]) in the
 //! checkpoint.
 //!
-//! - A **source** is a set of *splits* (a file; a JetStream stream or
-//!   subject filter). Split `i` of a source is read by subtask
+//! - A **source** is a set of *splits* (a file; a Kafka partition; a
+//!   JetStream stream or subject filter). Split `i` of a source is read by subtask
 //!   `i mod parallelism`, so a resume at another parallelism hands the
 //!   splits, each with its position, to other subtasks. A reader polls
 //!   events into a batch, never waiting longer than it is told, reports its
@@ -23,8 +23,10 @@
 //!   Opened from a restored checkpoint, it first finishes what the crash
 //!   left half done.
 
+mod codec;
 pub mod file;
 pub mod generator;
+pub mod kafka;
 pub mod nats;
 mod secret;
 
@@ -151,10 +153,16 @@ pub trait SourceReader: Send {
     /// Where the reader is: everything it appended so far is before it.
     fn position(&self) -> Position;
 
-    /// The checkpoint that recorded a [`SourceReader::position`] completed
-    /// (a Kafka source commits its offsets to the group here, for
-    /// monitoring).
-    fn checkpoint_complete(&mut self, _checkpoint: u64) {}
+    /// Checkpoint `checkpoint`, which recorded `position` (an earlier
+    /// [`SourceReader::position`]), completed (a Kafka source commits the
+    /// offsets to its consumer group here, for monitoring).
+    fn checkpoint_complete(&mut self, _checkpoint: u64, _position: &Position) {}
+
+    /// Whether the reader's connection to its system is up (`None`: it
+    /// has none).
+    fn connected(&self) -> Option<bool> {
+        None
+    }
 
     /// How many records the system holds that the reader has not read
     /// yet, per split, where the system says (`wrun_source_lag_records`).
@@ -194,6 +202,36 @@ pub struct SinkRestore {
     /// What the checkpoint kept of this subtask's staged data (and, after
     /// a rescale, of the old subtasks this one took over).
     pub staged: Vec<Staged>,
+    /// The subtasks of the checkpoint's run whose state this one takes
+    /// over (itself, and after a rescale to fewer subtasks, others).
+    pub subtasks: Vec<u32>,
+}
+
+/// What the runtime tells a sink subtask about itself.
+pub struct SinkContext<'a> {
+    /// The job.
+    pub job: &'a str,
+    /// The sink vertex.
+    pub sink: &'a str,
+    /// This subtask.
+    pub subtask: u32,
+    /// Checkpoints are on.
+    pub exactly_once: bool,
+    /// The checkpoint interval.
+    pub interval: Option<Duration>,
+    /// What the checkpoint the job starts from kept.
+    pub restore: Option<&'a SinkRestore>,
+}
+
+/// How a sink delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Every event's effect once, across failures (with checkpoints on).
+    ExactlyOnce,
+    /// Written at once, acknowledged by each checkpoint; a recovery may
+    /// write some events again.
+    AtLeastOnce,
 }
 
 /// A sink subtask's writer.
@@ -212,6 +250,12 @@ pub trait SinkWriter: Send {
 
     /// The input ended: make everything written final.
     fn finish(&mut self) -> Result<(), ConnectError>;
+
+    /// Whether the writer's connection to its system is up (`None`: it
+    /// has none).
+    fn connected(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// The connectors' tokio runtime: one worker thread for the whole process,

@@ -81,6 +81,22 @@ pub struct JobStatus {
     pub checkpoints: Vec<CheckpointSummary>,
     /// Why it failed, when it did.
     pub error: Option<String>,
+    /// The connection state of each connector subtask (Kafka, NATS) that
+    /// has one, as it last reported it.
+    pub connectors: Vec<ConnectorStatus>,
+}
+
+/// A connector subtask's connection to its system.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ConnectorStatus {
+    /// The source or sink.
+    pub vertex: String,
+    /// The subtask.
+    pub subtask: u32,
+    /// Connected (`false`: the connection was lost and the client is
+    /// reconnecting).
+    pub connected: bool,
 }
 
 /// How many completed checkpoints a job's status lists.
@@ -140,6 +156,7 @@ impl JobControl {
                 restored_from: None,
                 checkpoints: Vec::new(),
                 error: None,
+                connectors: Vec::new(),
             }),
         })
     }
@@ -162,10 +179,23 @@ impl JobControl {
 
     /// The job's status now.
     pub fn status(&self) -> JobStatus {
-        self.status
+        let mut s = self
+            .status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .clone();
+        if let Some(m) = self.metrics.get() {
+            for v in &m.vertices {
+                for (subtask, connected) in v.connected() {
+                    s.connectors.push(ConnectorStatus {
+                        vertex: v.name.clone(),
+                        subtask,
+                        connected,
+                    });
+                }
+            }
+        }
+        s
     }
 
     pub(crate) fn update(&self, f: impl FnOnce(&mut JobStatus)) {

@@ -222,6 +222,9 @@ pub fn run_job(
                     let (tx, rx) = channel();
                     trigger_txs.push(tx);
                     triggers.insert((v, s), rx);
+                    let (tx, rx) = channel();
+                    commit_txs.push(tx);
+                    commits.insert((v, s), rx);
                 }
                 VertexKind::Sink(_) => {
                     let (tx, rx) = channel();
@@ -352,6 +355,8 @@ pub fn run_job(
                                 linger,
                                 batch_size: graph.batch_size,
                                 metrics: metrics.vertex(v),
+                                committed: commit,
+                                recorded: Default::default(),
                             };
                             let out = source::run(
                                 &vertex.name,

@@ -171,6 +171,8 @@ pub struct VertexMetrics {
     /// Records the system holds beyond what a source read, per split,
     /// where the system says (a NATS source).
     split_lag: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Per subtask of a connector: connected to its system.
+    connected: std::sync::Mutex<std::collections::BTreeMap<u32, bool>>,
     /// Source to this sink, per event (sinks only).
     pub end_to_end: LatencyHistogram,
 }
@@ -190,6 +192,7 @@ impl VertexMetrics {
             checkpoint_bytes: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             split_lag: Default::default(),
+            connected: Default::default(),
             end_to_end: LatencyHistogram::default(),
         }
     }
@@ -250,6 +253,20 @@ impl VertexMetrics {
         }
         let mut m = self.split_lag.lock().unwrap_or_else(|p| p.into_inner());
         m.extend(lag);
+    }
+
+    /// Subtask `subtask`'s connection state, where its connector has one.
+    pub fn set_connected(&self, subtask: u32, up: Option<bool>) {
+        if let Some(up) = up {
+            let mut m = self.connected.lock().unwrap_or_else(|p| p.into_inner());
+            m.insert(subtask, up);
+        }
+    }
+
+    /// The connection state per subtask (connectors that have one).
+    pub fn connected(&self) -> Vec<(u32, bool)> {
+        let m = self.connected.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|(k, v)| (*k, *v)).collect()
     }
 
     /// The last lag per split.
@@ -480,7 +497,7 @@ impl Collector for Scrape {
         {
             let mut family = e.encode_descriptor(
                 "wrun_source_lag_records",
-                "Records a source's system holds beyond what the source has read, per split, as the system last said (NATS JetStream: the consumer's pending count).",
+                "Records a source's system holds beyond what the source has read, per split, as the system last said (NATS JetStream: the consumer's pending count; Kafka: the high watermark minus the consumer's position, from the client's statistics every 5 s).",
                 None,
                 Gauge,
             )?;
@@ -493,6 +510,29 @@ impl Collector for Scrape {
                             ("split", split.as_str()),
                         ];
                         family.encode_family(&labels)?.encode_gauge(&lag)?;
+                    }
+                }
+            }
+        }
+        {
+            let mut family = e.encode_descriptor(
+                "wrun_connector_connected",
+                "1 while a connector subtask (Kafka, NATS) is connected to its system, 0 while it has lost the connection and is reconnecting.",
+                None,
+                Gauge,
+            )?;
+            for j in &self.0 {
+                for v in &j.vertices {
+                    for (subtask, up) in v.connected() {
+                        let s = subtask.to_string();
+                        let labels = [
+                            ("job", j.job.as_str()),
+                            ("operator", v.name.as_str()),
+                            ("subtask", s.as_str()),
+                        ];
+                        family
+                            .encode_family(&labels)?
+                            .encode_gauge(&i64::from(up))?;
                     }
                 }
             }

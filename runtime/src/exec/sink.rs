@@ -83,6 +83,7 @@ pub(super) fn run(task: SinkTask<'_>, shared: &Shared) -> Result<Counts, ExecErr
                 metrics.vertex(v).add_in(b.len());
                 metrics.vertex(v).add_bytes(b.byte_len());
                 sink.write(&b).map_err(err)?;
+                metrics.vertex(v).set_connected(subtask, sink.connected());
                 if let Some(born) = b.born() {
                     metrics
                         .vertex(v)
@@ -111,7 +112,10 @@ pub(super) fn run(task: SinkTask<'_>, shared: &Shared) -> Result<Counts, ExecErr
                     return Ok(c);
                 }
             }
-            Next::Idle => shared.check_cancel()?,
+            Next::Idle => {
+                metrics.vertex(v).set_connected(subtask, sink.connected());
+                shared.check_cancel()?
+            }
             Next::End => break,
         }
     }
@@ -167,6 +171,19 @@ pub(super) struct SinkOpen<'a> {
     pub(super) restore: Option<&'a SinkRestore>,
 }
 
+impl SinkOpen<'_> {
+    fn context(&self) -> connect::SinkContext<'_> {
+        connect::SinkContext {
+            job: self.job,
+            sink: self.name,
+            subtask: self.subtask,
+            exactly_once: self.exactly_once,
+            interval: self.interval,
+            restore: self.restore,
+        }
+    }
+}
+
 /// Opens a sink subtask's writer.
 pub(super) fn open_sink(
     kind: &SinkKind,
@@ -179,17 +196,8 @@ pub(super) fn open_sink(
         SinkKind::File { path } => Box::new(connect::file::WriterSink::file(path)?),
         SinkKind::Stdout => Box::new(connect::file::WriterSink::stdout()),
         SinkKind::Discard => Box::new(connect::generator::DiscardSink),
-        SinkKind::Nats(cfg) => Box::new(connect::nats::NatsWriter::open(
-            cfg,
-            &connect::nats::WriterContext {
-                job: o.job,
-                sink: o.name,
-                subtask: o.subtask,
-                exactly_once: o.exactly_once,
-                interval: o.interval,
-                restore: o.restore,
-            },
-        )?),
+        SinkKind::Nats(cfg) => Box::new(connect::nats::NatsWriter::open(cfg, &o.context())?),
+        SinkKind::Kafka(cfg) => Box::new(connect::kafka::KafkaWriter::open(cfg, &o.context())?),
     })
 }
 
@@ -208,11 +216,13 @@ fn restored(
         checkpoint: m.id.0,
         file: None,
         staged: Vec::new(),
+        subtasks: Vec::new(),
     };
     for s in m.sinks.iter().filter(|s| s.vertex == name) {
         if s.subtask % parallelism.max(1) != subtask {
             continue;
         }
+        r.subtasks.push(s.subtask);
         if s.subtask == subtask {
             r.file = Some((s.committed_bytes, s.staged_bytes));
         }

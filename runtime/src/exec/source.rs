@@ -42,7 +42,16 @@ pub(super) struct SourceCtl<'a> {
     pub(super) batch_size: usize,
     /// The source vertex's metrics (bytes read, lag).
     pub(super) metrics: &'a super::metrics::VertexMetrics,
+    /// Completed checkpoints, from the coordinator.
+    pub(super) committed: Option<Receiver<u64>>,
+    /// The positions recorded at recent barriers, for
+    /// [`SourceReader::checkpoint_complete`].
+    pub(super) recorded: std::cell::RefCell<std::collections::VecDeque<(u64, Position)>>,
 }
+
+/// Barriers whose positions a source keeps until their checkpoints
+/// complete (older ones are dropped: their checkpoints failed).
+const RECORDED: usize = 16;
 
 impl SourceCtl<'_> {
     /// Passes barrier `b` on: records `position` (everything emitted so
@@ -58,6 +67,13 @@ impl SourceCtl<'_> {
         outputs: &mut Outputs,
     ) -> Result<bool, ExecError> {
         outputs.flush()?;
+        if self.committed.is_some() {
+            let mut r = self.recorded.borrow_mut();
+            if r.len() >= RECORDED {
+                r.pop_front();
+            }
+            r.push_back((b.id, position.clone()));
+        }
         if let Some(ack) = &self.ack {
             let (position, splits) = match position {
                 Position::Offset(n) => (n, Vec::new()),
@@ -106,6 +122,55 @@ impl SourceCtl<'_> {
                     Err(RecvTimeoutError::Disconnected) => std::thread::sleep(slice),
                 },
                 _ => std::thread::sleep(slice),
+            }
+        }
+    }
+
+    /// Checkpoint `id` completed: hands the reader the position its
+    /// barrier recorded, and forgets the positions up to it.
+    fn complete(&self, id: u64, reader: &mut dyn SourceReader) {
+        let mut r = self.recorded.borrow_mut();
+        while let Some((b, pos)) = r.front() {
+            if *b > id {
+                break;
+            }
+            if *b == id {
+                reader.checkpoint_complete(id, pos);
+            }
+            r.pop_front();
+        }
+    }
+
+    /// Tells the reader of the checkpoints that completed since it was
+    /// last told, with the positions their barriers recorded.
+    fn completed(&self, reader: &mut dyn SourceReader) {
+        let Some(rx) = &self.committed else { return };
+        while let Ok(id) = rx.try_recv() {
+            self.complete(id, reader);
+        }
+    }
+
+    /// Stopped at a savepoint barrier: waits (a while, best effort) for
+    /// the savepoint to complete, so the reader hears of it (a Kafka
+    /// source commits the stop's offsets to its group).
+    fn stopped(&self, reader: &mut dyn SourceReader, shared: &Shared) {
+        let (Some(rx), Some(id)) = (
+            &self.committed,
+            self.recorded.borrow().back().map(|(id, _)| *id),
+        ) else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline && shared.check_cancel().is_ok() {
+            match rx.recv_timeout(CANCEL_POLL) {
+                Ok(c) => {
+                    self.complete(c, reader);
+                    if c >= id {
+                        return;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
             }
         }
     }
@@ -159,6 +224,7 @@ fn open(
             a.offset,
         )),
         SourceKind::Nats(cfg) => Box::new(connect::nats::NatsReader::open(cfg, a)?),
+        SourceKind::Kafka(cfg) => Box::new(connect::kafka::KafkaReader::open(cfg, a)?),
     })
 }
 
@@ -206,6 +272,7 @@ pub(super) fn run(
             // Stopped at a savepoint barrier: no end-of-input downstream
             // (the operators must not close), no "finished" to the
             // coordinator.
+            ctl.stopped(reader.as_mut(), shared);
             return Ok(emitted);
         }
         if batch.is_empty() {
@@ -220,6 +287,7 @@ pub(super) fn run(
         let polled = reader
             .poll(&mut batch, batch_size - before, now, wait)
             .map_err(err)?;
+        ctl.completed(reader.as_mut());
         let added = batch.len() - before;
         if added > 0 {
             if before == 0 {
@@ -235,6 +303,7 @@ pub(super) fn run(
             Poll::Idle { until } => {
                 if !idled {
                     metrics.set_lag(reader.lag());
+                    metrics.set_connected(index, reader.connected());
                 }
                 idled = true;
                 if let Some(due) = until {
@@ -245,6 +314,7 @@ pub(super) fn run(
                     if let Some(b) = ctl.wait(deadline, shared)? {
                         outputs.emit(batch.take())?;
                         if ctl.pass(name, index, reader.position(), b, &mut outputs)? {
+                            ctl.stopped(reader.as_mut(), shared);
                             return Ok(emitted);
                         }
                         continue;
@@ -256,6 +326,7 @@ pub(super) fn run(
         let lingered = linger_until.is_some_and(|l| l <= ctl.clock.now());
         if !batch.is_empty() && (full || lingered) {
             metrics.set_lag(reader.lag());
+            metrics.set_connected(index, reader.connected());
             outputs.emit(batch.take())?;
             if idled || !full {
                 outputs.flush()?;

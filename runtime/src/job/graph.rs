@@ -140,13 +140,15 @@ pub enum SourceKind {
     },
     /// A NATS JetStream stream.
     Nats(crate::connect::nats::NatsSource),
+    /// Kafka topics.
+    Kafka(crate::connect::kafka::KafkaSource),
 }
 
 impl SourceKind {
     /// Whether the source's positions are per split (re-assignable to any
     /// parallelism) rather than per subtask.
     pub fn has_splits(&self) -> bool {
-        matches!(self, SourceKind::Nats(_))
+        matches!(self, SourceKind::Nats(_) | SourceKind::Kafka(_))
     }
 }
 
@@ -165,6 +167,8 @@ pub enum SinkKind {
     Discard,
     /// Publishes to a NATS JetStream stream.
     Nats(crate::connect::nats::NatsSink),
+    /// Writes to a Kafka topic.
+    Kafka(crate::connect::kafka::KafkaSink),
 }
 
 /// How events travel along an edge between the subtasks of two vertices.

@@ -122,6 +122,7 @@ enum SourceKindName {
     Generator,
     Stdin,
     Nats,
+    Kafka,
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,6 +148,13 @@ struct SourceSpec {
     subjects: Option<Spanned<Vec<String>>>,
     start: Option<Spanned<String>>,
     bounded: Option<Spanned<bool>>,
+    bootstrap_servers: Option<Spanned<Vec<String>>>,
+    topics: Option<Spanned<Vec<String>>>,
+    group_id: Option<Spanned<String>>,
+    partition_discovery_ms: Option<Spanned<u64>>,
+    sasl_mechanism: Option<Spanned<String>>,
+    tls: Option<Spanned<bool>>,
+    properties: Option<Spanned<toml::Table>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,6 +174,7 @@ enum SinkKindName {
     Stdout,
     Discard,
     Nats,
+    Kafka,
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,6 +193,14 @@ struct SinkSpec {
     tls_ca_file: Option<Spanned<String>>,
     subject: Option<Spanned<String>>,
     delivery: Option<Spanned<String>>,
+    bootstrap_servers: Option<Spanned<Vec<String>>>,
+    topic: Option<Spanned<String>>,
+    partition: Option<Spanned<i64>>,
+    transaction_timeout_ms: Option<Spanned<u64>>,
+    transactional_id_prefix: Option<Spanned<String>>,
+    sasl_mechanism: Option<Spanned<String>>,
+    tls: Option<Spanned<bool>>,
+    properties: Option<Spanned<toml::Table>>,
 }
 
 /// The [`NatsFields`] of a `SourceSpec` or a `SinkSpec` (`what`: "source"
@@ -216,27 +233,6 @@ struct NatsFields<'a> {
     token: &'a Option<Spanned<toml::Value>>,
     creds_file: &'a Option<Spanned<String>>,
     tls_ca_file: &'a Option<Spanned<String>>,
-}
-
-impl NatsFields<'_> {
-    /// Every connection field that is set, with its span (for "does not
-    /// apply" errors on other kinds).
-    fn present(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
-        let mut v = Vec::new();
-        let mut add = |f: &'static str, s: Option<std::ops::Range<usize>>| {
-            if let Some(s) = s {
-                v.push((f, s));
-            }
-        };
-        add("servers", self.servers.as_ref().map(|x| x.span()));
-        add("stream", self.stream.as_ref().map(|x| x.span()));
-        add("user", self.user.as_ref().map(|x| x.span()));
-        add("password", self.password.as_ref().map(|x| x.span()));
-        add("token", self.token.as_ref().map(|x| x.span()));
-        add("creds-file", self.creds_file.as_ref().map(|x| x.span()));
-        add("tls-ca-file", self.tls_ca_file.as_ref().map(|x| x.span()));
-        v
-    }
 }
 
 /// `{ env = "VAR" }` or `{ file = "path" }`: a secret by reference.
@@ -341,6 +337,163 @@ fn nats_connection(
         },
         stream,
     ))
+}
+
+/// The Kafka connection fields of a source or a sink.
+struct KafkaFields<'a> {
+    what: String,
+    span: std::ops::Range<usize>,
+    bootstrap_servers: &'a Option<Spanned<Vec<String>>>,
+    sasl_mechanism: &'a Option<Spanned<String>>,
+    user: &'a Option<Spanned<String>>,
+    password: &'a Option<Spanned<toml::Value>>,
+    tls: &'a Option<Spanned<bool>>,
+    tls_ca_file: &'a Option<Spanned<String>>,
+    properties: &'a Option<Spanned<toml::Table>>,
+}
+
+/// The [`KafkaFields`] of a `SourceSpec` or a `SinkSpec`.
+macro_rules! kafka_fields {
+    ($what:literal, $s:expr) => {
+        KafkaFields {
+            what: format!(concat!($what, " '{}'"), $s.name.get_ref()),
+            span: $s.name.span(),
+            bootstrap_servers: &$s.bootstrap_servers,
+            sasl_mechanism: &$s.sasl_mechanism,
+            user: &$s.user,
+            password: &$s.password,
+            tls: &$s.tls,
+            tls_ca_file: &$s.tls_ca_file,
+            properties: &$s.properties,
+        }
+    };
+}
+
+fn kafka_connection(
+    ctx: &Ctx,
+    f: &KafkaFields,
+    base_dir: &Path,
+) -> Result<crate::connect::kafka::KafkaConnection, ManifestError> {
+    use crate::connect::kafka::{KafkaConnection, KafkaSasl, OWNED_PROPERTIES};
+    let what = &f.what;
+    let bootstrap_servers = match f.bootstrap_servers {
+        Some(s) if s.get_ref().is_empty() => {
+            return Err(ctx.err(s.span(), format!("{what}: `bootstrap-servers` is empty")));
+        }
+        Some(s) => {
+            for a in s.get_ref() {
+                let ok = a
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+                if !ok || a.contains("://") {
+                    return Err(ctx.err(
+                        s.span(),
+                        format!("{what}: {a:?} is not a broker address: write host:port, such as \"127.0.0.1:9092\""),
+                    ));
+                }
+            }
+            s.get_ref().clone()
+        }
+        None => {
+            return Err(ctx.err(
+                f.span.clone(),
+                format!("{what} needs `bootstrap-servers`, such as [\"127.0.0.1:9092\"]"),
+            ));
+        }
+    };
+    let sasl = match (f.user, f.password) {
+        (None, None) => {
+            if let Some(m) = f.sasl_mechanism {
+                return Err(ctx.err(
+                    m.span(),
+                    format!("{what}: `sasl-mechanism` needs `user` and `password`"),
+                ));
+            }
+            None
+        }
+        (Some(u), Some(p)) => {
+            let mechanism = match f.sasl_mechanism.as_ref() {
+                None => "SCRAM-SHA-512".to_string(),
+                Some(m) => {
+                    let up = m.get_ref().to_ascii_uppercase();
+                    if !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&up.as_str()) {
+                        return Err(ctx.err(m.span(), format!("{what}: `sasl-mechanism` is \"PLAIN\", \"SCRAM-SHA-256\" or \"SCRAM-SHA-512\", not {:?}", m.get_ref())));
+                    }
+                    up
+                }
+            };
+            Some(KafkaSasl {
+                mechanism,
+                user: u.get_ref().clone(),
+                password: secret(ctx, p, "password", what, base_dir)?,
+            })
+        }
+        (Some(u), None) => {
+            return Err(ctx.err(u.span(), format!("{what}: `user` needs `password`")));
+        }
+        (None, Some(p)) => {
+            return Err(ctx.err(p.span(), format!("{what}: `password` needs `user`")));
+        }
+    };
+    let mut properties = std::collections::BTreeMap::new();
+    if let Some(t) = f.properties {
+        for (k, v) in t.get_ref() {
+            let lower = k.to_ascii_lowercase();
+            if lower.contains("password")
+                || lower.contains("secret")
+                || lower.contains("jaas")
+                || lower.starts_with("ssl.key")
+            {
+                let mut e = ctx.err(t.span(), format!("{what}: `properties` may not hold {k:?}: secrets go by reference (`password = {{ env = \"VARIABLE\" }}`), never into the manifest"));
+                e.snippet = None;
+                return Err(e);
+            }
+            if OWNED_PROPERTIES.contains(&lower.as_str()) {
+                return Err(ctx.err(t.span(), format!("{what}: wrun sets {k:?} itself (see docs/connectors.md: `bootstrap-servers`, `user`/`password`/`sasl-mechanism`, `tls`/`tls-ca-file`, `group-id`, `transaction-timeout-ms`); remove it from `properties`")));
+            }
+            let v = match v {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Float(x) => x.to_string(),
+                _ => {
+                    return Err(ctx.err(
+                        t.span(),
+                        format!("{what}: property {k:?} must be a string, number or boolean"),
+                    ));
+                }
+            };
+            properties.insert(k.clone(), v);
+        }
+    }
+    Ok(KafkaConnection {
+        bootstrap_servers,
+        sasl,
+        tls: f.tls.as_ref().is_some_and(|t| *t.get_ref()),
+        tls_ca_file: f
+            .tls_ca_file
+            .as_ref()
+            .map(|c| resolve(base_dir, c.get_ref())),
+        properties,
+    })
+}
+
+/// Errors for connector fields set on a kind they do not apply to; each
+/// field lists the kinds it applies to.
+/// A connector field: its name, its span when set, the kinds it applies to.
+type FieldUse<'k, K> = (&'static str, Option<std::ops::Range<usize>>, &'k [K]);
+
+fn fields_apply<K: PartialEq + Copy>(
+    kind: K,
+    fields: &[FieldUse<'_, K>],
+    not_for: impl Fn(&str, Option<std::ops::Range<usize>>) -> Result<(), ManifestError>,
+) -> Result<(), ManifestError> {
+    for (f, sp, kinds) in fields {
+        if !kinds.contains(&kind) {
+            not_for(f, sp.clone())?;
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -523,6 +676,10 @@ pub fn parse_manifest(
             savepoints.dir = Some(resolve(base_dir, d.get_ref()));
         }
     }
+    // How long a checkpoint may leave a sink's transaction open.
+    let checkpoint_span_ms = checkpoint
+        .as_ref()
+        .map(|c| c.interval_ms + c.timeout_ms + c.min_pause_ms);
     b.policies(checkpoint, restart, savepoints);
     let mut spans: Vec<std::ops::Range<usize>> = Vec::new();
 
@@ -553,22 +710,169 @@ pub fn parse_manifest(
                         .replace("File", "file")
                         .replace("Generator", "generator")
                         .replace("Stdin", "stdin")
-                        .replace("Nats", "nats"),
+                        .replace("Nats", "nats")
+                        .replace("Kafka", "kafka"),
                     )),
                     None => Ok(()),
                 }
             };
         let nf = nats_fields!("source", s);
-        if kind != SourceKindName::Nats {
-            let mut nats_only = nf.present();
-            nats_only.extend(s.subjects.as_ref().map(|v| ("subjects", v.span())));
-            nats_only.extend(s.start.as_ref().map(|v| ("start", v.span())));
-            nats_only.extend(s.bounded.as_ref().map(|v| ("bounded", v.span())));
-            if let Some((f, sp)) = nats_only.into_iter().next() {
-                not_for(f, Some(sp))?;
-            }
+        {
+            use SourceKindName::{Kafka, Nats};
+            let sp = |v: Option<std::ops::Range<usize>>| v;
+            fields_apply(
+                kind,
+                &[
+                    ("servers", sp(s.servers.as_ref().map(|v| v.span())), &[Nats]),
+                    ("stream", sp(s.stream.as_ref().map(|v| v.span())), &[Nats]),
+                    ("token", sp(s.token.as_ref().map(|v| v.span())), &[Nats]),
+                    (
+                        "creds-file",
+                        sp(s.creds_file.as_ref().map(|v| v.span())),
+                        &[Nats],
+                    ),
+                    (
+                        "subjects",
+                        sp(s.subjects.as_ref().map(|v| v.span())),
+                        &[Nats],
+                    ),
+                    (
+                        "user",
+                        sp(s.user.as_ref().map(|v| v.span())),
+                        &[Nats, Kafka],
+                    ),
+                    (
+                        "password",
+                        sp(s.password.as_ref().map(|v| v.span())),
+                        &[Nats, Kafka],
+                    ),
+                    (
+                        "tls-ca-file",
+                        sp(s.tls_ca_file.as_ref().map(|v| v.span())),
+                        &[Nats, Kafka],
+                    ),
+                    (
+                        "start",
+                        sp(s.start.as_ref().map(|v| v.span())),
+                        &[Nats, Kafka],
+                    ),
+                    (
+                        "bounded",
+                        sp(s.bounded.as_ref().map(|v| v.span())),
+                        &[Nats, Kafka],
+                    ),
+                    (
+                        "bootstrap-servers",
+                        sp(s.bootstrap_servers.as_ref().map(|v| v.span())),
+                        &[Kafka],
+                    ),
+                    ("topics", sp(s.topics.as_ref().map(|v| v.span())), &[Kafka]),
+                    (
+                        "group-id",
+                        sp(s.group_id.as_ref().map(|v| v.span())),
+                        &[Kafka],
+                    ),
+                    (
+                        "partition-discovery-ms",
+                        sp(s.partition_discovery_ms.as_ref().map(|v| v.span())),
+                        &[Kafka],
+                    ),
+                    (
+                        "sasl-mechanism",
+                        sp(s.sasl_mechanism.as_ref().map(|v| v.span())),
+                        &[Kafka],
+                    ),
+                    ("tls", sp(s.tls.as_ref().map(|v| v.span())), &[Kafka]),
+                    (
+                        "properties",
+                        sp(s.properties.as_ref().map(|v| v.span())),
+                        &[Kafka],
+                    ),
+                ],
+                not_for,
+            )?;
         }
         let source = match kind {
+            SourceKindName::Kafka => {
+                for (f, sp) in [
+                    ("path", s.path.as_ref().map(|v| v.span())),
+                    ("format", s.format.as_ref().map(|v| v.span())),
+                    ("count", s.count.as_ref().map(|v| v.span())),
+                    ("keys", s.keys.as_ref().map(|v| v.span())),
+                    ("rate", s.rate.as_ref().map(|v| v.span())),
+                    ("seed", s.seed.as_ref().map(|v| v.span())),
+                ] {
+                    not_for(f, sp)?;
+                }
+                use crate::connect::kafka::{KafkaKey, KafkaSource, KafkaStart};
+                let name = s.name.get_ref();
+                let connection = kafka_connection(&ctx, &kafka_fields!("source", s), base_dir)?;
+                let topics = match &s.topics {
+                    Some(t)
+                        if t.get_ref().is_empty()
+                            || t.get_ref().iter().any(|x| {
+                                x.is_empty()
+                                    || x.len() > 249
+                                    || !x.chars().all(|c| {
+                                        c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+                                    })
+                            }) =>
+                    {
+                        return Err(ctx.err(t.span(), format!("source '{name}': `topics` must list one or more topic names (letters, digits, '.', '_', '-')")));
+                    }
+                    Some(t) => t.get_ref().clone(),
+                    None => return Err(ctx.err(
+                        s.name.span(),
+                        format!(
+                            "source '{name}': a kafka source needs `topics`, such as [\"lines\"]"
+                        ),
+                    )),
+                };
+                let group_id = s.group_id.as_ref().map(|g| g.get_ref().clone());
+                let start = match s.start.as_ref().map(|v| (v, v.get_ref().as_str())) {
+                    None | Some((_, "earliest")) => KafkaStart::Earliest,
+                    Some((_, "latest")) => KafkaStart::Latest,
+                    Some((v, "group-offsets")) => {
+                        if group_id.is_none() {
+                            return Err(ctx.err(v.span(), format!("source '{name}': `start = \"group-offsets\"` needs `group-id`")));
+                        }
+                        KafkaStart::GroupOffsets
+                    }
+                    Some((v, t)) => match t.strip_prefix("timestamp:") {
+                        Some(ts) => {
+                            let ms = match ts.parse::<i64>() {
+                                Ok(ms) if ms >= 0 => ms,
+                                _ => match time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339) {
+                                    Ok(t) => (t.unix_timestamp_nanos() / 1_000_000) as i64,
+                                    Err(_) => return Err(ctx.err(v.span(), format!("source '{name}': {ts:?} is neither ms since the Unix epoch nor an RFC 3339 time such as \"2026-12-02T10:00:00Z\""))),
+                                },
+                            };
+                            KafkaStart::Timestamp(ms)
+                        }
+                        None => return Err(ctx.err(v.span(), format!("source '{name}': a kafka source's `start` is \"earliest\", \"latest\", \"group-offsets\" or \"timestamp:<ms or RFC 3339>\", not {t:?}"))),
+                    },
+                };
+                let key = match s.key.as_ref().map(|k| (k, k.get_ref().as_str())) {
+                    None | Some((_, "key")) => KafkaKey::Key,
+                    Some((_, "none")) => KafkaKey::None,
+                    Some((k, other)) => return Err(ctx.err(k.span(), format!("source '{name}': a kafka source's `key` is \"key\" (the record's key) or \"none\", not {other:?}"))),
+                };
+                let partition_discovery =
+                    match s.partition_discovery_ms.as_ref().map(|v| *v.get_ref()) {
+                        None => Some(std::time::Duration::from_secs(10)),
+                        Some(0) => None,
+                        Some(ms) => Some(std::time::Duration::from_millis(ms)),
+                    };
+                SourceKind::Kafka(KafkaSource {
+                    connection,
+                    topics,
+                    group_id,
+                    start,
+                    key,
+                    bounded: s.bounded.as_ref().is_some_and(|b| *b.get_ref()),
+                    partition_discovery,
+                })
+            }
             SourceKindName::Nats => {
                 for (f, sp) in [
                     ("path", s.path.as_ref().map(|v| v.span())),
@@ -726,7 +1030,10 @@ pub fn parse_manifest(
                 }
             }
         };
-        let par = if matches!(kind, SourceKindName::Generator | SourceKindName::Nats) {
+        let par = if matches!(
+            kind,
+            SourceKindName::Generator | SourceKindName::Nats | SourceKindName::Kafka
+        ) {
             check_par(&s.parallelism, 1)?
         } else {
             1
@@ -801,26 +1108,109 @@ pub fn parse_manifest(
 
     for s in &m.sinks {
         let nf = nats_fields!("sink", s);
-        if *s.kind.get_ref() != SinkKindName::Nats {
-            let mut nats_only = nf.present();
-            nats_only.extend(s.subject.as_ref().map(|v| ("subject", v.span())));
-            nats_only.extend(s.delivery.as_ref().map(|v| ("delivery", v.span())));
-            nats_only.extend(s.parallelism.as_ref().map(|v| ("parallelism", v.span())));
-            if let Some((f, sp)) = nats_only.into_iter().next() {
-                return Err(ctx.err(
+        {
+            use SinkKindName::{Kafka, Nats};
+            let kind = *s.kind.get_ref();
+            let not_for = |f: &str, sp: Option<std::ops::Range<usize>>| match sp {
+                Some(sp) => Err(ctx.err(
                     sp,
                     format!(
                         "sink '{}': `{f}` does not apply to a {} sink",
                         s.name.get_ref(),
-                        format!("{:?}", s.kind.get_ref()).to_lowercase()
+                        format!("{kind:?}").to_lowercase()
                     ),
-                ));
-            }
+                )),
+                None => Ok(()),
+            };
+            let sp = |v: Option<std::ops::Range<usize>>| v;
+            fields_apply(
+                kind,
+                &[
+                    ("servers", sp(s.servers.as_ref().map(|v| v.span())), &[Nats]),
+                    ("stream", sp(s.stream.as_ref().map(|v| v.span())), &[Nats]),
+                    ("token", sp(s.token.as_ref().map(|v| v.span())), &[Nats]),
+                    (
+                        "creds-file",
+                        sp(s.creds_file.as_ref().map(|v| v.span())),
+                        &[Nats],
+                    ),
+                    ("subject", sp(s.subject.as_ref().map(|v| v.span())), &[Nats]),
+                    (
+                        "user",
+                        sp(s.user.as_ref().map(|v| v.span())),
+                        &[Nats, Kafka],
+                    ),
+                    (
+                        "password",
+                        sp(s.password.as_ref().map(|v| v.span())),
+                        &[Nats, Kafka],
+                    ),
+                    (
+                        "tls-ca-file",
+                        sp(s.tls_ca_file.as_ref().map(|v| v.span())),
+                        &[Nats, Kafka],
+                    ),
+                    (
+                        "delivery",
+                        sp(s.delivery.as_ref().map(|v| v.span())),
+                        &[Nats, Kafka],
+                    ),
+                    (
+                        "parallelism",
+                        sp(s.parallelism.as_ref().map(|v| v.span())),
+                        &[Nats, Kafka],
+                    ),
+                    (
+                        "bootstrap-servers",
+                        sp(s.bootstrap_servers.as_ref().map(|v| v.span())),
+                        &[Kafka],
+                    ),
+                    ("topic", sp(s.topic.as_ref().map(|v| v.span())), &[Kafka]),
+                    (
+                        "partition",
+                        sp(s.partition.as_ref().map(|v| v.span())),
+                        &[Kafka],
+                    ),
+                    (
+                        "transaction-timeout-ms",
+                        sp(s.transaction_timeout_ms.as_ref().map(|v| v.span())),
+                        &[Kafka],
+                    ),
+                    (
+                        "transactional-id-prefix",
+                        sp(s.transactional_id_prefix.as_ref().map(|v| v.span())),
+                        &[Kafka],
+                    ),
+                    (
+                        "sasl-mechanism",
+                        sp(s.sasl_mechanism.as_ref().map(|v| v.span())),
+                        &[Kafka],
+                    ),
+                    ("tls", sp(s.tls.as_ref().map(|v| v.span())), &[Kafka]),
+                    (
+                        "properties",
+                        sp(s.properties.as_ref().map(|v| v.span())),
+                        &[Kafka],
+                    ),
+                ],
+                not_for,
+            )?;
         }
+        let delivery = || -> Result<crate::connect::Delivery, ManifestError> {
+            use crate::connect::Delivery;
+            Ok(match s.delivery.as_ref().map(|d| d.get_ref().as_str()) {
+                None | Some("exactly-once") => Delivery::ExactlyOnce,
+                Some("at-least-once") => Delivery::AtLeastOnce,
+                Some(other) => {
+                    let span = s.delivery.as_ref().map(|d| d.span()).unwrap_or_default();
+                    return Err(ctx.err(span, format!("sink '{}': `delivery` is \"exactly-once\" or \"at-least-once\", not {other:?}", s.name.get_ref())));
+                }
+            })
+        };
         let mut par = 1;
         let kind = match s.kind.get_ref() {
             SinkKindName::Nats => {
-                use crate::connect::nats::{Delivery, NatsSink};
+                use crate::connect::nats::NatsSink;
                 if let Some(p) = &s.path {
                     return Err(ctx.err(
                         p.span(),
@@ -852,20 +1242,76 @@ pub fn parse_manifest(
                         ));
                     }
                 };
-                let delivery = match s.delivery.as_ref().map(|d| d.get_ref().as_str()) {
-                    None | Some("exactly-once") => Delivery::ExactlyOnce,
-                    Some("at-least-once") => Delivery::AtLeastOnce,
-                    Some(other) => {
-                        let span = s.delivery.as_ref().map(|d| d.span()).unwrap_or_default();
-                        return Err(ctx.err(span, format!("sink '{}': `delivery` is \"exactly-once\" or \"at-least-once\", not {other:?}", s.name.get_ref())));
-                    }
-                };
+                let delivery = delivery()?;
                 par = check_par(&s.parallelism, 1)?;
                 SinkKind::Nats(NatsSink {
                     connection,
                     stream,
                     subject,
                     delivery,
+                })
+            }
+            SinkKindName::Kafka => {
+                use crate::connect::kafka::KafkaSink;
+                let name = s.name.get_ref();
+                if let Some(p) = &s.path {
+                    return Err(ctx.err(
+                        p.span(),
+                        format!("sink '{name}': `path` does not apply to a kafka sink"),
+                    ));
+                }
+                let connection = kafka_connection(&ctx, &kafka_fields!("sink", s), base_dir)?;
+                let topic = match &s.topic {
+                    Some(t) if !t.get_ref().is_empty() && t.get_ref().len() <= 249 && t.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) => t.get_ref().clone(),
+                    Some(t) => return Err(ctx.err(t.span(), format!("sink '{name}': {:?} is not a topic name (letters, digits, '.', '_', '-')", t.get_ref()))),
+                    None => return Err(ctx.err(s.name.span(), format!("sink '{name}': a kafka sink needs `topic`"))),
+                };
+                let partition =
+                    match &s.partition {
+                        Some(p) => match i32::try_from(*p.get_ref()) {
+                            Ok(n) if n >= 0 => Some(n),
+                            _ => return Err(ctx.err(
+                                p.span(),
+                                format!(
+                                    "sink '{name}': `partition` is a partition number, 0 or more"
+                                ),
+                            )),
+                        },
+                        None => None,
+                    };
+                let delivery = delivery()?;
+                let timeout_ms = match &s.transaction_timeout_ms {
+                    Some(t) => pos(&ctx, t, "transaction-timeout-ms", 1000)?,
+                    None => 900_000,
+                };
+                if delivery == crate::connect::Delivery::ExactlyOnce
+                    && let Some(open) = checkpoint_span_ms
+                    && timeout_ms <= open
+                {
+                    let span = s
+                        .transaction_timeout_ms
+                        .as_ref()
+                        .map(|t| t.span())
+                        .unwrap_or_else(|| s.name.span());
+                    return Err(ctx.err(span, format!("sink '{name}': `transaction-timeout-ms` = {timeout_ms} is too short for this job's checkpoints: a transaction stays open from its first record until the checkpoint after it completes, up to checkpoint.interval-ms + checkpoint.timeout-ms + min-pause-ms = {open} ms, and the broker aborts a transaction left open longer. Raise `transaction-timeout-ms` above {open} (within the broker's transaction.max.timeout.ms), or shorten the checkpoint interval or timeout")));
+                }
+                let transactional_id_prefix = match &s.transactional_id_prefix {
+                    Some(p)
+                        if p.get_ref().is_empty() || p.get_ref().contains(char::is_whitespace) =>
+                    {
+                        return Err(ctx.err(p.span(), format!("sink '{name}': `transactional-id-prefix` must be non-empty, without spaces")));
+                    }
+                    Some(p) => Some(p.get_ref().clone()),
+                    None => None,
+                };
+                par = check_par(&s.parallelism, 1)?;
+                SinkKind::Kafka(KafkaSink {
+                    connection,
+                    topic,
+                    delivery,
+                    partition,
+                    transaction_timeout: std::time::Duration::from_millis(timeout_ms),
+                    transactional_id_prefix,
                 })
             }
             SinkKindName::File => {
@@ -889,7 +1335,8 @@ pub fn parse_manifest(
                         )
                         .replace("Stdout", "stdout")
                         .replace("Discard", "discard")
-                        .replace("Nats", "nats"),
+                        .replace("Nats", "nats")
+                        .replace("Kafka", "kafka"),
                     ));
                 }
                 if *other == SinkKindName::Stdout {

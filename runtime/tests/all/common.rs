@@ -208,3 +208,136 @@ pub fn wait_for_api(child: &mut std::process::Child, data: &Path) -> String {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// How a test starts its server on a port.
+pub type Spawn = Box<dyn Fn(u16) -> std::process::Child>;
+
+/// A server process a test started (a broker): on a free loopback port,
+/// stopped by PID when dropped.
+pub struct Daemon {
+    child: std::process::Child,
+    pub port: u16,
+    spawn: Spawn,
+    what: &'static str,
+}
+
+impl Daemon {
+    /// Starts `what` with `spawn` on a free port and waits until it
+    /// accepts connections.
+    pub fn start(what: &'static str, spawn: Spawn) -> Daemon {
+        let port = free_port();
+        let child = spawn(port);
+        let d = Daemon {
+            child,
+            port,
+            spawn,
+            what,
+        };
+        d.wait_ready();
+        d
+    }
+
+    fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} did not start on port {}",
+                self.what,
+                self.port
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// SIGKILL, then the same server again on the same port (and store).
+    pub fn kill_and_restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.child = (self.spawn)(self.port);
+        self.wait_ready();
+    }
+
+    /// Stops the server and starts it again on its port with `spawn`.
+    pub fn restart_as(&mut self, spawn: Spawn) {
+        self.spawn = spawn;
+        self.kill_and_restart();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `wrun run MANIFEST --data-dir DIR/data` in `dir` with an info log piped
+/// (and `WRUN_CRASH_AT`, when given).
+pub fn wrun_run_cmd(
+    dir: &Path,
+    manifest: &str,
+    extra: &[&str],
+    crash_at: Option<&str>,
+) -> std::process::Command {
+    let mut c = std::process::Command::new(wrun_bin());
+    c.args(["run", manifest, "--data-dir"])
+        .arg(dir.join("data"))
+        .args(extra)
+        .current_dir(dir)
+        .env("WRUN_LOG", "info")
+        .env_remove("WRUN_CRASH_AT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    if let Some(at) = crash_at {
+        c.env("WRUN_CRASH_AT", at);
+    }
+    c
+}
+
+/// Runs `wrun run run.toml` in `dir` until it is killed: at crash point
+/// `at` (`point:nth`), or, for `processing`, by SIGKILL once `has_output`
+/// says some output is out. Panics unless it died of SIGKILL within 60 s.
+pub fn run_until_killed(dir: &Path, point: &str, at: &str, has_output: impl Fn() -> bool) {
+    use std::os::unix::process::ExitStatusExt;
+    use std::time::{Duration, Instant};
+    let mut child = wrun_run_cmd(dir, "run.toml", &[], (point != "processing").then_some(at))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    if point == "processing" {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !has_output() {
+            assert!(Instant::now() < deadline, "{at}: no output within 60 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.kill().unwrap();
+    }
+    // The run never ends by itself: it must die at the point.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{at}: wrun did not reach the crash point within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "{at}: wrun was not killed ({status})"
+    );
+}

@@ -10,6 +10,7 @@ mod datadir;
 mod errors;
 mod fuzz;
 mod io;
+mod kafka;
 mod languages;
 mod limits;
 mod nats;

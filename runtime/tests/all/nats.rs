@@ -11,25 +11,15 @@ use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull::Order
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A `nats-server -js` of this test's own.
+/// A `nats-server -js` of this test's own, its store in a temporary
+/// directory.
 pub struct NatsServer {
-    child: Child,
-    pub port: u16,
-    store: PathBuf,
+    daemon: Daemon,
     _dir: tempfile::TempDir,
-    args: Vec<String>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl NatsServer {
@@ -41,42 +31,21 @@ impl NatsServer {
     pub fn start_with(args: &[&str]) -> NatsServer {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("js");
-        let port = free_port();
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let child = spawn_server(port, &store, &args);
-        let s = NatsServer {
-            child,
-            port,
-            store,
-            _dir: dir,
-            args,
-        };
-        s.wait_ready();
-        s
+        let daemon = Daemon::start(
+            "nats-server",
+            Box::new(move |port| spawn_server(port, &store, &args)),
+        );
+        NatsServer { daemon, _dir: dir }
     }
 
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not start on port {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        format!("nats://127.0.0.1:{}", self.daemon.port)
     }
 
     /// SIGKILL, then the same server again on the same port and store.
     pub fn kill_and_restart(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        self.child = spawn_server(self.port, &self.store, &self.args);
-        self.wait_ready();
+        self.daemon.kill_and_restart();
     }
 }
 
@@ -91,13 +60,6 @@ fn spawn_server(port: u16, store: &Path, args: &[String]) -> Child {
         .unwrap_or_else(|e| {
             panic!("cannot start nats-server ({e}): run scripts/setup, which installs it")
         })
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -276,22 +238,6 @@ partition = "rebalance"
     )
 }
 
-fn wrun_cmd(dir: &Path, manifest: &str, extra: &[&str], crash_at: Option<&str>) -> Command {
-    let mut c = Command::new(wrun_bin());
-    c.args(["run", manifest, "--data-dir"])
-        .arg(dir.join("data"))
-        .args(extra)
-        .current_dir(dir)
-        .env("WRUN_LOG", "info")
-        .env_remove("WRUN_CRASH_AT")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    if let Some(at) = crash_at {
-        c.env("WRUN_CRASH_AT", at);
-    }
-    c
-}
-
 /// How many republished messages the sink's log says the stream dropped as
 /// duplicates.
 fn duplicates_in(log: &str) -> u64 {
@@ -360,46 +306,8 @@ fn crash_once(seed: u64) -> u64 {
         _ => 1 + seed % 3,
     };
     let at = format!("{point}:{nth}");
-    let mut child = wrun_cmd(
-        dir.path(),
-        "run.toml",
-        &[],
-        (point != "processing").then_some(at.as_str()),
-    )
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
-    if point == "processing" {
-        // Some output is out, more is on its way.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while stream_len(&url, "OUT") < 100 {
-            assert!(
-                Instant::now() < deadline,
-                "seed {seed}: no output within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        child.kill().unwrap();
-    }
-    // The run never ends by itself: it must die at the point.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("seed {seed} ({at}): wrun did not reach the crash point within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    assert_eq!(
-        status.signal(),
-        Some(libc::SIGKILL),
-        "seed {seed} ({at}): wrun was not killed ({status})"
-    );
-    let out = wrun_cmd(dir.path(), "resume.toml", &["--resume"], None)
+    run_until_killed(dir.path(), point, &at, || stream_len(&url, "OUT") >= 100);
+    let out = wrun_run_cmd(dir.path(), "resume.toml", &["--resume"], None)
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
@@ -438,7 +346,7 @@ fn a_resume_at_another_parallelism_reassigns_the_splits() {
         job(&url, 2, 2, &subjects, false),
     )
     .unwrap();
-    let status = wrun_cmd(dir.path(), "run.toml", &[], Some("checkpoint-committed:2"))
+    let status = wrun_run_cmd(dir.path(), "run.toml", &[], Some("checkpoint-committed:2"))
         .stderr(Stdio::null())
         .status()
         .unwrap();
@@ -449,7 +357,7 @@ fn a_resume_at_another_parallelism_reassigns_the_splits() {
         job(&url, 4, 3, &subjects, true),
     )
     .unwrap();
-    let out = wrun_cmd(dir.path(), "resume.toml", &["--resume"], None)
+    let out = wrun_run_cmd(dir.path(), "resume.toml", &["--resume"], None)
         .output()
         .unwrap();
     assert!(
@@ -694,7 +602,7 @@ fn a_parallel_sink_and_an_idle_source_subtask_give_the_exact_output() {
         )
         .replace("partition = \"rebalance\"", "partition = \"forward\"");
     std::fs::write(dir.path().join("run.toml"), m).unwrap();
-    let out = wrun_cmd(dir.path(), "run.toml", &[], None)
+    let out = wrun_run_cmd(dir.path(), "run.toml", &[], None)
         .env("WRUN_LOG", "info,wrun=debug")
         .output()
         .unwrap();

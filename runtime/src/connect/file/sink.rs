@@ -383,7 +383,7 @@ mod tests {
             let restore = SinkRestore {
                 checkpoint: id,
                 file: Some((10, 4)),
-                staged: Vec::new(),
+                ..SinkRestore::default()
             };
             let mut sink = FileSink::create(&out, Some(&restore)).unwrap();
             sink.finish().unwrap();
@@ -405,7 +405,7 @@ mod tests {
         let restore = SinkRestore {
             checkpoint: 5,
             file: Some((10, 4)),
-            staged: Vec::new(),
+            ..SinkRestore::default()
         };
         let err = FileSink::create(&out, Some(&restore))
             .err()

@@ -6,10 +6,10 @@
 mod sink;
 mod source;
 
-pub use sink::{NatsWriter, WriterContext};
+pub use sink::NatsWriter;
 pub use source::NatsReader;
 
-use super::{ConnectError, Secret, block_on};
+use super::{ConnectError, Delivery, Secret, block_on};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -91,17 +91,6 @@ pub struct NatsSource {
     /// Read only what the stream holds when the source starts, then end
     /// (a batch job over a stream; tests, backfills).
     pub bounded: bool,
-}
-
-/// How a sink delivers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Delivery {
-    /// Every event's effect once, across failures (with checkpoints on).
-    ExactlyOnce,
-    /// Published at once, acknowledged by each checkpoint; a recovery
-    /// may publish some events again.
-    AtLeastOnce,
 }
 
 /// A NATS JetStream sink.

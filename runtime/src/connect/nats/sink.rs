@@ -17,7 +17,8 @@
 
 use super::{Delivery, NatsSink, block_on, connect, get_stream};
 use crate::batch::Batch;
-use crate::connect::{ConnectError, Prepared, SinkRestore, SinkWriter, Staged};
+use crate::connect::codec::{Cursor, put};
+use crate::connect::{ConnectError, Prepared, SinkContext, SinkWriter, Staged};
 use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::message::PublishMessage;
 use std::sync::Arc;
@@ -29,22 +30,6 @@ const VERSION: u8 = 1;
 /// Publishes in flight before the sink waits for their PubAcks.
 const IN_FLIGHT: usize = 4096;
 
-/// What the runtime tells a NATS sink subtask about itself.
-pub struct WriterContext<'a> {
-    /// The job.
-    pub job: &'a str,
-    /// The sink vertex.
-    pub sink: &'a str,
-    /// This subtask.
-    pub subtask: u32,
-    /// Checkpoints are on.
-    pub exactly_once: bool,
-    /// The checkpoint interval.
-    pub interval: Option<Duration>,
-    /// What the checkpoint the job starts from kept.
-    pub restore: Option<&'a SinkRestore>,
-}
-
 /// A checkpoint's messages, waiting for its commit.
 struct Group {
     checkpoint: u64,
@@ -53,6 +38,7 @@ struct Group {
 
 /// A sink subtask's writer to a JetStream stream.
 pub struct NatsWriter {
+    client: async_nats::Client,
     js: async_nats::jetstream::Context,
     subject: String,
     exactly_once: bool,
@@ -74,16 +60,13 @@ impl NatsWriter {
     /// Connects, checks the stream (and its duplicate window against the
     /// checkpoint interval), and publishes what a restored checkpoint had
     /// staged and a crash may have left half published.
-    pub fn open(cfg: &NatsSink, ctx: &WriterContext<'_>) -> Result<NatsWriter, ConnectError> {
+    pub fn open(cfg: &NatsSink, ctx: &SinkContext<'_>) -> Result<NatsWriter, ConnectError> {
         block_on(Self::open_async(cfg, ctx))?
     }
 
-    async fn open_async(
-        cfg: &NatsSink,
-        ctx: &WriterContext<'_>,
-    ) -> Result<NatsWriter, ConnectError> {
+    async fn open_async(cfg: &NatsSink, ctx: &SinkContext<'_>) -> Result<NatsWriter, ConnectError> {
         let client = connect(&cfg.connection, "wrun sink").await?;
-        let js = async_nats::jetstream::new(client);
+        let js = async_nats::jetstream::new(client.clone());
         let mut stream = get_stream(&js, &cfg.connection, &cfg.stream).await?;
         let what = format!("JetStream stream {:?}", cfg.stream);
         let info = stream.info().await.map_err(|e| {
@@ -123,6 +106,7 @@ impl NatsWriter {
             hex::encode(b)
         };
         let mut w = NatsWriter {
+            client,
             js,
             subject: cfg.subject.clone(),
             exactly_once,
@@ -332,11 +316,10 @@ impl SinkWriter for NatsWriter {
         self.stage(u64::MAX);
         block_on(self.commit_async(u64::MAX))?
     }
-}
 
-fn put(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-    out.extend_from_slice(b);
+    fn connected(&self) -> Option<bool> {
+        Some(self.client.connection_state() == async_nats::connection::State::Connected)
+    }
 }
 
 /// A group: magic, version, the ID prefix, the count, then each message's
@@ -357,30 +340,19 @@ struct Decoded<'a> {
 }
 
 fn decode(b: &[u8]) -> Result<Decoded<'_>, String> {
-    let mut at = 0usize;
-    let mut take = |n: usize| -> Result<&[u8], String> {
-        let s = b
-            .get(at..at.checked_add(n).ok_or("length overflow")?)
-            .ok_or_else(|| format!("truncated at byte {at}"))?;
-        at += n;
-        Ok(s)
-    };
-    if take(4)? != MAGIC || take(1)? != [VERSION] {
+    let mut c = Cursor::new(b);
+    if c.take(4)? != MAGIC || c.take(1)? != [VERSION] {
         return Err("not a wrun NATS group (magic or version)".into());
     }
-    let u32_at = |s: &[u8]| u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize;
-    let n = u32_at(take(4)?);
-    let prefix = String::from_utf8(take(n)?.to_vec()).map_err(|_| "prefix not UTF-8")?;
-    let count = u32_at(take(4)?);
+    let prefix = c.string("prefix")?;
+    let count = c.u32()?;
     let mut messages = Vec::with_capacity(count.min(1 << 20));
     for _ in 0..count {
-        let n = u32_at(take(4)?);
-        let subject = String::from_utf8(take(n)?.to_vec()).map_err(|_| "subject not UTF-8")?;
-        let n = u32_at(take(4)?);
-        messages.push((subject, take(n)?));
+        let subject = c.string("subject")?;
+        messages.push((subject, c.bytes()?));
     }
-    if at != b.len() {
-        return Err(format!("{} bytes after the last message", b.len() - at));
+    if c.left() > 0 {
+        return Err(format!("{} bytes after the last message", c.left()));
     }
     Ok(Decoded { prefix, messages })
 }

@@ -47,6 +47,7 @@ struct Split {
 
 /// A source subtask's reader of a JetStream stream.
 pub struct NatsReader {
+    client: async_nats::Client,
     splits: Vec<Split>,
     bounded: bool,
     rx: mpsc::Receiver<Item>,
@@ -81,7 +82,7 @@ impl NatsReader {
         a: &SourceAssignment,
     ) -> Result<NatsReader, ConnectError> {
         let client = connect(&cfg.connection, "wrun source").await?;
-        let js = async_nats::jetstream::new(client);
+        let js = async_nats::jetstream::new(client.clone());
         let mut stream = get_stream(&js, &cfg.connection, &cfg.stream).await?;
         let info = stream.info().await.map_err(|e| {
             ConnectError::transient(format!(
@@ -151,6 +152,7 @@ impl NatsReader {
             });
         }
         Ok(NatsReader {
+            client,
             splits,
             bounded: cfg.bounded,
             rx,
@@ -232,6 +234,10 @@ impl SourceReader for NatsReader {
                 })
                 .collect(),
         )
+    }
+
+    fn connected(&self) -> Option<bool> {
+        Some(self.client.connection_state() == async_nats::connection::State::Connected)
     }
 
     fn lag(&self) -> Vec<(String, u64)> {
