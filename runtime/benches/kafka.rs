@@ -16,7 +16,7 @@
 //!
 //! `cargo bench -p wrun-runtime --bench kafka` (the broker: scripts/setup;
 //! the `wrun` binary: WRUN, default target/release/wrun). Records:
-//! WRUN_BENCH_KAFKA_RECORDS (default 2,000,000). Prints JSON lines and a
+//! WRUN_BENCH_KAFKA_RECORDS (default 500,000: the test broker stores every record in SQLite). Prints JSON lines and a
 //! Markdown table.
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -57,7 +57,7 @@ fn main() {
     let n: u64 = std::env::var("WRUN_BENCH_KAFKA_RECORDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000_000);
+        .unwrap_or(500_000);
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

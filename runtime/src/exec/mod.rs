@@ -43,6 +43,38 @@ pub use restore::{
 };
 pub use supervisor::run_supervised;
 
+/// Checks that the systems a job's Kafka and NATS sources and sinks name
+/// answer, and that their topics and streams exist: the check `wrun
+/// deploy` makes before it accepts a job, so a missing topic is an error
+/// at deploy rather than a failed job. The error names the vertex.
+pub fn check_connectors(graph: &crate::job::JobGraph) -> Result<(), String> {
+    use crate::job::{SinkKind, SourceKind, VertexKind};
+    for v in &graph.vertices {
+        let r = match &v.kind {
+            VertexKind::Source(SourceKind::Kafka(c)) => {
+                crate::connect::kafka::check_topics(&c.connection, &c.topics)
+            }
+            VertexKind::Sink(SinkKind::Kafka(c)) => {
+                crate::connect::kafka::check_topics(&c.connection, std::slice::from_ref(&c.topic))
+            }
+            VertexKind::Source(SourceKind::Nats(c)) => {
+                crate::connect::nats::check_stream(&c.connection, &c.stream)
+            }
+            VertexKind::Sink(SinkKind::Nats(c)) => {
+                crate::connect::nats::check_stream(&c.connection, &c.stream)
+            }
+            _ => Ok(()),
+        };
+        let kind = if matches!(v.kind, VertexKind::Source(_)) {
+            "source"
+        } else {
+            "sink"
+        };
+        r.map_err(|e| format!("{kind} '{}': {}", v.name, e.detail))?;
+    }
+    Ok(())
+}
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 

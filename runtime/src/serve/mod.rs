@@ -379,6 +379,9 @@ impl Runtime {
         };
         let graph = crate::job::parse_manifest(&req.manifest, &path, &base, req.parallelism)
             .map_err(|e| bad(e.to_string()))?;
+        // A missing topic or stream, or a broker that does not answer, is
+        // refused here rather than left to fail the job after deploy.
+        exec::check_connectors(&graph).map_err(bad)?;
         if let Some(c) = self.api.control(&graph.name) {
             let st = c.status().state;
             if matches!(

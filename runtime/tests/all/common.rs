@@ -341,3 +341,25 @@ pub fn run_until_killed(dir: &Path, point: &str, at: &str, has_output: impl Fn()
         "{at}: wrun was not killed ({status})"
     );
 }
+
+/// `(key, value)` output of counter v1 then v2, sorted with v2's values
+/// (`<count> (<n> since v2)`) cut to their count; and how many v2 counts
+/// continued v1's (a count above its "since v2" part).
+pub fn v2_counts(all: &[(String, String)]) -> (Vec<(String, String)>, usize) {
+    let mut continued = 0;
+    let mut counts: Vec<(String, String)> = all
+        .iter()
+        .map(|(k, v)| match v.split_once(" (") {
+            Some((c, rest)) => {
+                let since: u64 = rest.trim_end_matches(" since v2)").parse().unwrap();
+                if since < c.parse::<u64>().unwrap() {
+                    continued += 1;
+                }
+                (k.clone(), c.to_string())
+            }
+            None => (k.clone(), v.clone()),
+        })
+        .collect();
+    counts.sort();
+    (counts, continued)
+}

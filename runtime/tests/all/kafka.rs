@@ -463,6 +463,12 @@ fn stop_with_a_savepoint_swap_the_module_and_resume_at_other_parallelisms() {
         assert!(metrics.contains(want), "{want} missing from\n{metrics}");
     }
     let d = data.to_str().unwrap();
+    let status = ok(dir.path(), &["job", "status", "test", "--data-dir", d]);
+    assert!(
+        status.contains("connector   in[0] connected")
+            && status.contains("connector   out[0] connected"),
+        "{status}"
+    );
     ok(
         dir.path(),
         &[
@@ -505,23 +511,8 @@ fn stop_with_a_savepoint_swap_the_module_and_resume_at_other_parallelisms() {
             d,
         ],
     );
-    // v2 writes "<count> (<n> since v2)": the counts continue v1's.
     let all = sorted_topic(&addr, "out");
-    let mut continued = 0;
-    let mut counts: Vec<(String, String)> = all
-        .iter()
-        .map(|(k, v)| match v.split_once(" (") {
-            Some((c, rest)) => {
-                let since: u64 = rest.trim_end_matches(" since v2)").parse().unwrap();
-                if since < c.parse::<u64>().unwrap() {
-                    continued += 1;
-                }
-                (k.clone(), c.to_string())
-            }
-            None => (k.clone(), v.clone()),
-        })
-        .collect();
-    counts.sort();
+    let (counts, continued) = v2_counts(&all);
     assert_eq!(counts, golden, "each count once, v1's then v2's");
     assert_eq!(all.len() - v1_out.len(), 1500, "v2 wrote the second half");
     assert!(continued > 0, "no v2 count continued from v1's");
@@ -818,4 +809,47 @@ fn validate_shows_kafka_secrets_only_by_reference() {
         !text.contains("hunter2") && text.contains("WRUN_TEST_KAFKA_PASSWORD"),
         "{text}"
     );
+}
+
+/// `wrun deploy` refuses a job whose topic or stream does not exist,
+/// before it runs (Kafka and NATS alike).
+#[test]
+fn deploy_refuses_a_missing_topic_or_stream() {
+    use crate::serve::Serve;
+    let broker = Broker::start();
+    let addr = broker.addr();
+    create_topic(&addr, "in", 1);
+    let nats = crate::nats::NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&dir.path().join("data"), &[]);
+    let d = serve.d().to_string();
+    // No topic `out`.
+    std::fs::write(
+        dir.path().join("kafka.toml"),
+        job(&addr, 1, 1, false, counter()),
+    )
+    .unwrap();
+    let (code, _, err) = wrun(dir.path(), &["deploy", "kafka.toml", "--data-dir", &d]);
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("sink 'out'") && err.contains("\"out\" does not exist"),
+        "{err}"
+    );
+    // No stream `IN`.
+    let m = job(&addr, 1, 1, false, counter()).replacen(
+        "kind = \"kafka\"\nbootstrap-servers",
+        &format!(
+            "kind = \"nats\"\nservers = [\"{}\"]\nstream = \"IN\"\n#",
+            nats.url()
+        ),
+        1,
+    );
+    let m = m.replacen("topics = [\"in\"]\ngroup-id = \"wrun-test\"\n", "", 1);
+    std::fs::write(dir.path().join("nats.toml"), &m).unwrap();
+    let (code, _, err) = wrun(dir.path(), &["deploy", "nats.toml", "--data-dir", &d]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("\"IN\" does not exist"), "{m}\n{err}");
+    // Nothing was deployed.
+    let list = ok(dir.path(), &["job", "list", "--data-dir", &d]);
+    assert!(!list.contains("test"), "{list}");
 }

@@ -369,7 +369,7 @@ fn a_resume_at_another_parallelism_reassigns_the_splits() {
 }
 
 #[test]
-fn stop_with_a_savepoint_and_resume_at_another_parallelism() {
+fn stop_with_a_savepoint_swap_the_module_and_resume_at_another_parallelism() {
     let (_nats, url) = with_streams();
     let (msgs, golden) = input(3000, &["a", "b"]);
     let (first, rest) = msgs.split_at(1500);
@@ -429,11 +429,12 @@ fn stop_with_a_savepoint_and_resume_at_another_parallelism() {
         &["savepoint", "inspect", "half", "--data-dir", d],
     );
     assert!(shown.contains("stream/IN/in.a.>"), "{shown}");
-    // More input while the job is down, then resume at parallelism 3.
+    // More input while the job is down, then counter v2 at parallelism 3.
     publish(&url, rest);
     std::fs::write(
         dir.path().join("resume.toml"),
-        job(&url, 3, 3, &subjects, true),
+        job(&url, 3, 3, &subjects, true)
+            .replace(guest("wordcount-counter"), guest("wordcount-counter-v2")),
     )
     .unwrap();
     ok(
@@ -447,7 +448,10 @@ fn stop_with_a_savepoint_and_resume_at_another_parallelism() {
             d,
         ],
     );
-    assert_eq!(sorted_stream(&url, "OUT"), golden);
+    // v2's counts continue v1's: each count once.
+    let (counts, continued) = v2_counts(&sorted_stream(&url, "OUT"));
+    assert_eq!(counts, golden);
+    assert!(continued > 0, "no v2 count continued from v1's");
 }
 
 #[test]

@@ -358,6 +358,26 @@ impl ClientContext for Context {
 
 impl rdkafka::consumer::ConsumerContext for Context {}
 
+/// Checks that the cluster answers and that every topic exists (the
+/// check `wrun deploy` makes before it accepts a job).
+pub fn check_topics(c: &KafkaConnection, topics: &[String]) -> Result<(), ConnectError> {
+    let ctx = Context::new(c);
+    let health = ctx.health.clone();
+    use rdkafka::consumer::Consumer;
+    let consumer: rdkafka::consumer::BaseConsumer<Context> = client_config(c, "wrun-check")?
+        .set("group.id", "wrun-check")
+        .create_with_context(ctx)
+        .map_err(|e| ConnectError::fatal(format!("cannot create a Kafka client: {e}")))?;
+    for t in topics {
+        partitions(consumer.client(), &health, t, START_TIMEOUT, &|| {
+            for _ in 0..5 {
+                let _ = consumer.poll(Duration::from_millis(20));
+            }
+        })?;
+    }
+    Ok(())
+}
+
 /// A split's stable name: `topic/<topic>/<partition>`.
 fn split_name(topic: &str, partition: i32) -> String {
     format!("topic/{topic}/{partition}")

@@ -186,6 +186,16 @@ async fn connect(c: &NatsConnection, name: &str) -> Result<async_nats::Client, C
         })
 }
 
+/// Checks that a server answers and that `stream` exists (the check
+/// `wrun deploy` makes before it accepts a job).
+pub fn check_stream(c: &NatsConnection, stream: &str) -> Result<(), ConnectError> {
+    block_on(async {
+        let client = connect(c, "wrun check").await?;
+        let js = async_nats::jetstream::new(client);
+        get_stream(&js, c, stream).await.map(|_| ())
+    })?
+}
+
 /// Looks up `stream`: a clear error when it does not exist.
 async fn get_stream(
     js: &async_nats::jetstream::Context,
