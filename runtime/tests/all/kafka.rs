@@ -49,12 +49,20 @@ pub struct Broker {
 
 impl Broker {
     pub fn start() -> Broker {
+        Broker::start_with(Vec::new())
+    }
+
+    /// Starts a broker with extra arguments (`--cert`, `--key`).
+    pub fn start_with(args: Vec<String>) -> Broker {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("nisshi.db");
         let d = db.clone();
         let daemon = Daemon::start(
             "the Kafka broker",
-            Box::new(move |port| spawn_broker(port, &d, &[])),
+            Box::new(move |port| {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                spawn_broker(port, &d, &args)
+            }),
         );
         Broker {
             daemon,
@@ -109,9 +117,21 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+thread_local! {
+    /// The CA file the helpers' clients trust, for a test whose broker
+    /// talks TLS (set on the test's own thread).
+    static TLS_CA: std::cell::RefCell<Option<PathBuf>> = const { std::cell::RefCell::new(None) };
+}
+
 fn config(addr: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", addr);
+    TLS_CA.with(|t| {
+        if let Some(ca) = &*t.borrow() {
+            c.set("security.protocol", "ssl")
+                .set("ssl.ca.location", ca.display().to_string());
+        }
+    });
     c
 }
 
@@ -852,4 +872,68 @@ fn deploy_refuses_a_missing_topic_or_stream() {
     // Nothing was deployed.
     let list = ok(dir.path(), &["job", "list", "--data-dir", &d]);
     assert!(!list.contains("test"), "{list}");
+}
+
+/// TLS: a broker with a self-signed certificate for 127.0.0.1; the job
+/// verifies it by `tls-ca-file` (source and sink), exactly-once; without
+/// the CA (`tls = true`, the system's CAs) the handshake fails clearly.
+#[test]
+fn tls_with_a_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (scripts/setup installs it)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let broker = Broker::start_with(vec![
+        "--cert".into(),
+        cert.display().to_string(),
+        "--key".into(),
+        key.display().to_string(),
+    ]);
+    let addr = broker.addr();
+    TLS_CA.with(|t| *t.borrow_mut() = Some(cert.clone()));
+    create_topic(&addr, "in", 2);
+    create_topic(&addr, "out", 2);
+    let (recs, golden) = input(500, 7);
+    produce(&addr, "in", &recs);
+    let m = job(&addr, 1, 1, true, counter()).replace(
+        "bootstrap-servers",
+        &format!(
+            "tls-ca-file = {:?}\nbootstrap-servers",
+            cert.display().to_string()
+        ),
+    );
+    std::fs::write(dir.path().join("run.toml"), m).unwrap();
+    let out = wrun_run_cmd(dir.path(), "run.toml", &[], None)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sorted_topic(&addr, "out"), golden);
+    // The system's CAs do not know the broker's certificate.
+    let m = job(&addr, 1, 1, true, counter())
+        .replace("bootstrap-servers", "tls = true\nbootstrap-servers");
+    let err = fails(dir.path(), &m);
+    assert!(err.contains(&addr) && err.contains("SSL"), "{err}");
 }
