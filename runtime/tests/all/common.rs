@@ -363,3 +363,15 @@ pub fn v2_counts(all: &[(String, String)]) -> (Vec<(String, String)>, usize) {
     counts.sort();
     (counts, continued)
 }
+
+/// [`wrun_run_cmd`] run to its end; panics with its log unless it
+/// succeeds. Returns the log.
+pub fn wrun_run_ok(dir: &Path, manifest: &str, extra: &[&str]) -> String {
+    let out = wrun_run_cmd(dir, manifest, extra, None).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "wrun run {manifest} {extra:?} failed: {log}"
+    );
+    log
+}

@@ -438,14 +438,7 @@ fn at_least_once_loses_nothing_across_a_sigkill() {
     run_until_killed(dir.path(), "processing", "processing:0", || {
         committed_len(&addr, "out") >= 300
     });
-    let out = wrun_run_cmd(dir.path(), "resume.toml", &["--resume"], None)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    wrun_run_ok(dir.path(), "resume.toml", &["--resume"]);
     assert_nothing_lost(&sorted_topic(&addr, "out"), &golden, "at-least-once");
 }
 
@@ -922,14 +915,7 @@ fn tls_with_a_ca_file() {
         ),
     );
     std::fs::write(dir.path().join("run.toml"), m).unwrap();
-    let out = wrun_run_cmd(dir.path(), "run.toml", &[], None)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    wrun_run_ok(dir.path(), "run.toml", &[]);
     assert_eq!(sorted_topic(&addr, "out"), golden);
     // The system's CAs do not know the broker's certificate.
     let m = job(&addr, 1, 1, true, counter())

@@ -357,14 +357,7 @@ fn a_resume_at_another_parallelism_reassigns_the_splits() {
         job(&url, 4, 3, &subjects, true),
     )
     .unwrap();
-    let out = wrun_run_cmd(dir.path(), "resume.toml", &["--resume"], None)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    wrun_run_ok(dir.path(), "resume.toml", &["--resume"]);
     assert_eq!(sorted_stream(&url, "OUT"), golden);
 }
 
