@@ -478,8 +478,45 @@ fn kafka_connection(
     })
 }
 
+/// Whether `t` is a Kafka topic name (1-249 letters, digits, '.', '_', '-').
+fn topic_name(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 249
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 /// Errors for connector fields set on a kind they do not apply to; each
 /// field lists the kinds it applies to.
+/// Where a field is in the manifest, when it is set.
+fn span<T>(v: &Option<Spanned<T>>) -> Option<std::ops::Range<usize>> {
+    v.as_ref().map(|v| v.span())
+}
+
+/// The [`FieldUse`]s of the connection fields a source and a sink share
+/// (`$nats`, `$kafka`: the spec's kinds they apply to).
+macro_rules! connection_fields {
+    ($s:expr, $nats:expr, $kafka:expr) => {
+        [
+            ("servers", span(&$s.servers), &[$nats][..]),
+            ("stream", span(&$s.stream), &[$nats][..]),
+            ("token", span(&$s.token), &[$nats][..]),
+            ("creds-file", span(&$s.creds_file), &[$nats][..]),
+            ("user", span(&$s.user), &[$nats, $kafka][..]),
+            ("password", span(&$s.password), &[$nats, $kafka][..]),
+            ("tls-ca-file", span(&$s.tls_ca_file), &[$nats, $kafka][..]),
+            (
+                "bootstrap-servers",
+                span(&$s.bootstrap_servers),
+                &[$kafka][..],
+            ),
+            ("sasl-mechanism", span(&$s.sasl_mechanism), &[$kafka][..]),
+            ("tls", span(&$s.tls), &[$kafka][..]),
+            ("properties", span(&$s.properties), &[$kafka][..]),
+        ]
+    };
+}
+
 /// A connector field: its name, its span when set, the kinds it applies to.
 type FieldUse<'k, K> = (&'static str, Option<std::ops::Range<usize>>, &'k [K]);
 
@@ -717,81 +754,34 @@ pub fn parse_manifest(
                 }
             };
         let nf = nats_fields!("source", s);
-        {
-            use SourceKindName::{Kafka, Nats};
-            let sp = |v: Option<std::ops::Range<usize>>| v;
-            fields_apply(
-                kind,
+        fields_apply(
+            kind,
+            &[
+                &connection_fields!(s, SourceKindName::Nats, SourceKindName::Kafka)[..],
                 &[
-                    ("servers", sp(s.servers.as_ref().map(|v| v.span())), &[Nats]),
-                    ("stream", sp(s.stream.as_ref().map(|v| v.span())), &[Nats]),
-                    ("token", sp(s.token.as_ref().map(|v| v.span())), &[Nats]),
-                    (
-                        "creds-file",
-                        sp(s.creds_file.as_ref().map(|v| v.span())),
-                        &[Nats],
-                    ),
-                    (
-                        "subjects",
-                        sp(s.subjects.as_ref().map(|v| v.span())),
-                        &[Nats],
-                    ),
-                    (
-                        "user",
-                        sp(s.user.as_ref().map(|v| v.span())),
-                        &[Nats, Kafka],
-                    ),
-                    (
-                        "password",
-                        sp(s.password.as_ref().map(|v| v.span())),
-                        &[Nats, Kafka],
-                    ),
-                    (
-                        "tls-ca-file",
-                        sp(s.tls_ca_file.as_ref().map(|v| v.span())),
-                        &[Nats, Kafka],
-                    ),
+                    ("subjects", span(&s.subjects), &[SourceKindName::Nats][..]),
                     (
                         "start",
-                        sp(s.start.as_ref().map(|v| v.span())),
-                        &[Nats, Kafka],
+                        span(&s.start),
+                        &[SourceKindName::Nats, SourceKindName::Kafka][..],
                     ),
                     (
                         "bounded",
-                        sp(s.bounded.as_ref().map(|v| v.span())),
-                        &[Nats, Kafka],
+                        span(&s.bounded),
+                        &[SourceKindName::Nats, SourceKindName::Kafka][..],
                     ),
-                    (
-                        "bootstrap-servers",
-                        sp(s.bootstrap_servers.as_ref().map(|v| v.span())),
-                        &[Kafka],
-                    ),
-                    ("topics", sp(s.topics.as_ref().map(|v| v.span())), &[Kafka]),
-                    (
-                        "group-id",
-                        sp(s.group_id.as_ref().map(|v| v.span())),
-                        &[Kafka],
-                    ),
+                    ("topics", span(&s.topics), &[SourceKindName::Kafka][..]),
+                    ("group-id", span(&s.group_id), &[SourceKindName::Kafka][..]),
                     (
                         "partition-discovery-ms",
-                        sp(s.partition_discovery_ms.as_ref().map(|v| v.span())),
-                        &[Kafka],
-                    ),
-                    (
-                        "sasl-mechanism",
-                        sp(s.sasl_mechanism.as_ref().map(|v| v.span())),
-                        &[Kafka],
-                    ),
-                    ("tls", sp(s.tls.as_ref().map(|v| v.span())), &[Kafka]),
-                    (
-                        "properties",
-                        sp(s.properties.as_ref().map(|v| v.span())),
-                        &[Kafka],
+                        span(&s.partition_discovery_ms),
+                        &[SourceKindName::Kafka][..],
                     ),
                 ],
-                not_for,
-            )?;
-        }
+            ]
+            .concat(),
+            not_for,
+        )?;
         let source = match kind {
             SourceKindName::Kafka => {
                 for (f, sp) in [
@@ -809,14 +799,7 @@ pub fn parse_manifest(
                 let connection = kafka_connection(&ctx, &kafka_fields!("source", s), base_dir)?;
                 let topics = match &s.topics {
                     Some(t)
-                        if t.get_ref().is_empty()
-                            || t.get_ref().iter().any(|x| {
-                                x.is_empty()
-                                    || x.len() > 249
-                                    || !x.chars().all(|c| {
-                                        c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
-                                    })
-                            }) =>
+                        if t.get_ref().is_empty() || !t.get_ref().iter().all(|x| topic_name(x)) =>
                     {
                         return Err(ctx.err(t.span(), format!("source '{name}': `topics` must list one or more topic names (letters, digits, '.', '_', '-')")));
                     }
@@ -1122,77 +1105,29 @@ pub fn parse_manifest(
                 )),
                 None => Ok(()),
             };
-            let sp = |v: Option<std::ops::Range<usize>>| v;
             fields_apply(
                 kind,
                 &[
-                    ("servers", sp(s.servers.as_ref().map(|v| v.span())), &[Nats]),
-                    ("stream", sp(s.stream.as_ref().map(|v| v.span())), &[Nats]),
-                    ("token", sp(s.token.as_ref().map(|v| v.span())), &[Nats]),
-                    (
-                        "creds-file",
-                        sp(s.creds_file.as_ref().map(|v| v.span())),
-                        &[Nats],
-                    ),
-                    ("subject", sp(s.subject.as_ref().map(|v| v.span())), &[Nats]),
-                    (
-                        "user",
-                        sp(s.user.as_ref().map(|v| v.span())),
-                        &[Nats, Kafka],
-                    ),
-                    (
-                        "password",
-                        sp(s.password.as_ref().map(|v| v.span())),
-                        &[Nats, Kafka],
-                    ),
-                    (
-                        "tls-ca-file",
-                        sp(s.tls_ca_file.as_ref().map(|v| v.span())),
-                        &[Nats, Kafka],
-                    ),
-                    (
-                        "delivery",
-                        sp(s.delivery.as_ref().map(|v| v.span())),
-                        &[Nats, Kafka],
-                    ),
-                    (
-                        "parallelism",
-                        sp(s.parallelism.as_ref().map(|v| v.span())),
-                        &[Nats, Kafka],
-                    ),
-                    (
-                        "bootstrap-servers",
-                        sp(s.bootstrap_servers.as_ref().map(|v| v.span())),
-                        &[Kafka],
-                    ),
-                    ("topic", sp(s.topic.as_ref().map(|v| v.span())), &[Kafka]),
-                    (
-                        "partition",
-                        sp(s.partition.as_ref().map(|v| v.span())),
-                        &[Kafka],
-                    ),
-                    (
-                        "transaction-timeout-ms",
-                        sp(s.transaction_timeout_ms.as_ref().map(|v| v.span())),
-                        &[Kafka],
-                    ),
-                    (
-                        "transactional-id-prefix",
-                        sp(s.transactional_id_prefix.as_ref().map(|v| v.span())),
-                        &[Kafka],
-                    ),
-                    (
-                        "sasl-mechanism",
-                        sp(s.sasl_mechanism.as_ref().map(|v| v.span())),
-                        &[Kafka],
-                    ),
-                    ("tls", sp(s.tls.as_ref().map(|v| v.span())), &[Kafka]),
-                    (
-                        "properties",
-                        sp(s.properties.as_ref().map(|v| v.span())),
-                        &[Kafka],
-                    ),
-                ],
+                    &connection_fields!(s, Nats, Kafka)[..],
+                    &[
+                        ("subject", span(&s.subject), &[Nats][..]),
+                        ("delivery", span(&s.delivery), &[Nats, Kafka][..]),
+                        ("parallelism", span(&s.parallelism), &[Nats, Kafka][..]),
+                        ("topic", span(&s.topic), &[Kafka][..]),
+                        ("partition", span(&s.partition), &[Kafka][..]),
+                        (
+                            "transaction-timeout-ms",
+                            span(&s.transaction_timeout_ms),
+                            &[Kafka][..],
+                        ),
+                        (
+                            "transactional-id-prefix",
+                            span(&s.transactional_id_prefix),
+                            &[Kafka][..],
+                        ),
+                    ],
+                ]
+                .concat(),
                 not_for,
             )?;
         }
@@ -1262,7 +1197,7 @@ pub fn parse_manifest(
                 }
                 let connection = kafka_connection(&ctx, &kafka_fields!("sink", s), base_dir)?;
                 let topic = match &s.topic {
-                    Some(t) if !t.get_ref().is_empty() && t.get_ref().len() <= 249 && t.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) => t.get_ref().clone(),
+                    Some(t) if topic_name(t.get_ref()) => t.get_ref().clone(),
                     Some(t) => return Err(ctx.err(t.span(), format!("sink '{name}': {:?} is not a topic name (letters, digits, '.', '_', '-')", t.get_ref()))),
                     None => return Err(ctx.err(s.name.span(), format!("sink '{name}': a kafka sink needs `topic`"))),
                 };

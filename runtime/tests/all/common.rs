@@ -375,3 +375,18 @@ pub fn wrun_run_ok(dir: &Path, manifest: &str, extra: &[&str]) -> String {
     );
     log
 }
+
+/// `wrun run` of `manifest` (written to `dir/bad.toml`) must fail, within
+/// `within` (a clear error, no hang): its error output.
+pub fn run_fails(dir: &Path, manifest: &str, within: std::time::Duration) -> String {
+    std::fs::write(dir.join("bad.toml"), manifest).unwrap();
+    let started = std::time::Instant::now();
+    let data = dir.join("data");
+    let (code, _, err) = wrun(
+        dir,
+        &["run", "bad.toml", "--data-dir", data.to_str().unwrap()],
+    );
+    assert_ne!(code, 0, "{err}");
+    assert!(started.elapsed() < within, "took {:?}", started.elapsed());
+    err
+}

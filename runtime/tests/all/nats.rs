@@ -480,25 +480,9 @@ fn the_broker_killed_and_restarted_mid_job_loses_and_duplicates_nothing() {
     assert_eq!(sorted_stream(&url, "OUT"), golden);
 }
 
+/// `wrun run` of `manifest` fails, within 30 s: its error output.
 fn fails(dir: &Path, manifest: &str) -> String {
-    std::fs::write(dir.join("bad.toml"), manifest).unwrap();
-    let started = Instant::now();
-    let (code, _, err) = wrun(
-        dir,
-        &[
-            "run",
-            "bad.toml",
-            "--data-dir",
-            dir.join("data").to_str().unwrap(),
-        ],
-    );
-    assert_ne!(code, 0, "{err}");
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "took {:?}",
-        started.elapsed()
-    );
-    err
+    run_fails(dir, manifest, Duration::from_secs(30))
 }
 
 #[test]

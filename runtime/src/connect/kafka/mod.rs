@@ -197,8 +197,8 @@ pub(crate) struct Health {
     address: String,
     down: AtomicBool,
     last_error: Mutex<Option<(RDKafkaErrorCode, String)>>,
-    /// Per-partition lag from the client's statistics (`topic/p` → lag).
-    lag: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Per-partition lag from the client's statistics, by split name.
+    lag: Mutex<BTreeMap<String, i64>>,
 }
 
 impl Health {
@@ -349,7 +349,7 @@ impl ClientContext for Context {
         for (topic, t) in &s.topics {
             for (p, part) in &t.partitions {
                 if *p >= 0 && part.consumer_lag >= 0 {
-                    lag.insert((topic.clone(), *p), part.consumer_lag);
+                    lag.insert(split_name(topic, *p), part.consumer_lag);
                 }
             }
         }

@@ -85,8 +85,7 @@ type Prod = ThreadedProducer<SinkCtx>;
 
 /// A checkpoint's records, staged and waiting for its commit.
 struct Group {
-    checkpoint: u64,
-    bytes: Arc<[u8]>,
+    staged: Staged,
     /// Its records are in the open transaction (flushed at the barrier).
     in_txn: bool,
 }
@@ -455,8 +454,10 @@ impl KafkaWriter {
         self.current.clear();
         self.current_count = 0;
         self.pending.push_back(Group {
-            checkpoint,
-            bytes: bytes.into(),
+            staged: Staged {
+                checkpoint,
+                bytes: bytes.into(),
+            },
             in_txn: self.current_in_txn,
         });
         self.current_in_txn = false;
@@ -465,10 +466,10 @@ impl KafkaWriter {
 
     fn commit_through(&mut self, checkpoint: u64) -> Result<(), ConnectError> {
         while let Some(g) = self.pending.front() {
-            if g.checkpoint > checkpoint {
+            if g.staged.checkpoint > checkpoint {
                 break;
             }
-            let (c, in_txn, bytes) = (g.checkpoint, g.in_txn, g.bytes.clone());
+            let (c, in_txn, bytes) = (g.staged.checkpoint, g.in_txn, g.staged.bytes.clone());
             if !in_txn {
                 let d = decode(&bytes).map_err(ConnectError::fatal)?;
                 self.begin()?;
@@ -522,14 +523,7 @@ impl SinkWriter for KafkaWriter {
         self.stage(checkpoint)?;
         Ok(Prepared {
             file: None,
-            staged: self
-                .pending
-                .iter()
-                .map(|g| Staged {
-                    checkpoint: g.checkpoint,
-                    bytes: g.bytes.clone(),
-                })
-                .collect(),
+            staged: self.pending.iter().map(|g| g.staged.clone()).collect(),
         })
     }
 

@@ -243,12 +243,6 @@ impl KafkaReader {
         self.cfg.bounded && self.splits.iter().all(|s| s.ended)
     }
 
-    fn split_mut(&mut self, topic: &str, p: i32) -> Option<&mut Split> {
-        self.splits
-            .iter_mut()
-            .find(|s| s.partition == p && s.topic == topic)
-    }
-
     /// A consumer error: fatal for what configuration causes, logged (the
     /// client retries) for what the network does.
     fn failed(&mut self, e: KafkaError) -> Result<(), ConnectError> {
@@ -311,7 +305,6 @@ impl SourceReader for KafkaReader {
             };
             match m {
                 Ok(m) => {
-                    let (topic, p, offset) = (m.topic().to_string(), m.partition(), m.offset());
                     let key = match self.cfg.key {
                         KafkaKey::Key => m.key(),
                         KafkaKey::None => None,
@@ -321,8 +314,13 @@ impl SourceReader for KafkaReader {
                         m.payload().unwrap_or_default(),
                         m.timestamp().to_millis(),
                     );
+                    let (p, offset) = (m.partition(), m.offset());
+                    let at = self
+                        .splits
+                        .iter()
+                        .position(|s| s.partition == p && s.topic == m.topic());
                     drop(m);
-                    if let Some(s) = self.split_mut(&topic, p) {
+                    if let Some(s) = at.map(|i| &mut self.splits[i]) {
                         s.next = s.next.max(offset + 1);
                     }
                     added += 1;
@@ -403,7 +401,7 @@ impl SourceReader for KafkaReader {
         self.splits
             .iter()
             .filter_map(|s| {
-                lag.get(&(s.topic.clone(), s.partition))
+                lag.get(s.name.as_str())
                     .map(|l| (s.name.clone(), u64::try_from(*l).unwrap_or(0)))
             })
             .collect()

@@ -21,7 +21,6 @@ use crate::connect::codec::{Cursor, put};
 use crate::connect::{ConnectError, Prepared, SinkContext, SinkWriter, Staged};
 use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::message::PublishMessage;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Group encoding: magic, version.
@@ -29,12 +28,6 @@ const MAGIC: &[u8; 4] = b"WRNS";
 const VERSION: u8 = 1;
 /// Publishes in flight before the sink waits for their PubAcks.
 const IN_FLIGHT: usize = 4096;
-
-/// A checkpoint's messages, waiting for its commit.
-struct Group {
-    checkpoint: u64,
-    bytes: Arc<[u8]>,
-}
 
 /// A sink subtask's writer to a JetStream stream.
 pub struct NatsWriter {
@@ -48,7 +41,7 @@ pub struct NatsWriter {
     current: Vec<u8>,
     current_count: u32,
     /// Groups staged at barriers and not yet published.
-    pending: Vec<Group>,
+    pending: Vec<Staged>,
     /// PubAcks not yet awaited (at-least-once).
     acks: Vec<PublishAckFuture>,
     what: String,
@@ -233,7 +226,7 @@ impl NatsWriter {
         let bytes = encode(&prefix, self.current_count, &self.current);
         self.current.clear();
         self.current_count = 0;
-        self.pending.push(Group {
+        self.pending.push(Staged {
             checkpoint,
             bytes: bytes.into(),
         });
@@ -288,14 +281,7 @@ impl SinkWriter for NatsWriter {
         self.stage(checkpoint);
         Ok(Prepared {
             file: None,
-            staged: self
-                .pending
-                .iter()
-                .map(|g| Staged {
-                    checkpoint: g.checkpoint,
-                    bytes: g.bytes.clone(),
-                })
-                .collect(),
+            staged: self.pending.clone(),
         })
     }
 
