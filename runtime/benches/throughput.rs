@@ -33,6 +33,10 @@
 //! events and 100,000 keys; and per component its size, compile time,
 //! instantiation time and linear memory per subtask.
 //!
+//! For profiling one part alone: `WRUN_BENCH_ONLY=savepoint` (the savepoint
+//! figures), `WRUN_BENCH_ONLY=checkpoint-throughput`, or a variant's name
+//! (`wasm`, `native_state`, `native_hashmap`: that variant's throughput).
+//!
 //! Run: `cargo bench -p wrun-runtime --bench throughput`
 
 use std::collections::HashMap;
@@ -223,15 +227,22 @@ fn main() -> anyhow::Result<()> {
     let rounds = env_u64("WRUN_BENCH_ROUNDS", 3).max(1);
     // `WRUN_BENCH_ONLY=checkpoint-throughput`: just that comparison (for
     // profiling it).
-    let only_cp = std::env::var("WRUN_BENCH_ONLY").is_ok_and(|v| v == "checkpoint-throughput");
-    let only_lang = std::env::var("WRUN_BENCH_ONLY").is_ok_and(|v| v == "languages");
-    if only_lang {
+    // `savepoint`: just the savepoint figures; a variant's name: just that
+    // variant's throughput (both for profiling).
+    let only = std::env::var("WRUN_BENCH_ONLY").unwrap_or_default();
+    let only_cp = only == "checkpoint-throughput";
+    if only == "languages" {
         return language_figures(&sandbox, rounds);
     }
+    if only == "savepoint" {
+        return savepoint_figures(&sandbox, &store);
+    }
+    let only_variant = variants.iter().any(|(name, _)| *name == only);
     let mut rates = HashMap::new();
     if !only_cp {
         let runs: Vec<Run> = variants
             .into_iter()
+            .filter(|(name, _)| !only_variant || *name == only)
             .map(|(name, opts)| (name, graph.clone(), modules.clone(), opts))
             .collect();
         rates = medians(&sandbox, &runs, rounds, events)?;
@@ -242,6 +253,9 @@ fn main() -> anyhow::Result<()> {
                 "records/s",
             );
         }
+    }
+    if only_variant {
+        return Ok(());
     }
     if std::env::var_os("WRUN_BENCH_SKIP_SAVEPOINT").is_none() && !only_cp {
         savepoint_figures(&sandbox, &store)?;

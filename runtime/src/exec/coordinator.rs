@@ -43,7 +43,9 @@ pub(crate) enum AckData {
 pub(crate) enum Ack {
     /// Snapshot done for checkpoint `id`.
     Done { id: u64, data: AckData },
-    /// The subtask reached the end of its input: no more checkpoints can
+    /// The subtask reached the end of its input, which a source tells only
+    /// once every source subtask has (until then an ended source passes
+    /// barriers on with its final position): no more checkpoints can
     /// complete (every subtask must take part).
     Finished,
     /// A request from outside the job ([`JobControl`]).

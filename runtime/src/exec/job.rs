@@ -113,6 +113,14 @@ pub fn run_job(
     let shared = Shared {
         cancel: Arc::new(AtomicBool::new(false)),
         first_error: Mutex::new(None),
+        sources_reading: std::sync::atomic::AtomicUsize::new(
+            graph
+                .vertices
+                .iter()
+                .filter(|v| matches!(v.kind, VertexKind::Source(_)))
+                .map(|v| v.parallelism as usize)
+                .sum(),
+        ),
     };
     let n = graph.vertices.len();
     let checkpointing =

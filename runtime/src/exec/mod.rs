@@ -75,16 +75,31 @@ pub fn check_connectors(graph: &crate::job::JobGraph) -> Result<(), String> {
     Ok(())
 }
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// State shared by the subtasks of a running job.
 pub struct Shared {
     cancel: Arc<AtomicBool>,
     first_error: Mutex<Option<ExecError>>,
+    /// Source subtasks that have not reached the end of their input. A
+    /// source subtask that has waits for the others, taking part in
+    /// checkpoints, so that checkpoints go on completing until the whole
+    /// input has ended.
+    sources_reading: AtomicUsize,
 }
 
 impl Shared {
+    /// A source subtask reached the end of its input; returns whether
+    /// others are still reading.
+    fn source_ended(&self) -> bool {
+        self.sources_reading.fetch_sub(1, Ordering::AcqRel) > 1
+    }
+
+    fn sources_reading(&self) -> bool {
+        self.sources_reading.load(Ordering::Acquire) > 0
+    }
+
     fn check_cancel(&self) -> Result<(), ExecError> {
         if self.cancel.load(Ordering::Relaxed) {
             Err(ExecError::Cancelled)

@@ -175,6 +175,40 @@ impl SourceCtl<'_> {
         }
     }
 
+    /// This subtask's input has ended but other source subtasks still
+    /// read: waits for them, passing every barrier on with this subtask's
+    /// final position, so that checkpoints (and the exactly-once sinks'
+    /// commits) go on completing until the whole input has ended. Only
+    /// then does end-of-input go downstream. Returns `true` when a barrier
+    /// stopped the job meanwhile.
+    fn idle_until_input_ends(
+        &self,
+        vertex: &str,
+        subtask: u32,
+        reader: &mut dyn SourceReader,
+        outputs: &mut Outputs,
+        shared: &Shared,
+    ) -> Result<bool, ExecError> {
+        outputs.flush()?;
+        let (Some(trigger), Some(_)) = (&self.trigger, &self.ack) else {
+            return Ok(false);
+        };
+        while shared.sources_reading() {
+            shared.check_cancel()?;
+            match trigger.recv_timeout(CANCEL_POLL) {
+                Ok(b) => {
+                    if self.pass(vertex, subtask, reader.position(), b, outputs)? {
+                        return Ok(true);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(false),
+            }
+            self.completed(reader);
+        }
+        Ok(false)
+    }
+
     fn finished(&self) {
         if let Some(ack) = &self.ack {
             let _ = ack.send(Ack::Finished);
@@ -336,6 +370,12 @@ pub(super) fn run(
         }
     }
     outputs.emit(batch)?;
+    if shared.source_ended()
+        && ctl.idle_until_input_ends(name, index, reader.as_mut(), &mut outputs, shared)?
+    {
+        ctl.stopped(reader.as_mut(), shared);
+        return Ok(emitted);
+    }
     outputs.end()?;
     ctl.finished();
     Ok(emitted)
