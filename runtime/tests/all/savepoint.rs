@@ -527,16 +527,13 @@ fn checkpoints_go_on_after_one_source_subtask_ends() {
     assert!(ended(&sp));
     run.join().unwrap();
     // Resumed (unpaced), the ended source stays ended and the rest is read.
-    start(
+    resume(
         dir.path(),
         &job_with_a_source_that_ends_early(None),
         &d,
-        RunOptions {
-            restore: Some(sp.checkpoint.clone()),
-            ..RunOptions::default()
-        },
+        &sp,
+        false,
     )
-    .join()
     .unwrap();
     assert_complete(&dir.path().join("out.jsonl"), 100_001);
 }
