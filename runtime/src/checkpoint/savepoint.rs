@@ -127,6 +127,12 @@ pub trait SavepointStore: Send + Sync {
     fn list(&self) -> Result<Vec<Savepoint>, SavepointError>;
     /// Adds one; its name must be free.
     fn put(&self, sp: &Savepoint) -> Result<(), SavepointError>;
+    /// Fails with [`SavepointError::NameTaken`] when `sp`'s ID, or its
+    /// name, is already another savepoint's ID or name. (The default
+    /// reads every record; a store can answer with less.)
+    fn check_free(&self, sp: &Savepoint) -> Result<(), SavepointError> {
+        check_free(&self.list()?, sp)
+    }
     /// Removes one by ID; `false` if there was none.
     fn remove(&self, id: &str) -> Result<bool, SavepointError>;
 }
@@ -149,7 +155,7 @@ pub fn register(
     registry: &dyn SavepointStore,
     sp: &Savepoint,
 ) -> Result<(), SavepointError> {
-    check_free(&registry.list()?, sp)?;
+    registry.check_free(sp)?;
     begin(store).put_pin(&pin_of(sp, registry))?;
     if let Err(e) = registry.put(sp) {
         store.delete_pin(&sp.id)?;
@@ -367,6 +373,28 @@ impl FsSavepoints {
     pub fn path_of(&self, id: &str) -> PathBuf {
         self.root.join(format!("{id}.json"))
     }
+
+    /// Every record file (not temporary or hidden ones): its path, and
+    /// its bytes when read.
+    #[allow(clippy::type_complexity)]
+    fn records(
+        &self,
+    ) -> Result<impl Iterator<Item = (PathBuf, Result<Vec<u8>, SavepointError>)> + '_, SavepointError>
+    {
+        let mut names = Vec::new();
+        for e in self.dir.entries().map_err(io("list", &self.root))? {
+            let e = e.map_err(io("list", &self.root))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !(fsutil::is_temp(&name) || name.starts_with('.') || !name.ends_with(".json")) {
+                names.push(name);
+            }
+        }
+        Ok(names.into_iter().map(|name| {
+            let path = self.root.join(&name);
+            let bytes = self.dir.read(&name).map_err(io("read", &path));
+            (path, bytes)
+        }))
+    }
 }
 
 impl SavepointStore for FsSavepoints {
@@ -378,26 +406,59 @@ impl SavepointStore for FsSavepoints {
     }
     fn list(&self) -> Result<Vec<Savepoint>, SavepointError> {
         let mut out = Vec::new();
-        for e in self.dir.entries().map_err(io("list", &self.root))? {
-            let e = e.map_err(io("list", &self.root))?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if fsutil::is_temp(&name) || name.starts_with('.') || !name.ends_with(".json") {
-                continue;
-            }
-            let path = self.root.join(&name);
-            let bytes = self.dir.read(&name).map_err(io("read", &path))?;
-            out.push(parse_record(&path, &bytes)?);
+        for (path, bytes) in self.records()? {
+            out.push(parse_record(&path, &bytes?)?);
         }
         Ok(sorted(out))
     }
     fn put(&self, sp: &Savepoint) -> Result<(), SavepointError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        check_free(&self.list()?, sp)?;
+        SavepointStore::check_free(self, sp)?;
         let bytes = serde_json::to_vec_pretty(sp).map_err(|e| SavepointError::Unreadable {
             path: self.path_of(&sp.id),
             error: e.into(),
         })?;
         write_atomic(&self.dir, &self.root, &format!("{}.json", sp.id), &bytes)
+    }
+    /// IDs are file names: an unnamed savepoint reads no record. A named
+    /// one reads each record's `id` and `name` only (skipping the
+    /// manifest), so registering stays cheap however many savepoints
+    /// there are.
+    fn check_free(&self, sp: &Savepoint) -> Result<(), SavepointError> {
+        check_name(&sp.id)?;
+        let exists = |id: &str| {
+            let name = format!("{id}.json");
+            self.dir
+                .try_exists(&name)
+                .map_err(io("read", &self.root.join(name)))
+        };
+        if exists(&sp.id)? {
+            return Err(SavepointError::NameTaken(sp.id.clone()));
+        }
+        let Some(n) = &sp.name else {
+            return Ok(());
+        };
+        check_name(n)?;
+        if exists(n)? {
+            return Err(SavepointError::NameTaken(n.clone()));
+        }
+        /// What a name check needs of a record.
+        #[derive(Deserialize)]
+        struct Head {
+            id: String,
+            name: Option<String>,
+        }
+        for (path, bytes) in self.records()? {
+            let head: Head =
+                serde_json::from_slice(&bytes?).map_err(|e| SavepointError::Unreadable {
+                    path: path.clone(),
+                    error: e.into(),
+                })?;
+            if head.id != sp.id && head.name.as_deref() == Some(n) {
+                return Err(SavepointError::NameTaken(n.clone()));
+            }
+        }
+        Ok(())
     }
     fn remove(&self, id: &str) -> Result<bool, SavepointError> {
         check_name(id)?;
@@ -530,7 +591,7 @@ pub fn import(
         sp.name = name;
     }
     sp.backend = registry.backend();
-    check_free(&registry.list()?, &sp)?;
+    registry.check_free(&sp)?;
     // No collector may run between the chunks and the pin.
     let txn = begin(into);
     for c in sp.checkpoint.chunks() {
@@ -567,6 +628,54 @@ mod tests {
         let err = messages(&open_export(dir.path()).unwrap_err());
         assert!(err[0].ends_with("savepoint.json is unreadable"), "{err:?}");
         assert!(err[1].contains("EOF while parsing"), "{err:?}");
+    }
+
+    fn record(id: &str, name: Option<&str>) -> Savepoint {
+        Savepoint {
+            format: SAVEPOINT_FORMAT,
+            id: id.into(),
+            name: name.map(Into::into),
+            backend: SavepointBackend::Filesystem,
+            created_at_ms: 0,
+            stopped: false,
+            drained: false,
+            checkpoint: CheckpointManifest::empty("job", crate::checkpoint::CheckpointId(1), 16),
+        }
+    }
+
+    #[test]
+    fn the_file_store_checks_names_as_the_records_say() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FsSavepoints::open(dir.path()).unwrap();
+        let mem = MemorySavepoints::default();
+        for store in [&fs as &dyn SavepointStore, &mem] {
+            store.put(&record("sp-a", Some("before"))).unwrap();
+            store.put(&record("sp-b", None)).unwrap();
+        }
+        let taken = |sp: &Savepoint| {
+            let by_fs = matches!(fs.check_free(sp), Err(SavepointError::NameTaken(_)));
+            let by_list = matches!(mem.check_free(sp), Err(SavepointError::NameTaken(_)));
+            assert_eq!(by_fs, by_list, "{sp:?}");
+            by_fs
+        };
+        assert!(taken(&record("sp-a", None)), "an ID in use");
+        assert!(taken(&record("sp-c", Some("before"))), "a name in use");
+        assert!(
+            taken(&record("sp-c", Some("sp-b"))),
+            "another's ID as a name"
+        );
+        assert!(!taken(&record("sp-c", Some("after"))));
+        assert!(!taken(&record("sp-c", None)));
+        assert!(matches!(
+            fs.put(&record("sp-d", Some("before"))),
+            Err(SavepointError::NameTaken(n)) if n == "before"
+        ));
+        // An unreadable record blocks no unnamed savepoint (its ID is its
+        // file name), and is named when a name must be checked.
+        std::fs::write(dir.path().join("sp-x.json"), b"{").unwrap();
+        fs.put(&record("sp-e", None)).unwrap();
+        let err = fs.check_free(&record("sp-f", Some("n"))).unwrap_err();
+        assert!(err.to_string().contains("sp-x.json"), "{err}");
     }
 
     #[test]
