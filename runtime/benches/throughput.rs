@@ -519,10 +519,8 @@ fn checkpoint_figures() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let store = FsStore::open(dir.path())?;
         // The previous checkpoint's key group refs: what deltas build on.
-        let mut last: std::collections::HashMap<
-            u16,
-            (wrun::checkpoint::KeyGroupRef, wrun::state::GroupSnapshot),
-        > = Default::default();
+        let mut last: std::collections::HashMap<u16, wrun::checkpoint::KeyGroupRef> =
+            Default::default();
         let mut write = |state: &mut KeyedState, label: &str, id: u64| -> anyhow::Result<()> {
             let t = std::time::Instant::now();
             let snap = state.snapshot(last.is_empty());
@@ -530,13 +528,7 @@ fn checkpoint_figures() -> anyhow::Result<()> {
             let previous = |kg: u16| last.get(&kg).cloned();
             let txn = wrun::checkpoint::begin(&store);
             let (refs, full, new) = wrun::checkpoint::write_key_groups(&txn, &previous, &snap)?;
-            last = refs
-                .iter()
-                .filter_map(|r| {
-                    let g = snap.groups.iter().find(|g| g.key_group.0 == r.key_group)?;
-                    Some((r.key_group, (r.clone(), g.clone())))
-                })
-                .collect();
+            last = refs.iter().map(|r| (r.key_group, r.clone())).collect();
             let manifest = wrun::checkpoint::CheckpointManifest {
                 format: wrun::checkpoint::MANIFEST_FORMAT,
                 job: "bench".into(),

@@ -11,20 +11,20 @@ pub const MAX_DELTAS: usize = 8;
 
 /// Writes one subtask's keyed state snapshot: key groups nobody wrote to
 /// point at the previous checkpoint's chunks, written ones get a delta
-/// chunk (what differs from the previous checkpoint's snapshot of the
-/// group) on their previous chain, and the rest are written whole: the
-/// first time, after a full barrier, when more than half of a group's keys
-/// changed, or when a chain would grow past [`MAX_DELTAS`] or past the size
-/// of its base. `previous` gives, per key group, the previous checkpoint's
-/// ref and snapshot. Returns the refs, the bytes they cover and the bytes
-/// newly written.
+/// chunk (the keys written or removed since the previous checkpoint's
+/// snapshot, [`GroupSnapshot::delta`]) on their previous chain, and the
+/// rest are written whole: the first time, after a full barrier, when more
+/// than half of a group's keys changed, or when a chain would grow past
+/// [`MAX_DELTAS`] or past the size of its base. `previous` gives, per key
+/// group, the previous checkpoint's ref. Returns the refs, the bytes they
+/// cover and the bytes newly written.
 ///
 /// Key groups are independent: they are encoded, hashed and written on up
 /// to [`encode_threads`] threads at once, each taking a contiguous share,
 /// and the refs come back in key-group order.
 pub fn write_key_groups(
     txn: &Txn<'_>,
-    previous: &(dyn Fn(u16) -> Option<(KeyGroupRef, GroupSnapshot)> + Sync),
+    previous: &(dyn Fn(u16) -> Option<KeyGroupRef> + Sync),
     snap: &StateSnapshot,
 ) -> Result<(Vec<KeyGroupRef>, u64, u64), StoreError> {
     let threads = encode_threads(snap.groups.len());
@@ -64,7 +64,7 @@ pub fn encode_threads(groups: usize) -> usize {
 /// [`write_key_groups`] for a share of the key groups, on one thread.
 fn write_some(
     txn: &Txn<'_>,
-    previous: &(dyn Fn(u16) -> Option<(KeyGroupRef, GroupSnapshot)> + Sync),
+    previous: &(dyn Fn(u16) -> Option<KeyGroupRef> + Sync),
     groups: &[GroupSnapshot],
 ) -> Result<(Vec<KeyGroupRef>, u64, u64), StoreError> {
     let (mut refs, mut full, mut new) = (Vec::new(), 0u64, 0u64);
@@ -72,9 +72,9 @@ fn write_some(
         let kg = g.key_group.0;
         let base = previous(kg);
         let reused = match (g.change, base) {
-            (Change::Unchanged, Some((base, _))) => Some(base),
-            (Change::Written, Some((mut base, prev))) if base.deltas.len() < MAX_DELTAS => g
-                .delta_from(&prev)
+            (Change::Unchanged, Some(base)) => Some(base),
+            (Change::Written, Some(mut base)) if base.deltas.len() < MAX_DELTAS => g
+                .delta()
                 .filter(|d| {
                     let chain: u64 = base.deltas.iter().map(|d| d.bytes).sum();
                     chain + d.len() as u64 <= base.bytes
@@ -199,39 +199,27 @@ mod tests {
     fn checkpoint(
         store: &MemStore,
         s: &mut KeyedState,
-        last: &mut HashMap<u16, (KeyGroupRef, GroupSnapshot)>,
+        last: &mut HashMap<u16, KeyGroupRef>,
     ) -> (u64, u64) {
         let snap = s.snapshot(last.is_empty());
         let previous = |kg: u16| last.get(&kg).cloned();
         let (refs, full, new) =
             write_key_groups(&crate::checkpoint::begin(store), &previous, &snap).unwrap();
-        let groups: HashMap<u16, GroupSnapshot> = snap
-            .groups
-            .iter()
-            .map(|g| (g.key_group.0, g.clone()))
-            .collect();
-        *last = refs
-            .into_iter()
-            .map(|r| (r.key_group, (r.clone(), groups[&r.key_group].clone())))
-            .collect();
+        *last = refs.into_iter().map(|r| (r.key_group, r)).collect();
         (full, new)
     }
 
     /// Restores every key group from `last` and checks it equals `s`.
-    fn assert_restores(
-        store: &MemStore,
-        s: &KeyedState,
-        last: &HashMap<u16, (KeyGroupRef, GroupSnapshot)>,
-    ) {
+    fn assert_restores(store: &MemStore, s: &KeyedState, last: &HashMap<u16, KeyGroupRef>) {
         let mut restored = state();
-        for (r, _) in last.values() {
+        for r in last.values() {
             read_key_group(store, r, &mut restored).unwrap();
         }
         // The same on many threads, into a state whose names were
         // registered in another order (ids are matched by name).
         let mut parallel = state();
         parallel.id("registered-first", StateKind::Value).unwrap();
-        let refs: Vec<&KeyGroupRef> = last.values().map(|(r, _)| r).collect();
+        let refs: Vec<&KeyGroupRef> = last.values().collect();
         read_key_groups(store, &refs, &mut parallel).unwrap();
         for kg in (0..GROUPS).map(KeyGroup) {
             assert_eq!(
@@ -310,7 +298,7 @@ mod tests {
             }
             checkpoint(&store, &mut s, &mut last);
             assert_restores(&store, &s, &last);
-            longest = longest.max(last.values().map(|(r, _)| r.deltas.len()).max().unwrap());
+            longest = longest.max(last.values().map(|r| r.deltas.len()).max().unwrap());
         }
         assert!(longest > 0, "small changes are written as deltas");
         assert!(longest <= MAX_DELTAS, "chains stay bounded: {longest}");

@@ -16,7 +16,7 @@ use crate::checkpoint::{
 };
 use crate::job::{CheckpointSettings, JobGraph};
 use crate::sandbox::{OperatorSnapshot, StateFormat};
-use crate::state::GroupSnapshot;
+use crate::state::StateSnapshot;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -29,7 +29,7 @@ pub(crate) enum AckData {
         vertex: usize,
         subtask: u32,
         format: Option<StateFormat>,
-        state: Option<crate::state::StateSnapshot>,
+        state: Option<StateSnapshot>,
         operator_state: Option<OperatorSnapshot>,
     },
     Sink {
@@ -62,9 +62,9 @@ pub(crate) struct Coordinator<'a> {
     pub(crate) acks: Receiver<Ack>,
     pub(crate) tasks: usize,
     pub(crate) next_id: u64,
-    /// Key group refs and snapshots of the last completed checkpoint, by
-    /// (vertex, key group): the bases that deltas are written against.
-    pub(crate) last: HashMap<(usize, u16), (KeyGroupRef, GroupSnapshot)>,
+    /// Key group refs of the last completed checkpoint, by (vertex, key
+    /// group): the chains that deltas are appended to.
+    pub(crate) last: HashMap<(usize, u16), KeyGroupRef>,
     /// Whether the last triggered checkpoint completed: only then do the
     /// subtasks' changes since their last snapshot line up with `last`.
     pub(crate) last_completed: bool,
@@ -266,7 +266,7 @@ impl Coordinator<'_> {
             let txn = crate::checkpoint::begin(self.store.as_ref());
             self.write(&txn, p, savepoint)
         };
-        let (manifest, groups) = match written {
+        let (manifest, snapshots) = match written {
             Ok(m) => m,
             Err(e) => {
                 let msg = format!("checkpoint {id} failed: {}", crate::report::chain(&e));
@@ -277,10 +277,7 @@ impl Coordinator<'_> {
         };
         self.failures = 0;
         tracing::info!(job = %self.graph.name, checkpoint = id, ms = manifest.duration_ms, full_bytes = manifest.full_bytes, new_bytes = manifest.new_bytes, "checkpoint complete");
-        // Keep each written key group's ref with the snapshot it was
-        // written from: the next delta is what differs from it. (This keeps
-        // the previous version of groups written since alive until the next
-        // checkpoint completes; see docs/checkpoints.md.)
+        // Keep each key group's ref: the next delta goes on its chain.
         let vertex_of = |o: &OperatorStateRef| {
             self.graph
                 .vertices
@@ -293,9 +290,7 @@ impl Coordinator<'_> {
                 continue;
             };
             for k in &o.key_groups {
-                if let Some(g) = groups.get(&(v, k.key_group)) {
-                    last.insert((v, k.key_group), (k.clone(), g.clone()));
-                }
+                last.insert((v, k.key_group), k.clone());
             }
         }
         self.last = last;
@@ -349,9 +344,9 @@ impl Coordinator<'_> {
         for c in &self.commits {
             let _ = c.send(id);
         }
-        if let Err(e) = self.retain() {
-            tracing::warn!(job = %self.graph.name, "checkpoint retention failed: {}", crate::report::chain(&e));
-        }
+        // The checkpoint is durable and registered: answer now. Retention
+        // (deleting expired manifests, collecting their chunks) is
+        // housekeeping after the step, not part of it.
         let stop = request.as_ref().and_then(|r| r.stop);
         if let Some(r) = request {
             let _ = r.reply.send(Ok(Triggered {
@@ -359,6 +354,14 @@ impl Coordinator<'_> {
                 savepoint: savepoint.clone(),
             }));
         }
+        if let Err(e) = self.retain() {
+            tracing::warn!(job = %self.graph.name, "checkpoint retention failed: {}", crate::report::chain(&e));
+        }
+        // The snapshots are dropped once the requester has its answer:
+        // where the subtask has written since, they hold the last copy of
+        // the key groups as they were, and freeing a million entries is
+        // not part of the step.
+        drop(snapshots);
         if stop.is_some() { savepoint } else { None }
     }
 
@@ -412,19 +415,16 @@ impl Coordinator<'_> {
     }
 
     /// Writes the checkpoint (for a savepoint: the crash test's savepoint
-    /// points are armed); returns its manifest and the key group snapshots
-    /// it was written from.
+    /// points are armed); returns its manifest and the keyed state
+    /// snapshots it was written from (to be dropped later).
     #[allow(clippy::type_complexity)]
     fn write(
         &self,
         txn: &crate::checkpoint::Txn<'_>,
         p: Pending,
         savepoint: bool,
-    ) -> Result<
-        (CheckpointManifest, HashMap<(usize, u16), GroupSnapshot>),
-        crate::checkpoint::StoreError,
-    > {
-        let mut groups = HashMap::new();
+    ) -> Result<(CheckpointManifest, Vec<StateSnapshot>), crate::checkpoint::StoreError> {
+        let mut snapshots = Vec::new();
         let (mut full, mut new) = (0u64, 0u64);
         let mut operators: BTreeMap<usize, OperatorStateRef> = BTreeMap::new();
         let mut sources = Vec::new();
@@ -495,10 +495,8 @@ impl Coordinator<'_> {
                         entry.key_groups.extend(refs);
                         full += f;
                         new += n;
-                        for g in &snap.groups {
-                            groups.insert((vertex, g.key_group.0), g.clone());
-                        }
                     }
+                    snapshots.extend(state);
                     if let Some(s) = operator_state {
                         let payload = crate::checkpoint::encode_operator_state(
                             &s.format.name,
@@ -544,7 +542,7 @@ impl Coordinator<'_> {
         }
         txn.put_manifest(&m)?;
         super::fault::crash_point("checkpoint-committed");
-        Ok((m, groups))
+        Ok((m, snapshots))
     }
 
     fn retain(&self) -> Result<(), crate::checkpoint::StoreError> {

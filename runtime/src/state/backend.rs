@@ -20,6 +20,25 @@ fn inline(v: Vec<u8>) -> InlineBytes {
     }
 }
 
+/// A table entry: one key's state, and the epoch in which it was last
+/// written. A subtask's epoch is the number of its next snapshot, so the
+/// entries a snapshot stamped with its own epoch are exactly those written
+/// since the previous snapshot: that is its delta, found in one pass over
+/// the table without looking at the previous snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stamped<V> {
+    /// The state.
+    pub value: V,
+    /// The epoch of the last write.
+    pub(super) at: u64,
+}
+
+/// One key's map state: values by map key, ordered by map key.
+pub type KeyMap = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// (state id, key) of keys removed in one key group since a snapshot.
+pub(super) type Removed = Vec<(usize, Vec<u8>)>;
+
 /// (map key, value) pairs of one key's map state.
 pub type MapEntries = Vec<(Vec<u8>, Vec<u8>)>;
 
@@ -161,11 +180,11 @@ pub enum DumpValue {
 #[derive(Debug, Clone)]
 pub enum Table {
     /// Value state.
-    Value(Map<InlineBytes, InlineBytes>),
+    Value(Map<InlineBytes, Stamped<InlineBytes>>),
     /// List state.
-    List(Map<Vec<u8>, Vec<Vec<u8>>>),
+    List(Map<Vec<u8>, Stamped<Vec<Vec<u8>>>>),
     /// Map state, ordered by map key.
-    Map(Map<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>),
+    Map(Map<Vec<u8>, Stamped<KeyMap>>),
 }
 
 impl Table {
@@ -200,6 +219,12 @@ pub struct GroupSnapshot {
     pub key_group: KeyGroup,
     pub(super) names: Arc<Vec<(String, StateKind)>>,
     pub(super) tables: Arc<Vec<Table>>,
+    /// The snapshot's epoch: entries stamped with it were written since
+    /// the previous snapshot.
+    pub(super) epoch: u64,
+    /// (state id, key) of every key removed since the previous snapshot
+    /// (a key may appear twice, or be back in the table).
+    pub(super) removed: Arc<Removed>,
     /// What changed since the previous snapshot.
     pub change: Change,
 }
@@ -210,7 +235,7 @@ pub enum Change {
     /// Nothing was written to it.
     Unchanged,
     /// It was written to: a delta against the previous snapshot of the
-    /// group ([`GroupSnapshot::delta_from`]) holds what changed.
+    /// group ([`GroupSnapshot::delta`]) holds what changed.
     Written,
     /// No previous snapshot to compare with (the first one, or a full one
     /// was asked for): store it whole.
@@ -240,8 +265,15 @@ pub struct KeyedState {
     groups: Vec<Arc<Vec<Table>>>,
     /// `written[kg - range.start]`: whether the key group was written
     /// since the last snapshot (one store per write; which keys changed is
-    /// found later, off the subtask's thread, by comparing snapshots).
+    /// found later, off the subtask's thread, from the entries' stamps).
     written: Vec<bool>,
+    /// The epoch writes are stamped with: the number of the next snapshot.
+    epoch: u64,
+    /// `removed[kg - range.start]`: (state id, key) of the keys removed
+    /// since the last snapshot, for its delta; `None` once there are so
+    /// many that the key group will be written whole anyway. Kept only
+    /// once a snapshot was taken (the first snapshot is whole).
+    removed: Vec<Option<Removed>>,
     /// Whether a snapshot was taken yet.
     snapshotted: bool,
 }
@@ -257,6 +289,8 @@ impl KeyedState {
             names: Vec::new(),
             groups: (0..range.len()).map(|_| Arc::new(Vec::new())).collect(),
             written: vec![false; range.len()],
+            epoch: 1,
+            removed: vec![Some(Vec::new()); range.len()],
             snapshotted: false,
         }
     }
@@ -325,7 +359,7 @@ impl KeyedState {
     /// A snapshot of every owned key group: O(key groups), whatever the
     /// amount of state, so the subtask's pause at a barrier stays short.
     /// Encode it off the subtask's thread with [`GroupSnapshot::encode_full`]
-    /// and [`GroupSnapshot::delta_from`].
+    /// and [`GroupSnapshot::delta`].
     ///
     /// With `full`, every key group is marked [`Change::Full`]; otherwise
     /// each says whether it was written since the previous snapshot, which
@@ -334,14 +368,20 @@ impl KeyedState {
     pub fn snapshot(&mut self, full: bool) -> StateSnapshot {
         let full = full || !self.snapshotted;
         self.snapshotted = true;
+        let epoch = self.epoch;
+        self.epoch += 1;
         let names = Arc::new(self.names.clone());
         let mut groups = Vec::new();
-        for ((kg, tables), written) in self.range.iter().zip(&self.groups).zip(&mut self.written) {
+        let owned = self.range.iter().zip(&self.groups);
+        for ((kg, tables), (written, removed)) in
+            owned.zip(self.written.iter_mut().zip(&mut self.removed))
+        {
+            let removed = removed.replace(Vec::new());
             let held = tables.iter().any(|t| !t.is_empty());
             if !held && !*written {
                 continue;
             }
-            let change = if full {
+            let change = if full || removed.is_none() {
                 Change::Full
             } else if *written {
                 Change::Written
@@ -353,6 +393,8 @@ impl KeyedState {
                 key_group: kg,
                 names: Arc::clone(&names),
                 tables: Arc::clone(tables),
+                epoch,
+                removed: Arc::new(removed.unwrap_or_default()),
                 change,
             });
         }
@@ -455,10 +497,30 @@ impl KeyedState {
         Ok(self.group_table(gi, id))
     }
 
+    /// Records that `key` (of an owned key group, already checked) lost
+    /// its state `id`, for the next snapshot's delta. More removals than
+    /// half the group's keys mean the group is written whole: the list is
+    /// dropped then, so it never outgrows the state.
+    fn note_removed(&mut self, id: usize, key: &[u8]) {
+        if !self.snapshotted {
+            return;
+        }
+        let gi = usize::from(key_group_of(key, self.max_parallelism).0 - self.range.start);
+        let held: usize = self.groups[gi].iter().map(Table::len).sum();
+        let slot = &mut self.removed[gi];
+        if let Some(keys) = slot {
+            if keys.len() > held / 2 {
+                *slot = None;
+            } else {
+                keys.push((id, key.to_vec()));
+            }
+        }
+    }
+
     /// A value state's value.
     pub fn value_get(&mut self, id: usize, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         match self.table(id, key)? {
-            Some(Table::Value(m)) => Ok(m.get(key).map(|v| v.to_vec())),
+            Some(Table::Value(m)) => Ok(m.get(key).map(|v| v.value.to_vec())),
             _ => Ok(None),
         }
     }
@@ -466,7 +528,7 @@ impl KeyedState {
     /// A value state's value, borrowed.
     pub fn value_ref(&mut self, id: usize, key: &[u8]) -> Result<Option<&[u8]>, StateError> {
         match self.table(id, key)? {
-            Some(Table::Value(m)) => Ok(m.get(key).map(|v| v.as_slice())),
+            Some(Table::Value(m)) => Ok(m.get(key).map(|v| v.value.as_slice())),
             _ => Ok(None),
         }
     }
@@ -482,19 +544,24 @@ impl KeyedState {
         if let Some(v) = value {
             self.check_value(id, v)?;
         }
+        let at = self.epoch;
+        let mut removed = false;
         if let Table::Value(m) = self.table_for_write(id, key)? {
             match (value, m.get_mut(key)) {
                 (Some(v), Some(existing)) => {
-                    existing.clear();
-                    existing.extend_from_slice(v);
+                    existing.value.clear();
+                    existing.value.extend_from_slice(v);
+                    existing.at = at;
                 }
                 (Some(v), None) => {
-                    m.insert(InlineBytes::from_slice(key), InlineBytes::from_slice(v));
+                    let value = InlineBytes::from_slice(v);
+                    m.insert(InlineBytes::from_slice(key), Stamped { value, at });
                 }
-                (None, _) => {
-                    m.remove(key);
-                }
+                (None, _) => removed = m.remove(key).is_some(),
             }
+        }
+        if removed {
+            self.note_removed(id, key);
         }
         Ok(())
     }
@@ -509,15 +576,20 @@ impl KeyedState {
         if let Some(v) = &value {
             self.check_value(id, v)?;
         }
+        let at = self.epoch;
+        let mut removed = false;
         if let Table::Value(m) = self.table_for_write(id, &key)? {
             match value {
                 Some(v) => {
-                    m.insert(inline(key), inline(v));
+                    let value = inline(v);
+                    m.insert(inline(key), Stamped { value, at });
+                    return Ok(());
                 }
-                None => {
-                    m.remove(key.as_slice());
-                }
+                None => removed = m.remove(key.as_slice()).is_some(),
             }
+        }
+        if removed {
+            self.note_removed(id, &key);
         }
         Ok(())
     }
@@ -525,7 +597,7 @@ impl KeyedState {
     /// A list state's list.
     pub fn list_get(&mut self, id: usize, key: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
         match self.table(id, key)? {
-            Some(Table::List(m)) => Ok(m.get(key).cloned().unwrap_or_default()),
+            Some(Table::List(m)) => Ok(m.get(key).map(|e| e.value.clone()).unwrap_or_default()),
             _ => Ok(Vec::new()),
         }
     }
@@ -538,8 +610,14 @@ impl KeyedState {
         item: Vec<u8>,
     ) -> Result<(), StateError> {
         self.check_value(id, &item)?;
+        let at = self.epoch;
         if let Table::List(m) = self.table_for_write(id, &key)? {
-            m.entry(key).or_default().push(item);
+            let e = m.entry(key).or_insert_with(|| Stamped {
+                value: Vec::new(),
+                at,
+            });
+            e.value.push(item);
+            e.at = at;
         }
         Ok(())
     }
@@ -554,12 +632,18 @@ impl KeyedState {
         for i in &items {
             self.check_value(id, i)?;
         }
+        let at = self.epoch;
+        let mut removed = false;
         if let Table::List(m) = self.table_for_write(id, &key)? {
             if items.is_empty() {
-                m.remove(&key);
+                removed = m.remove(&key).is_some();
             } else {
-                m.insert(key, items);
+                m.insert(key, Stamped { value: items, at });
+                return Ok(());
             }
+        }
+        if removed {
+            self.note_removed(id, &key);
         }
         Ok(())
     }
@@ -573,7 +657,7 @@ impl KeyedState {
     ) -> Result<Option<Vec<u8>>, StateError> {
         self.check_key(id, map_key, "map key")?;
         match self.table(id, key)? {
-            Some(Table::Map(m)) => Ok(m.get(key).and_then(|e| e.get(map_key)).cloned()),
+            Some(Table::Map(m)) => Ok(m.get(key).and_then(|e| e.value.get(map_key)).cloned()),
             _ => Ok(None),
         }
     }
@@ -590,20 +674,33 @@ impl KeyedState {
         if let Some(v) = &value {
             self.check_value(id, v)?;
         }
+        let at = self.epoch;
+        let mut removed = false;
         if let Table::Map(m) = self.table_for_write(id, &key)? {
             match value {
                 Some(v) => {
-                    m.entry(key).or_default().insert(map_key, v);
+                    let e = m.entry(key).or_insert_with(|| Stamped {
+                        value: BTreeMap::new(),
+                        at,
+                    });
+                    e.value.insert(map_key, v);
+                    e.at = at;
+                    return Ok(());
                 }
                 None => {
                     if let Some(e) = m.get_mut(&key) {
-                        e.remove(&map_key);
-                        if e.is_empty() {
-                            m.remove(&key);
+                        if e.value.remove(&map_key).is_some() {
+                            e.at = at;
+                        }
+                        if e.value.is_empty() {
+                            removed = m.remove(&key).is_some();
                         }
                     }
                 }
             }
+        }
+        if removed {
+            self.note_removed(id, &key);
         }
         Ok(())
     }
@@ -613,7 +710,12 @@ impl KeyedState {
         match self.table(id, key)? {
             Some(Table::Map(m)) => Ok(m
                 .get(key)
-                .map(|e| e.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .map(|e| {
+                    e.value
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                })
                 .unwrap_or_default()),
             _ => Ok(Vec::new()),
         }
@@ -621,16 +723,13 @@ impl KeyedState {
 
     /// Removes a key's state of one name, whatever its kind.
     pub fn clear(&mut self, id: usize, key: &[u8]) -> Result<(), StateError> {
-        match self.table_for_write(id, key)? {
-            Table::Value(m) => {
-                m.remove(key);
-            }
-            Table::List(m) => {
-                m.remove(key);
-            }
-            Table::Map(m) => {
-                m.remove(key);
-            }
+        let removed = match self.table_for_write(id, key)? {
+            Table::Value(m) => m.remove(key).is_some(),
+            Table::List(m) => m.remove(key).is_some(),
+            Table::Map(m) => m.remove(key).is_some(),
+        };
+        if removed {
+            self.note_removed(id, key);
         }
         Ok(())
     }
@@ -646,15 +745,22 @@ impl KeyedState {
                 for t in self.groups.iter().filter_map(|g| g.get(id)) {
                     keys += t.len();
                     bytes += match t {
-                        Table::Value(m) => m.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>(),
+                        Table::Value(m) => m
+                            .iter()
+                            .map(|(k, v)| k.len() + v.value.len())
+                            .sum::<usize>(),
                         Table::List(m) => m
                             .iter()
-                            .map(|(k, l)| k.len() + l.iter().map(Vec::len).sum::<usize>())
+                            .map(|(k, l)| k.len() + l.value.iter().map(Vec::len).sum::<usize>())
                             .sum(),
                         Table::Map(m) => m
                             .iter()
                             .map(|(k, e)| {
-                                k.len() + e.iter().map(|(a, b)| a.len() + b.len()).sum::<usize>()
+                                k.len()
+                                    + e.value
+                                        .iter()
+                                        .map(|(a, b)| a.len() + b.len())
+                                        .sum::<usize>()
                             })
                             .sum(),
                     } as u64;
@@ -678,16 +784,21 @@ impl KeyedState {
             match t {
                 Table::Value(m) => out.extend(
                     m.iter()
-                        .map(|(k, v)| (k.to_vec(), DumpValue::Value(v.to_vec()))),
+                        .map(|(k, v)| (k.to_vec(), DumpValue::Value(v.value.to_vec()))),
                 ),
                 Table::List(m) => out.extend(
                     m.iter()
-                        .map(|(k, l)| (k.clone(), DumpValue::List(l.clone()))),
+                        .map(|(k, l)| (k.clone(), DumpValue::List(l.value.clone()))),
                 ),
                 Table::Map(m) => out.extend(m.iter().map(|(k, e)| {
                     (
                         k.clone(),
-                        DumpValue::Map(e.iter().map(|(a, b)| (a.clone(), b.clone())).collect()),
+                        DumpValue::Map(
+                            e.value
+                                .iter()
+                                .map(|(a, b)| (a.clone(), b.clone()))
+                                .collect(),
+                        ),
                     )
                 })),
             }

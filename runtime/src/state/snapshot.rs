@@ -5,7 +5,7 @@
 //! group hashes to the same chunk and is not written again. The format is
 //! documented in docs/state-format.md ("Key group snapshots").
 
-use super::backend::{GroupSnapshot, KeyedState, StateKind, StateSnapshot, Table};
+use super::backend::{GroupSnapshot, KeyedState, Stamped, StateKind, StateSnapshot, Table};
 use super::keygroup::KeyGroup;
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
@@ -71,39 +71,38 @@ impl Diff<'_> {
     }
 }
 
-/// The keys of `cur` whose state differs from `prev`'s (changed or added,
-/// with the new state) and the keys of `prev` that `cur` lacks (removed).
-fn diff_maps<'a, K, V>(
-    cur: &'a std::collections::HashMap<K, V, foldhash::fast::RandomState>,
-    prev: Option<&'a std::collections::HashMap<K, V, foldhash::fast::RandomState>>,
+/// The keys of `table` written in `epoch` (with their state), and the
+/// keys of `removed` that `table` no longer holds (removed); sorted by key.
+/// `None` when there are more than `budget`.
+fn changed<'a, K, V>(
+    table: &'a std::collections::HashMap<K, Stamped<V>, foldhash::fast::RandomState>,
+    epoch: u64,
+    removed: impl Iterator<Item = &'a [u8]>,
     budget: usize,
 ) -> Option<Changed<'a, V>>
 where
     K: Borrow<[u8]> + std::hash::Hash + Eq,
-    V: PartialEq,
 {
     let mut out = Vec::new();
-    for (k, v) in cur {
-        let k: &[u8] = k.borrow();
-        if prev.and_then(|p| p.get(k)) != Some(v) {
-            out.push((k, Some(v)));
+    for (k, v) in table {
+        if v.at == epoch {
+            out.push((k.borrow(), Some(&v.value)));
             if out.len() > budget {
                 return None;
             }
         }
     }
-    if let Some(p) = prev {
-        for k in p.keys() {
-            let k: &[u8] = k.borrow();
-            if !cur.contains_key(k) {
-                out.push((k, None));
-                if out.len() > budget {
-                    return None;
-                }
+    for k in removed {
+        if !table.contains_key(k) {
+            out.push((k, None));
+            if out.len() > budget {
+                return None;
             }
         }
     }
     out.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    // A key removed twice in one epoch is listed twice.
+    out.dedup_by(|a, b| a.0 == b.0);
     Some(out)
 }
 
@@ -114,13 +113,15 @@ impl GroupSnapshot {
         encode_tables(&self.names, &self.tables)
     }
 
-    /// Encodes what changed in this key group since `prev`, an earlier
-    /// snapshot of it, as a delta chunk (`WRKD`): every key whose state
-    /// differs, with its new state, and every removed key. `None` when
-    /// more than half of the group's keys changed (write it whole then).
-    /// Runs off the subtask's thread; a group nobody wrote to shares its
-    /// tables with `prev` and costs nothing.
-    pub fn delta_from(&self, prev: &GroupSnapshot) -> Option<Vec<u8>> {
+    /// Encodes what changed in this key group since the subtask's
+    /// previous snapshot, as a delta chunk (`WRKD`): every key written
+    /// since (its entry carries this snapshot's epoch), with its new state,
+    /// and every key removed since. `None` when more than half of the
+    /// group's keys changed (write it whole then). One pass over the
+    /// group's entries, off the subtask's thread; only meaningful for a
+    /// group marked [`Change::Written`](super::backend::Change::Written),
+    /// whose previous snapshot became a completed checkpoint.
+    pub fn delta(&self) -> Option<Vec<u8>> {
         let held: usize = self.tables.iter().map(Table::len).sum();
         let budget = held / 2;
         let mut diffs: Vec<(&str, StateKind, Diff<'_>)> = Vec::new();
@@ -129,48 +130,21 @@ impl GroupSnapshot {
             let Some(cur) = self.tables.get(i) else {
                 continue;
             };
-            let prev_table = prev
-                .names
-                .iter()
-                .position(|(n, _)| n == name)
-                .and_then(|j| prev.tables.get(j));
-            if let Some(p) = prev_table
-                && std::ptr::eq(p, cur)
-            {
-                continue;
-            }
             let left = budget.checked_sub(total)?;
-            // The same diff for each kind of table.
-            macro_rules! diff {
-                ($kind:ident, $m:expr) => {
-                    Diff::$kind(diff_maps(
-                        $m,
-                        match prev_table {
-                            Some(Table::$kind(p)) => Some(p),
-                            _ => None,
-                        },
-                        left,
-                    )?)
-                };
-            }
+            let removed = self
+                .removed
+                .iter()
+                .filter(|(id, _)| *id == i)
+                .map(|(_, k)| k.as_slice());
             let diff = match cur {
-                Table::Value(m) => diff!(Value, m),
-                Table::List(m) => diff!(List, m),
-                Table::Map(m) => diff!(Map, m),
+                Table::Value(m) => Diff::Value(changed(m, self.epoch, removed, left)?),
+                Table::List(m) => Diff::List(changed(m, self.epoch, removed, left)?),
+                Table::Map(m) => Diff::Map(changed(m, self.epoch, removed, left)?),
             };
             total += diff.len();
             if diff.len() > 0 {
                 diffs.push((name.as_str(), *kind, diff));
             }
-        }
-        // State names only grow within a subtask; should one be missing,
-        // do not guess: write the group whole.
-        if prev
-            .names
-            .iter()
-            .any(|(name, _)| !self.names.iter().any(|(n, _)| n == name))
-        {
-            return None;
         }
         diffs.sort_by(|a, b| a.0.cmp(b.0));
         let mut out = Vec::with_capacity(64);
@@ -260,7 +234,7 @@ fn encode_tables(names: &[(String, StateKind)], tables: &[Table]) -> Option<Vec<
                 varint(&mut out, entries.len() as u64);
                 for (k, v) in entries {
                     bytes(&mut out, k);
-                    bytes(&mut out, v);
+                    bytes(&mut out, &v.value);
                 }
             }
             Table::List(m) => {
@@ -270,7 +244,7 @@ fn encode_tables(names: &[(String, StateKind)], tables: &[Table]) -> Option<Vec<
                 varint(&mut out, entries.len() as u64);
                 for (k, items) in entries {
                     bytes(&mut out, k);
-                    encode_list(&mut out, items);
+                    encode_list(&mut out, &items.value);
                 }
             }
             Table::Map(m) => {
@@ -280,7 +254,7 @@ fn encode_tables(names: &[(String, StateKind)], tables: &[Table]) -> Option<Vec<
                 varint(&mut out, entries.len() as u64);
                 for (k, map) in entries {
                     bytes(&mut out, k);
-                    encode_map(&mut out, map);
+                    encode_map(&mut out, &map.value);
                 }
             }
         }
@@ -307,7 +281,7 @@ impl KeyedState {
         self.decode(kg, data, false)
     }
 
-    /// Applies a delta chunk (from [`GroupSnapshot::delta_from`]) to a
+    /// Applies a delta chunk (from [`GroupSnapshot::delta`]) to a
     /// key group loaded with [`decode_key_group`](Self::decode_key_group):
     /// each key it names gets its new state or is removed.
     pub fn apply_key_group_delta(
@@ -458,7 +432,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{KeyGroupRange, StateLimits, key_group_of};
+    use crate::state::{Change, KeyGroupRange, StateLimits, key_group_of};
     use proptest::prelude::*;
 
     fn fill(order: &[u32]) -> KeyedState {
@@ -580,13 +554,70 @@ mod tests {
             }
             s.value_set(v, b"k7", None).unwrap();
             let snap = s.snapshot(false);
-            for (g, prev) in snap.groups.iter().zip(&before.groups) {
-                if let Some(bytes) = g.delta_from(prev) {
+            drop(before);
+            for g in &snap.groups {
+                if let Some(bytes) = g.delta() {
                     let mut bad = bytes.clone();
                     if flip < bad.len() { bad[flip] ^= byte | 1; }
                     bad.truncate(cut.max(1).min(bad.len()));
                     let mut t = fill(&(0..20).collect::<Vec<_>>());
                     let _ = t.apply_key_group_delta(g.key_group, &bad);
+                }
+            }
+        }
+
+        /// Any sequence of writes, removals and snapshots: each key group
+        /// rebuilt from its whole chunk and the deltas after it (as a
+        /// checkpoint chain) equals the state at the last snapshot.
+        #[test]
+        fn deltas_rebuild_every_snapshot(ops in proptest::collection::vec((0u8..9, 0u8..24, 0u8..4), 1..300)) {
+            let range = KeyGroupRange { start: 0, end: 4 };
+            let mut s = KeyedState::new(4, range, StateLimits::default());
+            let v = s.id("v", StateKind::Value).unwrap();
+            let l = s.id("l", StateKind::List).unwrap();
+            let m = s.id("m", StateKind::Map).unwrap();
+            let mut chains: std::collections::HashMap<u16, (Vec<u8>, Vec<Vec<u8>>)> =
+                std::collections::HashMap::new();
+            for (op, k, x) in ops {
+                let key = format!("k{k}").into_bytes();
+                match op {
+                    0 | 1 => s.value_set(v, &key, Some(&[x])).unwrap(),
+                    2 => s.value_set(v, &key, None).unwrap(),
+                    3 => s.list_append(l, key, vec![x]).unwrap(),
+                    4 => s.list_put(l, key, Vec::new()).unwrap(),
+                    5 => s.map_put(m, key, vec![x], Some(vec![k])).unwrap(),
+                    6 => s.map_put(m, key, vec![x], None).unwrap(),
+                    7 => s.clear(usize::from(x % 3), &key).unwrap(),
+                    _ => {
+                        let snap = s.snapshot(false);
+                        let mut next = std::collections::HashMap::new();
+                        for g in &snap.groups {
+                            let kg = g.key_group.0;
+                            let kept = match (g.change, chains.remove(&kg)) {
+                                (Change::Unchanged, Some(c)) => Some(c),
+                                (Change::Written, Some((base, mut ds))) => g.delta().map(|d| {
+                                    ds.push(d);
+                                    (base, ds)
+                                }),
+                                _ => None,
+                            };
+                            if let Some(c) = kept.or_else(|| g.encode_full().map(|b| (b, Vec::new()))) {
+                                next.insert(kg, c);
+                            }
+                        }
+                        chains = next;
+                        for kg in (0..4).map(KeyGroup) {
+                            let mut r = KeyedState::new(4, range, StateLimits::default());
+                            if let Some((base, ds)) = chains.get(&kg.0) {
+                                r.decode_key_group(kg, base).unwrap();
+                                for d in ds {
+                                    r.apply_key_group_delta(kg, d).unwrap();
+                                }
+                            }
+                            let want = snap.groups.iter().find(|g| g.key_group == kg).and_then(|g| g.encode_full());
+                            prop_assert_eq!(r.encode_key_group(kg), want, "key group {}", kg.0);
+                        }
+                    }
                 }
             }
         }
