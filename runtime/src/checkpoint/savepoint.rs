@@ -131,7 +131,7 @@ pub trait SavepointStore: Send + Sync {
     /// name, is already another savepoint's ID or name. (The default
     /// reads every record; a store can answer with less.)
     fn check_free(&self, sp: &Savepoint) -> Result<(), SavepointError> {
-        check_free(&self.list()?, sp)
+        free_among(&self.list()?, sp)
     }
     /// Removes one by ID; `false` if there was none.
     fn remove(&self, id: &str) -> Result<bool, SavepointError>;
@@ -272,7 +272,7 @@ fn sorted(mut v: Vec<Savepoint>) -> Vec<Savepoint> {
     v
 }
 
-fn check_free(existing: &[Savepoint], sp: &Savepoint) -> Result<(), SavepointError> {
+fn free_among(existing: &[Savepoint], sp: &Savepoint) -> Result<(), SavepointError> {
     check_name(&sp.id)?;
     if let Some(n) = &sp.name {
         check_name(n)?;
@@ -308,7 +308,7 @@ impl SavepointStore for MemorySavepoints {
     }
     fn put(&self, sp: &Savepoint) -> Result<(), SavepointError> {
         let mut all = self.all.lock().unwrap_or_else(|p| p.into_inner());
-        check_free(&all.values().cloned().collect::<Vec<_>>(), sp)?;
+        free_among(&all.values().cloned().collect::<Vec<_>>(), sp)?;
         all.insert(sp.id.clone(), sp.clone());
         Ok(())
     }
@@ -413,7 +413,7 @@ impl SavepointStore for FsSavepoints {
     }
     fn put(&self, sp: &Savepoint) -> Result<(), SavepointError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        SavepointStore::check_free(self, sp)?;
+        self.check_free(sp)?;
         let bytes = serde_json::to_vec_pretty(sp).map_err(|e| SavepointError::Unreadable {
             path: self.path_of(&sp.id),
             error: e.into(),
