@@ -551,6 +551,7 @@ fn checkpoint_figures() -> anyhow::Result<()> {
                 sinks: vec![],
                 full_bytes: full,
                 new_bytes: new,
+                input_ended: false,
             };
             txn.put_manifest(&manifest)?;
             drop(txn);

@@ -202,6 +202,12 @@ pub struct CheckpointManifest {
     pub full_bytes: u64,
     /// Bytes this checkpoint wrote that earlier ones had not.
     pub new_bytes: u64,
+    /// The job's final checkpoint: every source had reached the end of its
+    /// input, and everything the job produced is in it (the sinks staged
+    /// the tail under it). A resume from it has nothing to replay: it only
+    /// finishes the sinks' commits.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub input_ended: bool,
 }
 
 impl CheckpointManifest {
@@ -220,6 +226,7 @@ impl CheckpointManifest {
             sinks: Vec::new(),
             full_bytes: 0,
             new_bytes: 0,
+            input_ended: false,
         }
     }
 
@@ -282,6 +289,7 @@ mod tests {
             sinks: vec![],
             full_bytes: 0,
             new_bytes: 0,
+            input_ended: false,
         };
         assert_eq!(m.chunks().collect::<Vec<_>>(), [h(1), h(2), h(3)]);
         assert_eq!(m.operators[0].key_groups[0].total_bytes(), 13);

@@ -96,6 +96,7 @@ mod tests {
             sinks: vec![],
             full_bytes: 0,
             new_bytes: 0,
+            input_ended: false,
         }
     }
 

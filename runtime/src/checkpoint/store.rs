@@ -785,6 +785,7 @@ mod tests {
             sinks: vec![],
             full_bytes: 6,
             new_bytes: 3,
+            input_ended: false,
         }
     }
 

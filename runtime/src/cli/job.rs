@@ -78,6 +78,17 @@ pub(super) fn run(cmd: JobCommand) -> Result<()> {
             }
             if let Some(e) = j.get("error").and_then(Value::as_str) {
                 println!("last error  {e}");
+                let domain = j.get("error-domain").and_then(Value::as_str);
+                let retry = j.get("retryable").and_then(Value::as_bool);
+                match (domain, retry) {
+                    (Some(d), Some(true)) => println!("error kind  {d}; a restart can help"),
+                    (Some(d), _) => println!("error kind  {d}; a restart cannot help"),
+                    _ => {}
+                }
+            }
+            if let Some(at) = j.get("next-attempt-at-ms").and_then(Value::as_u64) {
+                let left = at.saturating_sub(crate::time::unix_ms());
+                println!("next try    in {:.1} s", left as f64 / 1000.0);
             }
             for c in j["connectors"].as_array().into_iter().flatten() {
                 let up = c.get("connected").and_then(Value::as_bool).unwrap_or(false);

@@ -22,9 +22,18 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The version `wrun --version` prints; a build with crash points says so.
+#[cfg(not(feature = "fault-injection"))]
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+#[cfg(feature = "fault-injection")]
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (crash points: a test build for the crash tests, not for production)"
+);
+
 /// wrun runs stream jobs whose operators are WebAssembly components.
 #[derive(Debug, Parser)]
-#[command(name = "wrun", version, about, long_about = None)]
+#[command(name = "wrun", version = VERSION, about, long_about = None)]
 pub struct Cli {
     /// Log filter (e.g. `info`, `debug`, `wrun::guest=trace`); also WRUN_LOG.
     #[arg(long, global = true, env = "WRUN_LOG", default_value = "info")]

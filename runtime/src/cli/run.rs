@@ -132,6 +132,13 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         );
     }
     let report = report.with_context(|| format!("job '{}' failed", graph.name))?;
+    if let Some(id) = report.already_finished {
+        println!(
+            "job '{}' had already finished at checkpoint {id}: its input had ended and its output is committed; nothing to do. To run it again from the start, run it without --resume.",
+            graph.name
+        );
+        return Ok(());
+    }
     if let Some(sp) = &report.stopped_at {
         if sp.backend == SavepointBackend::Memory {
             tracing::warn!(job = %graph.name, savepoint = %sp.id, "stopped at memory savepoint {}, which is gone now that this wrun exits: it cannot resume the job. To stop at a savepoint you can resume from later, use the filesystem backend ([savepoints] backend = \"filesystem\", the default) or `wrun savepoint export` it before the job stops; `wrun run {} --resume` continues from the latest checkpoint", sp.id, args.manifest.display());

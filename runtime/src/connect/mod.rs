@@ -248,7 +248,10 @@ pub trait SinkWriter: Send {
     /// the system).
     fn commit(&mut self, checkpoint: u64) -> Result<(), ConnectError>;
 
-    /// The input ended: make everything written final.
+    /// The input ended. With periodic checkpoints this comes after the
+    /// final checkpoint's commit, so nothing was written since: release
+    /// what the writer holds. Without them (no recovery, so nothing will
+    /// replay the output) it makes everything written final.
     fn finish(&mut self) -> Result<(), ConnectError>;
 
     /// Whether the writer's connection to its system is up (`None`: it

@@ -38,6 +38,25 @@ pub struct Barrier {
     /// The job stops at this barrier (stop with a savepoint): nothing is
     /// processed after it.
     pub stop: Option<super::StopMode>,
+    /// The job's final checkpoint: every source has reached the end of its
+    /// input. Operators close before they snapshot (their final output
+    /// belongs to it), and every subtask ends after it; sinks make the
+    /// tail visible only once its manifest is committed.
+    pub end: bool,
+}
+
+impl Barrier {
+    /// Whether the job ends at this barrier (a stop, or the end of input):
+    /// nothing comes after it on any channel.
+    pub fn ends_job(&self) -> bool {
+        self.stop.is_some() || self.end
+    }
+
+    /// Whether operators close (emitting their final output) before they
+    /// snapshot at this barrier.
+    pub fn closes_operators(&self) -> bool {
+        self.end || self.stop == Some(super::StopMode::Drain)
+    }
 }
 
 /// A payload tagged with the input channel it arrived on (one channel per

@@ -79,8 +79,18 @@ pub struct JobStatus {
     /// The last completed checkpoints, oldest first (at most
     /// [`CHECKPOINT_HISTORY`]).
     pub checkpoints: Vec<CheckpointSummary>,
-    /// Why it failed, when it did.
+    /// Why it failed, when it did (while restarting: the failure that
+    /// made it restart).
     pub error: Option<String>,
+    /// Whose failure `error` is: `user` (the job's configuration or code),
+    /// `external` (a system it talks to), `internal` (a bug in wrun).
+    pub error_domain: Option<super::ErrorDomain>,
+    /// Whether a restart can help with `error` (the restart policy applies
+    /// only then; otherwise the job failed at once).
+    pub retryable: Option<bool>,
+    /// While restarting: when the next attempt starts (ms since the Unix
+    /// epoch).
+    pub next_attempt_at_ms: Option<u64>,
     /// The connection state of each connector subtask (Kafka, NATS) that
     /// has one, as it last reported it.
     pub connectors: Vec<ConnectorStatus>,
@@ -156,6 +166,9 @@ impl JobControl {
                 restored_from: None,
                 checkpoints: Vec::new(),
                 error: None,
+                error_domain: None,
+                retryable: None,
+                next_attempt_at_ms: None,
                 connectors: Vec::new(),
             }),
         })

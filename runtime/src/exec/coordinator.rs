@@ -46,8 +46,13 @@ pub(crate) enum Ack {
     /// The subtask reached the end of its input, which a source tells only
     /// once every source subtask has (until then an ended source passes
     /// barriers on with its final position): no more checkpoints can
-    /// complete (every subtask must take part).
+    /// complete (every subtask must take part). Only without periodic
+    /// checkpoints: with them the job ends at its final checkpoint.
     Finished,
+    /// Every source subtask has reached the end of its input (sent by the
+    /// last one): the coordinator takes the final checkpoint, at whose
+    /// barrier every subtask ends.
+    InputEnded,
     /// A request from outside the job ([`JobControl`]).
     Request(Request),
 }
@@ -90,6 +95,8 @@ struct Pending {
     triggered_at_ms: u64,
     acks: Vec<AckData>,
     request: Option<Request>,
+    /// The final checkpoint (the input has ended).
+    end: bool,
 }
 
 use crate::time::unix_ms as now_ms;
@@ -122,14 +129,22 @@ impl Coordinator<'_> {
         let mut pending: Option<Pending> = None;
         let mut queued: VecDeque<Request> = VecDeque::new();
         let mut finished = false;
+        // The input has ended; the final checkpoint, once triggered.
+        let mut input_ended = false;
+        let mut final_triggered = false;
         let mut stopped_at: Option<Savepoint> = None;
         loop {
             if pending.is_none()
                 && stopped_at.is_none()
                 && !finished
+                && !input_ended
                 && let Some(r) = queued.pop_front()
             {
-                pending = Some(self.trigger(Some(r)));
+                pending = Some(self.trigger(Some(r), false));
+            }
+            if pending.is_none() && stopped_at.is_none() && input_ended && !final_triggered {
+                final_triggered = true;
+                pending = Some(self.trigger(None, true));
             }
             let deadline = match &pending {
                 Some(p) => p.triggered.saturating_add(timeout),
@@ -164,8 +179,16 @@ impl Coordinator<'_> {
                         }
                     }
                 }
+                Ok(Ack::InputEnded) => {
+                    input_ended = true;
+                    for r in queued.drain(..) {
+                        let _ = r.reply.send(Err(format!("job '{}' reached the end of its input and is taking its final checkpoint; no savepoint can be taken now", self.graph.name)));
+                    }
+                }
                 Ok(Ack::Request(r)) => {
-                    if finished || stopped_at.is_some() {
+                    if input_ended {
+                        let _ = r.reply.send(Err(format!("job '{}' reached the end of its input and is taking its final checkpoint; no savepoint can be taken now", self.graph.name)));
+                    } else if finished || stopped_at.is_some() {
                         let _ = r.reply.send(Err(format!(
                             "job '{}' is finishing; no more checkpoints can complete",
                             self.graph.name
@@ -183,16 +206,21 @@ impl Coordinator<'_> {
                             "checkpoint {} timed out after {} ms (checkpoint.timeout-ms)",
                             p.id, self.settings.timeout_ms
                         );
-                        self.failed(&msg);
+                        if p.end {
+                            self.final_failed(&msg);
+                        } else {
+                            self.failed(&msg);
+                        }
                         self.abandon(p.request, msg);
                         next_trigger = clock.now().saturating_add(min_pause);
                     }
                     if pending.is_none()
                         && !finished
+                        && !input_ended
                         && stopped_at.is_none()
                         && clock.now() >= next_trigger
                     {
-                        pending = Some(self.trigger(None));
+                        pending = Some(self.trigger(None, false));
                         next_trigger = clock.now().saturating_add(period);
                     }
                 }
@@ -201,16 +229,17 @@ impl Coordinator<'_> {
         }
     }
 
-    fn trigger(&mut self, request: Option<Request>) -> Pending {
+    fn trigger(&mut self, request: Option<Request>, end: bool) -> Pending {
         let id = self.next_id;
         self.next_id += 1;
         let barrier = super::channel::Barrier {
             id,
             full: !self.last_completed,
             stop: request.as_ref().and_then(|r| r.stop),
+            end,
         };
         self.last_completed = false;
-        tracing::debug!(job = %self.graph.name, checkpoint = id, full = barrier.full, stop = ?barrier.stop, "checkpoint triggered");
+        tracing::debug!(job = %self.graph.name, checkpoint = id, full = barrier.full, stop = ?barrier.stop, end, "checkpoint triggered");
         for t in &self.triggers {
             let _ = t.send(barrier);
         }
@@ -220,7 +249,21 @@ impl Coordinator<'_> {
             triggered_at_ms: now_ms(),
             acks: Vec::new(),
             request,
+            end,
         }
+    }
+
+    /// The final checkpoint failed: every subtask has passed its barrier
+    /// and ends there, so it cannot be taken again in this run. The job
+    /// fails (whatever `tolerable-failures` says) and restarts under its
+    /// policy from the last completed checkpoint, replaying the tail, which
+    /// no sink has made visible.
+    fn final_failed(&mut self, msg: &str) {
+        self.failures += 1;
+        tracing::error!(job = %self.graph.name, "{msg}: the final checkpoint failed; the job restarts from its last completed checkpoint");
+        (self.fail)(format!(
+            "the final checkpoint failed ({msg}); nothing after the last completed checkpoint was made visible"
+        ));
     }
 
     /// A checkpoint failed (storage, timeout): the job goes on, until more
@@ -259,6 +302,7 @@ impl Coordinator<'_> {
     /// the job stops at, when this was a stop-with-savepoint.
     fn complete(&mut self, mut p: Pending) -> Option<Savepoint> {
         let id = p.id;
+        let end = p.end;
         let request = p.request.take();
         let savepoint = request.as_ref().is_some_and(|r| r.savepoint.is_some());
         let written = {
@@ -270,13 +314,21 @@ impl Coordinator<'_> {
             Ok(m) => m,
             Err(e) => {
                 let msg = format!("checkpoint {id} failed: {}", crate::report::chain(&e));
-                self.failed(&msg);
+                if end {
+                    self.final_failed(&msg);
+                } else {
+                    self.failed(&msg);
+                }
                 self.abandon(request, msg);
                 return None;
             }
         };
         self.failures = 0;
-        tracing::info!(job = %self.graph.name, checkpoint = id, ms = manifest.duration_ms, full_bytes = manifest.full_bytes, new_bytes = manifest.new_bytes, "checkpoint complete");
+        if end {
+            tracing::info!(job = %self.graph.name, checkpoint = id, ms = manifest.duration_ms, full_bytes = manifest.full_bytes, new_bytes = manifest.new_bytes, "final checkpoint complete: the input has ended");
+        } else {
+            tracing::info!(job = %self.graph.name, checkpoint = id, ms = manifest.duration_ms, full_bytes = manifest.full_bytes, new_bytes = manifest.new_bytes, "checkpoint complete");
+        }
         // Keep each key group's ref: the next delta goes on its chain.
         let vertex_of = |o: &OperatorStateRef| {
             self.graph
@@ -424,6 +476,7 @@ impl Coordinator<'_> {
         p: Pending,
         savepoint: bool,
     ) -> Result<(CheckpointManifest, Vec<StateSnapshot>), crate::checkpoint::StoreError> {
+        let end = p.end;
         let mut snapshots = Vec::new();
         let (mut full, mut new) = (0u64, 0u64);
         let mut operators: BTreeMap<usize, OperatorStateRef> = BTreeMap::new();
@@ -535,13 +588,21 @@ impl Coordinator<'_> {
             sinks,
             full_bytes: full,
             new_bytes: new,
+            input_ended: end,
         };
         super::fault::crash_point("checkpoint-manifest");
         if savepoint {
             super::fault::crash_point("savepoint-manifest");
         }
+        if end {
+            // The tail is staged (in the chunks above), no manifest yet.
+            super::fault::crash_point("final-tail-staged");
+        }
         txn.put_manifest(&m)?;
         super::fault::crash_point("checkpoint-committed");
+        if end {
+            super::fault::crash_point("final-manifest-committed");
+        }
         Ok((m, snapshots))
     }
 

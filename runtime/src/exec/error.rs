@@ -4,6 +4,30 @@
 
 use crate::sandbox::SandboxError;
 
+impl std::fmt::Display for ErrorDomain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ErrorDomain::User => "user",
+            ErrorDomain::External => "external",
+            ErrorDomain::Internal => "internal",
+        })
+    }
+}
+
+/// Whose failure an error is: the job's own (its manifest, its operators,
+/// the systems as it configured them), a system outside wrun (a broker
+/// that is down, storage), or wrun itself (a bug).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorDomain {
+    /// The job's configuration or code: fix the job.
+    User,
+    /// A system the job talks to: it may come back.
+    External,
+    /// A bug in wrun: please report it.
+    Internal,
+}
+
 /// Why a job failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -17,6 +41,10 @@ pub enum ExecError {
         vertex: String,
         /// Why.
         detail: String,
+        /// The system it reads may come back (a broker that is down, a
+        /// lost connection): a restart can help. Otherwise (a missing
+        /// stream, bad credentials, bad configuration) it cannot.
+        transient: bool,
     },
     /// A sink failed.
     #[error("sink '{vertex}': {detail}")]
@@ -25,6 +53,8 @@ pub enum ExecError {
         vertex: String,
         /// Why.
         detail: String,
+        /// As for [`ExecError::Source`].
+        transient: bool,
     },
     /// An event could not be routed.
     #[error("edge {edge}: {detail}")]
@@ -80,10 +110,39 @@ impl ExecError {
 
     /// Whether running the job again can end differently: the restart
     /// policy applies only to these. A restore refusal is decided by the
-    /// job and the checkpoint alone, so it fails at once. (A user's cancel
-    /// is the supervisor's to see: it never restarts either.)
+    /// job and the checkpoint alone, and a connector's configuration error
+    /// (a missing topic or stream, credentials the system refuses, a
+    /// refused transaction) by the job and the system: those fail at once.
+    /// (A user's cancel is the supervisor's to see: it never restarts
+    /// either.)
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, ExecError::RestoreRefused { .. })
+        match self {
+            ExecError::RestoreRefused { .. } => false,
+            ExecError::Source { transient, .. } | ExecError::Sink { transient, .. } => *transient,
+            _ => true,
+        }
+    }
+
+    /// Whose failure this is: what `wrun job status` and the API show
+    /// beside the message, so that an operator knows where to look.
+    pub fn domain(&self) -> ErrorDomain {
+        match self {
+            ExecError::Source { transient, .. } | ExecError::Sink { transient, .. } => {
+                if *transient {
+                    ErrorDomain::External
+                } else {
+                    ErrorDomain::User
+                }
+            }
+            ExecError::Sandbox(_)
+            | ExecError::RestoreRefused { .. }
+            | ExecError::Routing { .. } => ErrorDomain::User,
+            ExecError::Restore { .. } | ExecError::CheckpointFailure(_) => ErrorDomain::External,
+            ExecError::Panicked(..) => ErrorDomain::Internal,
+            ExecError::Disconnected | ExecError::Cancelled | ExecError::Injected(_) => {
+                ErrorDomain::Internal
+            }
+        }
     }
 
     /// Names the restore source in the user's words (`label`) instead of

@@ -131,6 +131,7 @@ mod tests {
             id,
             full: false,
             stop: None,
+            end: false,
         }
     }
 

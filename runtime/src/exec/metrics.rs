@@ -299,6 +299,7 @@ pub struct JobMetrics {
     /// Per vertex, in graph order.
     pub vertices: Vec<VertexMetrics>,
     restarts: AtomicU64,
+    restart_backoff_ms: AtomicU64,
     checkpoints_completed: AtomicU64,
     checkpoints_failed: AtomicU64,
     last_checkpoint_id: AtomicU64,
@@ -317,6 +318,7 @@ impl JobMetrics {
                 .map(|(n, k)| VertexMetrics::new(n, k))
                 .collect(),
             restarts: AtomicU64::new(0),
+            restart_backoff_ms: AtomicU64::new(0),
             checkpoints_completed: AtomicU64::new(0),
             checkpoints_failed: AtomicU64::new(0),
             last_checkpoint_id: AtomicU64::new(0),
@@ -351,6 +353,13 @@ impl JobMetrics {
     /// The job restarted after a failure.
     pub fn restarted(&self) {
         self.restarts.fetch_add(1, Relaxed);
+    }
+
+    /// The job waits `delay` before its next attempt (zero: it is not
+    /// waiting).
+    pub fn restart_backoff(&self, delay: std::time::Duration) {
+        self.restart_backoff_ms
+            .store(delay.as_millis() as u64, Relaxed);
     }
 
     /// A checkpoint completed.
@@ -615,6 +624,15 @@ impl Collector for Scrape {
             e,
             ("wrun_job_restarts", "Restarts after a failure.", Counter),
             |m, j| counter(m, j.restarts.load(Relaxed)),
+        )?;
+        self.per_job(
+            e,
+            (
+                "wrun_job_restart_backoff_seconds",
+                "While the job waits to restart after a failure: the wait before its next attempt (0 otherwise).",
+                Gauge,
+            ),
+            |m, j| m.encode_gauge(&(j.restart_backoff_ms.load(Relaxed) as f64 / 1000.0)),
         )?;
         self.per_job(
             e,

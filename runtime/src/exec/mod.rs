@@ -35,7 +35,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use control::{
     CHECKPOINT_HISTORY, CheckpointSummary, JobControl, JobState, JobStatus, StopMode, Triggered,
 };
-pub use error::ExecError;
+pub use error::{ErrorDomain, ExecError};
 pub use job::{FailPoint, JobReport, NativeFactory, RunOptions, VertexReport, run_job};
 pub use operator::{Counts, OperatorLogic, Snapshot};
 pub use restore::{

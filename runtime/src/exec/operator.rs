@@ -220,9 +220,9 @@ impl Loop<'_> {
                     // checkpoint: process it, snapshot, then pass it on.
                     self.process(&pending, &mut counts)?;
                     pending.clear();
-                    if barrier.stop == Some(super::StopMode::Drain) {
-                        // Drain: the operator's final output belongs to the
-                        // savepoint too.
+                    if barrier.closes_operators() {
+                        // Drain, or the end of the input: the operator's
+                        // final output belongs to this checkpoint too.
                         let out = self.logic.close().inspect_err(|e| self.count_trap(e))?;
                         counts.records_out += out.len() as u64;
                         self.outputs.emit(out)?;
@@ -242,8 +242,9 @@ impl Loop<'_> {
                         let _ = ack.send(Ack::Done { id, data });
                     }
                     self.outputs.barrier(barrier)?;
-                    if barrier.stop.is_some() {
-                        // Stop with a savepoint: nothing after the barrier.
+                    if barrier.ends_job() {
+                        // Stop with a savepoint, or the final checkpoint:
+                        // nothing comes after the barrier.
                         return Ok(counts);
                     }
                 }

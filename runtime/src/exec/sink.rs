@@ -55,7 +55,7 @@ pub(super) fn run(task: SinkTask<'_>, shared: &Shared) -> Result<Counts, ExecErr
         commit,
         metrics,
     } = task;
-    let err = |e: connect::ConnectError| sink_err(name, e.detail);
+    let err = |e: connect::ConnectError| sink_err(name, e);
     let restored = match restore {
         Some((m, store)) => Some(restored(name, subtask, parallelism, m, store)?),
         None => None,
@@ -111,6 +111,21 @@ pub(super) fn run(task: SinkTask<'_>, shared: &Shared) -> Result<Counts, ExecErr
                     wait_commit(commit.as_ref(), shared, id, |c| sink.commit(c).map_err(err))?;
                     return Ok(c);
                 }
+                if b.end {
+                    // The final checkpoint: the tail staged under it becomes
+                    // visible only once its manifest is committed, so a
+                    // crash anywhere here resumes from a checkpoint that
+                    // stages it again (with the same IDs and groups).
+                    wait_commit(commit.as_ref(), shared, id, |c| {
+                        if c >= id {
+                            crate::fault::crash_point("final-tail-commit");
+                        }
+                        sink.commit(c).map_err(err)
+                    })?;
+                    crate::fault::crash_point("final-tail-committed");
+                    sink.finish().map_err(err)?;
+                    return Ok(c);
+                }
             }
             Next::Idle => {
                 metrics.vertex(v).set_connected(subtask, sink.connected());
@@ -124,6 +139,36 @@ pub(super) fn run(task: SinkTask<'_>, shared: &Shared) -> Result<Counts, ExecErr
         let _ = ack.send(Ack::Finished);
     }
     Ok(c)
+}
+
+/// A sink subtask to reopen from a job's final checkpoint.
+pub(super) struct Reopen<'a> {
+    pub(super) name: &'a str,
+    pub(super) job: &'a str,
+    pub(super) kind: &'a SinkKind,
+    pub(super) subtask: u32,
+    pub(super) parallelism: u32,
+    pub(super) restore: (&'a CheckpointManifest, &'a dyn CheckpointStore),
+    pub(super) interval: Option<Duration>,
+}
+
+/// Opens a sink subtask from a job's final checkpoint (which makes
+/// visible what it staged, as after any crash), and closes it: the resume
+/// of a job that had already finished.
+pub(super) fn reopen_and_finish(r: Reopen<'_>) -> Result<(), ExecError> {
+    let err = |e: connect::ConnectError| sink_err(r.name, e);
+    let (m, store) = r.restore;
+    let restored = restored(r.name, r.subtask, r.parallelism, m, store)?;
+    let open = SinkOpen {
+        job: r.job,
+        name: r.name,
+        subtask: r.subtask,
+        exactly_once: true,
+        interval: r.interval,
+        restore: Some(&restored),
+    };
+    let mut sink = open_sink(r.kind, &open).map_err(err)?;
+    sink.finish().map_err(err)
 }
 
 /// Waits until checkpoint `id` is committed (or the job is cancelled),
@@ -153,10 +198,11 @@ fn wait_commit(
     }
 }
 
-fn sink_err(name: &str, detail: String) -> ExecError {
+fn sink_err(name: &str, e: connect::ConnectError) -> ExecError {
     ExecError::Sink {
         vertex: name.to_string(),
-        detail,
+        detail: e.detail,
+        transient: e.transient,
     }
 }
 

@@ -47,6 +47,10 @@ pub(super) struct SourceCtl<'a> {
     /// The positions recorded at recent barriers, for
     /// [`SourceReader::checkpoint_complete`].
     pub(super) recorded: std::cell::RefCell<std::collections::VecDeque<(u64, Position)>>,
+    /// Periodic checkpoints are on: when the whole input has ended, the
+    /// job ends with a final checkpoint (the coordinator's barrier with
+    /// `end`), not with end-of-input sent downstream.
+    pub(super) final_checkpoint: bool,
 }
 
 /// Barriers whose positions a source keeps until their checkpoints
@@ -98,7 +102,7 @@ impl SourceCtl<'_> {
             });
         }
         outputs.barrier(b)?;
-        Ok(b.stop.is_some())
+        Ok(b.ends_job())
     }
 
     /// Waits until `deadline` on the job's clock for a control message:
@@ -175,12 +179,14 @@ impl SourceCtl<'_> {
         }
     }
 
-    /// This subtask's input has ended but other source subtasks still
-    /// read: waits for them, passing every barrier on with this subtask's
-    /// final position, so that checkpoints (and the exactly-once sinks'
-    /// commits) go on completing until the whole input has ended. Only
-    /// then does end-of-input go downstream. Returns `true` when a barrier
-    /// stopped the job meanwhile.
+    /// This subtask's input has ended: waits, passing every barrier on
+    /// with this subtask's final position, so that checkpoints (and the
+    /// exactly-once sinks' commits) go on completing while other source
+    /// subtasks still read. With a final checkpoint it waits for the
+    /// barrier that ends the job (the final checkpoint's, or a stop's);
+    /// without, until every source subtask's input has ended, and then
+    /// end-of-input goes downstream. Returns `true` when a barrier ended
+    /// the job.
     fn idle_until_input_ends(
         &self,
         vertex: &str,
@@ -193,7 +199,7 @@ impl SourceCtl<'_> {
         let (Some(trigger), Some(_)) = (&self.trigger, &self.ack) else {
             return Ok(false);
         };
-        while shared.sources_reading() {
+        while self.final_checkpoint || shared.sources_reading() {
             shared.check_cancel()?;
             match trigger.recv_timeout(CANCEL_POLL) {
                 Ok(b) => {
@@ -212,6 +218,14 @@ impl SourceCtl<'_> {
     fn finished(&self) {
         if let Some(ack) = &self.ack {
             let _ = ack.send(Ack::Finished);
+        }
+    }
+
+    /// The last source subtask's input has ended: the coordinator takes
+    /// the final checkpoint.
+    fn input_ended(&self) {
+        if let Some(ack) = &self.ack {
+            let _ = ack.send(Ack::InputEnded);
         }
     }
 }
@@ -277,6 +291,7 @@ pub(super) fn run(
     let err = |e: connect::ConnectError| ExecError::Source {
         vertex: name.to_string(),
         detail: e.detail,
+        transient: e.transient,
     };
     let assignment = SourceAssignment {
         subtask: index,
@@ -370,7 +385,12 @@ pub(super) fn run(
         }
     }
     outputs.emit(batch)?;
-    if shared.source_ended()
+    let others_reading = shared.source_ended();
+    let final_checkpoint = ctl.final_checkpoint && ctl.trigger.is_some() && ctl.ack.is_some();
+    if final_checkpoint && !others_reading {
+        ctl.input_ended();
+    }
+    if (others_reading || final_checkpoint)
         && ctl.idle_until_input_ends(name, index, reader.as_mut(), &mut outputs, shared)?
     {
         ctl.stopped(reader.as_mut(), shared);

@@ -318,6 +318,7 @@ impl Builder {
                 restart: RestartPolicy {
                     attempts: 0,
                     delay_ms: 1000,
+                    max_delay_ms: 30_000,
                 },
                 savepoints: SavepointSettings::default(),
                 vertices: Vec::new(),

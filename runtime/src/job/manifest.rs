@@ -105,6 +105,7 @@ struct CheckpointSpec {
 struct RestartSpec {
     attempts: u32,
     delay_ms: Option<u64>,
+    max_delay_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -692,10 +693,12 @@ pub fn parse_manifest(
         Some(r) => RestartPolicy {
             attempts: r.attempts,
             delay_ms: r.delay_ms.unwrap_or(1000),
+            max_delay_ms: r.max_delay_ms.unwrap_or(30_000),
         },
         None => RestartPolicy {
             attempts: if checkpoint.is_some() { 3 } else { 0 },
             delay_ms: 1000,
+            max_delay_ms: 30_000,
         },
     };
     let mut savepoints = SavepointSettings::default();

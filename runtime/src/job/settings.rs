@@ -91,6 +91,20 @@ pub struct RestartPolicy {
     /// How many times the job restarts from its latest checkpoint before
     /// it fails for good.
     pub attempts: u32,
-    /// Wait before each restart, in ms.
+    /// Wait before the first restart, in ms; it doubles with each restart
+    /// after that, up to `max_delay_ms` (exponential backoff).
     pub delay_ms: u64,
+    /// The longest wait before a restart, in ms.
+    pub max_delay_ms: u64,
+}
+
+impl RestartPolicy {
+    /// The wait before restart `n` (from 1): `delay_ms` doubled `n - 1`
+    /// times, at most `max_delay_ms`.
+    pub fn delay(&self, n: u32) -> std::time::Duration {
+        let doubled = self
+            .delay_ms
+            .saturating_mul(1u64.checked_shl(n.saturating_sub(1)).unwrap_or(u64::MAX));
+        std::time::Duration::from_millis(doubled.min(self.max_delay_ms.max(self.delay_ms)))
+    }
 }

@@ -180,7 +180,7 @@ fn savepoint_workflow_through_the_cli_and_api() {
         ],
     );
     assert!(out.contains("job 'counts' stopped"), "{out}");
-    let status = child.wait().unwrap();
+    let status = wait_within(&mut child, COMMAND_DEADLINE);
     assert!(status.success(), "wrun run after stop: {status}");
     assert!(!data.join("api.json").exists(), "the endpoint is withdrawn");
 

@@ -395,8 +395,37 @@ fn failed_checkpoints_are_tolerated_up_to_the_setting() {
         s.fail_writes(true);
         s
     };
-    // Tolerated: the job finishes, its output whole (the sink commits at
-    // the end of input).
+    // Tolerated: the job goes on while checkpoints fail; once the disk
+    // has room again, the final checkpoint commits the whole output.
+    let dir = tempfile::tempdir().unwrap();
+    let job = counter_job(
+        3000,
+        7,
+        "rate = 3000.0",
+        "[checkpoint]\ninterval-ms = 5\ntolerable-failures = 100000\n[restart]\nattempts = 0",
+    );
+    let disk = full_disk();
+    let store: Arc<dyn CheckpointStore> = disk.clone();
+    let control = wrun::exec::JobControl::new("test");
+    let opts = RunOptions {
+        store: Some(store),
+        control: Some(control.clone()),
+        ..RunOptions::default()
+    };
+    std::thread::scope(|s| {
+        let job = s.spawn(|| run_supervised(dir.path(), &job, &opts));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while control.metrics().is_none_or(|m| m.checkpoints_failed() < 3) {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint failed");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        disk.fail_writes(false);
+        job.join().unwrap().unwrap();
+    });
+    assert_exactly_once(&dir.path().join("out.jsonl"), 3000);
+
+    // A final checkpoint that cannot be written fails the job, and nothing
+    // after the last completed checkpoint (here: nothing) is visible.
     let dir = tempfile::tempdir().unwrap();
     let job = counter_job(
         3000,
@@ -404,13 +433,17 @@ fn failed_checkpoints_are_tolerated_up_to_the_setting() {
         "rate = 30000.0",
         "[checkpoint]\ninterval-ms = 5\ntolerable-failures = 100000\n[restart]\nattempts = 0",
     );
-    let store: Arc<dyn CheckpointStore> = full_disk();
     let opts = RunOptions {
-        store: Some(store),
+        store: Some(full_disk()),
         ..RunOptions::default()
     };
-    run_supervised(dir.path(), &job, &opts).unwrap();
-    assert_exactly_once(&dir.path().join("out.jsonl"), 3000);
+    let err = chain(&run_supervised(dir.path(), &job, &opts).unwrap_err());
+    assert!(err.contains("the final checkpoint failed"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap_or_default(),
+        "",
+        "output became visible without a committed checkpoint"
+    );
 
     // Not tolerated: the third failure in a row fails the job.
     let dir = tempfile::tempdir().unwrap();

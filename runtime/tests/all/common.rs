@@ -144,22 +144,158 @@ pub fn wrun_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_wrun"))
 }
 
+/// The crash-point build of wrun (`wrun-crash`, tests/crash-wrun), which
+/// every test that sets `WRUN_CRASH_AT` launches: checked once to say it
+/// has its crash points, so that a crash test never runs a binary that
+/// cannot crash and then fails for a reason it cannot name.
+pub fn crash_bin() -> PathBuf {
+    static CHECKED: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    CHECKED
+        .get_or_init(|| {
+            let bin = wrun_bin().with_file_name("wrun-crash");
+            // Spawned by hand (not `output_within`) to keep the error when
+            // the binary cannot run; `--version` prints far less than a
+            // pipe holds, so its stdout is read after it ends.
+            let mut child = std::process::Command::new(&bin)
+                .arg("--version")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+            wait_within(&mut child, COMMAND_DEADLINE);
+            let mut v = String::new();
+            if let Some(mut o) = child.stdout.take() {
+                let _ = std::io::Read::read_to_string(&mut o, &mut v);
+            }
+            if v.contains("crash points") {
+                Ok(bin)
+            } else {
+                Err(format!("{} has no crash points (it says {v:?})", bin.display()))
+            }
+        })
+        .clone()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: the crash tests launch the crash-point build of wrun; build it with `cargo test --workspace` (as scripts/test does) or `cargo build -p wrun-crash`"
+            )
+        })
+}
+
+/// Runs `c` to its end, at most `within`: (exit code, stdout, stderr).
+/// Past the deadline the child is killed and the test fails with what it
+/// printed, so no test waits on a child process for ever.
+pub fn output_within(
+    c: &mut std::process::Command,
+    within: std::time::Duration,
+) -> (i32, String, String) {
+    use std::io::Read;
+    let mut child = c
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let read = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut s);
+            }
+            String::from_utf8_lossy(&s).into_owned()
+        })
+    };
+    let out = read(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err = read(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let deadline = std::time::Instant::now() + within;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let (out, err) = (out.join().unwrap(), err.join().unwrap());
+            panic!("{c:?} did not end within {within:?}; stdout:\n{out}\nstderr:\n{err}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    (
+        status.code().unwrap_or(-1),
+        out.join().unwrap(),
+        err.join().unwrap(),
+    )
+}
+
+/// How long any one `wrun` command a test runs to its end may take.
+pub const COMMAND_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Waits for `child` to end, at most `within`: its exit status. Like
+/// `Child::wait`, it first closes the child's stdin. Past the deadline the
+/// child is killed and the test fails, so no test waits on a child process
+/// for ever.
+pub fn wait_within(
+    child: &mut std::process::Child,
+    within: std::time::Duration,
+) -> std::process::ExitStatus {
+    drop(child.stdin.take());
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("child process {} did not end within {within:?}", child.id());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Like `Child::wait_with_output`, at most `within` (see [`wait_within`]):
+/// (exit status, stdout, stderr), each empty unless piped.
+pub fn wait_output_within(
+    mut child: std::process::Child,
+    within: std::time::Duration,
+) -> (std::process::ExitStatus, String, String) {
+    fn read(r: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            if let Some(mut r) = r {
+                let _ = std::io::Read::read_to_end(&mut r, &mut s);
+            }
+            String::from_utf8_lossy(&s).into_owned()
+        })
+    }
+    let out = read(child.stdout.take());
+    let err = read(child.stderr.take());
+    let status = wait_within(&mut child, within);
+    (status, out.join().unwrap(), err.join().unwrap())
+}
+
 /// Runs `wrun` with arguments in `dir`: (exit code, stdout, stderr). Its
 /// data directory is `dir/.wrun` unless `--data-dir` says otherwise, so
 /// tests that run at the same time never share one.
 pub fn wrun(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(wrun_bin())
-        .args(args)
-        .current_dir(dir)
-        .env("WRUN_LOG", "warn")
-        .env("NO_COLOR", "1")
-        .env("WRUN_DATA_DIR", dir.join(".wrun"))
-        .output()
-        .expect("run wrun");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    output_within(
+        std::process::Command::new(wrun_bin())
+            .args(args)
+            .current_dir(dir)
+            .env("WRUN_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .env("WRUN_DATA_DIR", dir.join(".wrun")),
+        COMMAND_DEADLINE,
     )
 }
 
@@ -289,7 +425,12 @@ pub fn wrun_run_cmd(
     extra: &[&str],
     crash_at: Option<&str>,
 ) -> std::process::Command {
-    let mut c = std::process::Command::new(wrun_bin());
+    let bin = if crash_at.is_some() {
+        crash_bin()
+    } else {
+        wrun_bin()
+    };
+    let mut c = std::process::Command::new(bin);
     c.args(["run", manifest, "--data-dir"])
         .arg(dir.join("data"))
         .args(extra)
@@ -367,12 +508,11 @@ pub fn v2_counts(all: &[(String, String)]) -> (Vec<(String, String)>, usize) {
 /// [`wrun_run_cmd`] run to its end; panics with its log unless it
 /// succeeds. Returns the log.
 pub fn wrun_run_ok(dir: &Path, manifest: &str, extra: &[&str]) -> String {
-    let out = wrun_run_cmd(dir, manifest, extra, None).output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "wrun run {manifest} {extra:?} failed: {log}"
+    let (code, _, log) = output_within(
+        &mut wrun_run_cmd(dir, manifest, extra, None),
+        COMMAND_DEADLINE,
     );
+    assert!(code == 0, "wrun run {manifest} {extra:?} failed: {log}");
     log
 }
 
@@ -388,5 +528,37 @@ pub fn run_fails(dir: &Path, manifest: &str, within: std::time::Duration) -> Str
     );
     assert_ne!(code, 0, "{err}");
     assert!(started.elapsed() < within, "took {:?}", started.elapsed());
+    err
+}
+
+/// Whether a failed `wrun run`'s log shows that the job was restarted
+/// under its `[restart]` policy (the supervisor's warning).
+pub fn was_retried(err: &str) -> bool {
+    err.contains("(restart 1 of")
+}
+
+/// A row of a failure table in docs/connectors.md, checked: `wrun run` of
+/// `manifest` fails with exit code non-zero, within `within` (the row's
+/// bound), its error output holding every one of `says`; restarted under
+/// `[restart]` exactly when `retried`. The manifest's `attempts = 0` is
+/// made `attempts = 1` (50 ms apart), so a retry shows. Returns the error
+/// output.
+pub fn fails_as_documented(
+    dir: &Path,
+    manifest: &str,
+    says: &[&str],
+    retried: bool,
+    within: std::time::Duration,
+) -> String {
+    let m = manifest.replace("attempts = 0", "attempts = 1\ndelay-ms = 50");
+    let err = run_fails(dir, &m, within);
+    for s in says {
+        assert!(err.contains(s), "expected {s:?} in: {err}");
+    }
+    assert_eq!(
+        was_retried(&err),
+        retried,
+        "restarted: expected {retried}: {err}"
+    );
     err
 }

@@ -7,13 +7,14 @@
 //! seeded delay), and at points inside checkpoints and savepoints where the
 //! binary kills itself (`WRUN_CRASH_AT=<point>:<n>`, see
 //! `crash_point` in runtime/src/fault.rs, compiled in by the `fault-injection`
-//! feature that test builds have): before a checkpoint's chunks are written, before
+//! feature of the `wrun-crash` build that the crashing runs launch): before a checkpoint's chunks are written, before
 //! and after its manifest commits, in the middle of a sink's commit, and
 //! while a savepoint is taken through the API (`wrun savepoint trigger` or
 //! `wrun stop --savepoint`, chosen by the seed): before its chunks, before
 //! its manifest, before and after its record is written. A savepoint whose
 //! record was written before the kill must still be usable after the
-//! resumed run (its chunks survive that run's garbage collection).
+//! resumed run (its chunks survive that run's garbage collection): a run
+//! from it continues every count from the savepoint's to the final one.
 //!
 //! Seed `s` kills at point `s % 9`, so any 9 consecutive seeds reach every
 //! point; the rest (which passage of the point, the delay, trigger or
@@ -22,6 +23,7 @@
 //! reruns alone with `WRUN_CRASH_SEED=S`.
 
 use crate::common::*;
+use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -62,7 +64,12 @@ fn splitmix(x: &mut u64) -> u64 {
 }
 
 fn wrun_run(dir: &Path, data: &Path, extra: &[&str], crash_at: Option<&str>) -> Command {
-    let mut c = Command::new(wrun_bin());
+    let bin = if crash_at.is_some() {
+        crash_bin()
+    } else {
+        wrun_bin()
+    };
+    let mut c = Command::new(bin);
     c.args(["run", "job.toml", "--data-dir"])
         .arg(data)
         .args(extra)
@@ -114,58 +121,84 @@ fn crash_once(seed: u64, golden: &[(String, String)]) -> String {
             &["stop", "test", "--savepoint"]
         };
         while child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(60) {
-            let _ = Command::new(wrun_bin())
-                .args(how)
-                .arg("--data-dir")
-                .arg(&data)
-                .env("WRUN_LOG", "error")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            // Its outcome does not matter: the job may die under it.
+            let _ = output_within(
+                Command::new(wrun_bin())
+                    .args(how)
+                    .arg("--data-dir")
+                    .arg(&data)
+                    .env("WRUN_LOG", "error"),
+                COMMAND_DEADLINE,
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    let status = child.wait().unwrap();
+    let status = wait_within(&mut child, COMMAND_DEADLINE);
     assert_eq!(
         status.signal(),
         Some(libc::SIGKILL),
         "seed {seed} ({at}): wrun was not killed ({status}); the job ended before the crash point"
     );
     // Resume until done (a resumed run is not killed).
-    let status = wrun_run(dir.path(), &data, &["--resume"], None)
-        .status()
-        .unwrap();
+    let (code, _, err) = output_within(
+        &mut wrun_run(dir.path(), &data, &["--resume"], None),
+        COMMAND_DEADLINE,
+    );
     assert!(
-        status.success(),
-        "seed {seed} ({at}): the resumed run failed: {status}"
+        code == 0,
+        "seed {seed} ({at}): the resumed run failed (exit {code}): {err}"
     );
     assert!(
         sorted_output(dir.path()) == golden,
         "seed {seed} ({at}): the output differs from an uninterrupted run's (rerun: WRUN_CRASH_SEED={seed})"
     );
     if point == "savepoint-registered" {
-        savepoint_still_usable(&data, seed, &at);
+        savepoint_still_usable(dir.path(), &data, golden, seed, &at);
     }
     at
 }
 
-/// The savepoint registered just before the kill survived the resumed run:
-/// listed, and its state readable (every chunk there and verified).
-fn savepoint_still_usable(data: &Path, seed: u64, at: &str) {
+/// [`job`] with its sink renamed `resumed`, writing `resumed.jsonl`: a
+/// sink finds its state in a savepoint by its name and first brings its
+/// file back to what the savepoint committed, so only a sink the savepoint
+/// does not know writes a fresh file, holding exactly what the job emits
+/// after the savepoint.
+fn job_into_fresh_sink() -> String {
+    let m = job()
+        .replace(
+            "name = \"out\"\nkind = \"file\"\npath = \"out.jsonl\"",
+            "name = \"resumed\"\nkind = \"file\"\npath = \"resumed.jsonl\"",
+        )
+        .replace("to = \"out\"", "to = \"resumed\"");
+    assert!(
+        m.contains("path = \"resumed.jsonl\"") && m.contains("to = \"resumed\""),
+        "{m}"
+    );
+    m
+}
+
+/// The savepoint registered just before the kill survived the resumed run
+/// and still resumes the job: its counts read back (every chunk there and
+/// verified), and a run from it continues each key's count from the
+/// savepoint's, one by one, up to the uninterrupted run's final count.
+fn savepoint_still_usable(
+    dir: &Path,
+    data: &Path,
+    golden: &[(String, String)],
+    seed: u64,
+    at: &str,
+) {
     let wrun = |args: &[&str]| {
-        let out = Command::new(wrun_bin())
-            .args(args)
-            .arg("--data-dir")
-            .arg(data)
-            .env("WRUN_LOG", "error")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "seed {seed} ({at}): wrun {args:?} failed: {err}"
+        let (code, text, err) = output_within(
+            Command::new(wrun_bin())
+                .args(args)
+                .arg("--data-dir")
+                .arg(data)
+                .current_dir(dir)
+                .env("WRUN_LOG", "error"),
+            COMMAND_DEADLINE,
         );
+        assert!(code == 0, "seed {seed} ({at}): wrun {args:?} failed: {err}");
         text
     };
     let list = wrun(&["savepoint", "list"]);
@@ -175,29 +208,85 @@ fn savepoint_still_usable(data: &Path, seed: u64, at: &str) {
         .and_then(|l| l.split_whitespace().next())
         .unwrap_or_else(|| panic!("seed {seed} ({at}): no savepoint after the resume:\n{list}"))
         .to_string();
+    // `inspect --dump` lines: {"key":{"utf8":..},"value":{..,"u64":n}}.
     let dump = wrun(&["savepoint", "inspect", &id, "--dump", "counter", "count"]);
+    let mut at_savepoint: BTreeMap<String, u64> = BTreeMap::new();
+    for line in dump.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("seed {seed} ({at}): dump line {line:?}: {e}"));
+        let (Some(key), Some(n)) = (v["key"]["utf8"].as_str(), v["value"]["u64"].as_u64()) else {
+            panic!("seed {seed} ({at}): dump line {line:?} is not a word and its count");
+        };
+        at_savepoint.insert(key.to_string(), n);
+    }
     assert!(
-        dump.lines().count() > 0,
+        !at_savepoint.is_empty(),
         "seed {seed} ({at}): savepoint {id} holds no counts"
     );
+    // The final count of each key: how many events it has.
+    let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+    for (k, v) in golden {
+        let n: u64 = v.parse().unwrap();
+        let l = last.entry(k.as_str()).or_default();
+        *l = (*l).max(n);
+    }
+    std::fs::write(dir.join("resumed.toml"), job_into_fresh_sink()).unwrap();
+    wrun(&["run", "resumed.toml", "--from-savepoint", &id]);
+    // No file when nothing was left to run (a savepoint at the end of the
+    // input): then every key must already be counted in full, below.
+    let out = dir.join("resumed.jsonl");
+    let lines = if out.exists() {
+        read_jsonl(&out)
+    } else {
+        Vec::new()
+    };
+    let mut resumed: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (k, v) in lines {
+        resumed.entry(k).or_default().push(v.parse().unwrap());
+    }
+    for k in at_savepoint.keys().chain(resumed.keys()) {
+        assert!(
+            last.contains_key(k.as_str()),
+            "seed {seed} ({at}): key {k} is not in the uninterrupted run's output"
+        );
+    }
+    // Each key's counts after the savepoint: from the savepoint's count + 1
+    // (1 for a key it has not seen) to the final one, each once. A key the
+    // savepoint already counted in full emits nothing.
+    for (k, &total) in &last {
+        let from = at_savepoint.get(*k).copied().unwrap_or(0);
+        assert!(
+            from <= total,
+            "seed {seed} ({at}): key {k}: {from} at savepoint {id}, above its {total} events"
+        );
+        let mut got = resumed.get(*k).cloned().unwrap_or_default();
+        got.sort();
+        assert_eq!(
+            got,
+            (from + 1..=total).collect::<Vec<_>>(),
+            "seed {seed} ({at}): key {k}: the run from savepoint {id} (count {from} there) \
+             does not continue to the final count {total}"
+        );
+    }
 }
 
 #[test]
 fn sigkill_at_seeded_moments_then_resume_gives_the_golden_output() {
-    // The binary under test is built with the same features as this test:
-    // without the crash points it would never crash, and the test would
-    // pass while proving nothing.
-    #[cfg(not(feature = "fault-injection"))]
-    panic!(
-        "the crash test needs the fault-injection feature (runtime/Cargo.toml's self dev-dependency turns it on for test builds)"
-    );
+    // The crashing runs launch the crash-point build (`wrun-crash`),
+    // checked to have its crash points: a binary without them would never
+    // crash, and the test would fail for a reason it could not name.
+    crash_bin();
     // The golden output: the same job, uninterrupted.
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("job.toml"), job()).unwrap();
-    let status = wrun_run(dir.path(), &dir.path().join("data"), &[], None)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let (code, _, err) = output_within(
+        &mut wrun_run(dir.path(), &dir.path().join("data"), &[], None),
+        COMMAND_DEADLINE,
+    );
+    assert!(
+        code == 0,
+        "the uninterrupted run failed (exit {code}): {err}"
+    );
     let golden = sorted_output(dir.path());
     assert_eq!(golden.len() as u64, EVENTS);
 

@@ -69,7 +69,7 @@ fn savepoint_then_cancel(dir: &Path, data: &Path, manifest: &str, job: &str, sp:
     wait_for_checkpoint(dir, d, job, at + 5);
     ok(dir, &["stop", job, "--data-dir", d]);
     assert!(
-        !child.wait().unwrap().success(),
+        !wait_within(&mut child, COMMAND_DEADLINE).success(),
         "a cancelled run exits non-zero"
     );
 }

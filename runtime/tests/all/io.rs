@@ -71,13 +71,8 @@ fn stdin_to_stdout_through_the_binary() {
         .unwrap()
         .write_all(b"Hello wrun\nhello\n")
         .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let (status, stdout, err) = wait_output_within(child, COMMAND_DEADLINE);
+    assert!(status.success(), "{err}");
     assert_eq!(
         stdout,
         "{\"key\":\"hello\",\"value\":\"\"}\n{\"key\":\"wrun\",\"value\":\"\"}\n{\"key\":\"hello\",\"value\":\"\"}\n"

@@ -236,18 +236,17 @@ to = "out"
 
 fn run_script(program: &str, args: &[&str]) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = std::process::Command::new(program)
+    let child = std::process::Command::new(program)
         .args(args)
         .current_dir(&root)
         .env("PYTHONDONTWRITEBYTECODE", "1")
-        .output()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap_or_else(|e| panic!("cannot run {program} (scripts/setup installs it): {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (status, out, err) = wait_output_within(child, COMMAND_DEADLINE);
+    assert!(status.success(), "{program} {args:?} failed:\n{out}{err}");
 }
 
 /// The Python helper's own tests (codec vectors, one host call per batch),

@@ -18,7 +18,11 @@ fn savepoint_of(dir: &Path, toml: &str, sp: &str) {
     ok(dir, &["checkpoint", "trigger", "counts"]);
     let out = ok(dir, &["stop", "counts", "--savepoint", "--name", sp]);
     assert!(out.contains("stopped"), "{out}");
-    assert!(child.wait().unwrap().success());
+    let status = wait_within(&mut child, COMMAND_DEADLINE);
+    assert!(
+        status.success(),
+        "wrun run after stop --savepoint: {status}"
+    );
 }
 
 /// `wrun run TOML --from-savepoint SP [extra]`: (exit code, stderr).
@@ -37,6 +41,30 @@ fn without_uid(toml: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
         + "\n"
+}
+
+/// `toml` with a restart policy that would restart a failed job (3 times,
+/// 50 ms apart): without one (the default for a job with no `[checkpoint]`
+/// table), a refusal fails the job at once whether or not it is retried,
+/// so a test that says it is not retried could not fail.
+fn with_restarts(toml: &str) -> String {
+    format!("{toml}\n[restart]\nattempts = 3\ndelay-ms = 50\n")
+}
+
+/// The run's error is the restore refusal from `sp` and it failed at once:
+/// never restarted (the supervisor's "(restart 1 of 3)" warning), and the
+/// supervisor said why.
+fn refused_without_restart(err: &str, sp: &str) {
+    assert!(
+        err.contains("error: job 'counts' failed")
+            && err.contains(&format!("caused by: cannot restore from savepoint '{sp}'")),
+        "the job's error is not the refusal: {err}"
+    );
+    assert!(!was_retried(err), "a refusal is not retried: {err}");
+    assert!(
+        err.contains("a restart cannot help"),
+        "the supervisor says why it does not restart: {err}"
+    );
 }
 
 /// A stateless tokenizer inserted between the generator and the counter.
@@ -62,13 +90,13 @@ fn an_inserted_vertex_never_takes_a_stateful_operators_state() {
         Some(20_000),
     ));
     savepoint_of(dir.path(), &v1, "before-insert");
-    let v2 = with_tokenizer_before_count(&without_uid(&job(
+    let v2 = with_restarts(&with_tokenizer_before_count(&without_uid(&job(
         guest("wordcount-counter"),
         "x",
         1,
         1_000,
         None,
-    )));
+    ))));
     assert!(v2.contains("name = \"split\""), "{v2}");
     let (code, err) = resume(dir.path(), &v2, "before-insert", &[]);
     assert_ne!(code, 0, "{err}");
@@ -78,10 +106,7 @@ fn an_inserted_vertex_never_takes_a_stateful_operators_state() {
             && err.contains("Give stateful operators a `uid`"),
         "{err}"
     );
-    assert!(
-        !err.contains("restarting"),
-        "a refusal is not retried: {err}"
-    );
+    refused_without_restart(&err, "before-insert");
     assert!(!err.contains("module swap"), "{err}");
 }
 
@@ -98,7 +123,7 @@ fn state_of_another_format_is_refused_unless_the_module_migrates_it() {
     savepoint_of(dir.path(), &v1, "counts-v1");
     // The uid moves to an operator of another format (keyed-sum declares
     // `wrun-guest`): refused at once, naming both modules.
-    let wrong = job(guest("keyed-sum"), "counter", 1, 1_000, None);
+    let wrong = with_restarts(&job(guest("keyed-sum"), "counter", 1, 1_000, None));
     let (code, err) = resume(dir.path(), &wrong, "counts-v1", &[]);
     assert_ne!(code, 0, "{err}");
     assert!(
@@ -108,10 +133,7 @@ fn state_of_another_format_is_refused_unless_the_module_migrates_it() {
             && err.contains("uid 'counter'"),
         "{err}"
     );
-    assert!(
-        !err.contains("restarting"),
-        "a refusal is not retried: {err}"
-    );
+    refused_without_restart(&err, "counts-v1");
     // A module that declares it migrates `wordcount` gets the state.
     let migrates = job(guest("chaos"), "counter", 1, 1_000, None);
     let (code, err) = resume(dir.path(), &migrates, "counts-v1", &[]);
@@ -137,9 +159,11 @@ fn memory_savepoints_say_what_can_resume_after_the_process() {
         &["stop", "counts", "--savepoint", "--name", "quick"],
     );
     assert!(out.contains("stopped"), "{out}");
-    let done = child.wait_with_output().unwrap();
-    assert!(done.status.success());
-    let log = String::from_utf8_lossy(&done.stderr);
+    let (status, _, log) = wait_output_within(child, COMMAND_DEADLINE);
+    assert!(
+        status.success(),
+        "wrun run after stop --savepoint: {status}: {log}"
+    );
     assert!(
         log.contains("cannot resume the job") && !log.contains("resume with `wrun run"),
         "{log}"

@@ -579,7 +579,7 @@ fn sigterm_then_a_restart_resumes_the_job() {
     unsafe {
         libc::kill(serve.child.id() as i32, libc::SIGTERM);
     }
-    let status = serve.child.wait().unwrap();
+    let status = wait_within(&mut serve.child, COMMAND_DEADLINE);
     assert!(status.success(), "wrun serve after SIGTERM: {status}");
     assert!(!data.join("api.json").exists(), "the endpoint is withdrawn");
     let record: Value =

@@ -30,6 +30,10 @@ use std::time::Duration;
 /// there.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The longest single metadata request at start: between requests the
+/// client's errors are looked at (an authentication failure ends the wait).
+const METADATA_SLICE: Duration = Duration::from_millis(250);
+
 /// How to reach a Kafka cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -402,10 +406,25 @@ fn partitions<C: ClientContext>(
     timeout: Duration,
     drain: &dyn Fn(),
 ) -> Result<Vec<i32>, ConnectError> {
-    let md = client.fetch_metadata(Some(topic), timeout).map_err(|e| {
-        drain();
-        health.start_error(&format!("read the metadata of topic {topic:?}"), &e)
-    })?;
+    // Asked in short slices, so that credentials the broker refuses (which
+    // the client reports within milliseconds, through `drain`) fail at
+    // once instead of after the whole timeout.
+    let deadline = std::time::Instant::now() + timeout;
+    let md = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match client.fetch_metadata(Some(topic), left.min(METADATA_SLICE)) {
+            Ok(md) => break md,
+            Err(e) => {
+                drain();
+                let refused = health.last_error().is_some_and(|(_, auth)| auth);
+                if refused || left <= METADATA_SLICE {
+                    return Err(
+                        health.start_error(&format!("read the metadata of topic {topic:?}"), &e)
+                    );
+                }
+            }
+        }
+    };
     health.up();
     let t = md
         .topics()

@@ -260,10 +260,17 @@ impl KafkaWriter {
             self.commit_txn(&g.txn_id, &g.epoch, g.checkpoint, Some(cfg))?;
         }
         if again + kept > 0 {
+            // Neutral words: a stop with a savepoint leaves its groups
+            // committed too, and nothing crashed then.
             tracing::info!(
-                "{}: of the {} records the restored checkpoint staged, {kept} were committed before the crash; {again} were written again in new transactions",
+                "{}: of the {} records the restored checkpoint staged, {kept} were committed already; {again} were written again in new transactions{}",
                 self.what,
-                again + kept
+                again + kept,
+                if again > 0 {
+                    " (the job had ended before their commit)"
+                } else {
+                    ""
+                }
             );
         }
         Ok(())

@@ -171,17 +171,22 @@ async fn connect(c: &NatsConnection, name: &str) -> Result<async_nats::Client, C
         .map_err(|e| {
             let detail = crate::report::chain(&e);
             let auth = detail.contains("uthorization") || detail.contains("uthentication");
+            // A certificate the client does not trust is the job's to fix
+            // (tls-ca-file), as credentials are: no restart mends it.
+            let tls = detail.contains("certificate") || detail.contains("UnknownIssuer");
             ConnectError {
                 detail: format!(
                     "cannot connect to NATS at {}: {detail}{}",
                     address(c),
                     if auth {
                         " (check the user, password, token or creds file)"
+                    } else if tls {
+                        " (check the server's TLS certificate and tls-ca-file)"
                     } else {
                         " (is the server running, and is the address right?)"
                     }
                 ),
-                transient: !auth,
+                transient: !auth && !tls,
             }
         })
 }
