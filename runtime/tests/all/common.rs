@@ -145,39 +145,53 @@ pub fn wrun_bin() -> PathBuf {
 }
 
 /// The crash-point build of wrun (`wrun-crash`, tests/crash-wrun), which
-/// every test that sets `WRUN_CRASH_AT` launches: checked once to say it
-/// has its crash points, so that a crash test never runs a binary that
-/// cannot crash and then fails for a reason it cannot name.
+/// every test that sets `WRUN_CRASH_AT` launches. Built here, once per test
+/// process, with cargo (a no-op when it is up to date), so that a crash
+/// test never launches a stale one (`cargo test -p wrun-runtime` alone does
+/// not build it); then checked to say it has its crash points, so that a
+/// crash test never runs a binary that cannot crash and then fails for a
+/// reason it cannot name.
 pub fn crash_bin() -> PathBuf {
-    static CHECKED: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
-    CHECKED
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
         .get_or_init(|| {
             let bin = wrun_bin().with_file_name("wrun-crash");
-            // Spawned by hand (not `output_within`) to keep the error when
-            // the binary cannot run; `--version` prints far less than a
-            // pipe holds, so its stdout is read after it ends.
-            let mut child = std::process::Command::new(&bin)
-                .arg("--version")
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
-            wait_within(&mut child, COMMAND_DEADLINE);
-            let mut v = String::new();
-            if let Some(mut o) = child.stdout.take() {
-                let _ = std::io::Read::read_to_string(&mut o, &mut v);
+            // target/<profile>/wrun: build into the same target directory
+            // with the same profile.
+            let profile_dir = bin.parent().ok_or("no target directory")?;
+            let target_dir = profile_dir.parent().ok_or("no target directory")?;
+            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut build = std::process::Command::new(cargo);
+            build
+                .args(["build", "-p", "wrun-crash", "--bin", "wrun-crash", "--manifest-path"])
+                .arg(&workspace)
+                .arg("--target-dir")
+                .arg(target_dir);
+            if profile_dir.ends_with("release") {
+                build.arg("--release");
             }
-            if v.contains("crash points") {
+            let (code, _, err) = output_within(&mut build, std::time::Duration::from_secs(1800));
+            if code != 0 {
+                return Err(format!("cannot build wrun-crash: {err}"));
+            }
+            let (code, v, err) = output_within(
+                std::process::Command::new(&bin).arg("--version"),
+                COMMAND_DEADLINE,
+            );
+            if code == 0 && v.contains("crash points") {
                 Ok(bin)
             } else {
-                Err(format!("{} has no crash points (it says {v:?})", bin.display()))
+                Err(format!(
+                    "{} has no crash points (it says {v:?}; {err})",
+                    bin.display()
+                ))
             }
         })
         .clone()
         .unwrap_or_else(|e| {
             panic!(
-                "{e}: the crash tests launch the crash-point build of wrun; build it with `cargo test --workspace` (as scripts/test does) or `cargo build -p wrun-crash`"
+                "{e}: the crash tests launch the crash-point build of wrun (`cargo build -p wrun-crash`)"
             )
         })
 }

@@ -1354,11 +1354,21 @@ fn tls_with_a_ca_file() {
     std::fs::write(dir.path().join("run.toml"), m).unwrap();
     wrun_run_ok(dir.path(), "run.toml", &[]);
     assert_eq!(sorted_topic(&addr, "out"), golden);
-    // The system's CAs do not know the broker's certificate.
+    // The system's CAs do not know the broker's certificate: the job's to
+    // fix, so not retried, and at once (no metadata timeout waited out).
     let m = job(&addr, 1, 1, true, counter())
         .replace("bootstrap-servers", "tls = true\nbootstrap-servers");
-    let err = fails(dir.path(), &m);
-    assert!(err.contains(&addr) && err.contains("SSL"), "{err}");
+    fails_as_documented(
+        dir.path(),
+        &m,
+        &[
+            &addr,
+            "SSL",
+            "check the brokers' TLS certificate and tls-ca-file",
+        ],
+        false,
+        Duration::from_secs(5),
+    );
 }
 
 /// The end of a bounded input: the crash-point build is killed at each

@@ -214,31 +214,20 @@ impl Health {
     }
 
     /// The last error the client reported, and whether it was about
-    /// credentials.
+    /// credentials or a broker certificate it does not trust (either way
+    /// the job's to fix: waiting longer or restarting cannot help).
     fn last_error(&self) -> Option<(String, bool)> {
         let e = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
-        e.as_ref().map(|(code, reason)| {
-            let auth = matches!(
-                code,
-                RDKafkaErrorCode::Authentication
-                    | RDKafkaErrorCode::SaslAuthenticationFailed
-                    | RDKafkaErrorCode::TopicAuthorizationFailed
-                    | RDKafkaErrorCode::ClusterAuthorizationFailed
-                    | RDKafkaErrorCode::GroupAuthorizationFailed
-                    | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
-            ) || reason.contains("uthenticat");
-            (reason.clone(), auth)
-        })
+        e.as_ref()
+            .map(|(code, reason)| (reason.clone(), refused(*code, reason)))
     }
 
-    /// Records the client's latest error; a credentials error is kept
-    /// over the "brokers are down" that follows it.
+    /// Records the client's latest error; a refusal (credentials, an
+    /// untrusted certificate) is kept over the "brokers are down" and
+    /// lost-connection errors that follow it.
     fn record(&self, code: RDKafkaErrorCode, reason: &str) {
         let mut e = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
-        if code == RDKafkaErrorCode::AllBrokersDown
-            && e.as_ref()
-                .is_some_and(|(c, _)| *c == RDKafkaErrorCode::Authentication)
-        {
+        if !refused(code, reason) && e.as_ref().is_some_and(|(c, r)| refused(*c, r)) {
             return;
         }
         *e = Some((code, reason.to_string()));
@@ -275,7 +264,9 @@ impl Health {
             detail: format!(
                 "cannot {doing} on Kafka at {}: {detail}{}",
                 self.address,
-                if auth {
+                if auth && seen.contains("SSL") {
+                    " (check the brokers' TLS certificate and tls-ca-file)"
+                } else if auth {
                     " (check the SASL mechanism, user and password)"
                 } else if timeout {
                     " (is the broker running, and is the address right?)"
@@ -361,6 +352,23 @@ impl ClientContext for Context {
 }
 
 impl rdkafka::consumer::ConsumerContext for Context {}
+
+/// Whether an error of the client is the cluster refusing this client:
+/// its credentials, its permissions, or the client not trusting the
+/// brokers' certificate.
+fn refused(code: RDKafkaErrorCode, reason: &str) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::Authentication
+            | RDKafkaErrorCode::SaslAuthenticationFailed
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::GroupAuthorizationFailed
+            | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+            | RDKafkaErrorCode::SSL
+    ) || reason.contains("uthenticat")
+        || reason.contains("certificate verify failed")
+}
 
 /// Checks that the cluster answers and that every topic exists (the
 /// check `wrun deploy` makes before it accepts a job).
