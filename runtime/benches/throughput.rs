@@ -608,7 +608,7 @@ fn cow_figures(state: &mut KeyedState, id: usize, keys: u64) -> anyhow::Result<(
             one_per_group[kg] = key;
         }
     }
-    let mut timed = |state: &mut KeyedState, keys: &mut dyn Iterator<Item = Vec<u8>>| {
+    let timed = |state: &mut KeyedState, keys: &mut dyn Iterator<Item = Vec<u8>>| {
         let t = std::time::Instant::now();
         for key in keys {
             state.value_set(id, &key, Some(&1i64.to_le_bytes()))?;
