@@ -576,3 +576,17 @@ pub fn fails_as_documented(
     );
     err
 }
+
+/// Reads a running child's piped stderr on a thread of its own (so a long
+/// log never fills the pipe and blocks the child): the whole log, once the
+/// child has ended.
+pub fn drain_stderr(child: &mut std::process::Child) -> std::thread::JoinHandle<String> {
+    let stderr = child.stderr.take();
+    std::thread::spawn(move || {
+        let mut log = String::new();
+        if let Some(mut e) = stderr {
+            let _ = std::io::Read::read_to_string(&mut e, &mut log);
+        }
+        log
+    })
+}

@@ -983,6 +983,7 @@ fn the_broker_killed_and_restarted_mid_job_loses_nothing() {
     let data = dir.path().join("data");
     let mut child = spawn_run(dir.path(), "run.toml", &data);
     wait_for_api(&mut child, &data);
+    let log = drain_stderr(&mut child);
     let wait_out = |n: usize| {
         let deadline = Instant::now() + Duration::from_secs(120);
         while committed_len(&addr, "out") < n {
@@ -1007,6 +1008,13 @@ fn the_broker_killed_and_restarted_mid_job_loses_nothing() {
     assert!(
         status.success(),
         "the job's exit after the stop with a savepoint must be 0: {status:?}"
+    );
+    // The kill was seen and lived through: the client lost its connection
+    // (and reconnected, or the job restarted), not a run that never noticed.
+    let log = log.join().unwrap();
+    assert!(
+        log.contains("connection lost"),
+        "no lost connection in the log: {log}"
     );
     assert_nothing_lost(&sorted_topic(&addr, "out"), &golden, "broker restart");
 }

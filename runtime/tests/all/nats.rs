@@ -529,6 +529,7 @@ fn the_broker_killed_and_restarted_mid_job_loses_and_duplicates_nothing() {
     let data = dir.path().join("data");
     let mut child = spawn_run(dir.path(), "run.toml", &data);
     wait_for_api(&mut child, &data);
+    let log = drain_stderr(&mut child);
     let wait_out = |n: u64| {
         let deadline = Instant::now() + Duration::from_secs(90);
         while stream_len(&url, "OUT") < n {
@@ -549,6 +550,13 @@ fn the_broker_killed_and_restarted_mid_job_loses_and_duplicates_nothing() {
     assert!(
         status.success(),
         "the job's exit after the stop with a savepoint must be 0: {status:?}"
+    );
+    // The kill was seen and lived through: the client lost its connection
+    // (and reconnected, or the job restarted), not a run that never noticed.
+    let log = log.join().unwrap();
+    assert!(
+        log.contains("connection lost"),
+        "no lost connection in the log: {log}"
     );
     assert_eq!(sorted_stream(&url, "OUT"), golden);
 }

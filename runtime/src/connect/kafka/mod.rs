@@ -381,7 +381,7 @@ pub fn check_topics(c: &KafkaConnection, topics: &[String]) -> Result<(), Connec
         .create_with_context(ctx)
         .map_err(|e| ConnectError::fatal(format!("cannot create a Kafka client: {e}")))?;
     for t in topics {
-        partitions(consumer.client(), &health, t, START_TIMEOUT, &|| {
+        partitions(consumer.client(), &health, t, START_TIMEOUT, true, &|| {
             for _ in 0..5 {
                 let _ = consumer.poll(Duration::from_millis(20));
             }
@@ -406,26 +406,32 @@ fn split_index(topic: &str, partition: i32) -> usize {
 
 /// The partitions of `topic` (a clear error when it does not exist).
 /// `drain` serves the client's queued events (its log and errors say why
-/// a request failed) before an error is built.
+/// a request failed) before an error is built. With `fail_fast`, at start
+/// (where `drain` may take no record the job needs: nothing is assigned
+/// yet, or the client is a producer), the metadata is asked in short
+/// slices with `drain` between them, so that credentials the broker
+/// refuses or a certificate the client does not trust (which the client
+/// reports within milliseconds) fail at once instead of after the whole
+/// timeout. Without it (a running source discovering partitions, whose
+/// `drain` would drop records), one request waits the whole timeout.
 fn partitions<C: ClientContext>(
     client: &rdkafka::client::Client<C>,
     health: &Health,
     topic: &str,
     timeout: Duration,
+    fail_fast: bool,
     drain: &dyn Fn(),
 ) -> Result<Vec<i32>, ConnectError> {
-    // Asked in short slices, so that credentials the broker refuses (which
-    // the client reports within milliseconds, through `drain`) fail at
-    // once instead of after the whole timeout.
+    let slice = if fail_fast { METADATA_SLICE } else { timeout };
     let deadline = std::time::Instant::now() + timeout;
     let md = loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match client.fetch_metadata(Some(topic), left.min(METADATA_SLICE)) {
+        match client.fetch_metadata(Some(topic), left.min(slice)) {
             Ok(md) => break md,
             Err(e) => {
                 drain();
                 let refused = health.last_error().is_some_and(|(_, auth)| auth);
-                if refused || left <= METADATA_SLICE {
+                if refused || left <= slice {
                     return Err(
                         health.start_error(&format!("read the metadata of topic {topic:?}"), &e)
                     );

@@ -141,6 +141,7 @@ impl KafkaWriter {
             &health,
             &cfg.topic,
             START_TIMEOUT,
+            true,
             &|| {
                 // The producer's thread serves its events.
                 std::thread::sleep(Duration::from_millis(100))

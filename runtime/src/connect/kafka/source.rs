@@ -112,6 +112,9 @@ impl KafkaReader {
                 &self.health,
                 topic,
                 START_TIMEOUT,
+                // Only at open is nothing assigned yet, so only then may
+                // `drain` serve the client's queue between requests.
+                first,
                 &|| self.drain(),
             )?;
             for p in ps {
