@@ -20,11 +20,18 @@
 //! skips them).
 //!
 //! Then the savepoint figures at 1,000,000 keys (`WRUN_BENCH_SKIP_SAVEPOINT=1`
-//! skips them): savepoint trigger → complete on the running job; restore
-//! from the savepoint (a run resumed with nothing left to read: restore,
-//! instantiate, end); and the swap downtime, from the stop-with-savepoint
-//! request to the end of a resumed run that has exactly one event left to
-//! process (an upper bound on "first event processed by the new module").
+//! skips them): the first savepoint of the running job, taken once its
+//! state is filled, which writes every key group (full, as Flink's
+//! savepoints are), with the bytes it wrote; incremental savepoints a
+//! second of processing apart, with the bytes each wrote; restore from the
+//! savepoint (a run resumed with nothing left to read: restore,
+//! instantiate, end); and an in-process swap downtime, from the
+//! stop-with-savepoint request to the end of a resumed run that has exactly
+//! one event left to process, with the module already compiled (the swap a
+//! user meets, through the CLI and a new process, is `scripts/bench-swap`).
+//! The checkpoint figures also time what copy-on-write costs the operator:
+//! one write into each key group with a snapshot held (each copies its key
+//! group) against none held, and a write of every key both ways.
 //!
 //! Then the language figures (`WRUN_BENCH_SKIP_LANGUAGES=1` skips them;
 //! `WRUN_BENCH_ONLY=languages` runs only them): the keyed count (the
@@ -34,6 +41,7 @@
 //! instantiation time and linear memory per subtask.
 //!
 //! For profiling one part alone: `WRUN_BENCH_ONLY=savepoint` (the savepoint
+//! figures), `WRUN_BENCH_ONLY=checkpoint` (the checkpoint and copy-on-write
 //! figures), `WRUN_BENCH_ONLY=checkpoint-throughput`, or a variant's name
 //! (`wasm`, `native_state`, `native_hashmap`: that variant's throughput).
 //!
@@ -236,6 +244,11 @@ fn main() -> anyhow::Result<()> {
     }
     if only == "savepoint" {
         return savepoint_figures(&sandbox, &store);
+    }
+    if only == "checkpoint" {
+        // Pause, bytes and copy-on-write cost of checkpoints of one
+        // subtask's state, alone.
+        return checkpoint_figures();
     }
     let only_variant = variants.iter().any(|(name, _)| *name == only);
     let mut rates = HashMap::new();

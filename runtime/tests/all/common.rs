@@ -590,3 +590,43 @@ pub fn drain_stderr(child: &mut std::process::Child) -> std::thread::JoinHandle<
         log
     })
 }
+
+/// The crash points of the end of a bounded input (docs/reliability.md),
+/// in the order a job passes them.
+pub const END_POINTS: [&str; 4] = [
+    "final-tail-staged",
+    "final-manifest-committed",
+    "final-tail-commit",
+    "final-tail-committed",
+];
+
+/// Runs `run.toml` in `dir` with the crash-point build until it dies at
+/// `point` (its first passage), then resumes it twice with `--resume`:
+/// each resume must succeed, and say the job had already finished exactly
+/// when the final manifest was committed before the kill (the second
+/// always). `check(round)` ("first", "second") checks the output after
+/// each resume.
+pub fn kill_at_end_then_resume_twice(dir: &Path, point: &str, mut check: impl FnMut(&str)) {
+    use std::os::unix::process::ExitStatusExt;
+    let at = format!("{point}:1");
+    let mut child = wrun_run_cmd(dir, "run.toml", &[], Some(&at))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = wait_within(&mut child, COMMAND_DEADLINE);
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{at}: {status}");
+    let finished = point != "final-tail-staged";
+    for round in ["first", "second"] {
+        let (code, out, log) = output_within(
+            &mut wrun_run_cmd(dir, "run.toml", &["--resume"], None),
+            COMMAND_DEADLINE,
+        );
+        assert_eq!(code, 0, "{at}, {round} resume: {log}");
+        assert_eq!(
+            out.contains("had already finished at checkpoint"),
+            finished || round == "second",
+            "{at}, {round} resume: {out} {log}"
+        );
+        check(round);
+    }
+}

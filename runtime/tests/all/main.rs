@@ -8,6 +8,7 @@ mod components;
 mod crash;
 mod datadir;
 mod errors;
+mod examples;
 mod finish;
 mod fuzz;
 mod io;

@@ -745,13 +745,7 @@ fn kill_9_of_serve_mid_job_then_a_restart_is_exactly_once() {
 /// finished job publishes nothing.
 #[test]
 fn a_bounded_job_killed_at_each_step_of_its_end_is_exactly_once() {
-    crash_bin();
-    for point in [
-        "final-tail-staged",
-        "final-manifest-committed",
-        "final-tail-commit",
-        "final-tail-committed",
-    ] {
+    for point in END_POINTS {
         let (_nats, url) = with_streams();
         let (msgs, golden) = input(3000, &["a"]);
         publish(&url, &msgs);
@@ -760,33 +754,15 @@ fn a_bounded_job_killed_at_each_step_of_its_end_is_exactly_once() {
         // checkpoint is its first, so the whole output is the tail.
         let m = job(&url, 1, 2, &[], true).replace("interval-ms = 25", "interval-ms = 60000");
         std::fs::write(dir.path().join("run.toml"), &m).unwrap();
-        let at = format!("{point}:1");
-        let mut child = wrun_run_cmd(dir.path(), "run.toml", &[], Some(&at))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let status = wait_within(&mut child, COMMAND_DEADLINE);
-        assert_eq!(status.signal(), Some(libc::SIGKILL), "{at}: {status}");
-        let finished = point != "final-tail-staged";
-        for round in ["first", "second"] {
-            let (code, out, log) = output_within(
-                &mut wrun_run_cmd(dir.path(), "run.toml", &["--resume"], None),
-                COMMAND_DEADLINE,
-            );
-            assert_eq!(code, 0, "{at}, {round} resume: {log}");
-            assert_eq!(
-                out.contains("had already finished at checkpoint"),
-                finished || round == "second",
-                "{at}, {round} resume: {out} {log}"
-            );
+        kill_at_end_then_resume_twice(dir.path(), point, |round| {
             let got = sorted_stream(&url, "OUT");
             assert!(
                 got == golden,
-                "{at}, {round} resume: the output stream holds {} messages, the golden output {}",
+                "{point}, {round} resume: the output stream holds {} messages, the golden output {}",
                 got.len(),
                 golden.len()
             );
-        }
+        });
     }
 }
 
