@@ -182,12 +182,12 @@ impl Coordinator<'_> {
                 Ok(Ack::InputEnded) => {
                     input_ended = true;
                     for r in queued.drain(..) {
-                        let _ = r.reply.send(Err(format!("job '{}' reached the end of its input and is taking its final checkpoint; no savepoint can be taken now", self.graph.name)));
+                        let _ = r.reply.send(Err(self.taking_final()));
                     }
                 }
                 Ok(Ack::Request(r)) => {
                     if input_ended {
-                        let _ = r.reply.send(Err(format!("job '{}' reached the end of its input and is taking its final checkpoint; no savepoint can be taken now", self.graph.name)));
+                        let _ = r.reply.send(Err(self.taking_final()));
                     } else if finished || stopped_at.is_some() {
                         let _ = r.reply.send(Err(format!(
                             "job '{}' is finishing; no more checkpoints can complete",
@@ -251,6 +251,15 @@ impl Coordinator<'_> {
             request,
             end,
         }
+    }
+
+    /// Why a checkpoint or savepoint asked for after the input ended is
+    /// refused.
+    fn taking_final(&self) -> String {
+        format!(
+            "job '{}' reached the end of its input and is taking its final checkpoint; no savepoint can be taken now",
+            self.graph.name
+        )
     }
 
     /// The final checkpoint failed: every subtask has passed its barrier

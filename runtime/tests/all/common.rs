@@ -630,3 +630,23 @@ pub fn kill_at_end_then_resume_twice(dir: &Path, point: &str, mut check: impl Fn
         check(round);
     }
 }
+
+/// `wrun stop test --savepoint` of the job running in `child` (data
+/// directory `data`), then the job's exit, which must be 0.
+pub fn stop_with_savepoint(dir: &Path, data: &Path, child: &mut std::process::Child) {
+    ok(
+        dir,
+        &[
+            "stop",
+            "test",
+            "--savepoint",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
+    let status = wait_within(child, COMMAND_DEADLINE);
+    assert!(
+        status.success(),
+        "the job's exit after the stop with a savepoint must be 0: {status:?}"
+    );
+}

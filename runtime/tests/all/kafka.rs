@@ -417,18 +417,6 @@ fn wait_for_records(addr: &str, topic: &str, n: usize) {
     }
 }
 
-/// Stops job `test`, which `child` runs with `data` as its data
-/// directory, with a savepoint: the job must then exit 0.
-fn stop_with_savepoint(dir: &Path, data: &Path, child: &mut Child) {
-    let d = data.to_str().unwrap();
-    ok(dir, &["stop", "test", "--savepoint", "--data-dir", d]);
-    let status = wait_within(child, COMMAND_DEADLINE);
-    assert!(
-        status.success(),
-        "the job's exit after the stop with a savepoint must be 0: {status:?}"
-    );
-}
-
 /// The offsets consumer group `group` has committed for these partitions
 /// of `topic`, in their order (`None` where it has none).
 fn group_offsets(addr: &str, group: &str, topic: &str, parts: &[i32]) -> Vec<Option<i64>> {
@@ -745,16 +733,7 @@ fn offsets_of_completed_checkpoints_reach_the_consumer_group() {
     wait_out(600);
     produce(&addr, "in", rest);
     wait_out(1200);
-    let d = data.to_str().unwrap();
-    ok(
-        dir.path(),
-        &["stop", "test", "--savepoint", "--data-dir", d],
-    );
-    let status = wait_within(&mut child, COMMAND_DEADLINE);
-    assert!(
-        status.success(),
-        "the job's exit after the stop with a savepoint must be 0: {status:?}"
-    );
+    stop_with_savepoint(dir.path(), &data, &mut child);
     assert_eq!(sorted_topic(&addr, "out"), golden);
     // The group's committed offsets (monitoring) cover the input.
     let c: BaseConsumer = config(&addr).set("group.id", "wrun-test").create().unwrap();
@@ -1008,16 +987,7 @@ fn the_broker_killed_and_restarted_mid_job_loses_nothing() {
         assert!(Instant::now() < deadline, "the output did not complete");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let d = data.to_str().unwrap();
-    ok(
-        dir.path(),
-        &["stop", "test", "--savepoint", "--data-dir", d],
-    );
-    let status = wait_within(&mut child, COMMAND_DEADLINE);
-    assert!(
-        status.success(),
-        "the job's exit after the stop with a savepoint must be 0: {status:?}"
-    );
+    stop_with_savepoint(dir.path(), &data, &mut child);
     // The kill was seen and lived through: the client lost its connection
     // (and reconnected, or the job restarted), not a run that never noticed.
     let log = log.join().unwrap();

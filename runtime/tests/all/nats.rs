@@ -541,16 +541,7 @@ fn the_broker_killed_and_restarted_mid_job_loses_and_duplicates_nothing() {
     nats.kill_and_restart();
     publish(&url, rest);
     wait_out(3000);
-    let d = data.to_str().unwrap();
-    ok(
-        dir.path(),
-        &["stop", "test", "--savepoint", "--data-dir", d],
-    );
-    let status = wait_within(&mut child, COMMAND_DEADLINE);
-    assert!(
-        status.success(),
-        "the job's exit after the stop with a savepoint must be 0: {status:?}"
-    );
+    stop_with_savepoint(dir.path(), &data, &mut child);
     // The kill was seen and lived through: the client lost its connection
     // (and reconnected, or the job restarted), not a run that never noticed.
     let log = log.join().unwrap();
@@ -882,13 +873,7 @@ fn start_new_reads_only_what_is_published_after_the_job_starts() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    let d = data.to_str().unwrap();
-    ok(
-        dir.path(),
-        &["stop", "test", "--savepoint", "--data-dir", d],
-    );
-    let status = wait_within(&mut child, COMMAND_DEADLINE);
-    assert!(status.success(), "{status}");
+    stop_with_savepoint(dir.path(), &data, &mut child);
     assert_eq!(sorted_stream(&url, "OUT"), golden);
 }
 
