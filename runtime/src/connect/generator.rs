@@ -2,20 +2,62 @@
 //! examples and benchmarks) and the discard sink (counts and drops).
 
 use crate::batch::Batch;
+use crate::connect::config::{FieldError, Fields, Section, at_least, field_names};
 use crate::connect::{ConnectError, Poll, Position, Prepared, SinkWriter, SourceReader};
 use std::time::Duration;
+use toml::Spanned;
 
 /// What a generator source produces.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Sequence {
     /// Events in all, over every subtask.
     pub count: u64,
     /// Distinct keys.
     pub keys: u64,
-    /// Seed of the key sequence.
-    pub seed: u64,
     /// Events per second in all, or unlimited.
     pub rate: Option<f64>,
+    /// Seed of the key sequence.
+    pub seed: u64,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct SequenceConfig {
+    count: Option<Spanned<u64>>,
+    keys: Option<Spanned<u64>>,
+    rate: Option<Spanned<f64>>,
+    seed: Option<Spanned<u64>>,
+}
+
+/// A generator source from its `kind = "generator"` section of `job.toml`.
+pub fn config(fields: &Fields, s: &Section) -> Result<Sequence, FieldError> {
+    s.only(fields, &[field_names::<SequenceConfig>()])?;
+    let c: SequenceConfig = s.read(fields)?;
+    let count = match &c.count {
+        Some(n) => *n.get_ref(),
+        None => return Err(s.needs("`count` (how many events)")),
+    };
+    let keys = match &c.keys {
+        Some(k) => at_least(k, "keys", 1)?,
+        None => 1,
+    };
+    let rate = match &c.rate {
+        Some(r) if !(*r.get_ref() > 0.0 && r.get_ref().is_finite()) => {
+            return Err(s.err(
+                r.span(),
+                "`rate` must be a positive number of events per second",
+            ));
+        }
+        Some(r) => Some(*r.get_ref()),
+        None => None,
+    };
+    Ok(Sequence {
+        count,
+        keys,
+        rate,
+        seed: c.seed.as_ref().map(|v| *v.get_ref()).unwrap_or(0),
+    })
 }
 
 /// One subtask's share of a generator: event `i` of subtask `index` is

@@ -24,6 +24,7 @@
 //!   left half done.
 
 mod codec;
+pub mod config;
 pub mod file;
 pub mod generator;
 pub mod kafka;

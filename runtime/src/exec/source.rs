@@ -244,29 +244,19 @@ fn open(
     a: &SourceAssignment,
 ) -> Result<Box<dyn SourceReader>, connect::ConnectError> {
     Ok(match kind {
-        SourceKind::File { path, format, key } => Box::new(connect::file::FileReader::open(
-            path,
-            *format,
-            key.clone(),
+        SourceKind::File(f) => Box::new(connect::file::FileReader::open(
+            &f.path,
+            f.format,
+            f.key.clone(),
             a.offset,
         )?),
         // Stdin cannot be replayed: a restored job reads on from where
         // stdin is now.
-        SourceKind::Stdin { format, key } => {
-            Box::new(connect::file::StdinReader::open(*format, key.clone())?)
+        SourceKind::Stdin(f) => {
+            Box::new(connect::file::StdinReader::open(f.format, f.key.clone())?)
         }
-        SourceKind::Generator {
-            count,
-            keys,
-            rate,
-            seed,
-        } => Box::new(connect::generator::GeneratorReader::new(
-            connect::generator::Sequence {
-                count: *count,
-                keys: *keys,
-                seed: *seed,
-                rate: *rate,
-            },
+        SourceKind::Generator(seq) => Box::new(connect::generator::GeneratorReader::new(
+            *seq,
             a.subtask,
             a.parallelism,
             a.offset,

@@ -112,32 +112,11 @@ pub use crate::connect::file::SourceFormat;
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum SourceKind {
     /// A file, read to its end.
-    File {
-        /// The file.
-        path: PathBuf,
-        /// Lines or JSON lines.
-        format: SourceFormat,
-        /// The JSON pointer of the key, for JSON lines.
-        key: Option<String>,
-    },
+    File(crate::connect::file::FileSource),
     /// A deterministic sequence of events.
-    Generator {
-        /// How many events in all.
-        count: u64,
-        /// How many distinct keys.
-        keys: u64,
-        /// Events per second in all, or unlimited.
-        rate: Option<f64>,
-        /// Seed of the key sequence.
-        seed: u64,
-    },
+    Generator(crate::connect::generator::Sequence),
     /// Standard input, read to its end.
-    Stdin {
-        /// Lines or JSON lines.
-        format: SourceFormat,
-        /// The JSON pointer of the key, for JSON lines.
-        key: Option<String>,
-    },
+    Stdin(crate::connect::file::StdinSource),
     /// A NATS JetStream stream.
     Nats(crate::connect::nats::NatsSource),
     /// Kafka topics.

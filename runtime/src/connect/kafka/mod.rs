@@ -8,6 +8,7 @@
 //! subtask threads directly, with timeouts, and never from the
 //! connectors' tokio runtime.
 
+pub mod config;
 mod sink;
 mod source;
 

@@ -3,6 +3,7 @@
 //! `Nats-Msg-Id` after the checkpoint commits, so the stream's duplicate
 //! window drops a republish after a crash (exactly-once).
 
+pub mod config;
 mod sink;
 mod source;
 
