@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod connect;
 pub mod datadir;
+pub mod deployment;
 pub mod exec;
 pub(crate) mod fault;
 pub mod fsutil;

@@ -6,7 +6,8 @@ use super::serve::EndpointFile;
 use super::validate::load_manifest;
 use crate::checkpoint::SavepointBackend;
 use crate::datadir::DataDir;
-use crate::exec::{self, RunOptions};
+use crate::deployment::{Deployment, Restore};
+use crate::exec;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
@@ -57,18 +58,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         cache_dir: Some(data.cache_dir()),
         ..SandboxConfig::default()
     })?);
-    let modules = crate::module::load_modules(&graph, data.modules(), &sandbox)?;
-    let module_api = crate::api::Modules {
-        store: data.modules().clone(),
-        sandbox: sandbox.clone(),
-        max_bytes: DEFAULT_MAX_MODULE_MB << 20,
-    };
-    // The store is always there: savepoints can be taken on request even
-    // without periodic checkpoints.
     let store = data.store();
-    let savepoints = data.savepoints_for(&graph.savepoints)?;
-    let mut restore_store = None;
-    let mut restore_label = None;
     let restore = if args.resume {
         let m = exec::latest_checkpoint(store.as_ref(), &graph.name)?;
         match &m {
@@ -77,21 +67,27 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
                 tracing::warn!(job = %graph.name, "--resume: no usable checkpoint in {}; starting from the beginning", args.data_dir.join("checkpoints").display())
             }
         }
-        m
+        m.map(Restore::checkpoint)
     } else if let Some(sp) = &args.from_savepoint {
         let (sp, chunks) = crate::checkpoint::resolve_savepoint(sp, &data.registries().all())?;
         tracing::info!(job = %graph.name, savepoint = %sp.id, "starting from savepoint {} (checkpoint {} of job '{}')", sp.id, sp.checkpoint.id, sp.job());
-        restore_store = chunks;
-        restore_label = Some(format!(
-            "savepoint '{}' (checkpoint {} of job '{}')",
-            sp.name.as_deref().unwrap_or(&sp.id),
-            sp.checkpoint.id,
-            sp.job()
-        ));
-        Some(sp.checkpoint)
+        Some(Restore::savepoint(
+            sp,
+            chunks,
+            args.allow_non_restored_state,
+        ))
     } else {
         None
     };
+    let module_api = crate::api::Modules {
+        store: data.modules().clone(),
+        sandbox: sandbox.clone(),
+        max_bytes: DEFAULT_MAX_MODULE_MB << 20,
+    };
+    // Savepoints can be taken on request even without periodic checkpoints.
+    let savepoints = data.savepoints_for(&graph.savepoints)?;
+    let deployment = Deployment::load(graph, data.modules(), &sandbox)?.starting_from(restore);
+    let graph = &deployment.graph;
 
     let control = exec::JobControl::new(&graph.name);
     let api = crate::api::ApiState::new(
@@ -108,17 +104,8 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
     if graph.savepoints.backend == SavepointBackend::Memory {
         tracing::warn!(job = %graph.name, "savepoints of this job are kept in memory: they are lost when this wrun stops and can only resume a job inside this same running wrun (see docs/savepoints.md)");
     }
-    let opts = RunOptions {
-        store: Some(store),
-        restore,
-        restore_store,
-        restore_label,
-        allow_non_restored_state: args.allow_non_restored_state,
-        savepoints: Some(savepoints),
-        control: Some(control),
-        ..RunOptions::default()
-    };
-    let report = exec::run_supervised(&graph, &sandbox, &modules, &opts);
+    let opts = deployment.options(store, savepoints, control);
+    let report = deployment.run(&sandbox, &opts);
     // A `wrun stop` is waiting for the outcome of its request: answer it
     // before the API goes away.
     api.wait_delivered(std::time::Duration::from_secs(10));

@@ -147,7 +147,7 @@ impl ExecError {
 
     /// Names the restore source in the user's words (`label`) instead of
     /// by its checkpoint ID.
-    pub(super) fn with_restore_label(self, label: Option<&str>) -> ExecError {
+    pub fn with_restore_label(self, label: Option<&str>) -> ExecError {
         match (self, label) {
             (ExecError::RestoreRefused { detail, .. }, Some(l)) => ExecError::RestoreRefused {
                 from: l.to_string(),

@@ -2,19 +2,20 @@
 //! partitioners on the edges, the checkpoint coordinator beside them.
 //! [`run_job`] runs one attempt; restarts are `supervisor.rs`'s.
 
-use super::channel::{self, CHANNEL_BATCHES, Message, Output, Outputs};
+use super::channel;
 use super::clock::{Clock, SystemClock};
 use super::coordinator::{Ack, Coordinator};
-use super::restore::{check_restore, restore_operator};
-use super::{Counts, ExecError, JobControl, JobState, OperatorLogic, Shared, metrics};
-use super::{operator, sink, source};
+use super::restore::check_restore;
+use super::subtask::Attempt;
+use super::wiring::Wiring;
+use super::{Counts, ExecError, JobControl, JobState, OperatorLogic, Shared, metrics, sink};
 use crate::checkpoint::{CheckpointManifest, CheckpointStore, Savepoint, SavepointStore};
 use crate::job::{JobGraph, VertexKind};
-use crate::sandbox::{CallLimits, OperatorInstance, OperatorModule, Sandbox, SubtaskInfo};
+use crate::sandbox::{CallLimits, OperatorModule, Sandbox, SubtaskInfo};
 use crate::state::KeyedState;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicBool;
-use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
+use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -135,39 +136,6 @@ pub fn run_job(
         check_restore(graph, m, modules, opts.allow_non_restored_state)
             .map_err(|e| e.with_restore_label(opts.restore_label.as_deref()))?;
     }
-
-    // Input channels: one receiver per subtask of every vertex with inputs.
-    // Channel indices at a receiver: edges in order, then upstream subtask.
-    let mut senders: Vec<Vec<SyncSender<Message>>> = vec![Vec::new(); n];
-    let mut receivers: Vec<Vec<Option<Receiver<Message>>>> = (0..n).map(|_| Vec::new()).collect();
-    let mut input_count = vec![0usize; n];
-    let mut chan_base: HashMap<(usize, usize), u32> = HashMap::new();
-    for (v, vertex) in graph.vertices.iter().enumerate() {
-        if matches!(vertex.kind, VertexKind::Source(_)) {
-            continue;
-        }
-        let cap = CHANNEL_BATCHES * graph.inputs(v).count().max(1);
-        for _ in 0..vertex.parallelism {
-            let (tx, rx) = sync_channel(cap);
-            senders[v].push(tx);
-            receivers[v].push(Some(rx));
-        }
-        let mut base = 0u32;
-        for e in graph.inputs(v) {
-            chan_base.insert((e.from, e.to), base);
-            // A forward edge connects subtask i to subtask i alone: one
-            // input channel per subtask, not one per upstream subtask (a
-            // subtask would wait for ends and barriers that never come).
-            let up = if e.partition == crate::job::Partition::Forward {
-                1
-            } else {
-                graph.vertices[e.from].parallelism
-            };
-            input_count[v] += up as usize;
-            base += up;
-        }
-    }
-
     let metrics = match &opts.control {
         Some(c) => c.metrics_for(graph),
         None => Arc::new(metrics::JobMetrics::for_graph(graph)),
@@ -175,143 +143,53 @@ pub fn run_job(
     if let Some(c) = &opts.control {
         c.update(|s| s.restored_from = restore.map(|m| m.id.0));
     }
-    let outputs_for = |v: usize, subtask: u32| -> Outputs {
-        Outputs(
-            graph
-                .outputs(v)
-                .map(|e| {
-                    let base = chan_base[&(e.from, e.to)];
-                    let to = &graph.vertices[e.to];
-                    let targets: Vec<(SyncSender<Message>, u32)> =
-                        if e.partition == crate::job::Partition::Forward {
-                            vec![(senders[e.to][subtask as usize].clone(), base)]
-                        } else {
-                            senders[e.to]
-                                .iter()
-                                .map(|tx| (tx.clone(), base + subtask))
-                                .collect()
-                        };
-                    let edge = format!("'{}' -> '{}'", graph.vertices[v].name, to.name);
-                    Output::new(
-                        e.partition,
-                        targets,
-                        graph.max_parallelism,
-                        graph.batch_size,
-                        edge,
-                        subtask as usize,
-                    )
-                })
-                .collect(),
-            Some((metrics.clone(), v)),
-        )
-    };
-    let mut all_outputs: Vec<Vec<Option<Outputs>>> = graph
-        .vertices
-        .iter()
-        .enumerate()
-        .map(|(v, vx)| {
-            (0..vx.parallelism)
-                .map(|s| Some(outputs_for(v, s)))
-                .collect()
-        })
-        .collect();
-    // The runner keeps no senders: once every upstream thread ends, its
-    // channels close.
-    drop(senders);
+    let mut wiring = Wiring::new(graph, &metrics);
 
     // Checkpoint control: triggers to sources, commits to sinks, acks back.
     let (ack_tx, ack_rx) = channel::<Ack>();
-    let mut triggers: HashMap<(usize, u32), Receiver<channel::Barrier>> = HashMap::new();
-    let mut trigger_txs = Vec::new();
-    let mut commits: HashMap<(usize, u32), Receiver<u64>> = HashMap::new();
-    let mut commit_txs = Vec::new();
-    let mut tasks = 0;
-    for (v, vertex) in graph.vertices.iter().enumerate() {
-        for s in 0..vertex.parallelism {
-            tasks += 1;
-            match vertex.kind {
-                VertexKind::Source(_) => {
-                    let (tx, rx) = channel();
-                    trigger_txs.push(tx);
-                    triggers.insert((v, s), rx);
-                    let (tx, rx) = channel();
-                    commit_txs.push(tx);
-                    commits.insert((v, s), rx);
-                }
-                VertexKind::Sink(_) => {
-                    let (tx, rx) = channel();
-                    commit_txs.push(tx);
-                    commits.insert((v, s), rx);
-                }
-                VertexKind::Operator { .. } => {}
-            }
-        }
-    }
     let fail_job = |msg: String| shared.fail(ExecError::CheckpointFailure(msg));
     let coordinator = match (&opts.store, checkpointing) {
-        (Some(store), true) => {
-            let periodic = graph.checkpoint.is_some();
-            let settings = graph
-                .checkpoint
-                .clone()
-                .unwrap_or(crate::job::CheckpointSettings {
-                    interval_ms: 1000,
-                    timeout_ms: 600_000,
-                    min_pause_ms: 0,
-                    retain: 3,
-                    tolerable_failures: 3,
-                });
-            let existing = store
-                .list_checkpoints(&graph.name)
-                .map_err(|e| ExecError::Restore {
-                    id: 0,
-                    detail: crate::report::chain(&e),
-                })?;
-            let next_id = existing
-                .iter()
-                .map(|c| c.0)
-                .max()
-                .unwrap_or(0)
-                .max(restore.map(|m| m.id.0).unwrap_or(0))
-                + 1;
-            Some(Coordinator {
-                graph,
-                settings,
-                store: store.clone(),
-                modules: modules
-                    .iter()
-                    .map(|(v, m)| (*v, m.digest.to_string()))
-                    .collect::<BTreeMap<_, _>>(),
-                triggers: std::mem::take(&mut trigger_txs),
-                commits: commit_txs,
+        (Some(store), true) => Some(coordinator(
+            graph,
+            store,
+            modules,
+            opts,
+            Control {
+                triggers: std::mem::take(&mut wiring.triggers),
+                commits: std::mem::take(&mut wiring.commits),
                 acks: ack_rx,
-                tasks,
-                next_id,
-                last: HashMap::new(),
-                last_completed: false,
-                failures: 0,
-                periodic,
-                savepoints: opts.savepoints.clone(),
-                control: opts.control.clone(),
-                fail: &fail_job,
-                clock,
-            })
-        }
+                tasks: wiring.tasks,
+            },
+            &fail_job,
+            clock,
+        )?),
         _ => None,
-    };
-
-    let limits = CallLimits {
-        memory_bytes: usize::try_from(graph.limits.memory_mb.saturating_mul(1024 * 1024))
-            .unwrap_or(usize::MAX),
-        call_timeout: Duration::from_millis(graph.limits.call_timeout_ms),
-        max_output_events: usize::try_from(graph.limits.max_output_events).unwrap_or(usize::MAX),
     };
     // Without a coordinator the sources' control channels stay open (and
     // silent) until the subtasks end: a paced source waits on its channel.
-    let _idle_triggers = trigger_txs;
-    let linger = Duration::from_millis(graph.linger_ms.max(1));
-    let counts: Mutex<Vec<Counts>> = Mutex::new(vec![Counts::default(); n]);
+    let _idle_triggers = std::mem::take(&mut wiring.triggers);
 
+    let attempt = Attempt {
+        graph,
+        sandbox,
+        modules,
+        opts,
+        shared: &shared,
+        metrics: &metrics,
+        clock,
+        restore,
+        restore_store,
+        checkpointing,
+        linger: Duration::from_millis(graph.linger_ms.max(1)),
+        limits: CallLimits {
+            memory_bytes: usize::try_from(graph.limits.memory_mb.saturating_mul(1024 * 1024))
+                .unwrap_or(usize::MAX),
+            call_timeout: Duration::from_millis(graph.limits.call_timeout_ms),
+            max_output_events: usize::try_from(graph.limits.max_output_events)
+                .unwrap_or(usize::MAX),
+        },
+    };
+    let counts: Mutex<Vec<Counts>> = Mutex::new(vec![Counts::default(); n]);
     if let Some(c) = &opts.control {
         c.attach(
             coordinator.as_ref().map(|_| ack_tx.clone()),
@@ -325,159 +203,14 @@ pub fn run_job(
         let mut handles = Vec::new();
         for (v, vertex) in graph.vertices.iter().enumerate() {
             for s in 0..vertex.parallelism {
-                let outputs = all_outputs[v][s as usize]
-                    .take()
-                    .unwrap_or(Outputs(Vec::new(), None));
-                let rx = receivers[v].get_mut(s as usize).and_then(Option::take);
-                let trigger = triggers.remove(&(v, s));
-                let commit = commits.remove(&(v, s));
+                let ports = wiring.take(v, s);
                 let ack = checkpointing.then(|| ack_tx.clone());
-                let (shared, counts, metrics) = (&shared, &counts, &metrics);
                 let name = format!("{}[{s}]", vertex.name);
-                let inputs = input_count[v];
-                let fail_after = opts
-                    .fail_point
-                    .as_ref()
-                    .filter(|f| f.vertex == vertex.name && s == 0)
-                    .map(|f| f.after_records);
-                let work = move || -> Result<Counts, ExecError> {
-                    match &vertex.kind {
-                        VertexKind::Source(kind) => {
-                            let start = restore.map(|m| {
-                                let mine = m.sources.iter().filter(|p| p.vertex == vertex.name);
-                                source::Restored {
-                                    offset: mine
-                                        .clone()
-                                        .find(|p| p.subtask == s)
-                                        .map_or(0, |p| p.position),
-                                    splits: mine
-                                        .flat_map(|p| p.splits.iter())
-                                        .map(|sp| crate::connect::SplitPosition {
-                                            split: sp.split.clone(),
-                                            next: sp.next,
-                                        })
-                                        .collect(),
-                                }
-                            });
-                            let ctl = source::SourceCtl {
-                                trigger,
-                                ack,
-                                start,
-                                clock,
-                                linger,
-                                batch_size: graph.batch_size,
-                                metrics: metrics.vertex(v),
-                                committed: commit,
-                                recorded: Default::default(),
-                                final_checkpoint: checkpointing && graph.checkpoint.is_some(),
-                            };
-                            let out = source::run(
-                                &vertex.name,
-                                kind,
-                                s,
-                                vertex.parallelism,
-                                outputs,
-                                shared,
-                                &ctl,
-                            )?;
-                            Ok(Counts {
-                                records_in: 0,
-                                records_out: out,
-                            })
-                        }
-                        VertexKind::Sink(kind) => sink::run(
-                            sink::SinkTask {
-                                name: &vertex.name,
-                                job: &graph.name,
-                                kind,
-                                subtask: s,
-                                parallelism: vertex.parallelism,
-                                vertex: v,
-                                rx: rx.ok_or(ExecError::Disconnected)?,
-                                inputs,
-                                restore: restore.zip(restore_store.map(|s| s.as_ref())),
-                                interval: graph
-                                    .checkpoint
-                                    .as_ref()
-                                    .filter(|_| checkpointing)
-                                    .map(|c| Duration::from_millis(c.interval_ms)),
-                                ack,
-                                commit,
-                                metrics,
-                            },
-                            shared,
-                        ),
-                        VertexKind::Operator { config, .. } => {
-                            let rx = rx.ok_or(ExecError::Disconnected)?;
-                            let r = restore_operator(
-                                graph,
-                                v,
-                                s,
-                                restore,
-                                restore_store,
-                                opts.restore_label.as_deref(),
-                            )?;
-                            let info = SubtaskInfo {
-                                uid: vertex.display_uid().to_string(),
-                                subtask_index: s,
-                                parallelism: vertex.parallelism,
-                                max_parallelism: graph.max_parallelism,
-                                config: config.clone(),
-                                restored: r.restored,
-                                restored_format: r.format,
-                            };
-                            let module = modules.get(&v);
-                            let format_check =
-                                r.written_by.clone().map(|w| super::operator::FormatCheck {
-                                    operator: match &vertex.uid {
-                                        Some(uid) => format!("'{}' (uid '{uid}')", vertex.name),
-                                        None => format!("'{}' (no uid)", vertex.name),
-                                    },
-                                    written: w,
-                                    module: module
-                                        .map(|m| m.digest.to_string())
-                                        .unwrap_or_default(),
-                                    migrates_from: module
-                                        .map(|m| m.migrates_from.clone())
-                                        .unwrap_or_default(),
-                                });
-                            let logic: Box<dyn OperatorLogic> = match opts.native.get(&vertex.name)
-                            {
-                                Some(factory) => factory(&info, r.state),
-                                None => {
-                                    let module = modules.get(&v).ok_or_else(|| {
-                                        ExecError::Panicked(
-                                            format!("{}[{s}]", vertex.name),
-                                            "operator module not loaded".into(),
-                                        )
-                                    })?;
-                                    Box::new(OperatorInstance::instantiate(
-                                        sandbox, module, &info, limits, r.state,
-                                    )?)
-                                }
-                            };
-                            let l = operator::Loop {
-                                logic,
-                                info,
-                                rx,
-                                inputs,
-                                outputs,
-                                batch_size: graph.batch_size,
-                                linger,
-                                vertex: v,
-                                ack,
-                                restore: r.operator_state,
-                                format_check,
-                                fail_after,
-                                metrics: metrics.clone(),
-                            };
-                            l.run(shared)
-                        }
-                    }
-                };
-                let handle = std::thread::Builder::new()
+                let (attempt, counts) = (&attempt, &counts);
+                let spawned = std::thread::Builder::new()
                     .name(format!("wrun {name}"))
                     .spawn_scoped(scope, move || {
+                        let work = || attempt.run(v, s, ports, ack);
                         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
                             Ok(Ok(c)) => {
                                 let mut all = counts.lock().unwrap_or_else(|p| p.into_inner());
@@ -486,19 +219,14 @@ pub fn run_job(
                             }
                             Ok(Err(e)) => {
                                 tracing::debug!(subtask = %name, "subtask failed: {e}");
-                                shared.fail(e)
+                                attempt.shared.fail(e)
                             }
-                            Err(p) => {
-                                let msg = p
-                                    .downcast_ref::<String>()
-                                    .cloned()
-                                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                                    .unwrap_or_default();
-                                shared.fail(ExecError::Panicked(name, msg));
-                            }
+                            Err(p) => attempt
+                                .shared
+                                .fail(ExecError::Panicked(name, panic_message(&p))),
                         }
                     });
-                match handle {
+                match spawned {
                     Ok(h) => handles.push(h),
                     Err(e) => shared.fail(ExecError::Panicked(
                         vertex.name.clone(),
@@ -554,6 +282,81 @@ pub fn run_job(
         stopped_at,
         already_finished: None,
     })
+}
+
+/// The coordinator's ends of the control channels.
+struct Control {
+    triggers: Vec<std::sync::mpsc::Sender<channel::Barrier>>,
+    commits: Vec<std::sync::mpsc::Sender<u64>>,
+    acks: std::sync::mpsc::Receiver<Ack>,
+    tasks: usize,
+}
+
+/// The checkpoint coordinator of one attempt, numbering on from the newest
+/// checkpoint in the store (or the one restored).
+fn coordinator<'a>(
+    graph: &'a JobGraph,
+    store: &Arc<dyn CheckpointStore>,
+    modules: &HashMap<usize, Arc<OperatorModule>>,
+    opts: &RunOptions,
+    control: Control,
+    fail: &'a (dyn Fn(String) + Sync),
+    clock: &'a dyn Clock,
+) -> Result<Coordinator<'a>, ExecError> {
+    let periodic = graph.checkpoint.is_some();
+    let settings = graph
+        .checkpoint
+        .clone()
+        .unwrap_or(crate::job::CheckpointSettings {
+            interval_ms: 1000,
+            timeout_ms: 600_000,
+            min_pause_ms: 0,
+            retain: 3,
+            tolerable_failures: 3,
+        });
+    let existing = store
+        .list_checkpoints(&graph.name)
+        .map_err(|e| ExecError::Restore {
+            id: 0,
+            detail: crate::report::chain(&e),
+        })?;
+    let next_id = existing
+        .iter()
+        .map(|c| c.0)
+        .max()
+        .unwrap_or(0)
+        .max(opts.restore.as_ref().map(|m| m.id.0).unwrap_or(0))
+        + 1;
+    Ok(Coordinator {
+        graph,
+        settings,
+        store: store.clone(),
+        modules: modules
+            .iter()
+            .map(|(v, m)| (*v, m.digest.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+        triggers: control.triggers,
+        commits: control.commits,
+        acks: control.acks,
+        tasks: control.tasks,
+        next_id,
+        last: HashMap::new(),
+        last_completed: false,
+        failures: 0,
+        periodic,
+        savepoints: opts.savepoints.clone(),
+        control: opts.control.clone(),
+        fail,
+        clock,
+    })
+}
+
+/// What a panicking subtask said.
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
 }
 
 /// Resumes a job from its final checkpoint `m` (the input had ended): no

@@ -27,7 +27,9 @@ mod operator;
 mod restore;
 mod sink;
 mod source;
+mod subtask;
 mod supervisor;
+mod wiring;
 
 pub use crate::connect::file::json_line;
 pub use crate::connect::generator::generated;

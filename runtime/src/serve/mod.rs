@@ -7,11 +7,12 @@
 //! what it was deployed from).
 
 use crate::api::{ApiError, ApiState, DeployRequest, Deployer, ErrorKind};
-use crate::checkpoint::{CheckpointManifest, CheckpointStore};
+use crate::checkpoint::CheckpointStore;
 use crate::datadir::DataDir;
-use crate::exec::{self, JobControl, JobState, JobStatus, RunOptions};
+use crate::deployment::{Deployment, Restore};
+use crate::exec::{self, JobControl, JobState, JobStatus};
 use crate::job::{ComponentRef, JobGraph, VertexKind};
-use crate::sandbox::{OperatorModule, Sandbox};
+use crate::sandbox::Sandbox;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -93,9 +94,6 @@ pub struct Runtime {
     /// Serializes deploys (checks and start of one job at a time).
     deploying: Mutex<()>,
 }
-
-/// Every operator's compiled module, by vertex index.
-type Loaded = HashMap<usize, Arc<OperatorModule>>;
 
 use crate::time::unix_ms as now_ms;
 
@@ -223,7 +221,7 @@ impl Runtime {
                 });
                 continue;
             }
-            let started = self.prepare(&r).and_then(|(graph, modules)| {
+            let started = self.prepare(&r).and_then(|deployment| {
                 let latest = exec::latest_checkpoint_after(
                     self.store.as_ref(),
                     &r.name,
@@ -234,17 +232,21 @@ impl Runtime {
                     Some(m) => {
                         tracing::info!(job = %r.name, "resuming from checkpoint {}", m.id);
                         self.seed_history(&r, &control);
-                        Some(m)
+                        Some(Restore::checkpoint(m))
                     }
                     None => match &r.from_savepoint {
                         Some(sp) => {
                             tracing::info!(job = %r.name, "no checkpoint since deploy; starting again from savepoint {sp}");
-                            Some(self.savepoint(sp)?.checkpoint)
+                            Some(Restore::savepoint(
+                                self.savepoint(sp)?,
+                                None,
+                                r.allow_non_restored_state,
+                            ))
                         }
                         None => None,
                     },
                 };
-                self.start(&r, graph, modules, control.clone(), restore);
+                self.start(&r, deployment.starting_from(restore), control.clone());
                 Ok(())
             });
             if let Err(e) = started {
@@ -297,7 +299,7 @@ impl Runtime {
     }
 
     /// Parses a record's manifest, pins its modules and loads them.
-    fn prepare(&self, r: &JobRecord) -> Result<(JobGraph, Loaded), ApiError> {
+    fn prepare(&self, r: &JobRecord) -> Result<Deployment, ApiError> {
         let mut graph =
             crate::job::parse_manifest(&r.manifest, &r.manifest_path, &r.base_dir, r.parallelism)
                 .map_err(|e| bad(e.to_string()))?;
@@ -312,9 +314,8 @@ impl Runtime {
                 );
             }
         }
-        let modules = crate::module::load_modules(&graph, self.data.modules(), &self.sandbox)
-            .map_err(|e| ApiError::chain(ErrorKind::BadRequest, &anyhow::Error::from(e)))?;
-        Ok((graph, modules))
+        Deployment::load(graph, self.data.modules(), &self.sandbox)
+            .map_err(|e| ApiError::chain(ErrorKind::BadRequest, &anyhow::Error::from(e)))
     }
 
     /// Pins every operator's module: uploaded paths (by the CLI), digests
@@ -422,12 +423,10 @@ impl Runtime {
             error: None,
             stopped_at: None,
         };
-        let (graph, loaded) = self.prepare(&record)?;
-        let restore = from.map(|sp| sp.checkpoint);
-        if let Some(m) = &restore {
-            exec::check_restore(&graph, m, &loaded, req.allow_non_restored_state)
-                .map_err(|e| bad(e.to_string()))?;
-        }
+        let deployment = self.prepare(&record)?.starting_from(
+            from.map(|sp| Restore::savepoint(sp, None, req.allow_non_restored_state)),
+        );
+        deployment.check().map_err(|e| bad(e.to_string()))?;
         // The previous run of this name has ended (checked above), but its
         // thread may still be recording how: let it finish first, so it
         // cannot overwrite the new record.
@@ -443,7 +442,7 @@ impl Runtime {
             .map_err(|e| ApiError::chain(ErrorKind::Internal, &e))?;
         let control = JobControl::new(&record.name);
         self.api.add_job(&record.name, control.clone());
-        self.start(&record, graph, loaded, control.clone(), restore);
+        self.start(&record, deployment, control.clone());
         tracing::info!(job = %record.name, from = ?from_savepoint, "deployed");
         Ok(control.status())
     }
@@ -452,11 +451,10 @@ impl Runtime {
     fn start(
         self: &Arc<Self>,
         record: &JobRecord,
-        graph: JobGraph,
-        modules: HashMap<usize, Arc<OperatorModule>>,
+        deployment: Deployment,
         control: Arc<JobControl>,
-        restore: Option<CheckpointManifest>,
     ) {
+        let graph = &deployment.graph;
         let savepoints = match self.data.savepoints_for(&graph.savepoints) {
             Ok(r) => r,
             Err(e) => {
@@ -464,34 +462,15 @@ impl Runtime {
                 self.data.default_savepoints()
             }
         };
-        // Starting from the savepoint it was deployed from (not from a
-        // checkpoint this deployment took: those are newer than the floor):
-        // refusals name the savepoint as the user gave it.
-        let restore_label = match (&record.from_savepoint, &restore) {
-            (Some(sp), Some(m)) if m.job != record.name || m.id.0 <= record.checkpoint_floor => {
-                Some(format!(
-                    "savepoint '{sp}' (checkpoint {} of job '{}')",
-                    m.id, m.job
-                ))
-            }
-            _ => None,
-        };
-        let opts = RunOptions {
-            store: Some(self.store.clone()),
-            restore,
-            restore_label,
-            allow_non_restored_state: record.allow_non_restored_state,
-            savepoints: Some(savepoints),
-            control: Some(control.clone()),
-            ..RunOptions::default()
-        };
+        let opts = deployment.options(self.store.clone(), savepoints, control.clone());
         let rt = self.clone();
         let name = record.name.clone();
         let mut record = record.clone();
         let thread = std::thread::Builder::new()
             .name(format!("wrun job {}", graph.name))
             .spawn(move || {
-                let result = exec::run_supervised(&graph, &rt.sandbox, &modules, &opts);
+                let result = deployment.run(&rt.sandbox, &opts);
+                let graph = &deployment.graph;
                 if result.is_err() && rt.shutting_down.load(Ordering::SeqCst) {
                     // Cancelled by the shutdown: resume it on the next
                     // start. (A job that stopped at a savepoint or
