@@ -103,6 +103,22 @@ pub(super) fn run(cmd: JobCommand) -> Result<()> {
                     }
                 );
             }
+            for w in j["watermarks"].as_array().into_iter().flatten() {
+                println!(
+                    "watermark   {}[{}] {}",
+                    str_of(w, "vertex"),
+                    num_of(w, "subtask"),
+                    watermark_text(w.get("watermark-ms").and_then(Value::as_i64))
+                );
+            }
+            for w in j["split-watermarks"].as_array().into_iter().flatten() {
+                println!(
+                    "split       {} {} {}",
+                    str_of(w, "vertex"),
+                    str_of(w, "split"),
+                    watermark_text(w.get("watermark-ms").and_then(Value::as_i64))
+                );
+            }
             let cps = j["checkpoints"].as_array().cloned().unwrap_or_default();
             if cps.is_empty() {
                 println!("checkpoints none yet");
@@ -133,6 +149,29 @@ pub(super) fn run(cmd: JobCommand) -> Result<()> {
             c.post(&format!("/v1/jobs/{job}/cancel"), &json!({}))?;
             println!("cancelled job '{job}'");
             Ok(())
+        }
+    }
+}
+
+/// A watermark as `wrun job status` shows it: the UTC time, the end of
+/// input, or idle.
+fn watermark_text(w: Option<i64>) -> String {
+    match w {
+        None => "idle".into(),
+        Some(i64::MAX) => "end of input (every event time has passed)".into(),
+        Some(ms) => {
+            match time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) {
+                Ok(t) => {
+                    let lag = crate::time::unix_ms() as i64 - ms;
+                    format!(
+                        "{} ({ms} ms; {:.1} s behind the wall clock)",
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .unwrap_or_default(),
+                        lag as f64 / 1000.0
+                    )
+                }
+                Err(_) => format!("{ms} ms"),
+            }
         }
     }
 }

@@ -59,6 +59,10 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         ..SandboxConfig::default()
     })?);
     let store = data.store();
+    // Savepoints can be taken on request even without periodic checkpoints.
+    // Opened first: the job's own savepoint directory is where
+    // --from-savepoint finds its savepoints too.
+    let savepoints = data.savepoints_for(&graph.savepoints)?;
     let restore = if args.resume {
         let m = exec::latest_checkpoint(store.as_ref(), &graph.name)?;
         match &m {
@@ -84,8 +88,6 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         sandbox: sandbox.clone(),
         max_bytes: DEFAULT_MAX_MODULE_MB << 20,
     };
-    // Savepoints can be taken on request even without periodic checkpoints.
-    let savepoints = data.savepoints_for(&graph.savepoints)?;
     let deployment = Deployment::load(graph, data.modules(), &sandbox)?.starting_from(restore);
     let graph = &deployment.graph;
 

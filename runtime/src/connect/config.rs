@@ -136,6 +136,18 @@ impl Section<'_> {
     }
 }
 
+/// A JSON pointer such as "/user/id" (empty: the whole value).
+pub fn json_pointer(v: &Spanned<String>, s: &Section) -> Result<String, FieldError> {
+    let p = v.get_ref();
+    if !p.is_empty() && !p.starts_with('/') {
+        return Err(s.err(
+            v.span(),
+            format!("{p:?} is not a JSON pointer: it starts with '/', such as \"/ts\" or \"/event/time\""),
+        ));
+    }
+    Ok(p.clone())
+}
+
 /// Levenshtein distance, for "did you mean".
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();

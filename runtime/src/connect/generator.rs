@@ -19,6 +19,32 @@ pub struct Sequence {
     pub rate: Option<f64>,
     /// Seed of the key sequence.
     pub seed: u64,
+    /// The events' event times, if they have any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_time: Option<GeneratedTime>,
+}
+
+/// The event time of generated events: event `seq` is at
+/// `floor(seq * 1000 / events_per_second) - (seq * 40503 mod
+/// (out_of_orderness_ms + 1))` ms, so event time advances one second per
+/// `events_per_second` events and events come up to `out_of_orderness_ms`
+/// out of order (the stream the Flink window benchmark generates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct GeneratedTime {
+    /// Events per second of event time.
+    pub events_per_second: u64,
+    /// How far out of order event times are, at most (ms).
+    pub out_of_orderness_ms: u64,
+}
+
+impl GeneratedTime {
+    /// The event time of event `seq`.
+    pub fn of(&self, seq: u64) -> i64 {
+        let on_time = u128::from(seq) * 1000 / u128::from(self.events_per_second.max(1));
+        let late = u128::from(seq) * 40503 % (u128::from(self.out_of_orderness_ms) + 1);
+        i64::try_from(on_time).unwrap_or(i64::MAX) - i64::try_from(late).unwrap_or(0)
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -28,6 +54,8 @@ struct SequenceConfig {
     keys: Option<Spanned<u64>>,
     rate: Option<Spanned<f64>>,
     seed: Option<Spanned<u64>>,
+    events_per_second: Option<Spanned<u64>>,
+    out_of_orderness_ms: Option<Spanned<u64>>,
 }
 
 /// A generator source from its `kind = "generator"` section of `job.toml`.
@@ -52,11 +80,25 @@ pub fn config(fields: &Fields, s: &Section) -> Result<Sequence, FieldError> {
         Some(r) => Some(*r.get_ref()),
         None => None,
     };
+    let event_time = match (&c.events_per_second, &c.out_of_orderness_ms) {
+        (Some(e), o) => Some(GeneratedTime {
+            events_per_second: at_least(e, "events-per-second", 1)?,
+            out_of_orderness_ms: o.as_ref().map(|o| *o.get_ref()).unwrap_or(0),
+        }),
+        (None, Some(o)) => {
+            return Err(s.err(
+                o.span(),
+                "`out-of-orderness-ms` needs `events-per-second` (event time is generated only with it)",
+            ));
+        }
+        (None, None) => None,
+    };
     Ok(Sequence {
         count,
         keys,
         rate,
         seed: c.seed.as_ref().map(|v| *v.get_ref()).unwrap_or(0),
+        event_time,
     })
 }
 
@@ -121,7 +163,8 @@ impl SourceReader for GeneratorReader {
                 .per_sec
                 .is_none_or(|r| self.due(started, self.emitted, r) <= now)
         {
-            generated(self.seq, self.s.keys, self.s.seed, batch);
+            let ts = self.s.event_time.map(|t| t.of(self.seq));
+            generated_at(self.seq, self.s.keys, self.s.seed, ts, batch);
             self.seq = self.seq.saturating_add(self.step);
             self.produced += 1;
             self.emitted += 1;
@@ -145,10 +188,15 @@ impl SourceReader for GeneratorReader {
 /// seeded mix of `seq` modulo the key count, value `seq % 1000` as decimal
 /// text.
 pub fn generated(seq: u64, keys: u64, seed: u64, batch: &mut Batch) {
+    generated_at(seq, keys, seed, None, batch)
+}
+
+/// [`generated`], at event time `ts`.
+pub fn generated_at(seq: u64, keys: u64, seed: u64, ts: Option<i64>, batch: &mut Batch) {
     let k = splitmix64(seq ^ seed.rotate_left(17)) % keys.max(1);
     let mut digits = itoa::Buffer::new();
     batch.push_with(
-        None,
+        ts,
         |buf| {
             buf.extend_from_slice(b"key-");
             buf.extend_from_slice(digits.format(k).as_bytes());
@@ -202,12 +250,39 @@ mod tests {
     }
 
     #[test]
+    fn generated_event_times_match_the_flink_window_benchmark() {
+        // WindowCount.java: floor(i * 1000 / eps) - (i * 40503 mod (ooo + 1)).
+        let t = GeneratedTime {
+            events_per_second: 1_000_000,
+            out_of_orderness_ms: 200,
+        };
+        for i in [0_u64, 1, 999_999, 1_000_000, 9_999_999, 123_456_789] {
+            let want = (i * 1000 / 1_000_000) as i64 - (i * 40503 % 201) as i64;
+            assert_eq!(t.of(i), want, "event {i}");
+        }
+        let mut b = Batch::default();
+        let s = Sequence {
+            count: 3,
+            keys: 1,
+            seed: 0,
+            rate: None,
+            event_time: Some(t),
+        };
+        let z = Duration::ZERO;
+        let mut g = GeneratorReader::new(s, 0, 1, 0);
+        g.poll(&mut b, 10, z, z).unwrap();
+        let ts: Vec<_> = b.iter().map(|e| e.timestamp).collect();
+        assert_eq!(ts, vec![Some(t.of(0)), Some(t.of(1)), Some(t.of(2))]);
+    }
+
+    #[test]
     fn a_paced_generator_says_when_the_next_event_is_due() {
         let s = Sequence {
             count: 10,
             keys: 1,
             seed: 0,
             rate: Some(2.0),
+            event_time: None,
         };
         let mut g = GeneratorReader::new(s, 0, 1, 0);
         let mut b = Batch::default();

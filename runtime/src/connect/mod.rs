@@ -25,12 +25,14 @@
 
 mod codec;
 pub mod config;
+pub mod event_time;
 pub mod file;
 pub mod generator;
 pub mod kafka;
 pub mod nats;
 mod secret;
 
+pub use event_time::SplitTime;
 pub use secret::Secret;
 
 use crate::batch::Batch;
@@ -169,6 +171,14 @@ pub trait SourceReader: Send {
     /// yet, per split, where the system says (`wrun_source_lag_records`).
     fn lag(&self) -> Vec<(String, u64)> {
         Vec::new()
+    }
+
+    /// Per split this reader reads, the event times it has read (the
+    /// source's watermarks are per split, so a fast split does not make a
+    /// slow one's events late). `None`: the reader is one split (a file, a
+    /// generator subtask), and the runtime follows its events itself.
+    fn split_times(&self) -> Option<Vec<SplitTime>> {
+        None
     }
 }
 

@@ -23,6 +23,8 @@ pub enum Payload {
     /// A checkpoint barrier: everything before it belongs to its
     /// checkpoint, everything after to later ones.
     Barrier(Barrier),
+    /// How far event time has progressed on this channel.
+    Watermark(super::watermark::Watermark),
     /// The sender has no more events.
     End,
 }
@@ -230,6 +232,20 @@ impl Output {
         Ok(())
     }
 
+    /// Flushes, then sends a watermark to every downstream subtask (after
+    /// the events it covers).
+    pub fn watermark(&mut self, w: super::watermark::Watermark) -> Result<(), ExecError> {
+        self.flush()?;
+        for t in &self.targets {
+            t.tx.send(Message {
+                channel: t.channel,
+                payload: Payload::Watermark(w),
+            })
+            .map_err(|_| ExecError::Disconnected)?;
+        }
+        Ok(())
+    }
+
     /// Flushes and tells every downstream subtask this sender is done.
     pub fn end(&mut self) -> Result<(), ExecError> {
         self.flush()?;
@@ -287,6 +303,11 @@ impl Outputs {
         self.0.iter_mut().try_for_each(|o| o.barrier(b))
     }
 
+    /// Sends a watermark on every out-edge.
+    pub fn watermark(&mut self, w: super::watermark::Watermark) -> Result<(), ExecError> {
+        self.0.iter_mut().try_for_each(|o| o.watermark(w))
+    }
+
     /// Ends every out-edge.
     pub fn end(&mut self) -> Result<(), ExecError> {
         self.0.iter_mut().try_for_each(Output::end)
@@ -319,7 +340,7 @@ mod tests {
             match m.payload {
                 Payload::Batch(b) => evs.extend(b.iter().map(|e| e.key.map(<[u8]>::to_vec))),
                 Payload::End => ends += 1,
-                Payload::Barrier(_) => {}
+                Payload::Barrier(_) | Payload::Watermark(_) => {}
             }
         }
         (evs, ends)

@@ -94,6 +94,11 @@ pub struct JobStatus {
     /// The connection state of each connector subtask (Kafka, NATS) that
     /// has one, as it last reported it.
     pub connectors: Vec<ConnectorStatus>,
+    /// Each subtask's event-time watermark, once it has one.
+    pub watermarks: Vec<SubtaskWatermark>,
+    /// Each source split's watermark, for sources with a watermark
+    /// strategy.
+    pub split_watermarks: Vec<SplitWatermark>,
 }
 
 /// A connector subtask's connection to its system.
@@ -107,6 +112,34 @@ pub struct ConnectorStatus {
     /// Connected (`false`: the connection was lost and the client is
     /// reconnecting).
     pub connected: bool,
+}
+
+/// A subtask's event-time watermark.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SubtaskWatermark {
+    /// The vertex.
+    pub vertex: String,
+    /// The subtask.
+    pub subtask: u32,
+    /// Its watermark (ms since the Unix epoch; `i64::MAX` once its input
+    /// has ended); `None` while idle.
+    pub watermark_ms: Option<i64>,
+    /// Every input is idle: it holds no watermark back.
+    pub idle: bool,
+}
+
+/// A source split's watermark.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SplitWatermark {
+    /// The source.
+    pub vertex: String,
+    /// The split (a Kafka partition, a NATS subject filter, a file).
+    pub split: String,
+    /// Its highest event time less the out-of-orderness bound; `None`
+    /// before its first event with a timestamp.
+    pub watermark_ms: Option<i64>,
 }
 
 /// How many completed checkpoints a job's status lists.
@@ -170,6 +203,8 @@ impl JobControl {
                 retryable: None,
                 next_attempt_at_ms: None,
                 connectors: Vec::new(),
+                watermarks: Vec::new(),
+                split_watermarks: Vec::new(),
             }),
         })
     }
@@ -204,6 +239,21 @@ impl JobControl {
                         vertex: v.name.clone(),
                         subtask,
                         connected,
+                    });
+                }
+                for (subtask, w) in v.watermarks() {
+                    s.watermarks.push(SubtaskWatermark {
+                        vertex: v.name.clone(),
+                        subtask,
+                        watermark_ms: w,
+                        idle: w.is_none(),
+                    });
+                }
+                for (split, w) in v.split_watermarks() {
+                    s.split_watermarks.push(SplitWatermark {
+                        vertex: v.name.clone(),
+                        split,
+                        watermark_ms: w,
                     });
                 }
             }

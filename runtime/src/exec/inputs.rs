@@ -6,6 +6,7 @@
 
 use super::ExecError;
 use super::channel::{Barrier, Message, Payload};
+use super::watermark::{InputWatermarks, Watermark};
 use crate::batch::Batch;
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -17,6 +18,8 @@ pub(super) enum Next {
     Batch(Batch),
     /// Every live input delivered barrier `n`: snapshot, then forward it.
     Aligned(Barrier),
+    /// The subtask's watermark changed: pass it on.
+    Watermark(Watermark),
     /// Nothing arrived within the timeout.
     Idle,
     /// Every input has ended.
@@ -33,6 +36,12 @@ pub(super) struct Inputs {
     align_started: Option<std::time::Instant>,
     /// How long the last alignment took.
     last_alignment: Duration,
+    /// The subtask's watermark from its channels'.
+    watermarks: InputWatermarks,
+    /// A watermark change to pass on before anything else.
+    pending: Option<Watermark>,
+    /// Every input has ended, and the caller has not been told yet.
+    ending: bool,
 }
 
 impl Inputs {
@@ -45,7 +54,16 @@ impl Inputs {
             waiting: VecDeque::new(),
             align_started: None,
             last_alignment: Duration::ZERO,
+            watermarks: InputWatermarks::new(channels),
+            pending: None,
+            ending: false,
         }
+    }
+
+    /// The subtask's watermark, as last passed on.
+    #[cfg(test)]
+    pub(super) fn watermark(&self) -> Option<i64> {
+        self.watermarks.current()
     }
 
     fn aligned(&self) -> bool {
@@ -54,6 +72,12 @@ impl Inputs {
 
     /// The next thing to do, waiting at most `timeout` for input.
     pub(super) fn next(&mut self, timeout: Duration) -> Result<Next, ExecError> {
+        if let Some(w) = self.pending.take() {
+            return Ok(Next::Watermark(w));
+        }
+        if self.ending {
+            return Ok(Next::End);
+        }
         loop {
             let msg = match (self.aligning, self.waiting.pop_front()) {
                 (None, Some(m)) => Some(m),
@@ -87,7 +111,17 @@ impl Inputs {
                     }
                     self.aligning = Some(b);
                 }
-                Payload::End => self.ended[c] = true,
+                Payload::Watermark(w) => {
+                    if let Some(w) = self.watermarks.on(c, w, &self.ended) {
+                        return Ok(Next::Watermark(w));
+                    }
+                }
+                Payload::End => {
+                    self.ended[c] = true;
+                    // Passed on by the next call: an alignment or the end
+                    // of every input may be complete now.
+                    self.pending = self.watermarks.on_end(&self.ended).or(self.pending);
+                }
             }
             if let Some(id) = self.aligning
                 && self.aligned()
@@ -102,6 +136,10 @@ impl Inputs {
                 return Ok(Next::Aligned(id));
             }
             if self.aligning.is_none() && self.waiting.is_empty() && self.ended.iter().all(|e| *e) {
+                if let Some(w) = self.pending.take() {
+                    self.ending = true;
+                    return Ok(Next::Watermark(w));
+                }
                 return Ok(Next::End);
             }
         }
@@ -164,11 +202,35 @@ mod tests {
             match inputs.next(Duration::from_millis(1)).unwrap() {
                 Next::Batch(b) => seen.push(format!("b{}", b.len())),
                 Next::Aligned(b) => seen.push(format!("barrier{}", b.id)),
+                Next::Watermark(w) => seen.push(format!("{w:?}")),
                 Next::Idle => seen.push("idle".into()),
                 Next::End => break,
             }
         }
         assert_eq!(seen, ["b1", "b3", "barrier7", "b2"]);
+    }
+
+    #[test]
+    fn watermarks_are_the_minimum_and_an_ended_input_releases_it() {
+        use crate::exec::watermark::Watermark;
+        let (tx, rx) = sync_channel(100);
+        let send = |channel: u32, payload: Payload| tx.send(Message { channel, payload }).unwrap();
+        send(0, Payload::Watermark(Watermark::At(10)));
+        send(1, Payload::Watermark(Watermark::At(5)));
+        send(0, Payload::Watermark(Watermark::At(20)));
+        send(1, Payload::End);
+        send(0, Payload::End);
+        let mut inputs = Inputs::new(rx, 2);
+        let mut seen = Vec::new();
+        loop {
+            match inputs.next(Duration::from_millis(1)).unwrap() {
+                Next::Watermark(w) => seen.push(format!("{w:?}")),
+                Next::End => break,
+                _ => {}
+            }
+        }
+        assert_eq!(seen, ["At(5)", "At(20)"]);
+        assert_eq!(inputs.watermark(), Some(20));
     }
 
     #[test]

@@ -173,6 +173,11 @@ pub struct VertexMetrics {
     split_lag: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     /// Per subtask of a connector: connected to its system.
     connected: std::sync::Mutex<std::collections::BTreeMap<u32, bool>>,
+    /// Per subtask, its watermark (`None`: idle), once it has one.
+    watermarks: std::sync::Mutex<std::collections::BTreeMap<u32, Option<i64>>>,
+    /// A source's watermark per split (`None`: no event with a timestamp
+    /// yet).
+    split_watermarks: std::sync::Mutex<std::collections::BTreeMap<String, Option<i64>>>,
     /// Source to this sink, per event (sinks only).
     pub end_to_end: LatencyHistogram,
 }
@@ -193,6 +198,8 @@ impl VertexMetrics {
             bytes: AtomicU64::new(0),
             split_lag: Default::default(),
             connected: Default::default(),
+            watermarks: Default::default(),
+            split_watermarks: Default::default(),
             end_to_end: LatencyHistogram::default(),
         }
     }
@@ -267,6 +274,40 @@ impl VertexMetrics {
     pub fn connected(&self) -> Vec<(u32, bool)> {
         let m = self.connected.lock().unwrap_or_else(|p| p.into_inner());
         m.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    /// Subtask `subtask` passed on watermark `w`.
+    pub(super) fn set_watermark(&self, subtask: u32, w: super::watermark::Watermark) {
+        let w = match w {
+            super::watermark::Watermark::At(t) => Some(t),
+            super::watermark::Watermark::Idle => None,
+        };
+        let mut m = self.watermarks.lock().unwrap_or_else(|p| p.into_inner());
+        m.insert(subtask, w);
+    }
+
+    /// Per subtask that has one, its watermark (`None`: idle).
+    pub fn watermarks(&self) -> Vec<(u32, Option<i64>)> {
+        let m = self.watermarks.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    /// A source subtask's watermark per split.
+    pub(super) fn set_split_watermarks(&self, splits: Vec<(String, Option<i64>)>) {
+        let mut m = self
+            .split_watermarks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        m.extend(splits);
+    }
+
+    /// A source's watermark per split.
+    pub fn split_watermarks(&self) -> Vec<(String, Option<i64>)> {
+        let m = self
+            .split_watermarks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     /// The last lag per split.
@@ -430,6 +471,80 @@ fn ns_to_secs(ns: u64) -> f64 {
 
 impl Scrape {
     /// One family of per-vertex samples, `sample` writing one vertex's.
+    /// `wrun_watermark_ms`, its lag and idleness per subtask, and a
+    /// source's per split.
+    fn watermarks(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let now = crate::time::unix_ms() as i64;
+        fn subtasks(j: &JobMetrics) -> Vec<(&VertexMetrics, u32, Option<i64>)> {
+            j.vertices
+                .iter()
+                .flat_map(|v| v.watermarks().into_iter().map(move |(s, w)| (v, s, w)))
+                .collect()
+        }
+        /// Name, help, and the value at (now, watermark), if any.
+        type Family = (
+            &'static str,
+            &'static str,
+            fn(i64, Option<i64>) -> Option<i64>,
+        );
+        let families: [Family; 3] = [
+            (
+                "wrun_watermark_ms",
+                "A subtask's event-time watermark (ms since the Unix epoch; 9223372036854775807 once its input has ended); absent while it is idle.",
+                |_, w| w,
+            ),
+            (
+                "wrun_watermark_lag_ms",
+                "How far a subtask's watermark is behind the wall clock (ms); absent while idle or after the end of input.",
+                |now, w| {
+                    w.filter(|w| *w != super::watermark::END_OF_TIME)
+                        .map(|w| now.saturating_sub(w))
+                },
+            ),
+            (
+                "wrun_watermark_idle",
+                "1 while a subtask is idle (every input idle: it holds no watermark back), else 0.",
+                |_, w| Some(i64::from(w.is_none())),
+            ),
+        ];
+        for (name, help, value) in families {
+            let mut family = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for j in &self.0 {
+                for (v, subtask, w) in subtasks(j) {
+                    let Some(x) = value(now, w) else { continue };
+                    let s = subtask.to_string();
+                    let labels = [
+                        ("job", j.job.as_str()),
+                        ("operator", v.name.as_str()),
+                        ("kind", v.kind),
+                        ("subtask", s.as_str()),
+                    ];
+                    family.encode_family(&labels)?.encode_gauge(&x)?;
+                }
+            }
+        }
+        let mut family = e.encode_descriptor(
+            "wrun_source_split_watermark_ms",
+            "A source's watermark per split (Kafka partition, NATS subject filter, file): its highest event time less the out-of-orderness bound; absent before its first event.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for j in &self.0 {
+            for v in j.vertices.iter().filter(|v| v.kind == "source") {
+                for (split, w) in v.split_watermarks() {
+                    let Some(w) = w else { continue };
+                    let labels = [
+                        ("job", j.job.as_str()),
+                        ("operator", v.name.as_str()),
+                        ("split", split.as_str()),
+                    ];
+                    family.encode_family(&labels)?.encode_gauge(&w)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn per_vertex(
         &self,
         encoder: &mut DescriptorEncoder,
@@ -523,6 +638,7 @@ impl Collector for Scrape {
                 }
             }
         }
+        self.watermarks(e)?;
         {
             let mut family = e.encode_descriptor(
                 "wrun_connector_connected",

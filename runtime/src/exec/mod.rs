@@ -29,13 +29,15 @@ mod sink;
 mod source;
 mod subtask;
 mod supervisor;
+mod watermark;
 mod wiring;
 
 pub use crate::connect::file::json_line;
 pub use crate::connect::generator::generated;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use control::{
-    CHECKPOINT_HISTORY, CheckpointSummary, JobControl, JobState, JobStatus, StopMode, Triggered,
+    CHECKPOINT_HISTORY, CheckpointSummary, JobControl, JobState, JobStatus, SplitWatermark,
+    StopMode, SubtaskWatermark, Triggered,
 };
 pub use error::{ErrorDomain, ExecError};
 pub use job::{FailPoint, JobReport, NativeFactory, RunOptions, VertexReport, run_job};

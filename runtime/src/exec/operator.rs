@@ -248,6 +248,15 @@ impl Loop<'_> {
                         return Ok(counts);
                     }
                 }
+                Next::Watermark(w) => {
+                    // The events before the watermark go out before it.
+                    self.process(&pending, &mut counts)?;
+                    pending.clear();
+                    self.metrics
+                        .vertex(self.vertex)
+                        .set_watermark(self.info.subtask_index, w);
+                    self.outputs.watermark(w)?;
+                }
                 Next::Idle => {
                     shared.check_cancel()?;
                     self.process(&pending, &mut counts)?;

@@ -127,6 +127,7 @@ pub(super) fn run(task: SinkTask<'_>, shared: &Shared) -> Result<Counts, ExecErr
                     return Ok(c);
                 }
             }
+            Next::Watermark(w) => metrics.vertex(v).set_watermark(subtask, w),
             Next::Idle => {
                 metrics.vertex(v).set_connected(subtask, sink.connected());
                 shared.check_cancel()?

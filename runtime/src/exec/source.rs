@@ -12,6 +12,7 @@
 use super::channel::{Barrier, Outputs};
 use super::clock::Clock;
 use super::coordinator::{Ack, AckData};
+use super::watermark::{END_OF_TIME, SourceWatermarks, Watermark};
 use super::{ExecError, Shared};
 use crate::batch::Batch;
 use crate::checkpoint::{SourcePosition, SplitState};
@@ -51,6 +52,9 @@ pub(super) struct SourceCtl<'a> {
     /// job ends with a final checkpoint (the coordinator's barrier with
     /// `end`), not with end-of-input sent downstream.
     pub(super) final_checkpoint: bool,
+    /// The source's watermark strategy (`None`: no watermarks before the
+    /// end of its input).
+    pub(super) watermark: Option<crate::job::WatermarkStrategy>,
 }
 
 /// Barriers whose positions a source keeps until their checkpoints
@@ -244,17 +248,10 @@ fn open(
     a: &SourceAssignment,
 ) -> Result<Box<dyn SourceReader>, connect::ConnectError> {
     Ok(match kind {
-        SourceKind::File(f) => Box::new(connect::file::FileReader::open(
-            &f.path,
-            f.format,
-            f.key.clone(),
-            a.offset,
-        )?),
+        SourceKind::File(f) => Box::new(connect::file::FileReader::open(f, a.offset)?),
         // Stdin cannot be replayed: a restored job reads on from where
         // stdin is now.
-        SourceKind::Stdin(f) => {
-            Box::new(connect::file::StdinReader::open(f.format, f.key.clone())?)
-        }
+        SourceKind::Stdin(f) => Box::new(connect::file::StdinReader::open(f)?),
         SourceKind::Generator(seq) => Box::new(connect::generator::GeneratorReader::new(
             *seq,
             a.subtask,
@@ -303,6 +300,7 @@ pub(super) fn run(
     // The reader has been idle since the last batch was sent: it is not
     // saturated, so what is sent goes downstream at once.
     let mut idled = false;
+    let mut watermarks = ctl.watermark.map(|w| SourceWatermarks::new(w, name));
     loop {
         shared.check_cancel()?;
         // A pending barrier puts the partial batch before itself, so the
@@ -335,6 +333,9 @@ pub(super) fn run(
             }
             emitted += added as u64;
             metrics.add_bytes(batch.byte_len().saturating_sub(bytes_before));
+            if let Some(w) = watermarks.as_mut() {
+                w.observe(&batch, before, now);
+            }
         }
         match polled {
             Poll::End => break,
@@ -350,6 +351,9 @@ pub(super) fn run(
                     // batch's linger, whichever is first; a barrier that
                     // comes meanwhile is passed at once.
                     let deadline = linger_until.map_or(due, |l| l.min(due));
+                    let deadline = watermarks
+                        .as_ref()
+                        .map_or(deadline, |w| deadline.min(w.due()));
                     if let Some(b) = ctl.wait(deadline, shared)? {
                         outputs.emit(batch.take())?;
                         if ctl.pass(name, index, reader.position(), b, &mut outputs)? {
@@ -358,6 +362,20 @@ pub(super) fn run(
                         }
                         continue;
                     }
+                }
+            }
+        }
+        if let Some(w) = watermarks.as_mut() {
+            let now = ctl.clock.now();
+            if now >= w.due() {
+                let (next, per_split) = w.next(reader.split_times(), now);
+                metrics.set_split_watermarks(per_split);
+                if let Some(wm) = next {
+                    // After the events it covers.
+                    outputs.emit(batch.take())?;
+                    linger_until = None;
+                    outputs.watermark(wm)?;
+                    metrics.set_watermark(index, wm);
                 }
             }
         }
@@ -375,6 +393,11 @@ pub(super) fn run(
         }
     }
     outputs.emit(batch)?;
+    // The end of the input is the end of its event time: every event-time
+    // timer downstream fires, every window closes.
+    let end = Watermark::At(END_OF_TIME);
+    outputs.watermark(end)?;
+    metrics.set_watermark(index, end);
     let others_reading = shared.source_ended();
     let final_checkpoint = ctl.final_checkpoint && ctl.trigger.is_some() && ctl.ack.is_some();
     if final_checkpoint && !others_reading {

@@ -58,6 +58,7 @@ impl Attempt<'_> {
                     committed: ports.commit,
                     recorded: Default::default(),
                     final_checkpoint: self.checkpointing && self.graph.checkpoint.is_some(),
+                    watermark: vertex.watermark,
                 };
                 let out = source::run(
                     &vertex.name,

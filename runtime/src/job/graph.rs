@@ -200,6 +200,10 @@ pub struct Vertex {
     pub parallelism: u32,
     /// What it is.
     pub kind: VertexKind,
+    /// A source's watermark strategy; `None`: it sends no watermarks
+    /// before its end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<super::settings::WatermarkStrategy>,
 }
 
 impl Vertex {
@@ -367,8 +371,16 @@ impl Builder {
             id,
             parallelism,
             kind,
+            watermark: None,
         });
         Ok(())
+    }
+
+    /// Gives the last vertex added (a source) its watermark strategy.
+    pub(super) fn watermark(&mut self, w: Option<super::settings::WatermarkStrategy>) {
+        if let Some(v) = self.g.vertices.last_mut() {
+            v.watermark = w;
+        }
     }
 
     pub(super) fn edge(

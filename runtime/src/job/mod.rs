@@ -13,4 +13,5 @@ pub use graph::{
 pub use manifest::{ManifestError, parse_manifest};
 pub use settings::{
     CheckpointSettings, Limits, RestartPolicy, SavepointBackend, SavepointSettings,
+    WatermarkStrategy,
 };

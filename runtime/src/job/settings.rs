@@ -108,3 +108,18 @@ impl RestartPolicy {
         std::time::Duration::from_millis(doubled.min(self.max_delay_ms.max(self.delay_ms)))
     }
 }
+
+/// How a source makes watermarks, from its `watermark` table: bounded
+/// out-of-orderness per split, with an idle timeout (docs/time.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct WatermarkStrategy {
+    /// How late (in event time) an event may come after a later one and
+    /// still be on time.
+    pub out_of_orderness_ms: u64,
+    /// A split without events for this long (processing time) is idle and
+    /// holds no watermark back; `None`: never.
+    pub idle_timeout_ms: Option<u64>,
+    /// How often the source sends its watermark (processing time).
+    pub interval_ms: u64,
+}

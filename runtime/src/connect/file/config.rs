@@ -2,7 +2,7 @@
 //! `kind = "file"` sink section of `job.toml` (docs/connectors.md, "Files").
 
 use super::SourceFormat;
-use crate::connect::config::{FieldError, Fields, Section, field_names};
+use crate::connect::config::{FieldError, Fields, Section, field_names, json_pointer};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use toml::Spanned;
@@ -17,6 +17,9 @@ pub struct FileSource {
     pub format: SourceFormat,
     /// The JSON pointer of the key, for JSON lines.
     pub key: Option<String>,
+    /// The JSON pointer of the event time, for JSON lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
 }
 
 /// Standard input, read to its end.
@@ -27,6 +30,9 @@ pub struct StdinSource {
     pub format: SourceFormat,
     /// The JSON pointer of the key, for JSON lines.
     pub key: Option<String>,
+    /// The JSON pointer of the event time, for JSON lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -34,6 +40,7 @@ pub struct StdinSource {
 struct LinesConfig {
     format: Option<Spanned<SourceFormat>>,
     key: Option<Spanned<String>>,
+    timestamp: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,15 +56,24 @@ pub fn file_source(fields: &Fields, s: &Section) -> Result<FileSource, FieldErro
         &[field_names::<PathConfig>(), field_names::<LinesConfig>()],
     )?;
     let path = path(fields, s)?;
-    let (format, key) = lines(fields, s)?;
-    Ok(FileSource { path, format, key })
+    let (format, key, timestamp) = lines(fields, s)?;
+    Ok(FileSource {
+        path,
+        format,
+        key,
+        timestamp,
+    })
 }
 
 /// A stdin source from its section.
 pub fn stdin_source(fields: &Fields, s: &Section) -> Result<StdinSource, FieldError> {
     s.only(fields, &[field_names::<LinesConfig>()])?;
-    let (format, key) = lines(fields, s)?;
-    Ok(StdinSource { format, key })
+    let (format, key, timestamp) = lines(fields, s)?;
+    Ok(StdinSource {
+        format,
+        key,
+        timestamp,
+    })
 }
 
 /// A file sink's path from its section.
@@ -74,7 +90,10 @@ fn path(fields: &Fields, s: &Section) -> Result<PathBuf, FieldError> {
     }
 }
 
-fn lines(fields: &Fields, s: &Section) -> Result<(SourceFormat, Option<String>), FieldError> {
+/// Format, key pointer and timestamp pointer.
+type Lines = (SourceFormat, Option<String>, Option<String>);
+
+fn lines(fields: &Fields, s: &Section) -> Result<Lines, FieldError> {
     let c: LinesConfig = s.read(fields)?;
     let format = c
         .format
@@ -96,5 +115,15 @@ fn lines(fields: &Fields, s: &Section) -> Result<(SourceFormat, Option<String>),
         }
         None => None,
     };
-    Ok((format, key))
+    let timestamp = match &c.timestamp {
+        Some(t) if format != SourceFormat::Json => {
+            return Err(s.err(
+                t.span(),
+                "`timestamp` is a JSON pointer and needs `format = \"json\"`",
+            ));
+        }
+        Some(t) => Some(json_pointer(t, s)?),
+        None => None,
+    };
+    Ok((format, key, timestamp))
 }

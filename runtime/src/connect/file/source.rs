@@ -2,11 +2,13 @@
 //! from its start to its end; its position is the number of lines read.
 //! Stdin cannot be replayed: a restored job reads on from where stdin is.
 
+use super::{FileSource, StdinSource};
 use crate::batch::Batch;
+use crate::connect::event_time::json_timestamp;
 use crate::connect::{ConnectError, Poll, Position, SourceReader};
 use serde::{Deserialize, Serialize};
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::Duration;
 
@@ -24,6 +26,8 @@ pub enum SourceFormat {
 struct LineDecoder {
     format: SourceFormat,
     key: Option<String>,
+    /// The JSON pointer of the event time.
+    timestamp: Option<String>,
     /// Lines read: the position a checkpoint records.
     lines: u64,
 }
@@ -39,14 +43,14 @@ impl LineDecoder {
             }
         }
         let n = self.lines;
-        let key = match self.format {
-            SourceFormat::Lines => None,
+        let (key, ts) = match self.format {
+            SourceFormat::Lines => (None, None),
             SourceFormat::Json if line.iter().all(u8::is_ascii_whitespace) => return Ok(()),
             SourceFormat::Json => {
                 let v: serde_json::Value = serde_json::from_slice(&line).map_err(|e| {
                     ConnectError::fatal(format!("{what} line {n}: not valid JSON: {e}"))
                 })?;
-                match &self.key {
+                let key = match &self.key {
                     None => None,
                     Some(ptr) => match v.pointer(ptr) {
                         Some(serde_json::Value::String(s)) => Some(s.as_bytes().to_vec()),
@@ -57,10 +61,18 @@ impl LineDecoder {
                         }
                         Some(other) => Some(other.to_string().into_bytes()),
                     },
-                }
+                };
+                let ts = match &self.timestamp {
+                    None => None,
+                    Some(ptr) => Some(
+                        json_timestamp(&v, ptr)
+                            .map_err(|e| ConnectError::fatal(format!("{what} line {n}: {e}")))?,
+                    ),
+                };
+                (key, ts)
             }
         };
-        batch.push(key.as_deref(), &line, None);
+        batch.push(key.as_deref(), &line, ts);
         Ok(())
     }
 }
@@ -73,13 +85,10 @@ pub struct FileReader {
 }
 
 impl FileReader {
-    /// Opens `path`, skipping the `skip` lines a restored checkpoint covers.
-    pub fn open(
-        path: &Path,
-        format: SourceFormat,
-        key: Option<String>,
-        skip: u64,
-    ) -> Result<FileReader, ConnectError> {
+    /// Opens the source's file, skipping the `skip` lines a restored
+    /// checkpoint covers.
+    pub fn open(src: &FileSource, skip: u64) -> Result<FileReader, ConnectError> {
+        let path = &src.path;
         let file = std::fs::File::open(path).map_err(|e| {
             ConnectError::fatal(format!("cannot open input file {}: {e}", path.display()))
         })?;
@@ -87,8 +96,9 @@ impl FileReader {
             path: path.to_path_buf(),
             reader: std::io::BufReader::with_capacity(1 << 16, file),
             decoder: LineDecoder {
-                format,
-                key,
+                format: src.format,
+                key: src.key.clone(),
+                timestamp: src.timestamp.clone(),
                 lines: 0,
             },
         };
@@ -157,7 +167,7 @@ pub struct StdinReader {
 
 impl StdinReader {
     /// Starts reading stdin.
-    pub fn open(format: SourceFormat, key: Option<String>) -> Result<StdinReader, ConnectError> {
+    pub fn open(src: &StdinSource) -> Result<StdinReader, ConnectError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1024);
         std::thread::Builder::new()
             .name("wrun stdin".into())
@@ -182,8 +192,9 @@ impl StdinReader {
         Ok(StdinReader {
             rx,
             decoder: LineDecoder {
-                format,
-                key,
+                format: src.format,
+                key: src.key.clone(),
+                timestamp: src.timestamp.clone(),
                 lines: 0,
             },
             ended: false,

@@ -12,7 +12,9 @@ use super::{
     split_index, split_name,
 };
 use crate::batch::Batch;
-use crate::connect::{ConnectError, Poll, Position, SourceAssignment, SourceReader, SplitPosition};
+use crate::connect::{
+    ConnectError, Poll, Position, SourceAssignment, SourceReader, SplitPosition, SplitTime,
+};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -31,6 +33,8 @@ struct Split {
     end: i64,
     /// A bounded split that has read to its end.
     ended: bool,
+    /// The event times read from it, for its watermark.
+    time: SplitTime,
 }
 
 /// A source subtask's reader of Kafka partitions.
@@ -155,6 +159,7 @@ impl KafkaReader {
             self.splits.push(Split {
                 topic,
                 partition: p,
+                time: SplitTime::new(&name),
                 name,
                 next,
                 end,
@@ -282,7 +287,7 @@ impl SourceReader for KafkaReader {
         &mut self,
         batch: &mut Batch,
         room: usize,
-        _now: Duration,
+        now: Duration,
         wait: Duration,
     ) -> Result<Poll, ConnectError> {
         if let Some(at) = self.next_discovery
@@ -312,11 +317,8 @@ impl SourceReader for KafkaReader {
                         KafkaKey::Key => m.key(),
                         KafkaKey::None => None,
                     };
-                    batch.push(
-                        key,
-                        m.payload().unwrap_or_default(),
-                        m.timestamp().to_millis(),
-                    );
+                    let ts = m.timestamp().to_millis();
+                    batch.push(key, m.payload().unwrap_or_default(), ts);
                     let (p, offset) = (m.partition(), m.offset());
                     let at = self
                         .splits
@@ -325,6 +327,7 @@ impl SourceReader for KafkaReader {
                     drop(m);
                     if let Some(s) = at.map(|i| &mut self.splits[i]) {
                         s.next = s.next.max(offset + 1);
+                        s.time.saw(ts, now);
                     }
                     added += 1;
                 }
@@ -408,6 +411,18 @@ impl SourceReader for KafkaReader {
                     .map(|l| (s.name.clone(), u64::try_from(*l).unwrap_or(0)))
             })
             .collect()
+    }
+
+    fn split_times(&self) -> Option<Vec<SplitTime>> {
+        Some(
+            self.splits
+                .iter()
+                .map(|s| SplitTime {
+                    ended: s.ended,
+                    ..s.time.clone()
+                })
+                .collect(),
+        )
     }
 
     fn connected(&self) -> Option<bool> {

@@ -2,7 +2,9 @@
 //! JetStream").
 
 use super::{NatsAuth, NatsConnection, NatsKey, NatsSink, NatsSource, NatsStart};
-use crate::connect::config::{FieldError, Fields, Section, delivery, field_names, rfc3339_ms};
+use crate::connect::config::{
+    FieldError, Fields, Section, delivery, field_names, json_pointer, rfc3339_ms,
+};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -25,6 +27,7 @@ struct SourceConfig {
     subjects: Option<Spanned<Vec<String>>>,
     start: Option<Spanned<String>>,
     key: Option<Spanned<String>>,
+    timestamp: Option<Spanned<String>>,
     bounded: Option<Spanned<bool>>,
 }
 
@@ -104,6 +107,11 @@ pub fn source(fields: &Fields, s: &Section) -> Result<NatsSource, FieldError> {
         subjects,
         start,
         key,
+        timestamp: c
+            .timestamp
+            .as_ref()
+            .map(|t| json_pointer(t, s))
+            .transpose()?,
         bounded: c.bounded.as_ref().is_some_and(|b| *b.get_ref()),
     })
 }

@@ -89,6 +89,10 @@ pub struct NatsSource {
     pub start: NatsStart,
     /// What becomes the event's key.
     pub key: NatsKey,
+    /// The JSON pointer of the event time in each message's payload;
+    /// `None`: the message's publish time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
     /// Read only what the stream holds when the source starts, then end
     /// (a batch job over a stream; tests, backfills).
     pub bounded: bool,

@@ -8,7 +8,10 @@
 
 use super::{NatsKey, NatsSource, NatsStart, block_on, connect, get_stream};
 use crate::batch::Batch;
-use crate::connect::{ConnectError, Poll, Position, SourceAssignment, SourceReader, SplitPosition};
+use crate::connect::event_time::json_timestamp;
+use crate::connect::{
+    ConnectError, Poll, Position, SourceAssignment, SourceReader, SplitPosition, SplitTime,
+};
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -43,12 +46,18 @@ struct Split {
     pending: Arc<AtomicU64>,
     /// A bounded split that has read to the end.
     ended: bool,
+    /// The event times read from it, for its watermark.
+    time: SplitTime,
 }
 
 /// A source subtask's reader of a JetStream stream.
 pub struct NatsReader {
     client: async_nats::Client,
     splits: Vec<Split>,
+    /// The JSON pointer of the event time in the payload (`None`: the
+    /// message's publish time).
+    timestamp: Option<String>,
+    stream: String,
     bounded: bool,
     rx: mpsc::Receiver<Item>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -145,6 +154,7 @@ impl NatsReader {
             };
             tasks.push(tokio::spawn(task.run()));
             splits.push(Split {
+                time: SplitTime::new(&name),
                 name,
                 next,
                 pending,
@@ -154,6 +164,8 @@ impl NatsReader {
         Ok(NatsReader {
             client,
             splits,
+            timestamp: cfg.timestamp.clone(),
+            stream: cfg.stream.clone(),
             bounded: cfg.bounded,
             rx,
             tasks,
@@ -161,12 +173,25 @@ impl NatsReader {
     }
 
     /// Takes an item from a split's task; `true` if it was an event.
-    fn take(&mut self, item: Item, batch: &mut Batch) -> Result<bool, ConnectError> {
+    fn take(&mut self, item: Item, batch: &mut Batch, now: Duration) -> Result<bool, ConnectError> {
         match item {
             Item::Msg(m) => {
-                batch.push(m.key.as_deref(), &m.payload, Some(m.time_ms));
+                let ts = match &self.timestamp {
+                    None => m.time_ms,
+                    Some(ptr) => serde_json::from_slice::<serde_json::Value>(&m.payload)
+                        .map_err(|e| format!("not valid JSON: {e}"))
+                        .and_then(|v| json_timestamp(&v, ptr))
+                        .map_err(|e| {
+                            ConnectError::fatal(format!(
+                                "message {} of JetStream stream {:?}: {e} (the source's `timestamp`); fix the message or the setting",
+                                m.seq, self.stream
+                            ))
+                        })?,
+                };
+                batch.push(m.key.as_deref(), &m.payload, Some(ts));
                 let s = &mut self.splits[m.split];
                 s.next = s.next.max(m.seq + 1);
+                s.time.saw(Some(ts), now);
                 Ok(true)
             }
             Item::End(i) => {
@@ -187,7 +212,7 @@ impl SourceReader for NatsReader {
         &mut self,
         batch: &mut Batch,
         room: usize,
-        _now: Duration,
+        now: Duration,
         wait: Duration,
     ) -> Result<Poll, ConnectError> {
         if self.splits.is_empty() {
@@ -211,7 +236,7 @@ impl SourceReader for NatsReader {
                 }
                 Err(_) => break,
             };
-            if self.take(item, batch)? {
+            if self.take(item, batch, now)? {
                 added += 1;
             }
         }
@@ -231,6 +256,18 @@ impl SourceReader for NatsReader {
                 .map(|s| SplitPosition {
                     split: s.name.clone(),
                     next: s.next,
+                })
+                .collect(),
+        )
+    }
+
+    fn split_times(&self) -> Option<Vec<SplitTime>> {
+        Some(
+            self.splits
+                .iter()
+                .map(|s| SplitTime {
+                    ended: s.ended,
+                    ..s.time.clone()
                 })
                 .collect(),
         )

@@ -7,6 +7,7 @@ use super::{Ctx, EdgeSpec, JobGraph, ManifestError, OperatorSpec, line_at};
 use crate::connect::config::{Fields, Section, at_least};
 use crate::connect::{file, generator, kafka, nats};
 use crate::job::graph::{self, Builder, ComponentRef, SinkKind, SourceKind, VertexKind};
+use crate::job::settings::WatermarkStrategy;
 use serde::Deserialize;
 use std::ops::Range;
 use toml::Spanned;
@@ -18,6 +19,16 @@ struct Head<K> {
     name: Spanned<String>,
     kind: Spanned<K>,
     parallelism: Option<Spanned<u32>>,
+    watermark: Option<Spanned<WatermarkSpec>>,
+}
+
+/// A source's `watermark` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct WatermarkSpec {
+    out_of_orderness_ms: u64,
+    idle_timeout_ms: Option<Spanned<u64>>,
+    interval_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +142,13 @@ impl Graph {
                 SourceKindName::Kafka => kafka::config::source(&fields, &s).map(SourceKind::Kafka),
             }
             .map_err(|e| ctx.field(e))?;
+            let watermark = head
+                .watermark
+                .as_ref()
+                .map(|w| watermark(ctx, w))
+                .transpose()?;
             self.add(ctx, &head.name, None, par, VertexKind::Source(source))?;
+            self.b.watermark(watermark);
         }
         Ok(())
     }
@@ -148,6 +165,12 @@ impl Graph {
             let s = section(ctx, "sink", &head, &label);
             let parallel = matches!(kind, SinkKindName::Nats | SinkKindName::Kafka);
             let par = self.vertex_parallelism(ctx, &s, &head, parallel, 1)?;
+            if let Some(w) = &head.watermark {
+                return Err(ctx.field(s.err(
+                    w.span(),
+                    "`watermark` applies to sources: event time starts there",
+                )));
+            }
             let no_fields = |fields: &Fields| s.only(fields, &[]);
             let sink = match kind {
                 SinkKindName::File => {
@@ -328,10 +351,28 @@ fn split<'i, K: serde::de::DeserializeOwned>(
     let head = Head::<K>::deserialize(toml::de::Deserializer::from(table.clone()))
         .map_err(|e| ctx.toml(&e))?;
     let mut rest = table.get_ref().clone();
-    for k in ["name", "kind", "parallelism"] {
+    for k in ["name", "kind", "parallelism", "watermark"] {
         rest.remove(k);
     }
     Ok((head, Spanned::new(table.span(), rest)))
+}
+
+/// A source's watermark strategy from its `watermark` table.
+fn watermark(ctx: &Ctx, w: &Spanned<WatermarkSpec>) -> Result<WatermarkStrategy, ManifestError> {
+    let w = w.get_ref();
+    let interval_ms = match &w.interval_ms {
+        Some(i) => at_least(i, "watermark.interval-ms", 1).map_err(|e| ctx.field(e))?,
+        None => 200,
+    };
+    let idle_timeout_ms = match &w.idle_timeout_ms {
+        Some(t) => Some(at_least(t, "watermark.idle-timeout-ms", 1).map_err(|e| ctx.field(e))?),
+        None => None,
+    };
+    Ok(WatermarkStrategy {
+        out_of_orderness_ms: w.out_of_orderness_ms,
+        idle_timeout_ms,
+        interval_ms,
+    })
 }
 
 fn section<'a, K>(ctx: &Ctx<'a>, what: &str, head: &Head<K>, kind: &str) -> Section<'a> {
