@@ -334,7 +334,7 @@ pub(super) fn run(
             emitted += added as u64;
             metrics.add_bytes(batch.byte_len().saturating_sub(bytes_before));
             if let Some(w) = watermarks.as_mut() {
-                w.observe(&batch, before, now);
+                w.observe(&batch, before);
             }
         }
         match polled {

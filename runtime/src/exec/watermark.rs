@@ -6,6 +6,7 @@
 use crate::batch::Batch;
 use crate::connect::SplitTime;
 use crate::job::WatermarkStrategy;
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// What travels on a channel about event time.
@@ -30,9 +31,10 @@ pub(super) struct SourceWatermarks {
     /// The reader's events, when it is one split (it has no
     /// [`crate::connect::SourceReader::split_times`]).
     own: SplitTime,
-    /// When the first poll happened: a split with no event yet is idle
-    /// `idle-timeout-ms` after it.
-    started: Option<Duration>,
+    /// Per split: its event count when last looked at, and since when (on
+    /// the job's clock) it has stood still. A split is idle once it has
+    /// stood still for `idle-timeout-ms`.
+    still: HashMap<String, (u64, Duration)>,
     /// The last watermark sent (never less is sent after it).
     sent: Option<i64>,
     /// Whether the last thing sent was [`Watermark::Idle`].
@@ -46,19 +48,18 @@ impl SourceWatermarks {
         SourceWatermarks {
             strategy,
             own: SplitTime::new(name),
-            started: None,
+            still: HashMap::new(),
             sent: None,
             idle: false,
             next: Duration::ZERO,
         }
     }
 
-    /// Follows the event times of `batch[from..]`, read at `now`, for a
-    /// reader that is one split.
-    pub(super) fn observe(&mut self, batch: &Batch, from: usize, now: Duration) {
-        self.started.get_or_insert(now);
+    /// Follows the event times of `batch[from..]`, for a reader that is
+    /// one split.
+    pub(super) fn observe(&mut self, batch: &Batch, from: usize) {
         for i in from..batch.len() {
-            self.own.saw(batch.get(i).timestamp, now);
+            self.own.saw(batch.get(i).timestamp);
         }
     }
 
@@ -75,13 +76,23 @@ impl SourceWatermarks {
             .map(|t| t.saturating_sub(ooo).saturating_sub(1))
     }
 
-    /// Whether split `s` is idle at `now`: no event for the idle timeout.
-    fn is_idle(&self, s: &SplitTime, now: Duration) -> bool {
-        let Some(timeout) = self.strategy.idle_timeout_ms else {
-            return false;
+    /// Whether split `s` is idle at `now`: no new event for the idle
+    /// timeout.
+    fn is_idle(&mut self, s: &SplitTime, now: Duration) -> bool {
+        let since = match self.still.get_mut(&s.split) {
+            Some((events, since)) if *events == s.events => *since,
+            Some(e) => {
+                *e = (s.events, now);
+                now
+            }
+            None => {
+                self.still.insert(s.split.clone(), (s.events, now));
+                now
+            }
         };
-        let last = s.last_event.or(self.started).unwrap_or(now);
-        now.saturating_sub(last) >= Duration::from_millis(timeout)
+        self.strategy
+            .idle_timeout_ms
+            .is_some_and(|t| now.saturating_sub(since) >= Duration::from_millis(t))
     }
 
     /// At `now` (when [`SourceWatermarks::due`]): what to send, if
@@ -92,17 +103,18 @@ impl SourceWatermarks {
         splits: Option<Vec<SplitTime>>,
         now: Duration,
     ) -> (Option<Watermark>, Vec<(String, Option<i64>)>) {
-        self.started.get_or_insert(now);
         self.next = now.saturating_add(Duration::from_millis(self.strategy.interval_ms.max(1)));
         let splits = splits.unwrap_or_else(|| vec![self.own.clone()]);
         let per_split = splits
             .iter()
             .map(|s| (s.split.clone(), self.of(s)))
             .collect();
-        let active: Vec<&SplitTime> = splits
-            .iter()
-            .filter(|s| !s.ended && !self.is_idle(s, now))
-            .collect();
+        let mut active: Vec<&SplitTime> = Vec::new();
+        for s in &splits {
+            if !self.is_idle(s, now) && !s.ended {
+                active.push(s);
+            }
+        }
         if active.is_empty() {
             // Every split idle (or none assigned): hold nothing back.
             // Ended splits alone: the end of input sends its own watermark.
@@ -235,11 +247,12 @@ mod tests {
         }
     }
 
-    fn split(name: &str, max: Option<i64>, last_ms: Option<u64>) -> SplitTime {
+    /// A split with `events` events read so far, the highest at `max`.
+    fn split(name: &str, max: Option<i64>, events: u64) -> SplitTime {
         SplitTime {
             split: name.into(),
             max_event_time: max,
-            last_event: last_ms.map(Duration::from_millis),
+            events,
             ended: false,
         }
     }
@@ -252,10 +265,7 @@ mod tests {
     fn a_source_watermark_is_the_slowest_active_split_less_the_bound() {
         let mut w = SourceWatermarks::new(strategy(200, Some(1000)), "s");
         let (out, per) = w.next(
-            Some(vec![
-                split("p0", Some(5000), Some(0)),
-                split("p1", Some(3000), Some(0)),
-            ]),
+            Some(vec![split("p0", Some(5000), 1), split("p1", Some(3000), 1)]),
             ms(100),
         );
         assert_eq!(out, Some(Watermark::At(2799)));
@@ -265,29 +275,20 @@ mod tests {
         );
         // Nothing new: nothing sent.
         let (out, _) = w.next(
-            Some(vec![
-                split("p0", Some(5000), Some(0)),
-                split("p1", Some(3000), Some(0)),
-            ]),
+            Some(vec![split("p0", Some(5000), 1), split("p1", Some(3000), 1)]),
             ms(300),
         );
         assert_eq!(out, None);
-        // p1 goes quiet past the idle timeout: p0 alone decides.
+        // p1 stands still for the idle timeout: p0 alone decides.
         let (out, _) = w.next(
-            Some(vec![
-                split("p0", Some(9000), Some(1500)),
-                split("p1", Some(3000), Some(0)),
-            ]),
-            ms(1500),
+            Some(vec![split("p0", Some(9000), 2), split("p1", Some(3000), 1)]),
+            ms(1100),
         );
         assert_eq!(out, Some(Watermark::At(8799)));
         // p1 comes back behind: the watermark never goes back.
         let (out, _) = w.next(
-            Some(vec![
-                split("p0", Some(9000), Some(1500)),
-                split("p1", Some(4000), Some(1600)),
-            ]),
-            ms(1600),
+            Some(vec![split("p0", Some(9000), 2), split("p1", Some(4000), 2)]),
+            ms(1200),
         );
         assert_eq!(out, None);
     }
@@ -295,34 +296,15 @@ mod tests {
     #[test]
     fn a_split_without_events_holds_back_until_it_is_idle() {
         let mut w = SourceWatermarks::new(strategy(0, Some(1000)), "s");
-        let splits = |_| {
-            Some(vec![
-                split("p0", Some(5000), Some(0)),
-                split("p1", None, None),
-            ])
-        };
-        assert_eq!(w.next(splits(()), ms(0)).0, None);
-        assert_eq!(w.next(splits(()), ms(999)).0, None);
-        // By now p0 is quiet too: the source is idle.
-        assert_eq!(w.next(splits(()), ms(1000)).0, Some(Watermark::Idle));
-        let splits = Some(vec![
-            split("p0", Some(5000), Some(1200)),
-            split("p1", None, None),
-        ]);
-        assert_eq!(w.next(splits, ms(1200)).0, Some(Watermark::At(4999)));
+        let at = |p0: u64| Some(vec![split("p0", Some(5000), p0), split("p1", None, 0)]);
+        assert_eq!(w.next(at(1), ms(0)).0, None);
+        assert_eq!(w.next(at(2), ms(999)).0, None);
+        assert_eq!(w.next(at(3), ms(1000)).0, Some(Watermark::At(4999)));
         // Both quiet: the source says it is idle, once.
-        let quiet = Some(vec![
-            split("p0", Some(5000), Some(1200)),
-            split("p1", None, None),
-        ]);
-        assert_eq!(w.next(quiet.clone(), ms(2300)).0, Some(Watermark::Idle));
-        assert_eq!(w.next(quiet, ms(2500)).0, None);
+        assert_eq!(w.next(at(3), ms(2000)).0, Some(Watermark::Idle));
+        assert_eq!(w.next(at(3), ms(2500)).0, None);
         // And active again with the same watermark: it says so.
-        let back = Some(vec![
-            split("p0", Some(5000), Some(2600)),
-            split("p1", None, None),
-        ]);
-        assert_eq!(w.next(back, ms(2600)).0, Some(Watermark::At(4999)));
+        assert_eq!(w.next(at(4), ms(2600)).0, Some(Watermark::At(4999)));
     }
 
     #[test]
@@ -332,7 +314,7 @@ mod tests {
         b.push(None, b"a", Some(100));
         b.push(None, b"b", Some(50));
         b.push(None, b"c", None);
-        w.observe(&b, 0, ms(0));
+        w.observe(&b, 0);
         assert_eq!(w.next(None, ms(0)).0, Some(Watermark::At(89)));
     }
 

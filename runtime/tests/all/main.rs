@@ -23,4 +23,5 @@ mod partition;
 mod restore;
 mod savepoint;
 mod serve;
+mod time;
 mod wordcount;

@@ -287,7 +287,7 @@ impl SourceReader for KafkaReader {
         &mut self,
         batch: &mut Batch,
         room: usize,
-        now: Duration,
+        _now: Duration,
         wait: Duration,
     ) -> Result<Poll, ConnectError> {
         if let Some(at) = self.next_discovery
@@ -327,7 +327,7 @@ impl SourceReader for KafkaReader {
                     drop(m);
                     if let Some(s) = at.map(|i| &mut self.splits[i]) {
                         s.next = s.next.max(offset + 1);
-                        s.time.saw(ts, now);
+                        s.time.saw(ts);
                     }
                     added += 1;
                 }

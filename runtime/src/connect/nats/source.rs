@@ -173,7 +173,7 @@ impl NatsReader {
     }
 
     /// Takes an item from a split's task; `true` if it was an event.
-    fn take(&mut self, item: Item, batch: &mut Batch, now: Duration) -> Result<bool, ConnectError> {
+    fn take(&mut self, item: Item, batch: &mut Batch) -> Result<bool, ConnectError> {
         match item {
             Item::Msg(m) => {
                 let ts = match &self.timestamp {
@@ -191,7 +191,7 @@ impl NatsReader {
                 batch.push(m.key.as_deref(), &m.payload, Some(ts));
                 let s = &mut self.splits[m.split];
                 s.next = s.next.max(m.seq + 1);
-                s.time.saw(Some(ts), now);
+                s.time.saw(Some(ts));
                 Ok(true)
             }
             Item::End(i) => {
@@ -212,7 +212,7 @@ impl SourceReader for NatsReader {
         &mut self,
         batch: &mut Batch,
         room: usize,
-        now: Duration,
+        _now: Duration,
         wait: Duration,
     ) -> Result<Poll, ConnectError> {
         if self.splits.is_empty() {
@@ -236,7 +236,7 @@ impl SourceReader for NatsReader {
                 }
                 Err(_) => break,
             };
-            if self.take(item, batch, now)? {
+            if self.take(item, batch)? {
                 added += 1;
             }
         }
