@@ -118,6 +118,25 @@ to = "raw"
         .map(|w| (w.split.as_str(), w.watermark_ms))
         .collect();
     assert_eq!(split, [("clicks", Some(3500 - 500 - 1))]);
+
+    // And /metrics says the same.
+    let text = wrun::exec::metrics::render(&[control.metrics().unwrap()]);
+    assert!(
+        text.contains(
+            "wrun_watermark_ms{job=\"clicks\",operator=\"count\",kind=\"operator\",subtask=\"1\"} 9223372036854775807"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("wrun_source_split_watermark_ms{job=\"clicks\",operator=\"clicks\",split=\"clicks\"} 2999"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "wrun_watermark_idle{job=\"clicks\",operator=\"raw\",kind=\"sink\",subtask=\"0\"} 0"
+        ),
+        "{text}"
+    );
 }
 
 /// A NATS job under a manual clock, run in this process.
@@ -256,4 +275,39 @@ to = "out"
     job.control.cancel();
     let outcome = job.done.recv_timeout(BOUND).expect("the job did not end");
     assert!(outcome.is_err(), "a cancelled job ends with an error");
+}
+
+#[test]
+fn a_line_without_its_timestamp_fails_the_job_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("in.jsonl"),
+        "{\"ts\":1}\n{\"user\":\"x\"}\n",
+    )
+    .unwrap();
+    let toml = r#"version = 1
+name = "ts"
+
+[[source]]
+name = "in"
+kind = "file"
+path = "in.jsonl"
+format = "json"
+timestamp = "/ts"
+
+[[sink]]
+name = "out"
+kind = "discard"
+
+[[edge]]
+from = "in"
+to = "out"
+"#;
+    let e = run_in(dir.path(), toml, None).unwrap_err();
+    let msg = chain(&e);
+    assert!(
+        msg.contains("in.jsonl line 2: no timestamp at JSON pointer \"/ts\""),
+        "{msg}"
+    );
+    assert!(msg.contains("source 'in'"), "{msg}");
 }
