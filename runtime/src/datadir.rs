@@ -213,11 +213,6 @@ impl DataDir {
         self.store.clone()
     }
 
-    /// Where compiled code is cached.
-    pub fn cache_dir(&self) -> PathBuf {
-        self.root.join("cache")
-    }
-
     /// Where `wrun serve` keeps its job records.
     pub fn jobs_dir(&self) -> PathBuf {
         self.root.join("jobs")

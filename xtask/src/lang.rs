@@ -7,13 +7,15 @@
 //! entry = "app"                   # python: the module with `Handler`; javascript and c: the file
 //! ```
 //!
-//! The toolchains are installed on first use into `target/toolchains/`,
-//! pinned by the files in `xtask/toolchains/`: a Python venv with
-//! componentize-py (PyPI), and componentize-js with esbuild (npm, from a
-//! lock file). C guests use wit-bindgen's C generator (a library here),
+//! The toolchains are installed on first use into the machine's cache
+//! ([`crate::machine_cache`]`/tools/componentize-{py,js}-<hash>`), pinned by
+//! the files in `xtask/toolchains/`: a Python venv with componentize-py
+//! (PyPI), and componentize-js with esbuild (npm, from a lock file). C guests use wit-bindgen's C generator (a library here),
 //! Debian's clang-19 and wasi-libc (`scripts/setup` installs them), and
 //! wit-component. Each guest is rebuilt only when its sources, the
-//! language's helper in `guest-sdk/`, the WIT or the toolchain changed.
+//! language's helper in `guest-sdk/`, the WIT or the toolchain changed; a
+//! guest that any clone on the machine built from the same inputs is taken
+//! from the machine's cache (`guests/<name>-<fingerprint>.wasm`).
 
 use crate::{Guest, Options, repo_root};
 use anyhow::{Context, Result, bail};
@@ -104,7 +106,15 @@ fn walk(dir: &Path, depth: u32, out: &mut Vec<Spec>) -> Result<()> {
 }
 
 fn toolchains_dir() -> PathBuf {
-    repo_root().join("target").join("toolchains")
+    crate::machine_cache().join("tools")
+}
+
+/// Where a guest built from inputs with fingerprint `fp` is kept for every
+/// clone on the machine.
+fn cached_guest(name: &str, fp: &str) -> PathBuf {
+    crate::machine_cache()
+        .join("guests")
+        .join(format!("{name}-{}.wasm", &fp[..32]))
 }
 
 fn pinned(lang: &str) -> PathBuf {
@@ -201,9 +211,9 @@ fn toolchain(lang: Language, opts: &Options) -> Result<PathBuf> {
             ],
         ),
     };
-    let dir = toolchains_dir().join(name);
-    let stamp = dir.join(".installed");
     let want = hash_files(&files, name)?;
+    let dir = toolchains_dir().join(format!("componentize-{name}-{}", &want[..16]));
+    let stamp = dir.join(".installed");
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
         return Ok(dir);
     }
@@ -230,6 +240,7 @@ fn toolchain(lang: Language, opts: &Options) -> Result<PathBuf> {
             )?;
         }
         Language::JavaScript => {
+            let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir)?;
             for f in &files {
                 let to = dir.join(f.file_name().unwrap_or_default());
@@ -306,6 +317,18 @@ pub fn build(opts: &Options) -> Result<Vec<Guest>> {
             && std::fs::read_to_string(&stamp).ok().as_deref() == Some(fp.as_str())
             && component.is_file()
         {
+            built.push(Guest {
+                package: spec.name,
+                component,
+            });
+            continue;
+        }
+        let cached = cached_guest(&spec.name, &fp);
+        if !opts.force && std::fs::copy(&cached, &component).is_ok() {
+            if opts.verbose {
+                eprintln!("guests: {} from {}", spec.name, cached.display());
+            }
+            std::fs::write(&stamp, fp)?;
             built.push(Guest {
                 package: spec.name,
                 component,
@@ -390,6 +413,17 @@ pub fn build(opts: &Options) -> Result<Vec<Guest>> {
                 &what,
                 "install Node.js (`scripts/setup`)",
             )?,
+        }
+        // Into the machine's cache first (a copy, renamed into place so a
+        // concurrent build never reads half a file), then into target/.
+        if let Some(dir) = cached.parent()
+            && std::fs::create_dir_all(dir).is_ok()
+        {
+            let partial = cached.with_extension(format!("{}.partial", std::process::id()));
+            if std::fs::copy(&tmp, &partial).is_ok() {
+                let _ = std::fs::rename(&partial, &cached);
+            }
+            let _ = std::fs::remove_file(&partial);
         }
         std::fs::rename(&tmp, &component)
             .with_context(|| format!("writing {}", component.display()))?;

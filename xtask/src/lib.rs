@@ -44,6 +44,22 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// The machine's cache, shared by every clone: `$XDG_CACHE_HOME/wrun`, else
+/// `$HOME/.cache/wrun`, else `target/machine-cache` in this clone. The guest
+/// toolchains and built guests of other languages are kept there, keyed by
+/// what they were made from, so a fresh clone reuses them.
+pub fn machine_cache() -> PathBuf {
+    let from = |var: &str| {
+        std::env::var_os(var)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    from("XDG_CACHE_HOME")
+        .or_else(|| from("HOME").map(|h| h.join(".cache")))
+        .map(|c| c.join("wrun"))
+        .unwrap_or_else(|| repo_root().join("target").join("machine-cache"))
+}
+
 /// Where components are written.
 pub fn guests_dir() -> PathBuf {
     repo_root().join("target").join("guests")

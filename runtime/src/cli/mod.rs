@@ -19,8 +19,19 @@ mod stop;
 mod validate;
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+/// Where compiled components are cached: `WRUN_CACHE_DIR` when set (one
+/// cache for several data directories, e.g. a machine's), else the data
+/// directory's `cache/`. Entries are keyed by the component's digest and
+/// the engine's compatibility hash, so sharing one is safe.
+fn compile_cache_dir(data_dir: &Path) -> PathBuf {
+    match std::env::var_os("WRUN_CACHE_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => data_dir.join("cache"),
+    }
+}
 
 /// The version `wrun --version` prints; a build with crash points says so.
 #[cfg(not(feature = "fault-injection"))]

@@ -141,7 +141,7 @@ fn print_module(m: &ModuleInfo, full: bool) {
 
 fn local_sandbox(data_dir: &Path) -> Result<Sandbox> {
     Ok(Sandbox::new(SandboxConfig {
-        cache_dir: Some(data_dir.join("cache")),
+        cache_dir: Some(super::compile_cache_dir(data_dir)),
         ..SandboxConfig::default()
     })?)
 }

@@ -55,7 +55,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
     }
     let data = DataDir::open(&args.data_dir)?;
     let sandbox = Arc::new(Sandbox::new(SandboxConfig {
-        cache_dir: Some(data.cache_dir()),
+        cache_dir: Some(super::compile_cache_dir(data.root())),
         ..SandboxConfig::default()
     })?);
     let store = data.store();

@@ -48,7 +48,7 @@ pub(super) fn run(args: ServeArgs) -> Result<()> {
         );
     }
     let sandbox = Arc::new(Sandbox::new(SandboxConfig {
-        cache_dir: Some(args.data_dir.join("cache")),
+        cache_dir: Some(super::compile_cache_dir(&args.data_dir)),
         ..SandboxConfig::default()
     })?);
     let rt = Runtime::open(

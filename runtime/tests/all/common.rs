@@ -18,7 +18,12 @@ pub fn sandbox() -> &'static Sandbox {
     }
     static S: OnceLock<Sandbox> = OnceLock::new();
     S.get_or_init(|| {
-        let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compile-cache");
+        // scripts/test points WRUN_CACHE_DIR at the machine's cache, which
+        // the `wrun` processes the tests start use too.
+        let cache = std::env::var_os("WRUN_CACHE_DIR")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("compile-cache"));
         Sandbox::new(SandboxConfig {
             cache_dir: Some(cache),
             ..SandboxConfig::default()
