@@ -23,7 +23,20 @@ pub(crate) use imp::*;
 #[cfg(target_arch = "wasm32")]
 mod imp {
     use super::LogLevel;
-    use crate::bindings::wrun::operator::{log as wlog, state, types};
+    use crate::bindings::wrun::operator::{log as wlog, state, timers, types};
+
+    pub(crate) fn register_timers(t: &types::Timers) {
+        timers::register_many(t)
+    }
+    pub(crate) fn delete_timers(t: &types::Timers) {
+        timers::delete_many(t)
+    }
+    pub(crate) fn current_watermark() -> Option<i64> {
+        timers::current_watermark()
+    }
+    pub(crate) fn processing_time() -> i64 {
+        timers::processing_time()
+    }
 
     pub(crate) fn value_get_many(name: &str, keys: &types::Packed) -> types::PackedOptions {
         state::value_get_many(name, keys)
@@ -66,9 +79,12 @@ mod imp {
     use super::LogLevel;
     use crate::bindings::wrun::operator::types;
     use std::cell::RefCell;
-    use std::collections::{BTreeMap, HashMap};
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
 
     type Key = (String, Vec<u8>);
+
+    /// A pending timer in the in-memory host: (time, key, tag) per domain.
+    pub(crate) type FakeTimer = (i64, Vec<u8>, u32);
 
     /// The in-memory host of native builds.
     #[derive(Default)]
@@ -76,7 +92,54 @@ mod imp {
         pub(crate) values: HashMap<Key, Vec<u8>>,
         pub(crate) lists: HashMap<Key, Vec<Vec<u8>>>,
         pub(crate) maps: HashMap<Key, BTreeMap<Vec<u8>, Vec<u8>>>,
+        /// Pending event-time and processing-time timers.
+        pub(crate) event_timers: BTreeSet<FakeTimer>,
+        pub(crate) processing_timers: BTreeSet<FakeTimer>,
+        pub(crate) watermark: Option<i64>,
+        pub(crate) now: i64,
         pub(crate) calls: u64,
+    }
+
+    fn timers_of(t: &types::Timers) -> Vec<(types::TimeDomain, FakeTimer)> {
+        (0..t.keys.ends.len())
+            .map(|i| {
+                (
+                    t.domains[i],
+                    (
+                        t.times[i],
+                        crate::runtime::item(&t.keys, i).to_vec(),
+                        t.tags[i],
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    pub(crate) fn register_timers(t: &types::Timers) {
+        with(|h| {
+            for (d, timer) in timers_of(t) {
+                match d {
+                    types::TimeDomain::EventTime => h.event_timers.insert(timer),
+                    types::TimeDomain::ProcessingTime => h.processing_timers.insert(timer),
+                };
+            }
+        })
+    }
+    pub(crate) fn delete_timers(t: &types::Timers) {
+        with(|h| {
+            for (d, timer) in timers_of(t) {
+                match d {
+                    types::TimeDomain::EventTime => h.event_timers.remove(&timer),
+                    types::TimeDomain::ProcessingTime => h.processing_timers.remove(&timer),
+                };
+            }
+        })
+    }
+    pub(crate) fn current_watermark() -> Option<i64> {
+        with(|h| h.watermark)
+    }
+    pub(crate) fn processing_time() -> i64 {
+        with(|h| h.now)
     }
 
     thread_local! {

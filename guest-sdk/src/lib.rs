@@ -72,11 +72,13 @@ pub mod codec;
 #[global_allocator]
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 
+mod emit;
 mod host;
 mod runtime;
 mod state;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
+mod timers;
 
 #[doc(hidden)]
 pub mod bindings {
@@ -90,44 +92,15 @@ pub mod bindings {
     });
 }
 
+pub use emit::{Emitter, Event};
 pub use state::{ListState, MapState, ValueState};
+pub use timers::{TimeDomain, Timer, Timers};
 
 use bindings::wrun::operator::types;
-
-/// One record of a stream: an optional key, a value and an optional
-/// event-time timestamp (milliseconds since the Unix epoch).
-pub type Event = types::Event;
 
 /// The state format a module declares: a name and a version that the module
 /// increments on every incompatible change.
 pub type StateFormat = types::StateFormat;
-
-impl Event {
-    /// An event with a key, a value and no timestamp.
-    pub fn keyed(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Event {
-        Event {
-            key: Some(key.into()),
-            value: value.into(),
-            timestamp: None,
-        }
-    }
-
-    /// An event without a key (it cannot use keyed state downstream unless
-    /// an operator gives it one).
-    pub fn unkeyed(value: impl Into<Vec<u8>>) -> Event {
-        Event {
-            key: None,
-            value: value.into(),
-            timestamp: None,
-        }
-    }
-
-    /// The same event with a timestamp.
-    pub fn with_timestamp(mut self, millis: i64) -> Event {
-        self.timestamp = Some(millis);
-        self
-    }
-}
 
 /// An operator's failure: the subtask fails with this message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,29 +188,6 @@ impl Context {
     }
 }
 
-/// Collects the events an operator emits.
-#[derive(Debug, Default)]
-pub struct Emitter {
-    out: Vec<Event>,
-}
-
-impl Emitter {
-    /// Emits one event downstream.
-    pub fn emit(&mut self, event: Event) {
-        self.out.push(event);
-    }
-
-    /// How many events were emitted so far in this call.
-    pub fn len(&self) -> usize {
-        self.out.len()
-    }
-
-    /// True when nothing was emitted so far in this call.
-    pub fn is_empty(&self) -> bool {
-        self.out.is_empty()
-    }
-}
-
 /// A stream operator. Implement it and export the type with
 /// [`export_operator!`].
 pub trait Operator: Sized + 'static {
@@ -251,14 +201,33 @@ pub trait Operator: Sized + 'static {
         }
     }
 
-    /// Creates the subtask's operator. Declare state handles here.
+    /// The operator's named outputs besides the main one (side outputs,
+    /// such as "late"), for [`Emitter::emit_to`]. A job's manifest must
+    /// wire each of them (`from = "<vertex>.<output>"`); wrun refuses to
+    /// deploy a job that leaves one unread. At most 255.
+    fn outputs() -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Creates the subtask's operator. Declare state handles (and
+    /// [`Timers`]) here.
     fn open(ctx: &Context) -> Result<Self, Error>;
 
     /// Processes one event. Keyed state handles read and write the state of
     /// this event's key.
     fn process(&mut self, event: Event, out: &mut Emitter) -> Result<(), Error>;
 
-    /// Called once at the end of bounded input; may emit final events.
+    /// Called for each fired timer (registered with [`Timers`]), with the
+    /// timer's key as the current key: keyed state handles read and write
+    /// that key's state. Event-time timers fire in order of time once the
+    /// watermark passes them; an event emitted without a timestamp gets
+    /// the timer's time.
+    fn on_timer(&mut self, _timer: Timer, _out: &mut Emitter) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Called once at the end of bounded input, after every event-time
+    /// timer has fired; may emit final events.
     fn close(&mut self, _out: &mut Emitter) -> Result<(), Error> {
         Ok(())
     }
@@ -306,17 +275,19 @@ macro_rules! export_operator {
         }
 
         impl $crate::bindings::exports::wrun::operator::handler::Guest for __WrunExport {
-            fn declared_format() -> $crate::StateFormat {
-                $crate::__private::install_panic_hook();
-                <$ty as $crate::Operator>::state_format()
+            fn describe() -> $crate::__private::RawDescription {
+                $crate::__private::describe::<$ty>()
             }
             fn open(ctx: $crate::__private::RawContext) -> ::std::result::Result<(), $crate::__private::RawError> {
                 $crate::__private::open::<$ty>(ctx)
             }
-            fn process(batch: ::std::vec::Vec<$crate::Event>) -> ::std::result::Result<::std::vec::Vec<$crate::Event>, $crate::__private::RawError> {
+            fn process(batch: $crate::__private::RawEvents) -> ::std::result::Result<$crate::__private::RawEmitted, $crate::__private::RawError> {
                 $crate::__private::process::<$ty>(batch)
             }
-            fn close() -> ::std::result::Result<::std::vec::Vec<$crate::Event>, $crate::__private::RawError> {
+            fn on_timers(fired: $crate::__private::RawTimers) -> ::std::result::Result<$crate::__private::RawEmitted, $crate::__private::RawError> {
+                $crate::__private::on_timers::<$ty>(fired)
+            }
+            fn close() -> ::std::result::Result<$crate::__private::RawEmitted, $crate::__private::RawError> {
                 $crate::__private::close::<$ty>()
             }
             fn snapshot() -> ::std::result::Result<::std::option::Option<$crate::__private::RawSnapshot>, $crate::__private::RawError> {
@@ -336,7 +307,9 @@ macro_rules! export_operator {
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::runtime::{Slot, close, install_panic_hook, open, process, restore, snapshot};
+    pub use crate::runtime::{
+        Slot, close, describe, install_panic_hook, on_timers, open, process, restore, snapshot,
+    };
 
     /// The length of `items` as lines (each followed by `\n`).
     pub const fn lines_len(items: &[&str]) -> usize {
@@ -369,6 +342,10 @@ pub mod __private {
     pub type RawContext = crate::types::Context;
     pub type RawError = crate::types::Error;
     pub type RawSnapshot = crate::types::OperatorSnapshot;
+    pub type RawDescription = crate::types::Description;
+    pub type RawEvents = crate::types::Events;
+    pub type RawEmitted = crate::types::Emitted;
+    pub type RawTimers = crate::types::Timers;
 }
 
 /// Logs a line into the host's log, tagged with the operator's uid and

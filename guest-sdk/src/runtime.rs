@@ -1,8 +1,9 @@
 //! The glue between the exported `handler` interface and an [`Operator`]:
-//! the per-batch key index that keyed state reads from, and the flush of
-//! every state touched in a batch.
+//! the per-batch key index that keyed state and timers use, and the flush
+//! of every state touched and every timer registered in a batch.
 
 use crate::bindings::wrun::operator::types;
+use crate::timers::{TimeDomain, Timer, TimerOp};
 use crate::{Context, Emitter, Error, Event, Operator};
 use rustc_hash::FxHashMap;
 use std::cell::{Cell, RefCell};
@@ -58,6 +59,7 @@ thread_local! {
         touched: Vec::new(),
     }) };
     static STATES: Cell<u32> = const { Cell::new(0) };
+    static TIMER_OPS: RefCell<Vec<TimerOp>> = const { RefCell::new(Vec::new()) };
     static RESTORED: RefCell<Option<(types::StateFormat, Vec<u8>)>> = const { RefCell::new(None) };
 }
 
@@ -79,6 +81,100 @@ pub(crate) fn current(state: &str) -> Result<(u64, u32, usize), Error> {
     })
 }
 
+/// The current key's bytes, or an error outside a keyed event or timer.
+pub(crate) fn current_key(what: &str) -> Result<Vec<u8>, Error> {
+    BATCH.with(|b| {
+        let b = b.borrow();
+        match b.current {
+            Some(i) => Ok(item(&b.keys, i as usize).to_vec()),
+            None => Err(Error::new(format!(
+                "{what} used without a current key: only inside process() for an event that has a key, or in on_timer()"
+            ))),
+        }
+    })
+}
+
+/// Buffers a timer registration or deletion until the end of the batch.
+pub(crate) fn push_timer_op(op: TimerOp) {
+    TIMER_OPS.with(|t| t.borrow_mut().push(op));
+}
+
+/// Sends the buffered timer operations to the host, in order: each run of
+/// registrations or of deletions is one host call.
+fn flush_timer_ops(send: bool) {
+    let ops = TIMER_OPS.with(|t| std::mem::take(&mut *t.borrow_mut()));
+    if !send {
+        return;
+    }
+    let mut i = 0;
+    while i < ops.len() {
+        let register = ops[i].0;
+        let run = ops[i..].iter().take_while(|(r, _)| *r == register).count();
+        let packed = pack_timers(ops[i..i + run].iter().map(|(_, t)| t));
+        if register {
+            crate::host::register_timers(&packed);
+        } else {
+            crate::host::delete_timers(&packed);
+        }
+        i += run;
+    }
+}
+
+/// Timers as the `timers` record.
+fn pack_timers<'a>(timers: impl Iterator<Item = &'a Timer>) -> types::Timers {
+    let mut t = types::Timers {
+        keys: types::Packed {
+            data: Vec::new(),
+            ends: Vec::new(),
+        },
+        times: Vec::new(),
+        domains: Vec::new(),
+        tags: Vec::new(),
+    };
+    for timer in timers {
+        t.keys.data.extend_from_slice(&timer.key);
+        t.keys.ends.push(t.keys.data.len() as u32);
+        t.times.push(timer.time);
+        t.domains.push(match timer.domain {
+            TimeDomain::EventTime => types::TimeDomain::EventTime,
+            TimeDomain::ProcessingTime => types::TimeDomain::ProcessingTime,
+        });
+        t.tags.push(timer.tag);
+    }
+    t
+}
+
+/// The timers of a `timers` record.
+fn unpack_timers(t: &types::Timers) -> Result<Vec<Timer>, Error> {
+    let n = t.keys.ends.len();
+    if t.times.len() != n || t.domains.len() != n || t.tags.len() != n {
+        return Err(Error::new(
+            "the host sent fired timers whose lists differ in length",
+        ));
+    }
+    let mut start = 0usize;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let end = t.keys.ends[i] as usize;
+        if end < start || end > t.keys.data.len() {
+            return Err(Error::new(
+                "the host sent fired timers with bad key offsets",
+            ));
+        }
+        out.push(Timer {
+            key: t.keys.data[start..end].to_vec(),
+            time: t.times[i],
+            domain: match t.domains[i] {
+                types::TimeDomain::EventTime => TimeDomain::EventTime,
+                types::TimeDomain::ProcessingTime => TimeDomain::ProcessingTime,
+            },
+            tag: t.tags[i],
+        });
+        start = end;
+    }
+    Ok(out)
+}
+
 /// Runs `f` with the batch's keys.
 pub(crate) fn with_keys<R>(f: impl FnOnce(&types::Packed) -> R) -> R {
     BATCH.with(|b| f(&b.borrow().keys))
@@ -89,25 +185,47 @@ pub(crate) fn touch(state: Rc<dyn Flush>) {
     BATCH.with(|b| b.borrow_mut().touched.push(state));
 }
 
-/// Runs one batch through an operator: index keys, process, flush state.
-pub(crate) fn run_batch<T: Operator>(op: &mut T, batch: Vec<Event>) -> Result<Vec<Event>, Error> {
-    let indices = begin_batch(&batch);
-    let mut out = Emitter {
-        out: Vec::with_capacity(batch.len()),
-    };
+/// Runs one batch through an operator: index keys, process, flush state
+/// and timers.
+pub(crate) fn run_batch<T: Operator>(op: &mut T, batch: Vec<Event>) -> Result<Emitter, Error> {
+    let indices = begin_batch(batch.iter().map(|e| e.key.as_deref()), batch.len());
+    let mut out = Emitter::new(T::outputs(), batch.len());
     let result = (|| {
         for (i, event) in batch.into_iter().enumerate() {
             let idx = indices.as_ref().and_then(|ix| ix[i]);
             BATCH.with(|b| b.borrow_mut().current = idx);
+            out.inherit = event.timestamp;
             op.process(event, &mut out)?;
         }
         Ok(())
     })();
     end_batch(result.is_ok());
-    result.map(|()| out.out)
+    result.map(|()| out)
 }
 
-fn begin_batch(batch: &[Event]) -> Option<Vec<Option<u32>>> {
+/// Runs fired timers through an operator, each with its key as the
+/// current key; an event emitted without a timestamp from an event-time
+/// timer gets the timer's time.
+pub(crate) fn run_timers<T: Operator>(op: &mut T, fired: Vec<Timer>) -> Result<Emitter, Error> {
+    let indices = begin_batch(fired.iter().map(|t| Some(t.key.as_slice())), fired.len());
+    let mut out = Emitter::new(T::outputs(), fired.len());
+    let result = (|| {
+        for (i, timer) in fired.into_iter().enumerate() {
+            let idx = indices.as_ref().and_then(|ix| ix[i]);
+            BATCH.with(|b| b.borrow_mut().current = idx);
+            out.inherit = (timer.domain == TimeDomain::EventTime).then_some(timer.time);
+            op.on_timer(timer, &mut out)?;
+        }
+        Ok(())
+    })();
+    end_batch(result.is_ok());
+    result.map(|()| out)
+}
+
+fn begin_batch<'a>(
+    keys_of: impl Iterator<Item = Option<&'a [u8]>>,
+    n: usize,
+) -> Option<Vec<Option<u32>>> {
     BATCH.with(|b| {
         let mut b = b.borrow_mut();
         b.epoch += 1;
@@ -119,7 +237,7 @@ fn begin_batch(batch: &[Event]) -> Option<Vec<Option<u32>>> {
             return None;
         }
         let mut index: FxHashMap<&[u8], u32> =
-            FxHashMap::with_capacity_and_hasher(batch.len(), Default::default());
+            FxHashMap::with_capacity_and_hasher(n, Default::default());
         let mut keys = std::mem::replace(
             &mut b.keys,
             types::Packed {
@@ -127,10 +245,9 @@ fn begin_batch(batch: &[Event]) -> Option<Vec<Option<u32>>> {
                 ends: Vec::new(),
             },
         );
-        let ix = batch
-            .iter()
-            .map(|e| {
-                e.key.as_deref().map(|k| {
+        let ix = keys_of
+            .map(|k| {
+                k.map(|k| {
                     *index.entry(k).or_insert_with(|| {
                         keys.data.extend_from_slice(k);
                         keys.ends.push(keys.data.len() as u32);
@@ -162,6 +279,7 @@ fn end_batch(flush: bool) {
             state.flush(&keys);
         }
     }
+    flush_timer_ops(flush);
     BATCH.with(|b| b.borrow_mut().keys = keys);
 }
 
@@ -203,20 +321,34 @@ fn with_op<T: Slot, R>(f: impl FnOnce(&mut T) -> Result<R, Error>) -> Result<R, 
     })
 }
 
+/// `handler.describe`.
+pub fn describe<T: Operator>() -> types::Description {
+    install_panic_hook();
+    types::Description {
+        format: T::state_format(),
+        outputs: T::outputs().iter().map(|o| o.to_string()).collect(),
+    }
+}
+
 /// `handler.process`.
-pub fn process<T: Slot>(batch: Vec<Event>) -> Result<Vec<Event>, types::Error> {
-    with_op::<T, _>(|op| run_batch(op, batch))
+pub fn process<T: Slot>(batch: types::Events) -> Result<types::Emitted, types::Error> {
+    with_op::<T, _>(|op| run_batch(op, crate::emit::unpack(&batch)?)?.into_emitted())
+}
+
+/// `handler.on-timers`.
+pub fn on_timers<T: Slot>(fired: types::Timers) -> Result<types::Emitted, types::Error> {
+    with_op::<T, _>(|op| run_timers(op, unpack_timers(&fired)?)?.into_emitted())
 }
 
 /// `handler.close`.
-pub fn close<T: Slot>() -> Result<Vec<Event>, types::Error> {
-    with_op::<T, _>(|op| close_operator(op))
+pub fn close<T: Slot>() -> Result<types::Emitted, types::Error> {
+    with_op::<T, _>(|op| close_operator(op)?.into_emitted())
 }
 
-pub(crate) fn close_operator<T: Operator>(op: &mut T) -> Result<Vec<Event>, Error> {
-    let mut out = Emitter::default();
+pub(crate) fn close_operator<T: Operator>(op: &mut T) -> Result<Emitter, Error> {
+    let mut out = Emitter::new(T::outputs(), 0);
     op.close(&mut out)?;
-    Ok(out.out)
+    Ok(out)
 }
 
 /// `handler.snapshot`.

@@ -14,12 +14,13 @@
 //! ```
 
 use crate::runtime;
-use crate::{Context, Error, Event, Operator, codec};
+use crate::{Context, Error, Event, Operator, TimeDomain, Timer, codec};
 use serde::de::DeserializeOwned;
 
 /// An operator opened natively against the in-memory host.
 pub struct Harness<T: Operator> {
     op: T,
+    side: Vec<(&'static str, Event)>,
 }
 
 impl<T: Operator> Harness<T> {
@@ -29,17 +30,82 @@ impl<T: Operator> Harness<T> {
     pub fn open(ctx: Context) -> Result<Harness<T>, Error> {
         Ok(Harness {
             op: runtime::open_operator::<T>(ctx)?,
+            side: Vec::new(),
         })
     }
 
-    /// Processes one batch and returns what the operator emitted.
+    /// Processes one batch and returns what the operator emitted to its
+    /// main output (named outputs' events wait in [`Harness::take_output`]).
     pub fn process(&mut self, batch: Vec<Event>) -> Result<Vec<Event>, Error> {
-        runtime::run_batch(&mut self.op, batch)
+        let out = runtime::run_batch(&mut self.op, batch)?;
+        self.keep(out)
     }
 
     /// Closes the operator and returns its final events.
     pub fn close(&mut self) -> Result<Vec<Event>, Error> {
-        runtime::close_operator(&mut self.op)
+        let out = runtime::close_operator(&mut self.op)?;
+        self.keep(out)
+    }
+
+    fn keep(&mut self, out: crate::Emitter) -> Result<Vec<Event>, Error> {
+        let (main, side) = out.split()?;
+        self.side.extend(side);
+        Ok(main)
+    }
+
+    /// Takes what the operator emitted to named output `name` so far.
+    pub fn take_output(&mut self, name: &str) -> Vec<Event> {
+        let (mine, rest) = std::mem::take(&mut self.side)
+            .into_iter()
+            .partition(|(n, _)| *n == name);
+        self.side = rest;
+        mine.into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// Moves the watermark to `watermark` and fires every event-time timer
+    /// it passes, in order of time, as the host does; returns what the
+    /// operator emitted to its main output.
+    pub fn advance_watermark(&mut self, watermark: i64) -> Result<Vec<Event>, Error> {
+        crate::host::HOST.with(|h| h.borrow_mut().watermark = Some(watermark));
+        self.fire(TimeDomain::EventTime, watermark)
+    }
+
+    /// Moves the processing-time clock to `now` (Unix ms) and fires every
+    /// processing-time timer due by then.
+    pub fn advance_processing_time(&mut self, now: i64) -> Result<Vec<Event>, Error> {
+        crate::host::HOST.with(|h| h.borrow_mut().now = now);
+        self.fire(TimeDomain::ProcessingTime, now)
+    }
+
+    fn fire(&mut self, domain: TimeDomain, upto: i64) -> Result<Vec<Event>, Error> {
+        let mut main = Vec::new();
+        loop {
+            let fired: Vec<Timer> = crate::host::HOST.with(|h| {
+                let mut h = h.borrow_mut();
+                let q = match domain {
+                    TimeDomain::EventTime => &mut h.event_timers,
+                    TimeDomain::ProcessingTime => &mut h.processing_timers,
+                };
+                let mut out = Vec::new();
+                while out.len() < 1024 && q.first().is_some_and(|t| t.0 <= upto) {
+                    let Some((time, key, tag)) = q.pop_first() else {
+                        break;
+                    };
+                    out.push(Timer {
+                        key,
+                        time,
+                        domain,
+                        tag,
+                    });
+                }
+                out
+            });
+            if fired.is_empty() {
+                return Ok(main);
+            }
+            let out = runtime::run_timers(&mut self.op, fired)?;
+            main.extend(self.keep(out)?);
+        }
     }
 
     /// The operator's non-keyed snapshot.
@@ -61,6 +127,14 @@ pub fn reset() {
 /// How many host calls this thread's in-memory host has served.
 pub fn host_calls() -> u64 {
     crate::host::HOST.with(|h| h.borrow().calls)
+}
+
+/// How many timers are pending in this thread's in-memory host.
+pub fn pending_timers() -> usize {
+    crate::host::HOST.with(|h| {
+        let h = h.borrow();
+        h.event_timers.len() + h.processing_timers.len()
+    })
 }
 
 /// Reads a value state straight from the in-memory host.
@@ -125,6 +199,112 @@ mod tests {
 
     fn ev(k: &str) -> Event {
         Event::keyed(k, "")
+    }
+
+    /// Counts events per key until 10 ms of event time after the key's
+    /// first event, then emits the count (late events to "late").
+    struct Windowed {
+        count: ValueState<u64>,
+        timers: crate::Timers,
+    }
+
+    impl Operator for Windowed {
+        fn outputs() -> &'static [&'static str] {
+            &["late"]
+        }
+        fn open(_: &Context) -> Result<Self, Error> {
+            Ok(Windowed {
+                count: ValueState::new("count"),
+                timers: crate::Timers::new(),
+            })
+        }
+        fn process(&mut self, e: Event, out: &mut Emitter) -> Result<(), Error> {
+            let ts = e.timestamp.unwrap_or(0);
+            if self.timers.current_watermark().is_some_and(|w| ts <= w) {
+                out.emit_to("late", e);
+                return Ok(());
+            }
+            let n = self.count.get()?.unwrap_or(0);
+            if n == 0 {
+                self.timers.register_event_time(ts + 10, 1)?;
+            }
+            self.count.set(&(n + 1))
+        }
+        fn on_timer(&mut self, t: Timer, out: &mut Emitter) -> Result<(), Error> {
+            let n = self.count.get()?.unwrap_or(0);
+            self.count.clear()?;
+            out.emit(Event::keyed(t.key, n.to_string()));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn event_time_timers_fire_in_order_with_their_key_and_time() {
+        reset();
+        let mut h = Harness::<Windowed>::open(Context::default()).unwrap();
+        let at = |k: &str, t: i64| Event::keyed(k, "").with_timestamp(t);
+        let before = host_calls();
+        h.process(vec![at("a", 5), at("b", 1), at("a", 7), at("b", 2)])
+            .unwrap();
+        assert_eq!(pending_timers(), 2);
+        // One state read, one state write, one timer registration (and the
+        // watermark reads of the in-memory host).
+        assert!(host_calls() - before <= 7, "{}", host_calls() - before);
+        assert!(h.advance_watermark(10).unwrap().is_empty());
+        let out = h.advance_watermark(15).unwrap();
+        let got: Vec<_> = out
+            .iter()
+            .map(|e| (e.key.clone().unwrap(), e.value.clone(), e.timestamp))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (b"b".to_vec(), b"2".to_vec(), Some(11)),
+                (b"a".to_vec(), b"2".to_vec(), Some(15))
+            ]
+        );
+        assert_eq!(pending_timers(), 0);
+        assert_eq!(value::<u64>("count", b"a"), None);
+        // Behind the watermark: to the named output, with its timestamp.
+        assert!(h.process(vec![at("a", 3)]).unwrap().is_empty());
+        assert_eq!(h.take_output("late"), vec![at("a", 3)]);
+    }
+
+    #[test]
+    fn processing_time_timers_and_deleted_timers() {
+        struct Ping {
+            timers: crate::Timers,
+        }
+        impl Operator for Ping {
+            fn open(_: &Context) -> Result<Self, Error> {
+                Ok(Ping {
+                    timers: crate::Timers::new(),
+                })
+            }
+            fn process(&mut self, e: Event, _: &mut Emitter) -> Result<(), Error> {
+                let now = self.timers.processing_time();
+                self.timers.register_processing_time(now + 100, 0)?;
+                if e.value == b"cancel" {
+                    self.timers.delete_processing_time(now + 100, 0)?;
+                }
+                Ok(())
+            }
+            fn on_timer(&mut self, t: Timer, out: &mut Emitter) -> Result<(), Error> {
+                assert_eq!(t.domain, TimeDomain::ProcessingTime);
+                out.emit(Event::keyed(t.key, t.time.to_string()));
+                Ok(())
+            }
+        }
+        reset();
+        let mut h = Harness::<Ping>::open(Context::default()).unwrap();
+        h.advance_processing_time(1000).unwrap();
+        h.process(vec![Event::keyed("x", ""), Event::keyed("y", "cancel")])
+            .unwrap();
+        assert!(h.advance_processing_time(1099).unwrap().is_empty());
+        let out = h.advance_processing_time(1100).unwrap();
+        assert_eq!(out, vec![Event::keyed("x", "1100")]);
+        let err = h.process(vec![Event::unkeyed("no key")]).unwrap_err();
+        assert!(err.message().contains("without a current key"), "{err}");
     }
 
     #[test]

@@ -191,6 +191,175 @@ impl Batch {
     }
 }
 
+/// A batch as the flat lists of `wrun:operator@0.2.0`'s `events` record,
+/// besides the bytes (which are the batch's own buffer, [`Batch::bytes`]):
+/// per event, the end offsets of its key and of its value, its flags (bit 0:
+/// has a key, bit 1: has a timestamp) and its timestamp (0 when absent).
+/// Kept and refilled by the caller, so lowering a batch allocates nothing.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PackedLists {
+    /// End of each event's key in the bytes.
+    pub key_ends: Vec<u32>,
+    /// End of each event's value in the bytes.
+    pub value_ends: Vec<u32>,
+    /// Each event's flags.
+    pub flags: Vec<u8>,
+    /// Each event's timestamp.
+    pub timestamps: Vec<i64>,
+}
+
+/// Flag bit of [`PackedLists::flags`]: the event has a key.
+pub const PACKED_HAS_KEY: u8 = 1;
+/// Flag bit of [`PackedLists::flags`]: the event has a timestamp.
+pub const PACKED_HAS_TIMESTAMP: u8 = 2;
+
+/// Packed events that break the rules of the `events` record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PackedError {
+    /// The lists have different lengths.
+    #[error(
+        "the packed lists differ in length: {key_ends} key ends, {value_ends} value ends, {flags} flags, {timestamps} timestamps"
+    )]
+    Lengths {
+        /// `key-ends`.
+        key_ends: usize,
+        /// `value-ends`.
+        value_ends: usize,
+        /// `flags`.
+        flags: usize,
+        /// `timestamps`.
+        timestamps: usize,
+    },
+    /// An offset out of order or past the data.
+    #[error("event {index}: end offset {end} comes before {start} or past the {len} bytes of data")]
+    Offset {
+        /// The event.
+        index: usize,
+        /// Where it starts.
+        start: u32,
+        /// The offending end.
+        end: u32,
+        /// Bytes of data.
+        len: usize,
+    },
+    /// Unknown flag bits.
+    #[error("event {index}: flags {flags:#04x} set bits other than 1 (key) and 2 (timestamp)")]
+    Flags {
+        /// The event.
+        index: usize,
+        /// Its flags.
+        flags: u8,
+    },
+    /// The bytes of one batch do not fit 32-bit offsets.
+    #[error("a batch of {0} bytes does not fit the 32-bit offsets of a packed batch")]
+    TooLarge(usize),
+}
+
+impl Batch {
+    /// Every event's key then value bytes, back to back in event order:
+    /// the `data` of a packed batch ([`PackedLists`]).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Writes the batch's offsets, flags and timestamps into `out`
+    /// (cleared first). With [`Batch::bytes`] that is the whole batch.
+    pub fn write_packed(&self, out: &mut PackedLists) -> Result<(), PackedError> {
+        if u32::try_from(self.bytes.len()).is_err() {
+            return Err(PackedError::TooLarge(self.bytes.len()));
+        }
+        out.key_ends.clear();
+        out.value_ends.clear();
+        out.flags.clear();
+        out.timestamps.clear();
+        for r in &self.rows {
+            let key_end = r.start + r.key_len;
+            out.key_ends.push(key_end as u32);
+            out.value_ends.push((key_end + r.value_len) as u32);
+            out.flags.push(r.flags);
+            out.timestamps.push(r.ts);
+        }
+        Ok(())
+    }
+
+    /// A batch from packed lists, taking `data` as its buffer; refuses
+    /// lists that break the rules (a guest wrote them).
+    pub fn from_packed(data: Vec<u8>, lists: &PackedLists) -> Result<Batch, PackedError> {
+        let rows = packed_rows(&data, lists)?;
+        Ok(Batch {
+            bytes: data,
+            rows,
+            born: None,
+        })
+    }
+
+    /// Events from packed lists, each pushed into `batches[outputs[i]]`
+    /// (the caller checked every output index).
+    pub fn split_packed(
+        data: &[u8],
+        lists: &PackedLists,
+        outputs: &[u8],
+        batches: &mut [Batch],
+    ) -> Result<(), PackedError> {
+        let rows = packed_rows(data, lists)?;
+        for (r, &o) in rows.iter().zip(outputs) {
+            let key_end = r.start + r.key_len;
+            batches[o as usize].push(
+                (r.flags & HAS_KEY != 0).then(|| &data[r.start..key_end]),
+                &data[key_end..key_end + r.value_len],
+                (r.flags & HAS_TS != 0).then_some(r.ts),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The rows of packed lists over `data`, checked.
+fn packed_rows(data: &[u8], l: &PackedLists) -> Result<Vec<Row>, PackedError> {
+    let n = l.key_ends.len();
+    if l.value_ends.len() != n || l.flags.len() != n || l.timestamps.len() != n {
+        return Err(PackedError::Lengths {
+            key_ends: n,
+            value_ends: l.value_ends.len(),
+            flags: l.flags.len(),
+            timestamps: l.timestamps.len(),
+        });
+    }
+    let mut rows = Vec::with_capacity(n);
+    let mut start = 0u32;
+    for i in 0..n {
+        let (ke, ve, flags) = (l.key_ends[i], l.value_ends[i], l.flags[i]);
+        for (from, end) in [(start, ke), (ke, ve)] {
+            if end < from || end as usize > data.len() {
+                return Err(PackedError::Offset {
+                    index: i,
+                    start: from,
+                    end,
+                    len: data.len(),
+                });
+            }
+        }
+        if flags & !(HAS_KEY | HAS_TS) != 0 {
+            return Err(PackedError::Flags { index: i, flags });
+        }
+        rows.push(Row {
+            start: start as usize,
+            key_len: (ke - start) as usize,
+            value_len: (ve - ke) as usize,
+            ts: if flags & HAS_TS != 0 {
+                l.timestamps[i]
+            } else {
+                0
+            },
+            flags,
+        });
+        start = ve;
+    }
+    Ok(rows)
+}
+
+const _: () = assert!(HAS_KEY == PACKED_HAS_KEY && HAS_TS == PACKED_HAS_TIMESTAMP);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +412,49 @@ mod tests {
         assert_eq!(c.get(1), b.get(0));
         c.clear();
         assert!(c.is_empty() && c.byte_len() == 0);
+    }
+
+    #[test]
+    fn packed_lists_round_trip_and_bad_ones_are_refused() {
+        let mut b = Batch::default();
+        b.push(Some(b"k1"), b"v1", Some(7));
+        b.push(None, b"xyz", None);
+        b.push(Some(b""), b"", Some(i64::MIN));
+        let mut l = PackedLists::default();
+        b.write_packed(&mut l).unwrap();
+        assert_eq!(l.key_ends, vec![2, 4, 7]);
+        assert_eq!(l.value_ends, vec![4, 7, 7]);
+        let back = Batch::from_packed(b.bytes().to_vec(), &l).unwrap();
+        assert_eq!(
+            back.iter().collect::<Vec<_>>(),
+            b.iter().collect::<Vec<_>>()
+        );
+        let mut outs = vec![Batch::default(), Batch::default()];
+        Batch::split_packed(b.bytes(), &l, &[1, 0, 1], &mut outs).unwrap();
+        assert_eq!(outs[0].get(0), b.get(1));
+        assert_eq!(outs[1].iter().collect::<Vec<_>>(), vec![b.get(0), b.get(2)]);
+
+        let bad = |f: &dyn Fn(&mut PackedLists)| {
+            let mut m = l.clone();
+            f(&mut m);
+            Batch::from_packed(b.bytes().to_vec(), &m).unwrap_err()
+        };
+        assert!(matches!(
+            bad(&|m| m.flags.pop().map(drop).unwrap_or(())),
+            PackedError::Lengths { .. }
+        ));
+        assert!(matches!(
+            bad(&|m| m.value_ends[2] = 99),
+            PackedError::Offset { index: 2, .. }
+        ));
+        assert!(matches!(
+            bad(&|m| m.key_ends[1] = 1),
+            PackedError::Offset { index: 1, .. }
+        ));
+        assert!(matches!(
+            bad(&|m| m.flags[0] = 4),
+            PackedError::Flags { index: 0, flags: 4 }
+        ));
     }
 
     #[test]

@@ -105,6 +105,11 @@ fn walk(dir: &Path, depth: u32, out: &mut Vec<Spec>) -> Result<()> {
     Ok(())
 }
 
+/// The WIT the Python, JavaScript and C guests are built against: they are
+/// still on `wrun:operator@0.1.0`, which the runtime keeps running beside
+/// 0.2.0 (the Rust SDK's).
+const OTHER_LANGUAGES_WIT: &str = "wit/0.1.0";
+
 fn toolchains_dir() -> PathBuf {
     crate::machine_cache().join("tools")
 }
@@ -267,7 +272,7 @@ pub fn c_bindings(out: &Path) -> Result<()> {
     use wit_bindgen_core::wit_parser::Resolve;
     let mut resolve = Resolve::default();
     let (pkg, _) = resolve
-        .push_dir(repo_root().join("wit"))
+        .push_dir(repo_root().join(OTHER_LANGUAGES_WIT))
         .context("reading wit/")?;
     let world = resolve.select_world(&[pkg], Some("operator"))?;
     let mut files = wit_bindgen_core::Files::default();
@@ -302,7 +307,7 @@ pub fn build(opts: &Options) -> Result<Vec<Guest>> {
         if sdk.is_dir() {
             inputs.extend(files_under(&sdk)?);
         }
-        inputs.extend(files_under(&root.join("wit"))?);
+        inputs.extend(files_under(&root.join(OTHER_LANGUAGES_WIT))?);
         inputs.extend(tc_files);
         let tc_version = match spec.language {
             Language::C => clang_version()?,
@@ -365,7 +370,7 @@ pub fn build(opts: &Options) -> Result<Vec<Guest>> {
                 run(
                     Command::new(tc.join("bin").join("componentize-py"))
                         .arg("-d")
-                        .arg(root.join("wit"))
+                        .arg(root.join(OTHER_LANGUAGES_WIT))
                         .args(["-w", "operator", "componentize", "-p"])
                         .arg(stage.join("app"))
                         .arg("-p")
@@ -407,7 +412,7 @@ pub fn build(opts: &Options) -> Result<Vec<Guest>> {
                     .arg(tc.join("build.mjs"))
                     .arg(spec.dir.join(&spec.entry))
                     .arg(&sdk)
-                    .arg(root.join("wit"))
+                    .arg(root.join(OTHER_LANGUAGES_WIT))
                     .arg(&tmp)
                     .current_dir(&tc),
                 &what,

@@ -123,6 +123,9 @@ fn print_module(m: &ModuleInfo, full: bool) {
         m.world,
         if m.stateful { "stateful" } else { "stateless" }
     );
+    if !m.outputs.is_empty() {
+        println!("outputs    main, {}", m.outputs.join(", "));
+    }
     if let Some(from) = &m.componentized_from {
         println!("made from  core module {from} (componentized on upload)");
     }

@@ -367,6 +367,27 @@ fn inspect(at: &Location, spec: &str, dump: Option<&[String]>) -> Result<()> {
         })?;
         let mut out = std::io::stdout().lock();
         for (key, value) in entries {
+            if name == crate::state::TIMERS_STATE
+                && let DumpValue::Map(m) = &value
+            {
+                // Timers, decoded: one line per timer.
+                for (mk, _) in m {
+                    let Some((domain, time, tag)) = crate::state::timers::decode(mk) else {
+                        continue;
+                    };
+                    let domain = match domain {
+                        crate::state::Domain::EventTime => "event-time",
+                        crate::state::Domain::ProcessingTime => "processing-time",
+                    };
+                    let line = json!({ "key": bytes_json(&key), "time": time, "domain": domain, "tag": tag });
+                    match writeln!(out, "{line}") {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                continue;
+            }
             let value = match value {
                 DumpValue::Value(v) => bytes_json(&v),
                 DumpValue::List(l) => Value::Array(l.iter().map(|i| bytes_json(i)).collect()),
@@ -430,13 +451,29 @@ fn inspect(at: &Location, spec: &str, dump: Option<&[String]>) -> Result<()> {
             kg_bytes
         );
         let state = load(o)?;
-        for s in state.stats() {
+        let timers = crate::state::TimerQueue::restore(&state, usize::MAX)
+            .map_err(|e| anyhow::anyhow!("savepoint {}: operator '{}': {e}", sp.id, o.name))?;
+        for s in state
+            .stats()
+            .into_iter()
+            .filter(|s| !crate::state::is_reserved(&s.name))
+        {
             println!(
                 "    {:<24} {:<6} {:>10} keys {:>12} bytes",
                 s.name,
                 s.kind.to_string(),
                 s.keys,
                 s.bytes
+            );
+        }
+        if !timers.is_empty() {
+            println!(
+                "  timers       {} pending: {} in event time, {} in processing time (--dump {} {})",
+                timers.len(),
+                timers.count(crate::state::Domain::EventTime),
+                timers.count(crate::state::Domain::ProcessingTime),
+                o.uid.as_deref().unwrap_or(&o.name),
+                crate::state::TIMERS_STATE
             );
         }
         if !o.operator_state.is_empty() {

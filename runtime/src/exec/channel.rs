@@ -265,27 +265,40 @@ pub struct Outputs(
     pub Vec<Output>,
     /// The vertex's live counters and its index there.
     pub Option<(std::sync::Arc<super::metrics::JobMetrics>, usize)>,
+    /// Per out-edge, the named output of the operator it reads (`None`:
+    /// the main output). Empty: every out-edge reads the main output.
+    pub Vec<Option<String>>,
 );
 
 impl Outputs {
-    /// Routes a batch to every out-edge.
+    /// Routes a batch to every out-edge of the main output.
     pub fn emit(&mut self, batch: Batch) -> Result<(), ExecError> {
+        self.emit_to(None, batch)
+    }
+
+    /// Routes a batch to every out-edge of output `name` (`None`: main).
+    pub fn emit_to(&mut self, name: Option<&str>, batch: Batch) -> Result<(), ExecError> {
         if batch.is_empty() {
             return Ok(());
         }
         if let Some((m, v)) = &self.1 {
             m.vertex(*v).add_out(batch.len());
         }
-        match self.0.len() {
-            0 => Ok(()),
-            1 => self.0[0].route_owned(batch),
-            n => {
-                for o in &mut self.0[..n - 1] {
-                    o.route(&batch)?;
-                }
-                self.0[n - 1].route_owned(batch)
+        let names = &self.2;
+        let reads = |i: usize| {
+            names
+                .get(i)
+                .map_or(name.is_none(), |n| n.as_deref() == name)
+        };
+        let Some(last) = (0..self.0.len()).rev().find(|&i| reads(i)) else {
+            return Ok(());
+        };
+        for i in 0..last {
+            if reads(i) {
+                self.0[i].route(&batch)?;
             }
         }
+        self.0[last].route_owned(batch)
     }
 
     /// Whether a partial buffer waits to be sent on some out-edge.

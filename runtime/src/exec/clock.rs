@@ -17,6 +17,9 @@ pub trait Clock: Send + Sync {
     /// How long to block in real time, at most, before looking at the
     /// clock again while waiting for `deadline` (zero: it has passed).
     fn real_wait(&self, deadline: Duration) -> Duration;
+    /// Processing time: milliseconds since the Unix epoch (what
+    /// processing-time timers fire by).
+    fn unix_ms(&self) -> i64;
 }
 
 /// Real, monotonic time.
@@ -48,6 +51,12 @@ impl Clock for SystemClock {
     fn real_wait(&self, deadline: Duration) -> Duration {
         deadline.saturating_sub(self.now())
     }
+
+    fn unix_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    }
 }
 
 /// A clock for tests: it starts at zero and moves only by [`advance`].
@@ -77,6 +86,11 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Duration {
         Duration::from_nanos(self.nanos.load(Ordering::SeqCst))
+    }
+
+    /// The Unix epoch plus the time advanced: processing time starts at 0.
+    fn unix_ms(&self) -> i64 {
+        self.now().as_millis() as i64
     }
 
     fn real_wait(&self, deadline: Duration) -> Duration {

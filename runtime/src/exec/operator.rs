@@ -2,11 +2,15 @@
 //! batch (flushed on size or after the linger), route what it emits.
 
 use super::channel::{Message, Outputs};
+use super::clock::Clock;
 use super::coordinator::{Ack, AckData};
 use super::inputs::{Inputs, Next};
+use super::watermark::Watermark;
 use super::{ExecError, Shared};
 use crate::batch::Batch;
-use crate::sandbox::{OperatorInstance, OperatorSnapshot, SandboxError, StateFormat, SubtaskInfo};
+use crate::sandbox::{
+    Description, OperatorInstance, OperatorSnapshot, SandboxError, StateFormat, SubtaskInfo,
+};
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::Duration;
 
@@ -28,9 +32,31 @@ pub trait OperatorLogic: Send {
     fn process(&mut self, batch: &Batch) -> Result<Batch, SandboxError>;
     /// At the end of input: the final events.
     fn close(&mut self) -> Result<Batch, SandboxError>;
-    /// The state format the operator declares.
-    fn declared_format(&mut self) -> Result<Option<StateFormat>, SandboxError> {
+    /// What the operator declares: its state format and named outputs
+    /// (`None`: native logic that declares nothing).
+    fn describe(&mut self) -> Result<Option<Description>, SandboxError> {
         Ok(None)
+    }
+    /// The events the last call emitted to named outputs, one batch per
+    /// output in the order `describe` named them.
+    fn take_side_outputs(&mut self) -> Vec<Batch> {
+        Vec::new()
+    }
+    /// The watermark and the clock (Unix ms) the next calls see.
+    fn set_time(&mut self, _watermark: Option<i64>, _now_ms: i64) {}
+    /// How many timers are pending.
+    fn pending_timers(&self) -> usize {
+        0
+    }
+    /// Fires the timers due at `watermark` and `now_ms`: the main output's
+    /// events, and the named outputs' appended to `side`.
+    fn fire_timers(
+        &mut self,
+        _watermark: Option<i64>,
+        _now_ms: i64,
+        _side: &mut Vec<Batch>,
+    ) -> Result<Batch, SandboxError> {
+        Ok(Batch::default())
     }
     /// Non-keyed state from a checkpoint, before `open`.
     fn restore(&mut self, _snapshot: &OperatorSnapshot) -> Result<(), SandboxError> {
@@ -54,8 +80,25 @@ impl OperatorLogic for OperatorInstance {
     fn close(&mut self) -> Result<Batch, SandboxError> {
         OperatorInstance::close(self)
     }
-    fn declared_format(&mut self) -> Result<Option<StateFormat>, SandboxError> {
-        OperatorInstance::declared_format(self).map(Some)
+    fn describe(&mut self) -> Result<Option<Description>, SandboxError> {
+        OperatorInstance::describe(self).map(Some)
+    }
+    fn take_side_outputs(&mut self) -> Vec<Batch> {
+        OperatorInstance::take_side_outputs(self)
+    }
+    fn set_time(&mut self, watermark: Option<i64>, now_ms: i64) {
+        OperatorInstance::set_time(self, watermark, now_ms)
+    }
+    fn pending_timers(&self) -> usize {
+        OperatorInstance::pending_timers(self)
+    }
+    fn fire_timers(
+        &mut self,
+        watermark: Option<i64>,
+        now_ms: i64,
+        side: &mut Vec<Batch>,
+    ) -> Result<Batch, SandboxError> {
+        OperatorInstance::fire_timers(self, watermark, now_ms, side)
     }
     fn restore(&mut self, snapshot: &OperatorSnapshot) -> Result<(), SandboxError> {
         OperatorInstance::restore(self, snapshot)
@@ -111,6 +154,12 @@ pub(super) struct Loop<'a> {
     pub(super) fail_after: Option<u64>,
     /// The job's live counters.
     pub(super) metrics: std::sync::Arc<super::metrics::JobMetrics>,
+    /// The job's clock: processing time for timers.
+    pub(super) clock: &'a dyn Clock,
+    /// The subtask's event-time watermark, once one arrived.
+    pub(super) watermark: Option<i64>,
+    /// The operator's named outputs, in the order it declared them.
+    pub(super) side_names: Vec<String>,
 }
 
 impl Loop<'_> {
@@ -144,28 +193,66 @@ impl Loop<'_> {
             )));
         }
         let started = std::time::Instant::now();
+        self.logic.set_time(self.watermark, self.clock.unix_ms());
         let mut out = self
             .logic
             .process(batch)
             .inspect_err(|e| self.count_trap(e))?;
         out.mark_born(batch.born());
         self.metrics.vertex(self.vertex).batch(started.elapsed());
-        counts.records_out += out.len() as u64;
-        self.outputs.emit(out)
+        let side = self.logic.take_side_outputs();
+        self.emit(out, side, counts)
+    }
+
+    /// Sends what one call emitted: `main` to the main output, `side[i]` to
+    /// the `i`-th named output.
+    fn emit(
+        &mut self,
+        main: Batch,
+        side: Vec<Batch>,
+        counts: &mut Counts,
+    ) -> Result<(), ExecError> {
+        counts.records_out += main.len() as u64;
+        self.outputs.emit(main)?;
+        for (name, batch) in self.side_names.iter().zip(side) {
+            counts.records_out += batch.len() as u64;
+            self.outputs.emit_to(Some(name), batch)?;
+        }
+        Ok(())
+    }
+
+    /// Fires the timers that are due now (event-time ones up to the
+    /// watermark, processing-time ones up to the clock).
+    fn fire_timers(&mut self, counts: &mut Counts) -> Result<(), ExecError> {
+        if self.logic.pending_timers() == 0 {
+            return Ok(());
+        }
+        let mut side = Vec::new();
+        let main = self
+            .logic
+            .fire_timers(self.watermark, self.clock.unix_ms(), &mut side)
+            .inspect_err(|e| self.count_trap(e))?;
+        self.emit(main, side, counts)
+    }
+
+    /// `close`, and what it emitted.
+    fn close(&mut self, counts: &mut Counts) -> Result<(), ExecError> {
+        self.logic.set_time(self.watermark, self.clock.unix_ms());
+        let out = self.logic.close().inspect_err(|e| self.count_trap(e))?;
+        let side = self.logic.take_side_outputs();
+        self.emit(out, side, counts)
     }
 
     pub(super) fn run(mut self, shared: &Shared) -> Result<Counts, ExecError> {
         let mut counts = Counts::default();
+        let description = self.logic.describe().inspect_err(|e| self.count_trap(e))?;
         if let Some(c) = self.format_check.take()
-            && let Some(declared) = self
-                .logic
-                .declared_format()
-                .inspect_err(|e| self.count_trap(e))?
+            && let Some(d) = &description
         {
             super::restore::check_format(
                 &c.operator,
                 &c.written,
-                &declared,
+                &d.format,
                 &c.module,
                 &c.migrates_from,
             )?;
@@ -173,13 +260,8 @@ impl Loop<'_> {
         if let Some(s) = self.restore.take() {
             self.logic.restore(&s).inspect_err(|e| self.count_trap(e))?;
         }
-        let format = if self.ack.is_some() {
-            self.logic
-                .declared_format()
-                .inspect_err(|e| self.count_trap(e))?
-        } else {
-            None
-        };
+        let format: Option<StateFormat> = description.as_ref().map(|d| d.format.clone());
+        self.side_names = description.map(|d| d.outputs).unwrap_or_default();
         self.logic
             .open(&self.info)
             .inspect_err(|e| self.count_trap(e))?;
@@ -210,6 +292,8 @@ impl Loop<'_> {
                             pending.clear();
                         }
                     }
+                    // Processing time passes under load too.
+                    self.fire_timers(&mut counts)?;
                 }
                 Next::Aligned(barrier) => {
                     let id = barrier.id;
@@ -223,9 +307,7 @@ impl Loop<'_> {
                     if barrier.closes_operators() {
                         // Drain, or the end of the input: the operator's
                         // final output belongs to this checkpoint too.
-                        let out = self.logic.close().inspect_err(|e| self.count_trap(e))?;
-                        counts.records_out += out.len() as u64;
-                        self.outputs.emit(out)?;
+                        self.close(&mut counts)?;
                     }
                     let snap = self
                         .logic
@@ -249,9 +331,16 @@ impl Loop<'_> {
                     }
                 }
                 Next::Watermark(w) => {
-                    // The events before the watermark go out before it.
+                    // The events before the watermark go out before it, and
+                    // so does what the timers it passes emit.
                     self.process(&pending, &mut counts)?;
                     pending.clear();
+                    if let Watermark::At(t) = w
+                        && self.watermark.is_none_or(|old| t > old)
+                    {
+                        self.watermark = Some(t);
+                        self.fire_timers(&mut counts)?;
+                    }
                     self.metrics
                         .vertex(self.vertex)
                         .set_watermark(self.info.subtask_index, w);
@@ -261,15 +350,14 @@ impl Loop<'_> {
                     shared.check_cancel()?;
                     self.process(&pending, &mut counts)?;
                     pending.clear();
+                    self.fire_timers(&mut counts)?;
                     self.outputs.flush()?;
                 }
                 Next::End => break,
             }
         }
         self.process(&pending, &mut counts)?;
-        let out = self.logic.close().inspect_err(|e| self.count_trap(e))?;
-        counts.records_out += out.len() as u64;
-        self.outputs.emit(out)?;
+        self.close(&mut counts)?;
         self.outputs.end()?;
         if let Some(ack) = &self.ack {
             let _ = ack.send(Ack::Finished);

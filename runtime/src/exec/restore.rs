@@ -223,7 +223,11 @@ pub(super) fn restore_operator(
 ) -> Result<Restored, ExecError> {
     let vertex = &graph.vertices[v];
     let range = KeyGroupRange::for_subtask(graph.max_parallelism, vertex.parallelism, subtask);
-    let mut state = KeyedState::new(graph.max_parallelism, range, StateLimits::default());
+    let limits = StateLimits {
+        max_timers: usize::try_from(graph.limits.max_timers).unwrap_or(usize::MAX),
+        ..StateLimits::default()
+    };
+    let mut state = KeyedState::new(graph.max_parallelism, range, limits);
     let (Some(m), Some(store)) = (m, store) else {
         return Ok(Restored::fresh(state));
     };

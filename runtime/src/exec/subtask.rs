@@ -197,6 +197,9 @@ impl Attempt<'_> {
             format_check,
             fail_after,
             metrics: self.metrics.clone(),
+            clock: self.clock,
+            watermark: None,
+            side_names: Vec::new(),
         };
         l.run(self.shared)
     }

@@ -45,7 +45,9 @@ impl Wiring {
         let mut senders: Vec<Vec<SyncSender<Message>>> = vec![Vec::new(); n];
         let mut receivers: Vec<Vec<Receiver<Message>>> = (0..n).map(|_| Vec::new()).collect();
         let mut input_count = vec![0usize; n];
-        let mut chan_base: HashMap<(usize, usize), u32> = HashMap::new();
+        // By edge index: two edges may join the same vertices (from an
+        // operator's main output and from a named one).
+        let mut chan_base: HashMap<usize, u32> = HashMap::new();
         for (v, vertex) in graph.vertices.iter().enumerate() {
             if matches!(vertex.kind, VertexKind::Source(_)) {
                 continue;
@@ -57,8 +59,8 @@ impl Wiring {
                 receivers[v].push(rx);
             }
             let mut base = 0u32;
-            for e in graph.inputs(v) {
-                chan_base.insert((e.from, e.to), base);
+            for (i, e) in graph.edges.iter().enumerate().filter(|(_, e)| e.to == v) {
+                chan_base.insert(i, base);
                 // A forward edge connects subtask i to subtask i alone: one
                 // input channel per subtask, not one per upstream subtask (a
                 // subtask would wait for ends and barriers that never come).
@@ -72,11 +74,11 @@ impl Wiring {
             }
         }
         let outputs_for = |v: usize, subtask: u32| -> Outputs {
+            let out_edges = || graph.edges.iter().enumerate().filter(|(_, e)| e.from == v);
             Outputs(
-                graph
-                    .outputs(v)
-                    .map(|e| {
-                        let base = chan_base[&(e.from, e.to)];
+                out_edges()
+                    .map(|(i, e)| {
+                        let base = chan_base[&i];
                         let to = &graph.vertices[e.to];
                         let targets: Vec<(SyncSender<Message>, u32)> =
                             if e.partition == Partition::Forward {
@@ -87,7 +89,11 @@ impl Wiring {
                                     .map(|tx| (tx.clone(), base + subtask))
                                     .collect()
                             };
-                        let edge = format!("'{}' -> '{}'", graph.vertices[v].name, to.name);
+                        let from = match &e.output {
+                            Some(o) => format!("{}.{o}", graph.vertices[v].name),
+                            None => graph.vertices[v].name.clone(),
+                        };
+                        let edge = format!("'{from}' -> '{}'", to.name);
                         Output::new(
                             e.partition,
                             targets,
@@ -99,6 +105,7 @@ impl Wiring {
                     })
                     .collect(),
                 Some((metrics.clone(), v)),
+                out_edges().map(|(_, e)| e.output.clone()).collect(),
             )
         };
 
@@ -148,7 +155,7 @@ impl Wiring {
     /// Subtask `s` of vertex `v`'s ports (once).
     pub(super) fn take(&mut self, v: usize, s: u32) -> Ports {
         self.ports.remove(&(v, s)).unwrap_or(Ports {
-            outputs: Outputs(Vec::new(), None),
+            outputs: Outputs(Vec::new(), None, Vec::new()),
             rx: None,
             inputs: 0,
             trigger: None,

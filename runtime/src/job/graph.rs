@@ -222,6 +222,10 @@ pub struct Edge {
     pub to: usize,
     /// Partitioning.
     pub partition: Partition,
+    /// The upstream operator's named output it reads (`from = "op.late"`),
+    /// or `None` for the main output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
 }
 
 /// A validated job: a DAG whose every operator and sink is fed and whose
@@ -386,10 +390,22 @@ impl Builder {
     pub(super) fn edge(
         &mut self,
         from: usize,
+        output: Option<String>,
         to: usize,
         partition: Option<Partition>,
     ) -> Result<(), (EdgeField, String)> {
         let (f, t) = (&self.g.vertices[from], &self.g.vertices[to]);
+        if let Some(o) = &output
+            && !matches!(f.kind, VertexKind::Operator { .. })
+        {
+            return Err((
+                EdgeField::From,
+                format!(
+                    "'{}.{o}' names output '{o}' of '{}', but only operators have named outputs",
+                    f.name, f.name
+                ),
+            ));
+        }
         if matches!(t.kind, VertexKind::Source(_)) {
             return Err((
                 EdgeField::To,
@@ -411,10 +427,19 @@ impl Builder {
                 ),
             ));
         }
-        if self.g.edges.iter().any(|e| e.from == from && e.to == to) {
+        if self
+            .g
+            .edges
+            .iter()
+            .any(|e| e.from == from && e.to == to && e.output == output)
+        {
+            let from_name = match &output {
+                Some(o) => format!("{}.{o}", f.name),
+                None => f.name.clone(),
+            };
             return Err((
                 EdgeField::To,
-                format!("duplicate edge from '{}' to '{}'", f.name, t.name),
+                format!("duplicate edge from '{from_name}' to '{}'", t.name),
             ));
         }
         let partition = partition.unwrap_or(if f.parallelism == t.parallelism {
@@ -435,6 +460,7 @@ impl Builder {
             from,
             to,
             partition,
+            output,
         });
         Ok(())
     }
@@ -466,7 +492,12 @@ impl Builder {
         }
         for (i, v) in self.g.vertices.iter().enumerate() {
             let ins = self.g.edges.iter().filter(|e| e.to == i).count();
-            let outs = self.g.edges.iter().filter(|e| e.from == i).count();
+            let outs = self
+                .g
+                .edges
+                .iter()
+                .filter(|e| e.from == i && e.output.is_none())
+                .count();
             match v.kind {
                 VertexKind::Source(_) if outs == 0 => {
                     return Err((
@@ -484,8 +515,8 @@ impl Builder {
                     return Err((
                         Some(i),
                         format!(
-                            "operator '{}' feeds nothing: add an [[edge]] from it to a sink",
-                            v.name
+                            "operator '{}' feeds nothing from its main output: add an [[edge]] from '{}' to a sink",
+                            v.name, v.name
                         ),
                     ));
                 }

@@ -16,6 +16,8 @@ pub struct Limits {
     pub call_timeout_ms: u64,
     /// Most events one `process` call may return.
     pub max_output_events: u64,
+    /// Most pending timers per subtask.
+    pub max_timers: u64,
 }
 
 impl Default for Limits {
@@ -24,6 +26,7 @@ impl Default for Limits {
             memory_mb: 256,
             call_timeout_ms: 1000,
             max_output_events: 1_000_000,
+            max_timers: 10_000_000,
         }
     }
 }

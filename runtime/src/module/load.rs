@@ -29,6 +29,53 @@ pub enum LoadError {
         #[source]
         source: SandboxError,
     },
+    /// Its named outputs and the manifest's edges do not match.
+    #[error("operator '{operator}': {detail}")]
+    Outputs {
+        /// The vertex name.
+        operator: String,
+        /// What does not match, and what to do.
+        detail: String,
+    },
+}
+
+/// Every named output of vertex `v`'s module is read by an edge, and every
+/// edge reads an output the module declares: an unread output would lose
+/// its events silently.
+fn check_outputs(graph: &JobGraph, v: usize, module: &OperatorModule) -> Result<(), LoadError> {
+    let name = &graph.vertices[v].name;
+    let err = |detail: String| LoadError::Outputs {
+        operator: name.clone(),
+        detail,
+    };
+    let declared = |o: &str| module.outputs.iter().any(|d| d == o);
+    for e in graph.edges.iter().filter(|e| e.from == v) {
+        if let Some(o) = &e.output
+            && !declared(o)
+        {
+            return Err(err(format!(
+                "an [[edge]] reads its output '{o}' (from = \"{name}.{o}\"), but its module {} declares {}",
+                module.digest,
+                if module.outputs.is_empty() {
+                    "no named outputs".to_string()
+                } else {
+                    format!("only [{}]", module.outputs.join(", "))
+                }
+            )));
+        }
+    }
+    for o in &module.outputs {
+        if !graph
+            .edges
+            .iter()
+            .any(|e| e.from == v && e.output.as_deref() == Some(o.as_str()))
+        {
+            return Err(err(format!(
+                "its module emits to a named output '{o}' that no [[edge]] reads, so its events would be lost; add an [[edge]] with from = \"{name}.{o}\""
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Resolves and compiles every operator's component, by vertex index.
@@ -59,6 +106,7 @@ pub fn load_modules(
                 v.name
             );
         }
+        check_outputs(graph, i, &module)?;
         modules.insert(i, module);
     }
     Ok(modules)

@@ -35,6 +35,10 @@ pub struct ModuleInfo {
     /// Milliseconds compiling it took on upload (0 when cached).
     #[serde(default)]
     pub compile_ms: u64,
+    /// Its named outputs besides the main one (`wrun:operator@0.2`), each
+    /// of which a job's manifest must wire.
+    #[serde(default)]
+    pub outputs: Vec<String>,
 }
 
 impl ModuleInfo {
@@ -58,6 +62,7 @@ impl ModuleInfo {
             pushed_at_ms: now_ms(),
             componentized_from: None,
             compile_ms: 0,
+            outputs: module.outputs.clone(),
         }
     }
 }

@@ -1,10 +1,11 @@
 //! The engine: compile and cache components, validate them against the
 //! `wrun:operator` world, and pre-link them for cheap instantiation.
 
-use super::bindings::OperatorPre;
+use super::bindings::{v1, v2};
 use super::host::SubtaskData;
-use super::instance::SandboxError;
+use super::instance::{CallLimits, Description, OperatorInstance, SandboxError, SubtaskInfo};
 use crate::ids::Digest;
+use crate::state::{KeyGroupRange, KeyedState, StateLimits};
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::path::PathBuf;
@@ -28,8 +29,32 @@ impl std::hash::Hasher for Blake3Hasher {
     }
 }
 
-/// The `wrun:operator` versions this runtime accepts: `0.1.x`.
-pub const SUPPORTED_WIT: &str = "0.1";
+/// The `wrun:operator` versions this runtime accepts, as `major.minor`
+/// (any patch release of each).
+pub const SUPPORTED_WIT: &[&str] = &["0.1", "0.2"];
+
+/// [`SUPPORTED_WIT`] for people: "0.1.x and 0.2.x".
+pub fn supported_wit() -> String {
+    let v: Vec<String> = SUPPORTED_WIT.iter().map(|v| format!("{v}.x")).collect();
+    v.join(" and ")
+}
+
+/// Which `wrun:operator` contract a module implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WitVersion {
+    /// 0.1.x: events as `list<event>`, no timers, no named outputs.
+    V0_1,
+    /// 0.2.x: packed events, timers, named outputs.
+    V0_2,
+}
+
+/// A module pre-linked for its contract version.
+pub(crate) enum ModulePre {
+    /// `wrun:operator@0.1.x`.
+    V1(v1::OperatorPre<SubtaskData>),
+    /// `wrun:operator@0.2.x`.
+    V2(v2::OperatorPre<SubtaskData>),
+}
 
 /// How to build the sandbox.
 #[derive(Debug, Clone)]
@@ -62,8 +87,10 @@ impl Default for SandboxConfig {
 pub struct OperatorModule {
     /// The digest of its bytes.
     pub digest: Digest,
-    /// The `wrun:operator` version it implements.
+    /// The `wrun:operator` version it implements, as it says (`0.2.0`).
     pub wit_version: String,
+    /// The contract that version belongs to.
+    pub wit: WitVersion,
     /// Whether it imports keyed state (and so is stateful).
     pub imports_state: bool,
     /// Whether it imports WASI (toolchains such as componentize-py do).
@@ -77,7 +104,10 @@ pub struct OperatorModule {
     /// name a line (the Rust SDK's `export_operator!(T, migrates_from =
     /// [...])` writes it).
     pub migrates_from: Vec<String>,
-    pub(crate) pre: OperatorPre<SubtaskData>,
+    /// Its named outputs besides the main one (0.2 `describe`; a 0.1
+    /// module has none).
+    pub outputs: Vec<String>,
+    pub(crate) pre: ModulePre,
 }
 
 /// The custom section a module declares the state formats it migrates in.
@@ -243,6 +273,9 @@ impl Sandbox {
         let component = self.compile(bytes, &digest)?;
         let mut module = self.validate(component, digest)?;
         module.migrates_from = migrates_from(bytes);
+        if module.wit == WitVersion::V0_2 {
+            module.outputs = self.describe(&module)?.outputs;
+        }
         let module = Arc::new(module);
         self.compiled
             .lock()
@@ -297,6 +330,30 @@ impl Sandbox {
         Ok(component)
     }
 
+    /// What a module says about itself, from a throwaway instance.
+    fn describe(&self, module: &OperatorModule) -> Result<Description, SandboxError> {
+        let info = SubtaskInfo {
+            uid: module.digest.to_string(),
+            subtask_index: 0,
+            parallelism: 1,
+            max_parallelism: 1,
+            config: b"{}".to_vec(),
+            restored: false,
+            restored_format: None,
+        };
+        let limits = CallLimits {
+            memory_bytes: self.cfg.max_memory_bytes.min(1 << 30),
+            call_timeout: Duration::from_secs(10),
+            max_output_events: 0,
+        };
+        let state = KeyedState::new(
+            1,
+            KeyGroupRange::for_subtask(1, 1, 0),
+            StateLimits::default(),
+        );
+        OperatorInstance::instantiate(self, module, &info, limits, state)?.describe()
+    }
+
     fn validate(
         &self,
         component: Component,
@@ -322,19 +379,19 @@ impl Sandbox {
                 });
             }
         };
-        if !supported(&wit_version) {
+        let Some(wit) = supported(&wit_version) else {
             return Err(SandboxError::UnsupportedVersion {
                 digest: digest.to_string(),
                 found: wit_version,
             });
-        }
+        };
         let mut imports = Vec::new();
         let (mut imports_state, mut imports_wasi) = (false, false);
         for (name, item) in ty.imports(&self.engine) {
             imports.push(name.to_string());
             if let Some(rest) = name.strip_prefix("wrun:operator/") {
                 let (iface, v) = rest.split_once('@').unwrap_or((rest, ""));
-                if !supported(v) {
+                if supported(v) != Some(wit) {
                     return Err(SandboxError::UnsupportedVersion {
                         digest: digest.to_string(),
                         found: format!("{v} (in import {name})"),
@@ -359,31 +416,40 @@ impl Sandbox {
                 digest: digest.to_string(),
                 detail: chain(&e),
             })?;
-        let pre = OperatorPre::new(pre).map_err(|e| SandboxError::Link {
+        let link = |e: wasmtime::Error| SandboxError::Link {
             digest: digest.to_string(),
             detail: chain(&e),
-        })?;
+        };
+        let pre = match wit {
+            WitVersion::V0_1 => ModulePre::V1(v1::OperatorPre::new(pre).map_err(link)?),
+            WitVersion::V0_2 => ModulePre::V2(v2::OperatorPre::new(pre).map_err(link)?),
+        };
         Ok(OperatorModule {
             digest,
             wit_version,
+            wit,
             imports_state,
             imports_wasi,
             imports,
             exports,
             migrates_from: Vec::new(),
+            outputs: Vec::new(),
             pre,
         })
     }
 }
 
-fn supported(version: &str) -> bool {
-    version.strip_prefix(SUPPORTED_WIT).is_some_and(|rest| {
-        rest.starts_with('.')
-            && rest[1..]
-                .split('.')
-                .next()
-                .is_some_and(|p| p.parse::<u32>().is_ok())
-    })
+/// The contract of a `wrun:operator` version, if this runtime speaks it.
+fn supported(version: &str) -> Option<WitVersion> {
+    let (minor, patch) = version.strip_prefix("0.")?.split_once('.')?;
+    if patch.is_empty() || !patch.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match minor {
+        "1" => Some(WitVersion::V0_1),
+        "2" => Some(WitVersion::V0_2),
+        _ => None,
+    }
 }
 
 /// A wasmtime error's causes on one line.
@@ -407,10 +473,15 @@ impl Drop for Sandbox {
 mod tests {
     #[test]
     fn versions() {
-        assert!(super::supported("0.1.0"));
-        assert!(super::supported("0.1.7"));
-        assert!(!super::supported("0.2.0"));
-        assert!(!super::supported("0.10.0"));
-        assert!(!super::supported(""));
+        use super::{WitVersion, supported};
+        assert_eq!(supported("0.1.0"), Some(WitVersion::V0_1));
+        assert_eq!(supported("0.1.7"), Some(WitVersion::V0_1));
+        assert_eq!(supported("0.2.0"), Some(WitVersion::V0_2));
+        assert_eq!(supported("0.3.0"), None);
+        assert_eq!(supported("0.10.0"), None);
+        assert_eq!(supported("0.2."), None);
+        assert_eq!(supported("0.2.x"), None);
+        assert_eq!(supported(""), None);
+        assert_eq!(super::supported_wit(), "0.1.x and 0.2.x");
     }
 }

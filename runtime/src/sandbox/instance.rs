@@ -1,25 +1,44 @@
 //! One subtask's instance: a `Store` with its limits and the calls into the
 //! guest, each under an epoch deadline, each failure turned into an error
-//! that names the operator, the subtask and the call.
+//! that names the operator, the subtask and the call. A module of either
+//! supported contract version runs behind the same methods.
 
 use super::batch_abi::{GuestBatch, LiftedBatch};
-use super::bindings::Operator;
-use super::bindings::wrun::operator::types;
-use super::engine::{OperatorModule, SUPPORTED_WIT, Sandbox};
+use super::bindings::{v1, v2};
+use super::engine::{ModulePre, OperatorModule, Sandbox, supported_wit};
 use super::host::SubtaskData;
 use super::limits::MemoryLimitExceeded;
+use super::packed::{EmittedError, EmittedOut, EventsIn, into_batches};
 use super::{OperatorSnapshot, StateFormat};
-use crate::batch::Batch;
-use crate::state::{KeyedState, StateError};
+use crate::batch::{Batch, PackedLists};
+use crate::state::{Domain, KeyedState, StateError, Timer};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{Func, TypedFunc};
 use wasmtime::{Store, Trap, WasmBacktrace};
 
-/// `process`, typed for host batches (see [`super::batch_abi`]).
-type ProcessFn<'a> = TypedFunc<(GuestBatch<'a>,), (Result<LiftedBatch, types::Error>,)>;
-/// `close`, typed for host batches.
-type CloseFn = TypedFunc<(), (Result<LiftedBatch, types::Error>,)>;
+/// 0.1 `process`, typed for host batches (see [`super::batch_abi`]).
+type ProcessV1<'a> =
+    TypedFunc<(GuestBatch<'a>,), (Result<LiftedBatch, v1::wrun::operator::types::Error>,)>;
+/// 0.1 `close`, typed for host batches.
+type CloseV1 = TypedFunc<(), (Result<LiftedBatch, v1::wrun::operator::types::Error>,)>;
+/// 0.2 `process`.
+type ProcessV2<'a> =
+    TypedFunc<(EventsIn<'a>,), (Result<EmittedOut, v2::wrun::operator::types::Error>,)>;
+/// 0.2 `on-timers`.
+type OnTimersV2 = TypedFunc<
+    (v2::wrun::operator::types::Timers,),
+    (Result<EmittedOut, v2::wrun::operator::types::Error>,),
+>;
+/// 0.2 `close`.
+type CloseV2 = TypedFunc<(), (Result<EmittedOut, v2::wrun::operator::types::Error>,)>;
+
+/// Most timers handed to one `on-timers` call.
+const TIMERS_PER_CALL: usize = 1024;
+/// Most rounds of firing for one advance of time: a guest that registers
+/// already-due timers from every `on-timers` call would otherwise keep the
+/// subtask firing forever.
+const MAX_FIRING_ROUNDS: usize = 100_000;
 
 /// Everything that can go wrong loading or running a component.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +55,7 @@ pub enum SandboxError {
         detail: String,
     },
     /// A component that does not export the operator interface.
-    #[error("module {digest} does not implement the wrun:operator world: it exports [{}], but an operator must export wrun:operator/handler@{SUPPORTED_WIT}.x (see docs/wit.md)", exports.join(", "))]
+    #[error("module {digest} does not implement the wrun:operator world: it exports [{}], but an operator must export wrun:operator/handler of version {} (see docs/wit.md)", exports.join(", "), supported_wit())]
     NotAnOperator {
         /// Its digest.
         digest: String,
@@ -45,7 +64,8 @@ pub enum SandboxError {
     },
     /// An operator built against a WIT version this runtime does not speak.
     #[error(
-        "module {digest} implements wrun:operator@{found}, which this wrun does not support (it supports {SUPPORTED_WIT}.x); rebuild the operator against a supported wrun-guest version"
+        "module {digest} implements wrun:operator@{found}, which this wrun does not support (it supports {}); rebuild the operator against a supported wrun-guest version",
+        supported_wit()
     )]
     UnsupportedVersion {
         /// Its digest.
@@ -125,6 +145,24 @@ pub enum SandboxError {
         /// Its message.
         message: String,
     },
+    /// The guest emitted events that break the packed format's rules.
+    #[error("operator {who} returned malformed events from {call}: {error}")]
+    Emitted {
+        /// "uid[subtask]".
+        who: String,
+        /// The guest function.
+        call: &'static str,
+        /// What is wrong.
+        error: EmittedError,
+    },
+    /// A call that the module's contract version does not have.
+    #[error("operator {who}: {call} needs wrun:operator@0.2 or later; the module implements 0.1")]
+    NotInVersion {
+        /// "uid[subtask]".
+        who: String,
+        /// The call.
+        call: &'static str,
+    },
     /// Too many output events for one batch.
     #[error(
         "operator {who} emitted {got} events from one call of {call}; the limit is {limit} (`limits.max-output-events`)"
@@ -171,14 +209,43 @@ pub struct CallLimits {
     pub max_output_events: usize,
 }
 
+/// What a module says about itself (`describe`; a 0.1 module has no named
+/// outputs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Description {
+    /// The state format it writes.
+    pub format: StateFormat,
+    /// Its named outputs besides the main one.
+    pub outputs: Vec<String>,
+}
+
+/// The guest's exports, per contract version.
+enum Api {
+    V1 {
+        op: v1::Operator,
+        /// `process`, type-checked as [`ProcessV1`] at instantiation.
+        process: Func,
+        close: CloseV1,
+    },
+    V2 {
+        op: v2::Operator,
+        /// `process`, type-checked as [`ProcessV2`] at instantiation.
+        process: Func,
+        on_timers: OnTimersV2,
+        close: CloseV2,
+        /// Offsets of the batch being lowered, kept between calls.
+        lists: PackedLists,
+        /// How many named outputs the module declared.
+        named: usize,
+    },
+}
+
 /// A live subtask instance.
 pub struct OperatorInstance {
     store: Store<SubtaskData>,
-    op: Operator,
-    /// `process`, type-checked as [`ProcessFn`] at instantiation.
-    process: Func,
-    /// `close`, type-checked as [`CloseFn`] at instantiation.
-    close: CloseFn,
+    api: Api,
+    /// Events of named outputs from the last call, one batch per output.
+    side: Vec<Batch>,
     who: Arc<str>,
     deadline_ticks: u64,
     limits: CallLimits,
@@ -186,7 +253,7 @@ pub struct OperatorInstance {
 
 impl OperatorInstance {
     /// Instantiates the module for one subtask, with `state` as its keyed
-    /// state.
+    /// state (and the timers kept in it).
     pub fn instantiate(
         sandbox: &Sandbox,
         module: &OperatorModule,
@@ -195,36 +262,28 @@ impl OperatorInstance {
         state: KeyedState,
     ) -> Result<OperatorInstance, SandboxError> {
         let who: Arc<str> = format!("{}[{}]", info.uid, info.subtask_index).into();
-        let mut store = Store::new(
-            &sandbox.engine,
-            SubtaskData::new(who.clone(), state, limits.memory_bytes),
-        );
+        let data = SubtaskData::new(who.clone(), state, limits.memory_bytes).map_err(|error| {
+            SandboxError::State {
+                who: who.to_string(),
+                call: "restore",
+                error,
+            }
+        })?;
+        let mut store = Store::new(&sandbox.engine, data);
         store.limiter(|d| &mut d.limiter);
         store.epoch_deadline_trap();
         let tick = sandbox.epoch_tick().as_nanos().max(1);
         let deadline_ticks = (limits.call_timeout.as_nanos().div_ceil(tick) as u64).max(1) + 1;
         store.set_epoch_deadline(deadline_ticks);
-        let linked = module
-            .pre
-            .instance_pre()
-            .instantiate(&mut store)
-            .and_then(|instance| {
-                let op = Operator::new(&mut store, &instance)?;
-                let (process, close) = batch_funcs(&mut store, &instance, module)?;
-                Ok((op, process, close))
-            });
-        let (op, process, close) = match linked {
-            Ok(parts) => parts,
-            Err(e) => {
-                let mut inst_err = |e| classify(&mut store, &who, limits, "instantiate", e);
-                return Err(inst_err(e));
-            }
+        let linked = link(&mut store, module);
+        let api = match linked {
+            Ok(api) => api,
+            Err(e) => return Err(classify(&mut store, &who, limits, "instantiate", e)),
         };
         Ok(OperatorInstance {
             store,
-            op,
-            process,
-            close,
+            api,
+            side: Vec::new(),
             who,
             deadline_ticks,
             limits,
@@ -251,6 +310,11 @@ impl OperatorInstance {
         &mut self.store.data_mut().state
     }
 
+    /// How many timers are pending.
+    pub fn pending_timers(&self) -> usize {
+        self.store.data().timers.len()
+    }
+
     fn arm(&mut self) {
         // A panic message belongs to the call it happened in.
         self.store.data_mut().last_panic = None;
@@ -261,108 +325,370 @@ impl OperatorInstance {
         classify(&mut self.store, &self.who, self.limits, call, e)
     }
 
-    fn guest_err(&self, call: &'static str, e: types::Error) -> SandboxError {
+    fn guest_err(&self, call: &'static str, message: String) -> SandboxError {
         SandboxError::Guest {
             who: self.who.to_string(),
             call,
-            message: e.message,
+            message,
         }
     }
 
-    fn check_output(&self, call: &'static str, out: &Batch) -> Result<(), SandboxError> {
-        if out.len() > self.limits.max_output_events {
+    fn check_output(&self, call: &'static str, events: usize) -> Result<(), SandboxError> {
+        if events > self.limits.max_output_events {
             return Err(SandboxError::OutputTooLarge {
                 who: self.who.to_string(),
                 call,
-                got: out.len(),
+                got: events,
                 limit: self.limits.max_output_events,
             });
         }
         Ok(())
     }
 
-    /// `declared-format`.
-    pub fn declared_format(&mut self) -> Result<StateFormat, SandboxError> {
+    /// A 0.2 call's `emitted`, as the main output's batch; the named
+    /// outputs' go to `self.side`.
+    fn emitted(&mut self, call: &'static str, out: EmittedOut) -> Result<Batch, SandboxError> {
+        self.check_output(call, out.len())?;
+        let Api::V2 { lists, named, .. } = &mut self.api else {
+            unreachable!("emitted is only lifted from 0.2 modules")
+        };
+        let (main, side) =
+            into_batches(out, *named, lists).map_err(|error| SandboxError::Emitted {
+                who: self.who.to_string(),
+                call,
+                error,
+            })?;
+        self.side = side;
+        Ok(main)
+    }
+
+    /// Tells the instance the watermark and the job's clock (Unix ms) that
+    /// its next calls see (`timers.current-watermark`,
+    /// `timers.processing-time`).
+    pub fn set_time(&mut self, watermark: Option<i64>, now_ms: i64) {
+        let d = self.store.data_mut();
+        d.watermark = watermark;
+        d.now_ms = now_ms;
+    }
+
+    /// `describe` (0.1: `declared-format`, and no named outputs).
+    pub fn describe(&mut self) -> Result<Description, SandboxError> {
         self.arm();
-        let r = self
-            .op
-            .wrun_operator_handler()
-            .call_declared_format(&mut self.store);
-        r.map_err(|e| self.fail("declared-format", e))
+        match &self.api {
+            Api::V1 { op, .. } => {
+                let r = op
+                    .wrun_operator_handler()
+                    .call_declared_format(&mut self.store);
+                let f = r.map_err(|e| self.fail("declared-format", e))?;
+                Ok(Description {
+                    format: StateFormat {
+                        name: f.name,
+                        version: f.version,
+                    },
+                    outputs: Vec::new(),
+                })
+            }
+            Api::V2 { op, .. } => {
+                let r = op.wrun_operator_handler().call_describe(&mut self.store);
+                let d = r.map_err(|e| self.fail("describe", e))?;
+                if d.outputs.len() > u8::MAX as usize {
+                    return Err(self.guest_err(
+                        "describe",
+                        format!(
+                            "it declares {} named outputs; at most 255 are allowed",
+                            d.outputs.len()
+                        ),
+                    ));
+                }
+                if let Api::V2 { named, .. } = &mut self.api {
+                    *named = d.outputs.len();
+                }
+                Ok(Description {
+                    format: d.format,
+                    outputs: d.outputs,
+                })
+            }
+        }
+    }
+
+    /// The state format the module declares.
+    pub fn declared_format(&mut self) -> Result<StateFormat, SandboxError> {
+        self.describe().map(|d| d.format)
     }
 
     /// `restore`, with non-keyed state from a snapshot.
     pub fn restore(&mut self, snapshot: &OperatorSnapshot) -> Result<(), SandboxError> {
         self.arm();
-        let r = self
-            .op
-            .wrun_operator_handler()
-            .call_restore(&mut self.store, snapshot);
+        let r = match &self.api {
+            Api::V1 { op, .. } => {
+                let s = v1::wrun::operator::types::OperatorSnapshot {
+                    format: v1::wrun::operator::types::StateFormat {
+                        name: snapshot.format.name.clone(),
+                        version: snapshot.format.version,
+                    },
+                    data: snapshot.data.clone(),
+                };
+                op.wrun_operator_handler()
+                    .call_restore(&mut self.store, &s)
+                    .map(|r| r.map_err(|e| e.message))
+            }
+            Api::V2 { op, .. } => op
+                .wrun_operator_handler()
+                .call_restore(&mut self.store, snapshot)
+                .map(|r| r.map_err(|e| e.message)),
+        };
         r.map_err(|e| self.fail("restore", e))?
-            .map_err(|e| self.guest_err("restore", e))
+            .map_err(|m| self.guest_err("restore", m))
     }
 
     /// `open`.
     pub fn open(&mut self, info: &SubtaskInfo) -> Result<(), SandboxError> {
-        let ctx = types::Context {
-            uid: info.uid.clone(),
-            subtask_index: info.subtask_index,
-            parallelism: info.parallelism,
-            max_parallelism: info.max_parallelism,
-            config: info.config.clone(),
-            restored: info.restored,
-            restored_format: info.restored_format.clone(),
-        };
         self.arm();
-        let r = self
-            .op
-            .wrun_operator_handler()
-            .call_open(&mut self.store, &ctx);
+        let r = match &self.api {
+            Api::V1 { op, .. } => {
+                use v1::wrun::operator::types as t;
+                let ctx = t::Context {
+                    uid: info.uid.clone(),
+                    subtask_index: info.subtask_index,
+                    parallelism: info.parallelism,
+                    max_parallelism: info.max_parallelism,
+                    config: info.config.clone(),
+                    restored: info.restored,
+                    restored_format: info.restored_format.as_ref().map(|f| t::StateFormat {
+                        name: f.name.clone(),
+                        version: f.version,
+                    }),
+                };
+                op.wrun_operator_handler()
+                    .call_open(&mut self.store, &ctx)
+                    .map(|r| r.map_err(|e| e.message))
+            }
+            Api::V2 { op, .. } => {
+                let ctx = v2::wrun::operator::types::Context {
+                    uid: info.uid.clone(),
+                    subtask_index: info.subtask_index,
+                    parallelism: info.parallelism,
+                    max_parallelism: info.max_parallelism,
+                    config: info.config.clone(),
+                    restored: info.restored,
+                    restored_format: info.restored_format.clone(),
+                };
+                op.wrun_operator_handler()
+                    .call_open(&mut self.store, &ctx)
+                    .map(|r| r.map_err(|e| e.message))
+            }
+        };
         r.map_err(|e| self.fail("open", e))?
-            .map_err(|e| self.guest_err("open", e))
+            .map_err(|m| self.guest_err("open", m))
     }
 
-    /// `process`: one batch in, the emitted events out.
+    /// `process`: one batch in, the main output's events out (the named
+    /// outputs' wait in [`OperatorInstance::take_side_outputs`]).
     pub fn process(&mut self, batch: &Batch) -> Result<Batch, SandboxError> {
         self.arm();
-        // SAFETY: `batch_funcs` type-checked `process` as `ProcessFn` when
-        // the instance was created; only the lifetime differs.
-        let f: ProcessFn<'_> = unsafe { TypedFunc::new_unchecked(self.process) };
-        let r = f.call(&mut self.store, (GuestBatch(batch),));
-        let (out,) = r.map_err(|e| self.fail("process", e))?;
-        let LiftedBatch(out) = out.map_err(|e| self.guest_err("process", e))?;
-        self.check_output("process", &out)?;
-        Ok(out)
+        match &mut self.api {
+            Api::V1 { process, .. } => {
+                // SAFETY: `link` type-checked `process` as `ProcessV1` when
+                // the instance was created; only the lifetime differs.
+                let f: ProcessV1<'_> = unsafe { TypedFunc::new_unchecked(*process) };
+                let r = f.call(&mut self.store, (GuestBatch(batch),));
+                let (out,) = r.map_err(|e| self.fail("process", e))?;
+                let LiftedBatch(out) = out.map_err(|e| self.guest_err("process", e.message))?;
+                self.check_output("process", out.len())?;
+                Ok(out)
+            }
+            Api::V2 { process, lists, .. } => {
+                let process = *process;
+                if let Err(e) = batch.write_packed(lists) {
+                    return Err(SandboxError::Emitted {
+                        who: self.who.to_string(),
+                        call: "process",
+                        error: e.into(),
+                    });
+                }
+                let lists = std::mem::take(lists);
+                let r = process
+                    .typed::<(EventsIn<'_>,), (Result<EmittedOut, v2::wrun::operator::types::Error>,)>(&self.store)
+                    .and_then(|f: ProcessV2<'_>| f.call(&mut self.store, (EventsIn::new(batch, &lists),)));
+                if let Api::V2 { lists: l, .. } = &mut self.api {
+                    *l = lists;
+                }
+                let (out,) = r.map_err(|e| self.fail("process", e))?;
+                let out = out.map_err(|e| self.guest_err("process", e.message))?;
+                self.emitted("process", out)
+            }
+        }
     }
 
-    /// `close`: the final events.
+    /// The events the last call emitted to named outputs: one batch per
+    /// output, in the order `describe` named them (empty for a 0.1 module).
+    pub fn take_side_outputs(&mut self) -> Vec<Batch> {
+        std::mem::take(&mut self.side)
+    }
+
+    /// Fires every timer that is due (event-time ones up to `watermark`,
+    /// processing-time ones up to `now_ms`) through `on-timers`, in batches,
+    /// and returns what the operator emitted to its main output; named
+    /// outputs' events are appended per output to `side` (which grows to
+    /// the number of named outputs). A 0.1 module has no timers.
+    pub fn fire_timers(
+        &mut self,
+        watermark: Option<i64>,
+        now_ms: i64,
+        side: &mut Vec<Batch>,
+    ) -> Result<Batch, SandboxError> {
+        self.set_time(watermark, now_ms);
+        let mut main = Batch::default();
+        let Api::V2 { on_timers, .. } = &self.api else {
+            return Ok(main);
+        };
+        let on_timers = on_timers.clone();
+        let mut fired: Vec<Timer> = Vec::new();
+        for _ in 0..MAX_FIRING_ROUNDS {
+            fired.clear();
+            let d = self.store.data_mut();
+            let pop = |d: &mut SubtaskData, domain, upto, out: &mut Vec<Timer>| {
+                d.timers
+                    .pop_due(&mut d.state, domain, upto, TIMERS_PER_CALL, out)
+            };
+            let popped = match watermark {
+                Some(wm) => pop(d, Domain::EventTime, wm, &mut fired),
+                None => Ok(()),
+            }
+            .and_then(|()| {
+                let left = TIMERS_PER_CALL.saturating_sub(fired.len());
+                if left > 0 {
+                    let mut more = Vec::new();
+                    let r = d.timers.pop_due(
+                        &mut d.state,
+                        Domain::ProcessingTime,
+                        now_ms,
+                        left,
+                        &mut more,
+                    );
+                    fired.extend(more);
+                    r
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(error) = popped {
+                return Err(SandboxError::State {
+                    who: self.who.to_string(),
+                    call: "on-timers",
+                    error,
+                });
+            }
+            if fired.is_empty() {
+                return Ok(main);
+            }
+            self.arm();
+            let r = on_timers.call(&mut self.store, (super::host::timers::pack(&fired),));
+            let (out,) = r.map_err(|e| self.fail("on-timers", e))?;
+            let out = out.map_err(|e| self.guest_err("on-timers", e.message))?;
+            let batch = self.emitted("on-timers", out)?;
+            main.extend_from(&batch);
+            let named = std::mem::take(&mut self.side);
+            if side.len() < named.len() {
+                side.resize_with(named.len(), Batch::default);
+            }
+            for (to, from) in side.iter_mut().zip(&named) {
+                to.extend_from(from);
+            }
+            self.check_output("on-timers", main.len())?;
+        }
+        Err(self.guest_err(
+            "on-timers",
+            format!("timers kept coming due after {MAX_FIRING_ROUNDS} rounds of firing: the operator registers timers that are already due from on-timers"),
+        ))
+    }
+
+    /// `close`: the final events (named outputs' in `take_side_outputs`).
     pub fn close(&mut self) -> Result<Batch, SandboxError> {
         self.arm();
-        let r = self.close.call(&mut self.store, ());
-        let (out,) = r.map_err(|e| self.fail("close", e))?;
-        let LiftedBatch(out) = out.map_err(|e| self.guest_err("close", e))?;
-        self.check_output("close", &out)?;
-        Ok(out)
+        match &self.api {
+            Api::V1 { close, .. } => {
+                let r = close.call(&mut self.store, ());
+                let (out,) = r.map_err(|e| self.fail("close", e))?;
+                let LiftedBatch(out) = out.map_err(|e| self.guest_err("close", e.message))?;
+                self.check_output("close", out.len())?;
+                Ok(out)
+            }
+            Api::V2 { close, .. } => {
+                let r = close.call(&mut self.store, ());
+                let (out,) = r.map_err(|e| self.fail("close", e))?;
+                let out = out.map_err(|e| self.guest_err("close", e.message))?;
+                self.emitted("close", out)
+            }
+        }
     }
 
     /// `snapshot`: the non-keyed state, if any.
     pub fn snapshot(&mut self) -> Result<Option<OperatorSnapshot>, SandboxError> {
         self.arm();
-        let r = self
-            .op
-            .wrun_operator_handler()
-            .call_snapshot(&mut self.store);
+        let r = match &self.api {
+            Api::V1 { op, .. } => op
+                .wrun_operator_handler()
+                .call_snapshot(&mut self.store)
+                .map(|r| {
+                    r.map(|s| {
+                        s.map(|s| OperatorSnapshot {
+                            format: StateFormat {
+                                name: s.format.name,
+                                version: s.format.version,
+                            },
+                            data: s.data,
+                        })
+                    })
+                    .map_err(|e| e.message)
+                }),
+            Api::V2 { op, .. } => op
+                .wrun_operator_handler()
+                .call_snapshot(&mut self.store)
+                .map(|r| r.map_err(|e| e.message)),
+        };
         r.map_err(|e| self.fail("snapshot", e))?
-            .map_err(|e| self.guest_err("snapshot", e))
+            .map_err(|m| self.guest_err("snapshot", m))
     }
 }
 
-/// The handler's `process` and `close`, type-checked for host batches.
-fn batch_funcs(
+/// Instantiates a pre-linked module and finds its exports, typed.
+fn link(store: &mut Store<SubtaskData>, module: &OperatorModule) -> wasmtime::Result<Api> {
+    match &module.pre {
+        ModulePre::V1(pre) => {
+            let instance = pre.instance_pre().instantiate(&mut *store)?;
+            let op = v1::Operator::new(&mut *store, &instance)?;
+            let process = handler_func(store, &instance, module, "process")?;
+            process.typed::<(GuestBatch<'static>,), (Result<LiftedBatch, v1::wrun::operator::types::Error>,)>(&*store)?;
+            let close = handler_func(store, &instance, module, "close")?.typed(&*store)?;
+            Ok(Api::V1 { op, process, close })
+        }
+        ModulePre::V2(pre) => {
+            let instance = pre.instance_pre().instantiate(&mut *store)?;
+            let op = v2::Operator::new(&mut *store, &instance)?;
+            let process = handler_func(store, &instance, module, "process")?;
+            process.typed::<(EventsIn<'static>,), (Result<EmittedOut, v2::wrun::operator::types::Error>,)>(&*store)?;
+            let on_timers = handler_func(store, &instance, module, "on-timers")?.typed(&*store)?;
+            let close = handler_func(store, &instance, module, "close")?.typed(&*store)?;
+            Ok(Api::V2 {
+                op,
+                process,
+                on_timers,
+                close,
+                lists: PackedLists::default(),
+                named: module.outputs.len(),
+            })
+        }
+    }
+}
+
+/// A function of the module's `wrun:operator/handler` export.
+fn handler_func(
     store: &mut Store<SubtaskData>,
     instance: &wasmtime::component::Instance,
     module: &OperatorModule,
-) -> wasmtime::Result<(Func, CloseFn)> {
+    name: &str,
+) -> wasmtime::Result<Func> {
     let handler = module
         .exports
         .iter()
@@ -371,16 +697,10 @@ fn batch_funcs(
     let iface = instance
         .get_export_index(&mut *store, None, handler)
         .ok_or_else(|| wasmtime::format_err!("the component exports no {handler}"))?;
-    let func = |store: &mut Store<SubtaskData>, name: &str| {
-        instance
-            .get_export_index(&mut *store, Some(&iface), name)
-            .and_then(|i| instance.get_func(&mut *store, i))
-            .ok_or_else(|| wasmtime::format_err!("{handler} has no `{name}` function"))
-    };
-    let process = func(store, "process")?;
-    process.typed::<(GuestBatch<'static>,), (Result<LiftedBatch, types::Error>,)>(&*store)?;
-    let close = func(store, "close")?.typed(&*store)?;
-    Ok((process, close))
+    instance
+        .get_export_index(&mut *store, Some(&iface), name)
+        .and_then(|i| instance.get_func(&mut *store, i))
+        .ok_or_else(|| wasmtime::format_err!("{handler} has no `{name}` function"))
 }
 
 fn classify(

@@ -73,6 +73,8 @@ pub struct StateLimits {
     pub max_value_bytes: usize,
     /// Most distinct state names per operator.
     pub max_states: usize,
+    /// Most pending timers per subtask.
+    pub max_timers: usize,
 }
 
 impl Default for StateLimits {
@@ -81,6 +83,7 @@ impl Default for StateLimits {
             max_key_bytes: 64 * 1024,
             max_value_bytes: 16 * 1024 * 1024,
             max_states: 256,
+            max_timers: 10_000_000,
         }
     }
 }
@@ -141,6 +144,22 @@ pub enum StateError {
         name: String,
         /// The limit: the guest's memory limit.
         limit: usize,
+    },
+    /// A state name of the host's own.
+    #[error(
+        "state '{name}': names starting with 'wrun:' are reserved for the runtime's own state (timers); choose another name"
+    )]
+    Reserved {
+        /// The state name.
+        name: String,
+    },
+    /// Too many pending timers.
+    #[error(
+        "the operator has {pending} pending timers, the most one subtask may hold (`limits.max-timers`); delete timers it no longer needs, or raise the limit"
+    )]
+    TooManyTimers {
+        /// How many are pending.
+        pending: usize,
     },
     /// Too many state names.
     #[error("the operator declared more than {limit} state names (at '{name}')")]
@@ -332,6 +351,11 @@ impl KeyedState {
             }
         }
         Ok(())
+    }
+
+    /// Its size limits.
+    pub fn limits(&self) -> StateLimits {
+        self.limits
     }
 
     /// The job's number of key groups.
@@ -892,6 +916,7 @@ mod tests {
                 max_key_bytes: 4,
                 max_value_bytes: 8,
                 max_states: 2,
+                max_timers: 0,
             },
         );
         let v = s.id("v", StateKind::Value).unwrap();

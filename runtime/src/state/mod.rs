@@ -9,6 +9,7 @@
 mod backend;
 mod keygroup;
 mod snapshot;
+pub mod timers;
 
 pub use backend::{
     Change, DumpValue, GroupSnapshot, KeyedState, StateError, StateKind, StateLimits,
@@ -16,3 +17,4 @@ pub use backend::{
 };
 pub use keygroup::{KeyGroup, KeyGroupRange, key_group_of, subtask_for_key_group};
 pub use snapshot::SnapshotError;
+pub use timers::{Domain, TIMERS_STATE, Timer, TimerQueue, is_reserved};

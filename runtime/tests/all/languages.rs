@@ -128,22 +128,25 @@ fn hops_to_savepoints(
 }
 
 /// A savepoint of the Rust counter resumes in Python, whose savepoint
-/// resumes in JavaScript, whose savepoint resumes in C (each at another
-/// parallelism): every key's counts continue, each exactly once.
+/// resumes in JavaScript, then C, then Rust again (each at another
+/// parallelism): every key's counts continue, each exactly once. Rust is
+/// on `wrun:operator@0.2.0` and the others on 0.1.0, so this swaps a
+/// module for one of the other contract version under one uid both ways.
 #[test]
-fn a_rust_savepoint_resumes_in_python_then_javascript_then_c() {
+fn a_rust_savepoint_resumes_in_python_then_javascript_then_c_then_rust() {
     let dir = tempfile::tempdir().unwrap();
     let d = data(dir.path());
-    let total = 80_000;
+    let total = 100_000;
     let hops = [
         ("wordcount-counter", 2),
         ("wordcount-counter-py", 3),
         ("wordcount-counter-js", 1),
+        ("wordcount-counter-c", 2),
     ];
     let restore = hops_to_savepoints(dir.path(), &d, "counter", &hops, total, 20_000);
     let c = start(
         dir.path(),
-        &job(guest("wordcount-counter-c"), "counter", 2, total, None),
+        &job(guest("wordcount-counter"), "counter", 3, total, None),
         &d,
         RunOptions {
             restore,

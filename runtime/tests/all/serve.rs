@@ -133,7 +133,7 @@ fn push_deploy_savepoint_stop_and_redeploy_v2() {
         &["module", "inspect", "counter@1", "--data-dir", d],
     );
     assert!(
-        out.contains("wrun:operator@0.1")
+        out.contains("wrun:operator@0.2")
             && out.contains("stateful")
             && out.contains("wrun:operator/state@")
             && out.contains("size "),

@@ -16,7 +16,11 @@ pub(super) async fn info(
     Json(Info {
         version: env!("CARGO_PKG_VERSION").to_string(),
         mode: state.mode.to_string(),
-        wit: format!("wrun:operator@{}.x", crate::sandbox::SUPPORTED_WIT),
+        wit: crate::sandbox::SUPPORTED_WIT
+            .iter()
+            .map(|v| format!("wrun:operator@{v}.x"))
+            .collect::<Vec<_>>()
+            .join(", "),
         max_module_bytes: state.modules.as_ref().map(|m| m.max_bytes),
         pid: std::process::id(),
     })

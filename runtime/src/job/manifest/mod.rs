@@ -124,6 +124,7 @@ struct LimitsSpec {
     memory_mb: Option<Spanned<u64>>,
     call_timeout_ms: Option<Spanned<u64>>,
     max_output_events: Option<Spanned<u64>>,
+    max_timers: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -125,6 +125,9 @@ fn limits(ctx: &Ctx, m: &Manifest) -> Result<Limits, ManifestError> {
         if let Some(v) = &l.max_output_events {
             limits.max_output_events = at_least(v, "limits.max-output-events")?;
         }
+        if let Some(v) = &l.max_timers {
+            limits.max_timers = at_least(v, "limits.max-timers")?;
+        }
     }
     Ok(limits)
 }

@@ -298,10 +298,24 @@ impl Graph {
                     )
                 })
             };
-            let from = find(&e.from, "from")?;
+            // `from = "count.late"` reads named output `late` of `count`,
+            // unless a vertex is called "count.late" itself.
+            let (from, output) = match self.b.find(e.from.get_ref()) {
+                Some(v) => (v, None),
+                None => match e
+                    .from
+                    .get_ref()
+                    .rsplit_once('.')
+                    .filter(|(_, out)| !out.is_empty())
+                    .and_then(|(v, out)| Some((self.b.find(v)?, out)))
+                {
+                    Some((v, out)) => (v, Some(out.to_string())),
+                    None => (find(&e.from, "from")?, None),
+                },
+            };
             let to = find(&e.to, "to")?;
             self.b
-                .edge(from, to, e.partition.as_ref().map(|p| *p.get_ref()))
+                .edge(from, output, to, e.partition.as_ref().map(|p| *p.get_ref()))
                 .map_err(|(field, m)| {
                     let span = match field {
                         graph::EdgeField::From => e.from.span(),

@@ -3,12 +3,19 @@
 //! hook) is kept so the trap that follows can say why.
 
 use super::SubtaskData;
-use crate::sandbox::bindings::wrun::operator::log::{Host, Level};
 
 /// Longest log line kept; longer lines are cut.
 const MAX_LINE: usize = 8 * 1024;
 
-impl Host for SubtaskData {
+/// Implements `wrun:operator/log` of bindings module `$v` (the same in
+/// every version).
+macro_rules! log_host {
+    ($v:ident) => {
+        mod $v {
+            use super::*;
+            use crate::sandbox::bindings::$v::wrun::operator::log::{Host, Level};
+
+            impl Host for SubtaskData {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         let mut msg = message;
         if msg.len() > MAX_LINE {
@@ -35,3 +42,9 @@ impl Host for SubtaskData {
         Ok(())
     }
 }
+        }
+    };
+}
+
+log_host!(v1);
+log_host!(v2);
