@@ -101,6 +101,9 @@ pub(crate) fn pack<'a>(events: impl ExactSizeIterator<Item = &'a Event>) -> type
     b
 }
 
+/// An event emitted to a named output.
+pub(crate) type Named = (&'static str, Event);
+
 /// Collects the events an operator emits: to its main output, or to one
 /// of its named outputs ([`Operator::outputs`](crate::Operator::outputs)).
 ///
@@ -188,7 +191,7 @@ impl Emitter {
 
     /// What was emitted: the main output's events, and each named
     /// output's (native tests).
-    pub(crate) fn split(self) -> Result<(Vec<Event>, Vec<(&'static str, Event)>), Error> {
+    pub(crate) fn split(self) -> Result<(Vec<Event>, Vec<Named>), Error> {
         if let Some(e) = self.error {
             return Err(e);
         }

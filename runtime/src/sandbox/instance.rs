@@ -542,7 +542,7 @@ impl OperatorInstance {
         let Api::V2 { on_timers, .. } = &self.api else {
             return Ok(main);
         };
-        let on_timers = on_timers.clone();
+        let on_timers = *on_timers;
         let mut fired: Vec<Timer> = Vec::new();
         for _ in 0..MAX_FIRING_ROUNDS {
             fired.clear();

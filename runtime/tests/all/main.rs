@@ -24,4 +24,5 @@ mod restore;
 mod savepoint;
 mod serve;
 mod time;
+mod timers;
 mod wordcount;

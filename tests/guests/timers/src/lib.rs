@@ -7,11 +7,11 @@
 //!   (an event-time timer at `end - 1`, Flink's window max timestamp).
 //!   An event whose window has already closed goes to the named output
 //!   `late`, unchanged.
-//! - The value `ping` registers a processing-time timer 1000 ms from now;
+//! - A value containing `ping` registers a processing-time timer 1000 ms from now;
 //!   it emits `key,ping,<time>`.
-//! - The value `extremes` registers event-time timers at `i64::MIN` (tag 2)
+//! - A value containing `extremes` registers event-time timers at `i64::MIN` (tag 2)
 //!   and `i64::MAX` (tag 3); each emits `key,extreme,<tag>`.
-//! - The value `flood` registers `flood` (config, default 1000) timers.
+//! - A value containing `flood` registers `flood` (config, default 1000) timers.
 
 use wrun_guest::{Context, Emitter, Error, Event, MapState, Operator, TimeDomain, Timer, Timers};
 
@@ -45,16 +45,19 @@ impl Operator for Windows {
     }
 
     fn process(&mut self, event: Event, out: &mut Emitter) -> Result<(), Error> {
-        match event.value.as_slice() {
-            b"ping" => {
+        // A command anywhere in the value (a JSON line's value is the line).
+        let has = |c: &str| event.value.windows(c.len()).any(|w| w == c.as_bytes());
+        let command = ["ping", "extremes", "flood"].into_iter().find(|c| has(c));
+        match command {
+            Some("ping") => {
                 let now = self.timers.processing_time();
                 return self.timers.register_processing_time(now + 1000, PING);
             }
-            b"extremes" => {
+            Some("extremes") => {
                 self.timers.register_event_time(i64::MIN, 2)?;
                 return self.timers.register_event_time(i64::MAX, 3);
             }
-            b"flood" => {
+            Some("flood") => {
                 for i in 0..self.flood {
                     self.timers.register_event_time(i, 9)?;
                 }
