@@ -79,6 +79,7 @@ mod state;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 mod timers;
+pub mod window;
 
 #[doc(hidden)]
 pub mod bindings {
