@@ -282,7 +282,11 @@ impl Outputs {
             return Ok(());
         }
         if let Some((m, v)) = &self.1 {
-            m.vertex(*v).add_out(batch.len());
+            let m = m.vertex(*v);
+            m.add_out(batch.len());
+            if let Some(name) = name {
+                m.add_named_out(name, batch.len());
+            }
         }
         let names = &self.2;
         let reads = |i: usize| {

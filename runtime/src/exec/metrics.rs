@@ -171,6 +171,8 @@ pub struct VertexMetrics {
     /// Records the system holds beyond what a source read, per split,
     /// where the system says (a NATS source).
     split_lag: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Events emitted to each named output of an operator.
+    named_out: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     /// Per subtask of a connector: connected to its system.
     connected: std::sync::Mutex<std::collections::BTreeMap<u32, bool>>,
     /// Per subtask, its watermark (`None`: idle), once it has one.
@@ -197,6 +199,7 @@ impl VertexMetrics {
             checkpoint_bytes: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             split_lag: Default::default(),
+            named_out: Default::default(),
             connected: Default::default(),
             watermarks: Default::default(),
             split_watermarks: Default::default(),
@@ -217,6 +220,23 @@ impl VertexMetrics {
     /// Events emitted.
     pub fn add_out(&self, n: usize) {
         self.records_out.fetch_add(n as u64, Relaxed);
+    }
+
+    /// Events emitted to named output `output` (also counted as out).
+    pub fn add_named_out(&self, output: &str, n: usize) {
+        let mut m = self.named_out.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get_mut(output) {
+            Some(c) => *c += n as u64,
+            None => {
+                m.insert(output.to_string(), n as u64);
+            }
+        }
+    }
+
+    /// Events emitted per named output.
+    pub fn named_out(&self) -> Vec<(String, u64)> {
+        let m = self.named_out.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     /// One batch took `d` in the operator.
@@ -618,6 +638,26 @@ impl Collector for Scrape {
             |v| v.kind != "operator",
             |m, v| counter(m, v.bytes()),
         )?;
+        {
+            let mut family = e.encode_descriptor(
+                "wrun_named_output_records",
+                "Events an operator emitted to one of its named outputs (all subtasks), such as the late events of a window.",
+                None,
+                Counter,
+            )?;
+            for j in &self.0 {
+                for v in j.vertices.iter().filter(|v| v.kind == "operator") {
+                    for (output, n) in v.named_out() {
+                        let labels = [
+                            ("job", j.job.as_str()),
+                            ("operator", v.name.as_str()),
+                            ("output", output.as_str()),
+                        ];
+                        counter(&mut family.encode_family(&labels)?, n)?;
+                    }
+                }
+            }
+        }
         {
             let mut family = e.encode_descriptor(
                 "wrun_source_lag_records",

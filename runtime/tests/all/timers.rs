@@ -227,10 +227,30 @@ fn a_late_event_goes_to_the_wired_named_output_and_windows_close() {
         assert!(Instant::now() < deadline, "no watermark 4999: {out}");
         std::thread::park_timeout(Duration::from_millis(20));
     }
-    // Window [1000, 2000) of key a is closed: this one is late.
+    // Window [1000, 2000) of key a is closed: this one is late, and
+    // counted as an event of the named output.
     stdin
         .write_all(b"{\"k\":\"a\",\"ts\":1200,\"n\":\"late\"}\n")
         .unwrap();
+    stdin.flush().unwrap();
+    let data = dir.path().join(".wrun");
+    let url = wait_for_api(&mut child, &data);
+    let token = std::fs::read_to_string(data.join("api-token")).unwrap();
+    let want = "wrun_named_output_records_total{job=\"late\",operator=\"win\",output=\"late\"} 1";
+    loop {
+        let text = ureq::get(format!("{url}/metrics"))
+            .header("Authorization", format!("Bearer {}", token.trim()))
+            .call()
+            .unwrap()
+            .into_body()
+            .read_to_string()
+            .unwrap();
+        if text.contains(want) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no {want} in:\n{text}");
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
     drop(stdin);
     let (status, _, err) = wait_output_within(child, COMMAND_DEADLINE);
     assert!(status.success(), "{err}");
