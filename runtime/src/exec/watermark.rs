@@ -41,6 +41,9 @@ pub(super) struct SourceWatermarks {
     idle: bool,
     /// When the next watermark is due.
     next: Duration,
+    /// Events read since the last watermark (`interval-ms = 0`: a
+    /// watermark follows every batch that read any).
+    fresh: bool,
 }
 
 impl SourceWatermarks {
@@ -52,20 +55,28 @@ impl SourceWatermarks {
             sent: None,
             idle: false,
             next: Duration::ZERO,
+            fresh: false,
         }
     }
 
     /// Follows the event times of `batch[from..]`, for a reader that is
     /// one split.
     pub(super) fn observe(&mut self, batch: &Batch, from: usize) {
+        self.fresh |= from < batch.len();
         for i in from..batch.len() {
             self.own.saw(batch.get(i).timestamp);
         }
     }
 
-    /// When the next watermark is due (on the job's clock).
+    /// When the next watermark is due (on the job's clock). With
+    /// `interval-ms = 0`, at once after a batch that read events, and never
+    /// while none come.
     pub(super) fn due(&self) -> Duration {
-        self.next
+        match (self.strategy.interval_ms, self.fresh) {
+            (0, true) => Duration::ZERO,
+            (0, false) => Duration::MAX,
+            _ => self.next,
+        }
     }
 
     /// The split's own watermark: its highest event time less the bound
@@ -103,7 +114,8 @@ impl SourceWatermarks {
         splits: Option<Vec<SplitTime>>,
         now: Duration,
     ) -> (Option<Watermark>, Vec<(String, Option<i64>)>) {
-        self.next = now.saturating_add(Duration::from_millis(self.strategy.interval_ms.max(1)));
+        self.next = now.saturating_add(Duration::from_millis(self.strategy.interval_ms));
+        self.fresh = false;
         let splits = splits.unwrap_or_else(|| vec![self.own.clone()]);
         let per_split = splits
             .iter()

@@ -375,7 +375,7 @@ fn split<'i, K: serde::de::DeserializeOwned>(
 fn watermark(ctx: &Ctx, w: &Spanned<WatermarkSpec>) -> Result<WatermarkStrategy, ManifestError> {
     let w = w.get_ref();
     let interval_ms = match &w.interval_ms {
-        Some(i) => at_least(i, "watermark.interval-ms", 1).map_err(|e| ctx.field(e))?,
+        Some(i) => at_least(i, "watermark.interval-ms", 0).map_err(|e| ctx.field(e))?,
         None => 200,
     };
     let idle_timeout_ms = match &w.idle_timeout_ms {
