@@ -22,7 +22,8 @@ def events(rs):
     ns = sorted({int(r["N"]) for r in rs if "N" in r})
     return "/".join(f"{n/1e6:g}M" if n >= 1e6 else f"{n:,}" for n in ns) or "?"
 
-for label, what in [("tp-ckpt1000", "checkpoint every 1000 ms"), ("tp-ckptoff", "checkpointing off")]:
+for label, what in [("tp-ckpt1000", "checkpoint every 1000 ms"), ("tp-ckptoff", "checkpointing off"),
+                    ("window-ckpt1000", "WindowCount: 1 s tumbling event-time windows, 200 ms out of order, checkpoint every 1000 ms")]:
     for b in ("hashmap", "rocksdb"):
         for p in ("1", "2"):
             rs = get(label, b, p)

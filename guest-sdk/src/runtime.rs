@@ -60,6 +60,9 @@ thread_local! {
     }) };
     static STATES: Cell<u32> = const { Cell::new(0) };
     static TIMER_OPS: RefCell<Vec<TimerOp>> = const { RefCell::new(Vec::new()) };
+    /// The watermark, read from the host once per call (it stands still
+    /// during a call): `None` until read.
+    static WATERMARK: Cell<Option<Option<i64>>> = const { Cell::new(None) };
     static RESTORED: RefCell<Option<(types::StateFormat, Vec<u8>)>> = const { RefCell::new(None) };
 }
 
@@ -92,6 +95,23 @@ pub(crate) fn current_key(what: &str) -> Result<Vec<u8>, Error> {
             ))),
         }
     })
+}
+
+/// The subtask's watermark, from the host on the first ask of a call.
+pub(crate) fn current_watermark() -> Option<i64> {
+    WATERMARK.with(|w| match w.get() {
+        Some(wm) => wm,
+        None => {
+            let wm = crate::host::current_watermark();
+            w.set(Some(wm));
+            wm
+        }
+    })
+}
+
+/// Forgets the watermark read in the previous call.
+fn new_call() {
+    WATERMARK.with(|w| w.set(None));
 }
 
 /// Buffers a timer registration or deletion until the end of the batch.
@@ -226,6 +246,7 @@ fn begin_batch<'a>(
     keys_of: impl Iterator<Item = Option<&'a [u8]>>,
     n: usize,
 ) -> Option<Vec<Option<u32>>> {
+    new_call();
     BATCH.with(|b| {
         let mut b = b.borrow_mut();
         b.epoch += 1;

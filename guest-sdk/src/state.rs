@@ -136,6 +136,31 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> ValueState<T> {
         }
     }
 
+    /// Changes the current key's value in place (`None`: it has none;
+    /// leave `None` to delete it): no copy of the value, unlike a `get`
+    /// then a `set`. Returns what `f` returns.
+    pub fn update<R>(&self, f: impl FnOnce(&mut Option<T>) -> R) -> Result<R, Error> {
+        let idx = self.enter()?;
+        let loaded = matches!(
+            self.inner.cache.borrow().slots.get(idx),
+            Some((Slot::Value(_), _))
+        );
+        if !loaded {
+            // Loads the slot (a batched read on the batch's first access).
+            self.get()?;
+        }
+        let mut c = self.inner.cache.borrow_mut();
+        let slot = &mut c.slots[idx];
+        slot.1 = true;
+        match &mut slot.0 {
+            Slot::Value(v) => Ok(f(v)),
+            Slot::Unknown | Slot::Fetched => Err(Error::new(format!(
+                "value state '{}': internal cache error",
+                self.inner.name
+            ))),
+        }
+    }
+
     /// Sets the current key's value.
     pub fn set(&self, value: &T) -> Result<(), Error> {
         self.write(Some(value.clone()))

@@ -98,7 +98,7 @@ impl Timers {
     /// The subtask's event-time watermark (ms): events still to come have
     /// later timestamps, or are late. `None` before the first watermark.
     pub fn current_watermark(&self) -> Option<i64> {
-        host::current_watermark()
+        runtime::current_watermark()
     }
 
     /// The job's clock, in milliseconds since the Unix epoch.

@@ -120,20 +120,20 @@ impl WindowSpec {
         self
     }
 
-    /// The windows an event at `ts` belongs to (before session merging).
-    fn assign(&self, ts: i64) -> Vec<Window> {
+    /// The windows an event at `ts` belongs to (before session merging),
+    /// into `out` (cleared first), oldest first.
+    fn assign_into(&self, ts: i64, out: &mut Vec<Window>) {
+        out.clear();
         match self.kind {
             Kind::Tumbling { size } => {
                 let start = ts.div_euclid(size) * size;
-                vec![Window {
+                out.push(Window {
                     start,
                     end: start.saturating_add(size),
-                }]
+                });
             }
             Kind::Sliding { size, slide } => {
-                let last = ts.div_euclid(slide) * slide;
-                let mut out = Vec::new();
-                let mut start = last;
+                let mut start = ts.div_euclid(slide) * slide;
                 while start > ts.saturating_sub(size) {
                     out.push(Window {
                         start,
@@ -142,13 +142,19 @@ impl WindowSpec {
                     start -= slide;
                 }
                 out.reverse();
-                out
             }
-            Kind::Session { gap } => vec![Window {
+            Kind::Session { gap } => out.push(Window {
                 start: ts,
                 end: ts.saturating_add(gap),
-            }],
+            }),
         }
+    }
+
+    #[cfg(test)]
+    fn assign(&self, ts: i64) -> Vec<Window> {
+        let mut out = Vec::new();
+        self.assign_into(ts, &mut out);
+        out
     }
 }
 
@@ -255,6 +261,8 @@ pub struct WindowState<G: Aggregate> {
     agg: G,
     open: ValueState<Open<G::Acc>>,
     timers: Timers,
+    /// The windows of the event being added (kept to spare an allocation).
+    assigned: std::cell::RefCell<Vec<Window>>,
     /// This state's timer tags: `fire` at a window's end, `cleanup` once
     /// its allowed lateness has passed.
     fire_tag: u32,
@@ -280,6 +288,7 @@ impl<G: Aggregate> WindowState<G> {
             agg,
             open: ValueState::new(name),
             timers: Timers::new(),
+            assigned: std::cell::RefCell::new(Vec::new()),
             fire_tag: base,
             cleanup_tag: base | 1,
         }
@@ -303,42 +312,52 @@ impl<G: Aggregate> WindowState<G> {
         let too_late = |w: &Window| {
             watermark.is_some_and(|wm| w.max_timestamp().saturating_add(lateness) <= wm)
         };
-        let windows: Vec<Window> = self
-            .spec
-            .assign(ts)
-            .into_iter()
-            .filter(|w| !too_late(w))
-            .collect();
-        if windows.is_empty() {
+        let mut assigned = self.assigned.borrow_mut();
+        self.spec.assign_into(ts, &mut assigned);
+        assigned.retain(|w| !too_late(w));
+        if assigned.is_empty() {
             return Ok(false);
         }
-        let mut open = self.open.get()?.unwrap_or_default();
-        for w in windows {
-            match open.iter_mut().find(|o| o.0 == w.start && o.1 == w.end) {
-                Some(o) => self.agg.add(&mut o.2, event),
-                None => {
-                    let mut acc = self.agg.create();
-                    self.agg.add(&mut acc, event);
-                    open.push((w.start, w.end, acc));
-                    if !matches!(self.spec.kind, Kind::Session { .. }) {
-                        self.schedule(&w)?;
-                    }
-                }
-            }
-            // Late but allowed: fire again with the new result.
-            if watermark.is_some_and(|wm| w.max_timestamp() <= wm) {
-                self.timers
-                    .register_event_time(w.max_timestamp(), self.fire_tag)?;
-            }
-        }
-        if let Kind::Session { gap } = self.spec.kind {
-            let new = Window {
+        let session = match self.spec.kind {
+            Kind::Session { gap } => Some(Window {
                 start: ts,
                 end: ts.saturating_add(gap),
-            };
-            open = self.merge_sessions(open, new)?;
+            }),
+            _ => None,
+        };
+        // In place: the key's open windows are not copied per event.
+        let mut result = Ok(());
+        let mut merged = None;
+        self.open.update(|open| {
+            let open = open.get_or_insert_with(Vec::new);
+            for w in assigned.iter() {
+                match open.iter_mut().find(|o| o.0 == w.start && o.1 == w.end) {
+                    Some(o) => self.agg.add(&mut o.2, event),
+                    None => {
+                        let mut acc = self.agg.create();
+                        self.agg.add(&mut acc, event);
+                        open.push((w.start, w.end, acc));
+                        if session.is_none() && result.is_ok() {
+                            result = self.schedule(w);
+                        }
+                    }
+                }
+                // Late but allowed: fire again with the new result.
+                if result.is_ok() && watermark.is_some_and(|wm| w.max_timestamp() <= wm) {
+                    result = self
+                        .timers
+                        .register_event_time(w.max_timestamp(), self.fire_tag);
+                }
+            }
+            if session.is_some() {
+                merged = Some(std::mem::take(open));
+            }
+        })?;
+        result?;
+        if let (Some(new), Some(open)) = (session, merged) {
+            let open = self.merge_sessions(open, new)?;
+            self.open.set(&open)?;
         }
-        self.open.set(&open)?;
         Ok(true)
     }
 

@@ -372,3 +372,96 @@ fn timers_at_the_ends_of_time_fire_once_and_a_flood_is_bounded() {
         "{err}"
     );
 }
+
+/// A bounded file of three keyed lines into the hand-written `hostile`
+/// guest in `mode`, its main output and its `side` output to files.
+fn hostile_job(dir: &Path, mode: &str) -> String {
+    std::fs::write(
+        dir.join("in.jsonl"),
+        "{\"k\":\"a\",\"ts\":1}\n{\"k\":\"b\",\"ts\":2}\n{\"k\":\"c\",\"ts\":3}\n",
+    )
+    .unwrap();
+    format!(
+        r#"version = 1
+name = "hostile"
+
+[[source]]
+name = "in"
+kind = "file"
+path = "in.jsonl"
+format = "json"
+key = "/k"
+timestamp = "/ts"
+
+[[operator]]
+name = "h"
+component = "{}"
+config = {{ mode = "{mode}" }}
+
+[[sink]]
+name = "out"
+kind = "file"
+path = "out.jsonl"
+
+[[sink]]
+name = "side"
+kind = "file"
+path = "side.jsonl"
+
+[[edge]]
+from = "in"
+to = "h"
+partition = "hash"
+
+[[edge]]
+from = "h"
+to = "out"
+
+[[edge]]
+from = "h.side"
+to = "side"
+"#,
+        guest("hostile")
+    )
+}
+
+#[test]
+fn a_guest_that_breaks_the_packed_format_fails_with_a_message_and_harms_nothing() {
+    for (mode, want) in [
+        (
+            "offsets",
+            "returned malformed events from process: invalid packed events: event 0: end offset 99",
+        ),
+        (
+            "lengths",
+            "the packed lists differ in length: 2 key ends, 1 value ends, 1 flags, 1 timestamps",
+        ),
+        (
+            "flags",
+            "flags 0x80 set bits other than 1 (key) and 2 (timestamp)",
+        ),
+        (
+            "output",
+            "event 0 goes to output 7, but the operator declares 1 named outputs",
+        ),
+        ("outputs-length", "2 output indices for 1 events"),
+        (
+            "timers",
+            "state 'wrun:timers': malformed call: timer 0: key end offset 5",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let err = run_in(dir.path(), &hostile_job(dir.path(), mode), None).unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("operator h[0]") && err.contains(want),
+            "{mode}: {err}"
+        );
+    }
+    // The same process, the same sandbox: a well-behaved run after them,
+    // its events to both outputs.
+    let dir = tempfile::tempdir().unwrap();
+    run_in(dir.path(), &hostile_job(dir.path(), "echo"), None).unwrap();
+    assert_eq!(read_jsonl(&dir.path().join("out.jsonl")).len(), 3);
+    assert_eq!(read_jsonl(&dir.path().join("side.jsonl")).len(), 3);
+}
