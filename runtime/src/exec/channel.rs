@@ -57,7 +57,14 @@ impl Barrier {
     /// Whether operators close (emitting their final output) before they
     /// snapshot at this barrier.
     pub fn closes_operators(&self) -> bool {
-        self.end || self.stop == Some(super::StopMode::Drain)
+        self.end || self.drains()
+    }
+
+    /// Whether it stops the job with `--drain`: as at the end of input,
+    /// sources send the end of event time before it, so every event-time
+    /// timer fires and every window closes (Flink's `stop --drain`).
+    pub fn drains(&self) -> bool {
+        self.stop == Some(super::StopMode::Drain)
     }
 }
 

@@ -105,6 +105,9 @@ impl SourceCtl<'_> {
                 }),
             });
         }
+        if b.drains() {
+            outputs.watermark(Watermark::At(END_OF_TIME))?;
+        }
         outputs.barrier(b)?;
         Ok(b.ends_job())
     }

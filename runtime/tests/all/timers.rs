@@ -151,6 +151,33 @@ fn pending_timers_fire_once_each_after_a_savepoint_and_a_rescale() {
     assert!(read_jsonl(&dir.path().join("late.jsonl")).is_empty());
 }
 
+#[test]
+fn stop_with_drain_closes_every_open_window_before_the_savepoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let d: Data = data(dir.path());
+    let total = 40_000;
+    let run = start(
+        dir.path(),
+        &windows_job(2, total, Some(10_000)),
+        &d,
+        RunOptions::default(),
+    );
+    savepoint_once_running(&run.control, None);
+    let sp = stop(&run.control, StopMode::Drain);
+    run.join().unwrap();
+    // Every event read before the stop is in a window result: the drain
+    // sent the end of event time, so no window stayed open.
+    let read: u64 = sp.checkpoint.sources.iter().map(|p| p.position).sum();
+    let got = windows(&dir.path().join("out.jsonl"));
+    assert!(read > 0 && read < total, "{read}");
+    assert_eq!(got.iter().map(|w| w.2).sum::<u64>(), read);
+    let out = ok(dir.path(), &["savepoint", "inspect", &sp.id]);
+    assert!(
+        !out.contains("pending"),
+        "timers left after a drain:\n{out}"
+    );
+}
+
 /// The job of the stdin tests: JSON events keyed by `/k`, timed by `/ts`.
 fn stdin_job(late_edge: bool) -> String {
     format!(
