@@ -411,11 +411,6 @@ impl OperatorInstance {
         }
     }
 
-    /// The state format the module declares.
-    pub fn declared_format(&mut self) -> Result<StateFormat, SandboxError> {
-        self.describe().map(|d| d.format)
-    }
-
     /// `restore`, with non-keyed state from a snapshot.
     pub fn restore(&mut self, snapshot: &OperatorSnapshot) -> Result<(), SandboxError> {
         self.arm();
