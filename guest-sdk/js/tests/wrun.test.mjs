@@ -1,6 +1,8 @@
 // Tests of wrun.js under Node, with the host's interfaces faked (see
-// hooks.mjs): the codec against the vectors of docs/state-format.md, and
-// the host calls each kind of state (value, list, map) makes per batch.
+// hooks.mjs): the codec against the vectors of docs/state-format.md, the
+// host calls each kind of state (value, list, map) makes per batch,
+// packed events in and out, named outputs, timers and windows (the Rust
+// SDK's window tests, with the same results).
 //
 // Run: node --import ./guest-sdk/js/tests/register.mjs --test guest-sdk/js/tests/
 // (cargo test runs it).
@@ -16,11 +18,36 @@ import {
   ValueState,
   ListState,
   MapState,
-  processBatch,
+  U53,
+  processBatch as processPacked,
+  onTimers,
   event,
   checkFormat,
+  describe,
+  packEvents,
+  unpackEvents,
+  packTimers,
+  registerEventTime,
+  registerProcessingTime,
+  deleteProcessingTime,
+  currentWatermark,
+  processingTime,
+  WindowState,
+  tumbling,
+  sliding,
+  session,
+  aggregate,
+  tuple,
+  COUNT,
 } from '../wrun.js';
 import { tables, lists, maps, calls, resetCalls } from './fake-state.mjs';
+import { pending, clock, timerCalls, resetTimers, due } from './fake-timers.mjs';
+
+/** An `emitted` record, copied (the helper reuses its buffers). */
+const copied = (em) => ({ events: unpackEvents(em.events), outputs: [...em.outputs] });
+
+/** `processBatch` of a list of events; the events it emitted. */
+const processBatch = (batch, states, each) => copied(processPacked(packEvents(batch), states, each)).events;
 
 const hex = (b) => Buffer.from(b).toString('hex');
 const utf8 = new TextEncoder();
@@ -64,10 +91,10 @@ test('codec round trips and refusals', () => {
 
 test('one read and one write per batch', () => {
   const count = new ValueState('count', U64);
-  const each = (ev, emit) => {
+  const each = (ev, out) => {
     const n = (count.get() ?? 0n) + 1n;
     count.set(n);
-    emit(event(ev.key, String(n), ev.timestamp));
+    out.emit(ev.key, String(n));
   };
   resetCalls();
   const batch = ['a', 'b', 'a', 'a'].map((k) => ({ key: utf8.encode(k), value: new Uint8Array(), timestamp: undefined }));
@@ -92,7 +119,7 @@ test('clear, a keyless event, corrupt state, formats', () => {
   );
   tables.set('bad', new Map([[hex(utf8.encode('k')), Uint8Array.from([0x80])]]));
   const bad = new ValueState('bad', U64);
-  assert.throws(() => processBatch([k], [bad], () => {}), (e) => e.message.includes('cannot decode state value'));
+  assert.throws(() => processBatch([k], [bad], () => bad.get()), (e) => e.message.includes('cannot decode state value'));
   checkFormat({ restoredFormat: undefined }, { name: 'wordcount', version: 1 });
   assert.throws(
     () => checkFormat({ restoredFormat: { name: 'wordcount', version: 2 } }, { name: 'wordcount', version: 1 }),
@@ -271,12 +298,12 @@ test('value, list and map in one processBatch call', () => {
   const log = new ListState('mix-log', STR);
   const per = new MapState('mix-per', STR, U64);
   const batch = [ev('a', 'x'), ev('b', 'x'), ev('a', 'y'), ev('a', 'x')];
-  const out = processBatch(batch, [total, log, per], (e, emit) => {
+  const out = processBatch(batch, [total, log, per], (e, o) => {
     const word = dec.decode(e.value);
     total.set((total.get() ?? 0) + 0.5);
     log.add(word);
     per.insert(word, (per.get(word) ?? 0n) + 1n);
-    emit(event(e.key, ''));
+    o.emit(e.key, '');
   });
   assert.equal(out.length, 4);
   assert.deepEqual(calls, { gets: 1, puts: 1, listAppendMany: 1, mapGetMany: 3, mapPutMany: 1 });
@@ -312,4 +339,221 @@ test('list and map misuse fails', () => {
   );
   assert.ok(!lists.has('mis-l'));
   assert.deepEqual(calls, { gets: 0, puts: 0 });
+});
+
+test('U53: the bytes of U64 as a Number', () => {
+  for (const n of [0, 1, 127, 128, 300, 16383, 16384, 2 ** 32, 2 ** 53 - 1]) {
+    assert.equal(hex(U53.encode(n)), hex(U64.encode(BigInt(n))));
+    assert.equal(U53.decode(U64.encode(BigInt(n))), n);
+  }
+  assert.throws(() => U53.decode(U64.encode(2n ** 53n)));
+  assert.throws(() => U53.encode(-1));
+  assert.throws(() => U53.encode(1.5));
+});
+
+test('packed events round trip; emitted events inherit timestamps', () => {
+  const big = new Uint8Array(10000).fill(7);
+  const evs = [
+    event(utf8.encode('k'), 'v', -3n),
+    event(undefined, new Uint8Array(0)),
+    event(new Uint8Array(0), 'x', 5n),
+    event(utf8.encode('big'), big, 2n ** 63n - 1n),
+  ];
+  const packed = packEvents(evs);
+  assert.deepEqual([...packed.flags], [3, 0, 3, 3]);
+  assert.deepEqual([...packed.keyEnds], [1, 2, 2, 6]);
+  assert.deepEqual([...packed.timestamps], [-3n, 0n, 5n, 2n ** 63n - 1n]);
+  const back = unpackEvents(packed);
+  assert.deepEqual(back[0], { key: utf8.encode('k'), value: utf8.encode('v'), timestamp: -3n });
+  assert.equal(back[1].key, undefined);
+  assert.equal(back[1].timestamp, undefined);
+  assert.deepEqual(back[3].value, big);
+  const out = processBatch(evs, [], (e, o) => {
+    o.emit(e.key, e.value); // the input's timestamp
+    o.emit(undefined, 'text', 99n);
+  });
+  assert.deepEqual(
+    out.filter((_, i) => i % 2 === 0),
+    back,
+  );
+  assert.deepEqual(
+    out.filter((_, i) => i % 2 === 1),
+    new Array(4).fill({ key: undefined, value: utf8.encode('text'), timestamp: 99n }),
+  );
+  // Non-ASCII and long strings.
+  const [e] = processBatch([event(utf8.encode('k'), '')], [], (_, o) => o.emit(undefined, 'é'.repeat(40)));
+  assert.equal(dec.decode(e.value), 'é'.repeat(40));
+  assert.throws(
+    () => processPacked({ ...packEvents([event(undefined, 'a')]), timestamps: new BigInt64Array(0) }, [], () => {}),
+    (e) => e.message.includes('differ in length'),
+  );
+});
+
+test('named outputs', () => {
+  const d = describe({ name: 'f', version: 1 }, ['late', 'odd']);
+  assert.deepEqual(d.outputs, ['late', 'odd']);
+  const each = (e, o) => (dec.decode(e.value) === '1' ? o.emitTo('odd', e.key, e.value) : o.emit(e.key, e.value));
+  const em = copied(processPacked(packEvents(['0', '1', '2'].map((v, i) => event(utf8.encode('a'), v, BigInt(i)))), [], each));
+  assert.deepEqual(em.outputs, [0, 2, 0]);
+  assert.deepEqual(
+    em.events.map((e) => e.timestamp),
+    [0n, 1n, 2n],
+  );
+  // All to the main output: no per-event outputs at all.
+  assert.deepEqual(copied(processPacked(packEvents([event(utf8.encode('a'), '0')]), [], each)).outputs, []);
+  assert.throws(
+    () => processBatch([event(utf8.encode('a'), '')], [], (_, o) => o.emitTo('nope', undefined, '')),
+    (e) => e.message.includes("'nope', which the operator does not declare in describe() (it declares [late, odd])"),
+  );
+  describe({ name: 'f', version: 1 });
+});
+
+test('timers: register, delete, fire with the key current', () => {
+  resetTimers();
+  const seen = new ValueState('timers-seen', U53);
+  clock.now = 5000n;
+  processBatch([event(utf8.encode('a'), '10', 1n), event(utf8.encode('b'), '20', 2n)], [seen], (e, o) => {
+    const t = BigInt(dec.decode(e.value));
+    registerEventTime(t, 7);
+    registerEventTime(t, 7); // the same timer: one
+    registerProcessingTime(processingTime() + 1000n, 1);
+    if (dec.decode(e.key) === 'b') deleteProcessingTime(processingTime() + 1000n, 1);
+    seen.set((seen.get() ?? 0) + 1);
+  });
+  // Runs of registrations and deletions, each one host call, in order.
+  assert.deepEqual(timerCalls, { registerMany: 1, deleteMany: 1 });
+  assert.deepEqual([...pending.values()].map(([k, t, d, g]) => `${dec.decode(k)} ${t} ${d} ${g}`).sort(), [
+    'a 10 event-time 7',
+    'a 6000 processing-time 1',
+    'b 20 event-time 7',
+  ]);
+  const onTimer = (t, o) => {
+    // The timer's key is the current key: its state, its timers.
+    o.emit(t.key, `${t.time},${t.tag},${seen.get()}`);
+    if (dec.decode(t.key) === 'a') registerEventTime(t.time + 100n, 8);
+  };
+  const fired = copied(onTimers(due(15n), [seen], onTimer)).events;
+  assert.deepEqual(fired, [{ key: utf8.encode('a'), value: utf8.encode('10,7,1'), timestamp: 10n }]);
+  assert.ok([...pending.values()].some(([, t, , g]) => t === 110n && g === 8));
+  // A processing-time timer gives no timestamp.
+  const p = copied(onTimers(packTimers([[utf8.encode('a'), 6000n, 'processing-time', 1]]), [seen], onTimer)).events;
+  assert.equal(p[0].timestamp, undefined);
+});
+
+test('timers: the watermark is read once per call; misuse fails; a failed call registers nothing', () => {
+  resetTimers();
+  clock.watermark = 42n;
+  const got = [];
+  processBatch([event(utf8.encode('a'), ''), event(utf8.encode('b'), '')], [], () => got.push(currentWatermark()));
+  assert.deepEqual(got, [42n, 42n]);
+  assert.deepEqual(timerCalls, { currentWatermark: 1 });
+  assert.throws(
+    () => processBatch([event(undefined, '')], [], () => registerEventTime(1)),
+    (e) => e.message.includes('timers used without a current key'),
+  );
+  assert.throws(() =>
+    processBatch([event(utf8.encode('a'), '')], [], () => {
+      registerEventTime(1);
+      throw new Error('boom');
+    }),
+  );
+  assert.equal(pending.size, 0);
+});
+
+/** The Rust SDK's window tests (guest-sdk/src/window.rs), same results. */
+function runWindows(name, spec, steps) {
+  resetTimers();
+  const win = new WindowState(name, spec, COUNT);
+  describe({ name: 'w', version: 1 }, ['late']);
+  const out = [];
+  let late = 0;
+  for (const [events, wm] of steps) {
+    const em = copied(
+      processPacked(
+        packEvents(events.map(([k, t]) => event(utf8.encode(k), '', BigInt(t)))),
+        [win],
+        (e, o) => win.add(e) || o.emitTo('late', e.key, e.value),
+      ),
+    );
+    late += em.outputs.filter((o) => o === 1).length;
+    const fired = copied(
+      onTimers(due(BigInt(wm)), [win], (t, o) => {
+        const r = win.fire(t);
+        if (r) o.emit(t.key, `${r[0].start},${r[0].end},${r[1]}`);
+      }),
+    ).events;
+    for (const e of fired) {
+      assert.notEqual(e.timestamp, undefined);
+      out.push(`${dec.decode(e.key)}:${dec.decode(e.value)}`);
+    }
+  }
+  describe({ name: 'w', version: 1 });
+  return [out, late];
+}
+
+test('windows: tumbling windows fire once when the watermark passes them', () => {
+  const [out, late] = runWindows('tumbling', tumbling(10), [
+    [[['a', 1], ['a', 9], ['b', 12]], 8],
+    [[['a', 3]], 20],
+    [[['a', 4]], 30],
+  ]);
+  assert.deepEqual(out, ['a:0,10,3', 'b:10,20,1']);
+  assert.equal(late, 1);
+  assert.equal(pending.size, 0);
+});
+
+test('windows: sliding windows count an event in each of its windows', () => {
+  const [out] = runWindows('sliding', sliding(10, 5), [[[['a', 7], ['a', 12]], 100]]);
+  assert.deepEqual(out, ['a:0,10,1', 'a:5,15,2', 'a:10,20,1']);
+});
+
+test('windows: sessions merge when an event bridges them', () => {
+  const [out] = runWindows('session', session(5), [
+    [[['a', 0], ['a', 8]], 2],
+    [[['a', 4], ['b', 1]], 100],
+  ]);
+  assert.deepEqual(out, ['b:1,6,1', 'a:0,13,3']);
+  assert.equal(pending.size, 0);
+});
+
+test('windows: allowed lateness fires again, then refuses', () => {
+  const [out, late] = runWindows('lateness', tumbling(10).allowedLateness(5), [
+    [[['a', 1]], 9],
+    [[['a', 2]], 14],
+    [[['a', 3]], 30],
+  ]);
+  assert.deepEqual(out, ['a:0,10,1', 'a:0,10,2']);
+  assert.equal(late, 1);
+  assert.equal(pending.size, 0);
+});
+
+test("windows: the Rust SDK's state bytes and timer tags; an aggregate of your own", () => {
+  resetTimers();
+  const win = new WindowState('a', tumbling(10), COUNT);
+  // FNV-1a of the name; the fire tag even, the cleanup tag odd.
+  assert.deepEqual([win.fireTag, win.cleanupTag], [0xe40c292c, 0xe40c292d]);
+  const k = utf8.encode('k');
+  processBatch([event(k, '', 1n), event(k, '', 2n)], [win], (e) => win.add(e));
+  // postcard Vec<(i64, i64, u64)>: length, zigzag start, zigzag end, count.
+  assert.equal(hex(tables.get('a').get(h('k'))), '01001402');
+  assert.deepEqual([...pending.values()].map(([, t, d, g]) => [t, d, g]), [[9n, 'event-time', 0xe40c292c]]);
+  assert.throws(
+    () => processBatch([event(k, '')], [win], (e) => win.add(e)),
+    (e) => e.message.includes('without a timestamp'),
+  );
+  resetTimers();
+  const sum = new WindowState(
+    'sum',
+    tumbling(10),
+    aggregate(
+      () => [0n, 0n],
+      ([s, n], e) => [s + BigInt(dec.decode(e.value)), n + 1n],
+      ([s, n], [t, m]) => [s + t, n + m],
+      tuple(I64, U64),
+    ),
+  );
+  processBatch([event(k, '5', 1n), event(k, '-2', 3n)], [sum], (e) => sum.add(e));
+  const got = [];
+  onTimers(due(100n), [sum], (t) => got.push(sum.fire(t)));
+  assert.deepEqual(got, [[{ start: 0n, end: 10n }, [3n, 2n]]]);
 });
