@@ -38,6 +38,9 @@ mod imp {
         timers::processing_time()
     }
 
+    pub(crate) fn set_ttl(name: &str, ttl: Option<types::StateTtl>) {
+        state::set_ttl(name, ttl)
+    }
     pub(crate) fn value_get_many(name: &str, keys: &types::Packed) -> types::PackedOptions {
         state::value_get_many(name, keys)
     }
@@ -98,6 +101,43 @@ mod imp {
         pub(crate) watermark: Option<i64>,
         pub(crate) now: i64,
         pub(crate) calls: u64,
+        /// Times to live by state name, and each entry's last refresh.
+        pub(crate) ttls: HashMap<String, types::StateTtl>,
+        pub(crate) refreshed: HashMap<Key, i64>,
+    }
+
+    impl FakeHost {
+        /// The host's semantics of a time to live, simply: before a read
+        /// or a write of `key`, whether its entry expired (it is dropped
+        /// then); after, the refresh.
+        fn touch(&mut self, name: &str, key: &[u8], write: bool) {
+            let Some(ttl) = self.ttls.get(name).copied() else {
+                return;
+            };
+            let now = match ttl.domain {
+                types::TimeDomain::EventTime => self.watermark,
+                types::TimeDomain::ProcessingTime => Some(self.now),
+            };
+            let key = k(name, key);
+            // Refreshed before the first watermark: counts from it.
+            if let (Some(now), Some(&i64::MIN)) = (now, self.refreshed.get(&key)) {
+                self.refreshed.insert(key.clone(), now);
+            }
+            if let (Some(now), Some(at)) = (now, self.refreshed.get(&key))
+                && at.saturating_add(ttl.millis as i64) <= now
+            {
+                self.values.remove(&key);
+                self.lists.remove(&key);
+                self.maps.remove(&key);
+                self.refreshed.remove(&key);
+            }
+            let held = self.values.contains_key(&key)
+                || self.lists.contains_key(&key)
+                || self.maps.contains_key(&key);
+            if held && (write || ttl.refresh == types::TtlRefresh::OnReadAndWrite) {
+                self.refreshed.insert(key, now.unwrap_or(i64::MIN));
+            }
+        }
     }
 
     fn timers_of(t: &types::Timers) -> Vec<(types::TimeDomain, FakeTimer)> {
@@ -158,6 +198,17 @@ mod imp {
         (name.to_string(), key.to_vec())
     }
 
+    pub(crate) fn set_ttl(name: &str, ttl: Option<types::StateTtl>) {
+        with(|h| match ttl {
+            Some(t) => {
+                h.ttls.insert(name.to_string(), t);
+            }
+            None => {
+                h.ttls.remove(name);
+            }
+        })
+    }
+
     pub(crate) fn value_get_many(name: &str, keys: &types::Packed) -> types::PackedOptions {
         with(|h| {
             let mut out = types::PackedOptions {
@@ -166,6 +217,7 @@ mod imp {
                 present: Vec::new(),
             };
             for i in 0..keys.ends.len() {
+                h.touch(name, crate::runtime::item(keys, i), false);
                 let v = h.values.get(&k(name, crate::runtime::item(keys, i)));
                 if let Some(v) = v {
                     out.data.extend_from_slice(v);
@@ -186,20 +238,26 @@ mod imp {
                 } else {
                     h.values.remove(&key);
                 }
+                h.touch(name, crate::runtime::item(keys, i), true);
             }
         })
     }
     pub(crate) fn list_get_many(name: &str, keys: &[Vec<u8>]) -> Vec<Vec<Vec<u8>>> {
         with(|h| {
             keys.iter()
-                .map(|key| h.lists.get(&k(name, key)).cloned().unwrap_or_default())
+                .map(|key| {
+                    h.touch(name, key, false);
+                    h.lists.get(&k(name, key)).cloned().unwrap_or_default()
+                })
                 .collect()
         })
     }
     pub(crate) fn list_append_many(name: &str, items: &[(Vec<u8>, Vec<u8>)]) {
         with(|h| {
             for (key, item) in items {
+                h.touch(name, key, false);
                 h.lists.entry(k(name, key)).or_default().push(item.clone());
+                h.touch(name, key, true);
             }
         })
     }
@@ -211,29 +269,39 @@ mod imp {
                 } else {
                     h.lists.insert(k(name, key), list.clone());
                 }
+                h.touch(name, key, true);
             }
         })
     }
     pub(crate) fn map_get_many(name: &str, keys: &[(Vec<u8>, Vec<u8>)]) -> Vec<Option<Vec<u8>>> {
         with(|h| {
             keys.iter()
-                .map(|(key, mk)| h.maps.get(&k(name, key)).and_then(|m| m.get(mk)).cloned())
+                .map(|(key, mk)| {
+                    h.touch(name, key, false);
+                    h.maps.get(&k(name, key)).and_then(|m| m.get(mk)).cloned()
+                })
                 .collect()
         })
     }
     pub(crate) fn map_put_many(name: &str, entries: &[types::MapEntry]) {
         with(|h| {
             for e in entries {
+                h.touch(name, &e.key, false);
                 let map = h.maps.entry(k(name, &e.key)).or_default();
                 match &e.value {
                     Some(v) => map.insert(e.map_key.clone(), v.clone()),
                     None => map.remove(&e.map_key),
                 };
+                if map.is_empty() {
+                    h.maps.remove(&k(name, &e.key));
+                }
+                h.touch(name, &e.key, true);
             }
         })
     }
     pub(crate) fn map_entries(name: &str, key: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
         with(|h| {
+            h.touch(name, key, false);
             h.maps
                 .get(&k(name, key))
                 .map(|m| m.iter().map(|(a, b)| (a.clone(), b.clone())).collect())

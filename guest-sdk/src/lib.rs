@@ -94,7 +94,7 @@ pub mod bindings {
 }
 
 pub use emit::{Emitter, Event};
-pub use state::{ListState, MapState, ValueState};
+pub use state::{ListState, MapState, StateTtl, ValueState};
 pub use timers::{TimeDomain, Timer, Timers};
 
 use bindings::wrun::operator::types;

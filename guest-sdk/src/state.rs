@@ -16,6 +16,74 @@ use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::rc::Rc;
 
+/// A time to live for a keyed state (Flink's `StateTtlConfig`): an entry
+/// (one key's value, list or map) that was not refreshed for the duration
+/// is expired. The host never returns an expired entry, removes it (when
+/// it is read, and by a cleanup that visits all state bit by bit), and no
+/// checkpoint or savepoint taken after it expired holds it.
+///
+/// ```
+/// # use wrun_guest::{StateTtl, ValueState};
+/// # use std::time::Duration;
+/// // Forget a user a day after their last event.
+/// let last_seen: ValueState<i64> = ValueState::new("last-seen")
+///     .with_ttl(StateTtl::processing_time(Duration::from_secs(86_400)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateTtl {
+    millis: u64,
+    domain: crate::TimeDomain,
+    refresh_on_read: bool,
+}
+
+impl StateTtl {
+    /// Entries expire `ttl` after their last write, by the job's clock.
+    pub fn processing_time(ttl: std::time::Duration) -> StateTtl {
+        StateTtl {
+            millis: (ttl.as_millis() as u64).max(1),
+            domain: crate::TimeDomain::ProcessingTime,
+            refresh_on_read: false,
+        }
+    }
+
+    /// Entries expire once the watermark is `ttl` past their last write
+    /// (writes before the subtask's first watermark count from it).
+    pub fn event_time(ttl: std::time::Duration) -> StateTtl {
+        StateTtl {
+            domain: crate::TimeDomain::EventTime,
+            ..StateTtl::processing_time(ttl)
+        }
+    }
+
+    /// Reads refresh entries too (Flink's `OnReadAndWrite`), not only
+    /// writes.
+    pub fn refresh_on_read(self) -> StateTtl {
+        StateTtl {
+            refresh_on_read: true,
+            ..self
+        }
+    }
+
+    /// Sets this time to live on state `name` with the host.
+    fn set(self, name: &str) {
+        host::set_ttl(
+            name,
+            Some(types::StateTtl {
+                millis: self.millis,
+                domain: match self.domain {
+                    crate::TimeDomain::EventTime => types::TimeDomain::EventTime,
+                    crate::TimeDomain::ProcessingTime => types::TimeDomain::ProcessingTime,
+                },
+                refresh: if self.refresh_on_read {
+                    types::TtlRefresh::OnReadAndWrite
+                } else {
+                    types::TtlRefresh::OnWrite
+                },
+            }),
+        )
+    }
+}
+
 enum Slot<T> {
     /// Not read yet in this batch.
     Unknown,
@@ -70,6 +138,14 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> ValueState<T> {
     /// The state's name.
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// Gives the state a time to live ([`StateTtl`]). Call it where the
+    /// handle is made, in [`Operator::open`](crate::Operator::open): the
+    /// host applies it to restored entries at once.
+    pub fn with_ttl(self, ttl: StateTtl) -> Self {
+        ttl.set(&self.inner.name);
+        self
     }
 
     /// Resets the cache when a new batch started; returns the key index.
@@ -247,6 +323,14 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> ListState<T> {
         }
     }
 
+    /// Gives the state a time to live ([`StateTtl`]). Call it where the
+    /// handle is made, in [`Operator::open`](crate::Operator::open): the
+    /// host applies it to restored entries at once.
+    pub fn with_ttl(self, ttl: StateTtl) -> Self {
+        ttl.set(&self.inner.name);
+        self
+    }
+
     fn enter(&self) -> Result<usize, Error> {
         let (epoch, idx, nkeys) = runtime::current(&self.inner.name)?;
         let fresh = {
@@ -390,6 +474,14 @@ where
             }),
             _key: PhantomData,
         }
+    }
+
+    /// Gives the state a time to live ([`StateTtl`]). Call it where the
+    /// handle is made, in [`Operator::open`](crate::Operator::open): the
+    /// host applies it to restored entries at once.
+    pub fn with_ttl(self, ttl: StateTtl) -> Self {
+        ttl.set(&self.inner.name);
+        self
     }
 
     fn enter(&self) -> Result<u32, Error> {

@@ -201,6 +201,43 @@ mod tests {
         Event::keyed(k, "")
     }
 
+    /// Counts per key with a time to live of 100 ms of processing time.
+    struct Forgetful {
+        count: ValueState<u64>,
+    }
+
+    impl Operator for Forgetful {
+        fn open(_: &Context) -> Result<Self, Error> {
+            let ttl = crate::StateTtl::processing_time(std::time::Duration::from_millis(100));
+            Ok(Forgetful {
+                count: ValueState::new("count").with_ttl(ttl),
+            })
+        }
+        fn process(&mut self, e: Event, out: &mut Emitter) -> Result<(), Error> {
+            let n = self.count.get()?.unwrap_or(0) + 1;
+            self.count.set(&n)?;
+            out.emit(Event::keyed(e.key.unwrap_or_default(), n.to_string()));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn state_with_a_time_to_live_is_forgotten_after_it() {
+        reset();
+        let mut h = Harness::<Forgetful>::open(Context::default()).unwrap();
+        let at = |h: &mut Harness<Forgetful>, now: i64| {
+            h.advance_processing_time(now).unwrap();
+            let out = h.process(vec![ev("a")]).unwrap();
+            String::from_utf8(out[0].value.clone()).unwrap()
+        };
+        assert_eq!(at(&mut h, 0), "1");
+        assert_eq!(at(&mut h, 50), "2");
+        // Refreshed by the write at 50: alive until 150.
+        assert_eq!(at(&mut h, 149), "3");
+        assert_eq!(at(&mut h, 249), "1", "expired at 249, counting afresh");
+        assert_eq!(value::<u64>("count", b"a"), Some(1));
+    }
+
     /// Counts events per key until 10 ms of event time after the key's
     /// first event, then emits the count (late events to "late").
     struct Windowed {

@@ -68,6 +68,11 @@ pub trait OperatorLogic: Send {
     fn snapshot(&mut self, _full: bool) -> Result<Snapshot, SandboxError> {
         Ok(Snapshot::default())
     }
+    /// Removes some expired keyed state (see
+    /// [`OperatorInstance::expire_state`]) as of `watermark` and `now_ms`.
+    fn expire_state(&mut self, _watermark: Option<i64>, _now_ms: i64) -> Result<(), SandboxError> {
+        Ok(())
+    }
 }
 
 impl OperatorLogic for OperatorInstance {
@@ -103,7 +108,13 @@ impl OperatorLogic for OperatorInstance {
     fn restore(&mut self, snapshot: &OperatorSnapshot) -> Result<(), SandboxError> {
         OperatorInstance::restore(self, snapshot)
     }
+    fn expire_state(&mut self, watermark: Option<i64>, now_ms: i64) -> Result<(), SandboxError> {
+        OperatorInstance::set_time(self, watermark, now_ms);
+        OperatorInstance::expire_state(self, Some(EXPIRE_BUDGET)).map(drop)
+    }
     fn snapshot(&mut self, full: bool) -> Result<Snapshot, SandboxError> {
+        // No checkpoint holds an entry that has expired.
+        OperatorInstance::expire_state(self, None)?;
         let state = Some(self.state_mut().snapshot(full));
         Ok(Snapshot {
             state,
@@ -111,6 +122,12 @@ impl OperatorLogic for OperatorInstance {
         })
     }
 }
+
+/// How many refresh times of keyed state with a time to live one cleanup
+/// step looks at, after each batch and when idle: enough that cleanup
+/// outpaces a stream of new keys, little enough to keep a batch's pause
+/// short.
+const EXPIRE_BUDGET: usize = 4096;
 
 /// Counts of one subtask.
 #[derive(Debug, Default, Clone, Copy)]
@@ -224,6 +241,9 @@ impl Loop<'_> {
     /// Fires the timers that are due now (event-time ones up to the
     /// watermark, processing-time ones up to the clock).
     fn fire_timers(&mut self, counts: &mut Counts) -> Result<(), ExecError> {
+        self.logic
+            .expire_state(self.watermark, self.clock.unix_ms())
+            .inspect_err(|e| self.count_trap(e))?;
         if self.logic.pending_timers() == 0 {
             return Ok(());
         }

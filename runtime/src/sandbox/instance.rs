@@ -369,6 +369,22 @@ impl OperatorInstance {
         let d = self.store.data_mut();
         d.watermark = watermark;
         d.now_ms = now_ms;
+        d.state.set_clock(watermark, now_ms);
+    }
+
+    /// Removes expired keyed state (of states with a time to live): about
+    /// `budget` entries' worth, from where the last call stopped, or all
+    /// of it with `None`.
+    pub fn expire_state(&mut self, budget: Option<usize>) -> Result<usize, SandboxError> {
+        let state = &mut self.store.data_mut().state;
+        if !state.has_ttl() {
+            return Ok(0);
+        }
+        state.expire(budget).map_err(|error| SandboxError::State {
+            who: self.who.to_string(),
+            call: "expire",
+            error,
+        })
     }
 
     /// `describe` (0.1: `declared-format`, and no named outputs).
@@ -474,7 +490,18 @@ impl OperatorInstance {
             }
         };
         r.map_err(|e| self.fail("open", e))?
-            .map_err(|m| self.guest_err("open", m))
+            .map_err(|m| self.guest_err("open", m))?;
+        // `open` set the times to live: refresh times of states that have
+        // none now go, and restored entries that expired go at once.
+        let state = &mut self.store.data_mut().state;
+        state
+            .drop_stale_ttl()
+            .map_err(|error| SandboxError::State {
+                who: self.who.to_string(),
+                call: "open",
+                error,
+            })?;
+        self.expire_state(None).map(drop)
     }
 
     /// `process`: one batch in, the main output's events out (the named

@@ -2,8 +2,11 @@
 //! that each key group can be snapshotted and restored on its own.
 
 use super::keygroup::{KeyGroup, KeyGroupRange, key_group_of};
+
+mod ttl;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+pub use ttl::{Refresh, TTL_PREFIX, Ttl};
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -147,7 +150,7 @@ pub enum StateError {
     },
     /// A state name of the host's own.
     #[error(
-        "state '{name}': names starting with 'wrun:' are reserved for the runtime's own state (timers); choose another name"
+        "state '{name}': names starting with 'wrun:' are reserved for the runtime's own state (timers, times to live); choose another name"
     )]
     Reserved {
         /// The state name.
@@ -295,6 +298,8 @@ pub struct KeyedState {
     removed: Vec<Option<Removed>>,
     /// Whether a snapshot was taken yet.
     snapshotted: bool,
+    /// Times to live of states that have one.
+    ttl: ttl::Ttls,
 }
 
 impl KeyedState {
@@ -311,6 +316,7 @@ impl KeyedState {
             epoch: 1,
             removed: vec![Some(Vec::new()); range.len()],
             snapshotted: false,
+            ttl: ttl::Ttls::default(),
         }
     }
 
@@ -455,6 +461,9 @@ impl KeyedState {
         let id = self.names.len();
         self.names.push((name.to_string(), kind));
         self.ids.insert(name.to_string(), id);
+        if self.ttl.declared(name) {
+            self.apply_ttl(id)?;
+        }
         Ok(id)
     }
 
@@ -543,6 +552,9 @@ impl KeyedState {
 
     /// A value state's value.
     pub fn value_get(&mut self, id: usize, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        if self.ttl_read(id, key)? {
+            return Ok(None);
+        }
         match self.table(id, key)? {
             Some(Table::Value(m)) => Ok(m.get(key).map(|v| v.value.to_vec())),
             _ => Ok(None),
@@ -551,6 +563,9 @@ impl KeyedState {
 
     /// A value state's value, borrowed.
     pub fn value_ref(&mut self, id: usize, key: &[u8]) -> Result<Option<&[u8]>, StateError> {
+        if self.ttl_read(id, key)? {
+            return Ok(None);
+        }
         match self.table(id, key)? {
             Some(Table::Value(m)) => Ok(m.get(key).map(|v| v.value.as_slice())),
             _ => Ok(None),
@@ -559,7 +574,7 @@ impl KeyedState {
 
     /// Sets or (with `None`) deletes a value from borrowed bytes; updating
     /// an existing key reuses its allocation.
-    pub fn value_set(
+    fn value_set_raw(
         &mut self,
         id: usize,
         key: &[u8],
@@ -591,7 +606,7 @@ impl KeyedState {
     }
 
     /// Sets or (with `None`) deletes a value.
-    pub fn value_put(
+    fn value_put_raw(
         &mut self,
         id: usize,
         key: Vec<u8>,
@@ -620,6 +635,9 @@ impl KeyedState {
 
     /// A list state's list.
     pub fn list_get(&mut self, id: usize, key: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
+        if self.ttl_read(id, key)? {
+            return Ok(Vec::new());
+        }
         match self.table(id, key)? {
             Some(Table::List(m)) => Ok(m.get(key).map(|e| e.value.clone()).unwrap_or_default()),
             _ => Ok(Vec::new()),
@@ -627,7 +645,7 @@ impl KeyedState {
     }
 
     /// Appends to a list.
-    pub fn list_append(
+    fn list_append_raw(
         &mut self,
         id: usize,
         key: Vec<u8>,
@@ -647,7 +665,7 @@ impl KeyedState {
     }
 
     /// Replaces a list; an empty list deletes it.
-    pub fn list_put(
+    fn list_put_raw(
         &mut self,
         id: usize,
         key: Vec<u8>,
@@ -680,6 +698,9 @@ impl KeyedState {
         map_key: &[u8],
     ) -> Result<Option<Vec<u8>>, StateError> {
         self.check_key(id, map_key, "map key")?;
+        if self.ttl_read(id, key)? {
+            return Ok(None);
+        }
         match self.table(id, key)? {
             Some(Table::Map(m)) => Ok(m.get(key).and_then(|e| e.value.get(map_key)).cloned()),
             _ => Ok(None),
@@ -687,7 +708,7 @@ impl KeyedState {
     }
 
     /// Sets or removes a map entry.
-    pub fn map_put(
+    fn map_put_raw(
         &mut self,
         id: usize,
         key: Vec<u8>,
@@ -731,6 +752,9 @@ impl KeyedState {
 
     /// Every entry of one key's map, ordered by map key.
     pub fn map_entries(&mut self, id: usize, key: &[u8]) -> Result<MapEntries, StateError> {
+        if self.ttl_read(id, key)? {
+            return Ok(Vec::new());
+        }
         match self.table(id, key)? {
             Some(Table::Map(m)) => Ok(m
                 .get(key)
@@ -746,7 +770,7 @@ impl KeyedState {
     }
 
     /// Removes a key's state of one name, whatever its kind.
-    pub fn clear(&mut self, id: usize, key: &[u8]) -> Result<(), StateError> {
+    fn clear_raw(&mut self, id: usize, key: &[u8]) -> Result<(), StateError> {
         let removed = match self.table_for_write(id, key)? {
             Table::Value(m) => m.remove(key).is_some(),
             Table::List(m) => m.remove(key).is_some(),
@@ -756,6 +780,85 @@ impl KeyedState {
             self.note_removed(id, key);
         }
         Ok(())
+    }
+
+    /// Sets or (with `None`) deletes a value from borrowed bytes; updating
+    /// an existing key reuses its allocation.
+    pub fn value_set(
+        &mut self,
+        id: usize,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), StateError> {
+        self.value_set_raw(id, key, value)?;
+        self.ttl_written(id, key)
+    }
+
+    /// Sets or (with `None`) deletes a value.
+    pub fn value_put(
+        &mut self,
+        id: usize,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+    ) -> Result<(), StateError> {
+        if !self.ttl.has(id) {
+            return self.value_put_raw(id, key, value);
+        }
+        self.value_put_raw(id, key.clone(), value)?;
+        self.ttl_written(id, &key)
+    }
+
+    /// Appends to a list.
+    pub fn list_append(
+        &mut self,
+        id: usize,
+        key: Vec<u8>,
+        item: Vec<u8>,
+    ) -> Result<(), StateError> {
+        if !self.ttl.has(id) {
+            return self.list_append_raw(id, key, item);
+        }
+        // Appending to an expired list starts a new one.
+        self.ttl_read(id, &key)?;
+        self.list_append_raw(id, key.clone(), item)?;
+        self.ttl_written(id, &key)
+    }
+
+    /// Replaces a list; an empty list deletes it.
+    pub fn list_put(
+        &mut self,
+        id: usize,
+        key: Vec<u8>,
+        items: Vec<Vec<u8>>,
+    ) -> Result<(), StateError> {
+        if !self.ttl.has(id) {
+            return self.list_put_raw(id, key, items);
+        }
+        self.list_put_raw(id, key.clone(), items)?;
+        self.ttl_written(id, &key)
+    }
+
+    /// Sets or removes a map entry.
+    pub fn map_put(
+        &mut self,
+        id: usize,
+        key: Vec<u8>,
+        map_key: Vec<u8>,
+        value: Option<Vec<u8>>,
+    ) -> Result<(), StateError> {
+        if !self.ttl.has(id) {
+            return self.map_put_raw(id, key, map_key, value);
+        }
+        // A write to an expired map starts a new one.
+        self.ttl_read(id, &key)?;
+        self.map_put_raw(id, key.clone(), map_key, value)?;
+        self.ttl_written(id, &key)
+    }
+
+    /// Removes a key's state of one name, whatever its kind.
+    pub fn clear(&mut self, id: usize, key: &[u8]) -> Result<(), StateError> {
+        self.clear_raw(id, key)?;
+        self.ttl_written(id, key)
     }
 
     /// Per state name, in first-use order: its kind, how many keys hold

@@ -12,8 +12,8 @@ mod snapshot;
 pub mod timers;
 
 pub use backend::{
-    Change, DumpValue, GroupSnapshot, KeyedState, StateError, StateKind, StateLimits,
-    StateSnapshot, StateStats,
+    Change, DumpValue, GroupSnapshot, KeyedState, Refresh, StateError, StateKind, StateLimits,
+    StateSnapshot, StateStats, TTL_PREFIX, Ttl,
 };
 pub use keygroup::{KeyGroup, KeyGroupRange, key_group_of, subtask_for_key_group};
 pub use snapshot::SnapshotError;

@@ -492,3 +492,82 @@ fn a_guest_that_breaks_the_packed_format_fails_with_a_message_and_harms_nothing(
     assert_eq!(read_jsonl(&dir.path().join("out.jsonl")).len(), 3);
     assert_eq!(read_jsonl(&dir.path().join("side.jsonl")).len(), 3);
 }
+
+/// The `timers` guest counting `seen` events per key, with a watermark
+/// after every event (one event per batch, no out-of-orderness), so which
+/// state has expired depends only on the input.
+fn ttl_job(dir: &Path, lines: &[&str], config: &str) -> String {
+    std::fs::write(dir.join("in.jsonl"), lines.join("\n")).unwrap();
+    format!(
+        r#"version = 1
+name = "ttl"
+batch-size = 1
+
+[[source]]
+name = "in"
+kind = "file"
+path = "in.jsonl"
+format = "json"
+key = "/k"
+timestamp = "/ts"
+watermark = {{ out-of-orderness-ms = 0, interval-ms = 0 }}
+
+[[operator]]
+name = "win"
+component = "{}"
+config = {config}
+
+[[sink]]
+name = "out"
+kind = "file"
+path = "out.jsonl"
+
+[[sink]]
+name = "late"
+kind = "discard"
+
+[[edge]]
+from = "in"
+to = "win"
+partition = "hash"
+
+[[edge]]
+from = "win"
+to = "out"
+
+[[edge]]
+from = "win.late"
+to = "late"
+"#,
+        guest("timers")
+    )
+}
+
+#[test]
+fn state_with_a_time_to_live_is_forgotten_once_event_time_passes_it() {
+    let lines = [
+        r#"{"k":"a","ts":0,"c":"seen"}"#,
+        r#"{"k":"a","ts":50,"c":"seen"}"#,
+        // The watermark passes 150: `a`, last written at 50, expires.
+        r#"{"k":"b","ts":1000,"c":"seen"}"#,
+        r#"{"k":"a","ts":1001,"c":"seen"}"#,
+        r#"{"k":"b","ts":1050,"c":"seen"}"#,
+    ];
+    let counts = |config: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        run_in(dir.path(), &ttl_job(dir.path(), &lines, config), None).unwrap();
+        read_jsonl(&dir.path().join("out.jsonl"))
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        counts("{ ttl-ms = 100 }"),
+        ["a,seen,1", "a,seen,2", "b,seen,1", "a,seen,1", "b,seen,2"]
+    );
+    // Without a time to live the count goes on.
+    assert_eq!(
+        counts("{}"),
+        ["a,seen,1", "a,seen,2", "b,seen,1", "a,seen,3", "b,seen,2"]
+    );
+}

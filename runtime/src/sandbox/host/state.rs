@@ -91,7 +91,7 @@ impl<'a> Reply<'a> {
 
 /// Implements `wrun:operator/state` of bindings module `$v`.
 macro_rules! state_host {
-    ($v:ident) => {
+    ($v:ident $(, $($extra:tt)*)?) => {
         mod $v {
             use super::*;
             use crate::sandbox::bindings::$v::wrun::operator::{
@@ -256,10 +256,39 @@ macro_rules! state_host {
                     }
                     Ok(())
                 }
+
+                $($($extra)*)?
             }
         }
     };
 }
 
 state_host!(v1);
-state_host!(v2);
+state_host!(
+    v2,
+    fn set_ttl(
+        &mut self,
+        name: String,
+        ttl: Option<crate::sandbox::bindings::v2::wrun::operator::types::StateTtl>,
+    ) -> wasmtime::Result<()> {
+        use crate::sandbox::bindings::v2::wrun::operator::types::{TimeDomain, TtlRefresh};
+        use crate::state::{Domain, Refresh, Ttl};
+        if crate::state::is_reserved(&name) {
+            return Err(wasmtime::Error::new(StateError::Reserved { name }));
+        }
+        let ttl = ttl.map(|t| Ttl {
+            millis: i64::try_from(t.millis).unwrap_or(i64::MAX),
+            domain: match t.domain {
+                TimeDomain::EventTime => Domain::EventTime,
+                TimeDomain::ProcessingTime => Domain::ProcessingTime,
+            },
+            refresh: match t.refresh {
+                TtlRefresh::OnWrite => Refresh::OnWrite,
+                TtlRefresh::OnReadAndWrite => Refresh::OnReadAndWrite,
+            },
+        });
+        let (watermark, now) = (self.watermark, self.now_ms);
+        self.state.set_clock(watermark, now);
+        Ok(self.state.set_ttl(&name, ttl)?)
+    }
+);

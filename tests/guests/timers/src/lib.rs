@@ -12,12 +12,19 @@
 //! - A value containing `extremes` registers event-time timers at `i64::MIN` (tag 2)
 //!   and `i64::MAX` (tag 3); each emits `key,extreme,<tag>`.
 //! - A value containing `flood` registers `flood` (config, default 1000) timers.
+//! - A value containing `seen` counts the key's `seen` events in value state
+//!   `seen` and emits `key,seen,<count>`; with `ttl-ms` (config) the state
+//!   has that time to live in event time.
 
-use wrun_guest::{Context, Emitter, Error, Event, MapState, Operator, TimeDomain, Timer, Timers};
+use wrun_guest::{
+    Context, Emitter, Error, Event, MapState, Operator, StateTtl, TimeDomain, Timer, Timers,
+    ValueState,
+};
 
 /// The operator.
 pub struct Windows {
     counts: MapState<i64, u64>,
+    seen: ValueState<u64>,
     timers: Timers,
     window: i64,
     flood: i64,
@@ -36,8 +43,13 @@ impl Operator for Windows {
             serde_json::from_slice(&ctx.config).map_err(|e| Error::new(format!("config: {e}")))?;
         let int =
             |name: &str, default: i64| config.get(name).and_then(|v| v.as_i64()).unwrap_or(default);
+        let mut seen = ValueState::new("seen");
+        if let Some(ms) = config.get("ttl-ms").and_then(|v| v.as_u64()) {
+            seen = seen.with_ttl(StateTtl::event_time(std::time::Duration::from_millis(ms)));
+        }
         Ok(Windows {
             counts: MapState::new("counts"),
+            seen,
             timers: Timers::new(),
             window: int("window-ms", 1000).max(1),
             flood: int("flood", 1000),
@@ -47,8 +59,18 @@ impl Operator for Windows {
     fn process(&mut self, event: Event, out: &mut Emitter) -> Result<(), Error> {
         // A command anywhere in the value (a JSON line's value is the line).
         let has = |c: &str| event.value.windows(c.len()).any(|w| w == c.as_bytes());
-        let command = ["ping", "extremes", "flood"].into_iter().find(|c| has(c));
+        let command = ["ping", "extremes", "flood", "seen"]
+            .into_iter()
+            .find(|c| has(c));
         match command {
+            Some("seen") => {
+                let n = self.seen.get()?.unwrap_or(0) + 1;
+                self.seen.set(&n)?;
+                let key = String::from_utf8_lossy(event.key.as_deref().unwrap_or_default());
+                let line = format!("{key},seen,{n}");
+                out.emit(Event::keyed(key.as_bytes(), line));
+                return Ok(());
+            }
             Some("ping") => {
                 let now = self.timers.processing_time();
                 return self.timers.register_processing_time(now + 1000, PING);
