@@ -49,14 +49,14 @@ import {
   mapGetMany,
   mapPutMany,
   mapEntries,
-} from 'wrun:operator/state@0.2.0';
+} from 'wrun:operator/state@0.2.1';
 import {
   registerMany,
   deleteMany,
   currentWatermark as hostWatermark,
   processingTime as hostProcessingTime,
-} from 'wrun:operator/timers@0.2.0';
-import { log } from 'wrun:operator/log@0.2.0';
+} from 'wrun:operator/timers@0.2.1';
+import { log } from 'wrun:operator/log@0.2.1';
 
 /**
  * An event of a batch. Its fields are read from the batch when asked for.

@@ -105,10 +105,10 @@ fn walk(dir: &Path, depth: u32, out: &mut Vec<Spec>) -> Result<()> {
     Ok(())
 }
 
-/// The WIT the Python, JavaScript and C guests are built against: they are
-/// still on `wrun:operator@0.1.0`, which the runtime keeps running beside
-/// 0.2.0 (the Rust SDK's).
-const OTHER_LANGUAGES_WIT: &str = "wit/0.1.0";
+/// The WIT the Python, JavaScript and C guests are built against:
+/// `wrun:operator@0.2.0`, as the Rust SDK (`wit/0.1.0/`, which the runtime
+/// still runs, is not read: wit-parser reads the directory's own files).
+const OTHER_LANGUAGES_WIT: &str = "wit";
 
 fn toolchains_dir() -> PathBuf {
     crate::machine_cache().join("tools")

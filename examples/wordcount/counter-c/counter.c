@@ -4,11 +4,14 @@
 // text. State format `wordcount/1`, the same bytes as the Rust, Python and
 // JavaScript counters.
 //
-// Per batch: one `value-get-many` for the batch's distinct keys, one
-// `value-put-many` with their new counts. Ownership follows wit-bindgen's
-// C bindings: the batch belongs to this code (its keys move into the
-// events returned), results of host calls are freed here, and what is
-// returned is freed by the bindings after the call.
+// On `wrun:operator@0.2.0`: a batch arrives packed (every event's key and
+// value bytes in one buffer, offsets and flags in flat lists) and the
+// output is returned packed the same way. Per batch: one `value-get-many`
+// for the batch's distinct keys, one `value-put-many` with their new
+// counts. Ownership follows wit-bindgen's C bindings: the batch belongs to
+// this code (its flags and timestamps move into the events returned),
+// results of host calls are freed here, and what is returned is freed by
+// the bindings after the call.
 
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +21,13 @@
 static const char *FORMAT = "wordcount";
 static const uint32_t VERSION = 1;
 static const char *STATE = "count";
+
+// With `config = { final = true }`, every word also gets an event-time
+// timer at the end of time (i64::MAX: it fires once the final watermark
+// of bounded input passes, before `close`), which emits `final <count>`
+// for the word: a timer shown directly, off by default so the counter's
+// output is the same as in every other language.
+static bool final_counts = false;
 
 static void fail(exports_wrun_operator_handler_error_t *err, const char *msg) {
   operator_string_dup(&err->message, msg);
@@ -43,15 +53,21 @@ static void append(char *buf, size_t cap, size_t *at, const char *s, size_t len)
   buf[*at] = 0;
 }
 
-void exports_wrun_operator_handler_declared_format(
-    exports_wrun_operator_handler_state_format_t *ret) {
-  operator_string_dup(&ret->name, FORMAT);
-  ret->version = VERSION;
+// What the module is: its state format, and no named outputs.
+void exports_wrun_operator_handler_describe(exports_wrun_operator_handler_description_t *ret) {
+  operator_string_dup(&ret->format.name, FORMAT);
+  ret->format.version = VERSION;
+  ret->outputs.ptr = NULL;
+  ret->outputs.len = 0;
 }
 
 bool exports_wrun_operator_handler_open(exports_wrun_operator_handler_context_t *ctx,
                                         exports_wrun_operator_handler_error_t *err) {
   bool ok = true;
+  const char *want = "\"final\":true";
+  size_t wl = strlen(want);
+  for (size_t i = 0; i + wl <= ctx->config.len; i++)
+    if (memcmp(ctx->config.ptr + i, want, wl) == 0) final_counts = true;
   if (ctx->restored_format.is_some) {
     wrun_operator_types_state_format_t *f = &ctx->restored_format.val;
     if (f->version != VERSION || f->name.len != strlen(FORMAT) ||
@@ -110,16 +126,29 @@ static bool get_varint(const uint8_t *p, size_t len, uint64_t *out) {
   return false;
 }
 
-bool exports_wrun_operator_handler_process(exports_wrun_operator_handler_list_event_t *batch,
-                                           exports_wrun_operator_handler_list_event_t *ret,
+// Moves the list `from` into `to` (ownership and all) and empties `from`.
+#define MOVE_LIST(to, from) \
+  do {                      \
+    (to) = (from);          \
+    (from).ptr = NULL;      \
+    (from).len = 0;         \
+  } while (0)
+
+bool exports_wrun_operator_handler_process(exports_wrun_operator_handler_events_t *batch,
+                                           exports_wrun_operator_handler_emitted_t *ret,
                                            exports_wrun_operator_handler_error_t *err) {
-  size_t n = batch->len;
-  ret->ptr = NULL;
-  ret->len = 0;
+  size_t n = batch->key_ends.len;
+  memset(ret, 0, sizeof *ret);
   if (n == 0) {
-    exports_wrun_operator_handler_list_event_free(batch);
+    wrun_operator_types_events_free(batch);
     return true;
   }
+  if (batch->value_ends.len != n || batch->flags.len != n || batch->timestamps.len != n) {
+    fail(err, "the host sent a packed batch whose lists differ in length");
+    wrun_operator_types_events_free(batch);
+    return false;
+  }
+  const uint8_t *data = batch->data.ptr;
   size_t cap = 16;
   while (cap < 2 * n) cap <<= 1;
   entry_t *table = malloc(cap * sizeof *table);
@@ -128,19 +157,19 @@ bool exports_wrun_operator_handler_process(exports_wrun_operator_handler_list_ev
   uint32_t *key_ends = malloc(n * sizeof *key_ends);
   uint64_t *counts = malloc(n * sizeof *counts);
   for (size_t i = 0; i < cap; i++) table[i].slot = UINT32_MAX;
-  size_t distinct = 0, key_bytes = 0;
+  size_t distinct = 0, key_bytes = 0, all_key_bytes = 0;
   bool ok = true;
-  for (size_t i = 0; i < n; i++) {
-    exports_wrun_operator_handler_event_t *ev = &batch->ptr[i];
-    if (!ev->key.is_some) {
+  for (size_t i = 0, start = 0; i < n; start = batch->value_ends.ptr[i], i++) {
+    if (!(batch->flags.ptr[i] & 1)) {
       fail(err,
            "keyed state 'count' used without a current key: keyed state is only available "
            "inside process() for an event that has a key");
       ok = false;
       break;
     }
-    const uint8_t *k = ev->key.val.ptr;
-    size_t kl = ev->key.val.len;
+    const uint8_t *k = data + start;
+    size_t kl = batch->key_ends.ptr[i] - start;
+    all_key_bytes += kl;
     size_t at = hash(k, kl) & (cap - 1);
     while (table[at].slot != UINT32_MAX &&
            !(table[at].len == kl && memcmp(table[at].ptr, k, kl) == 0))
@@ -158,9 +187,11 @@ bool exports_wrun_operator_handler_process(exports_wrun_operator_handler_list_ev
   if (ok) {
     keys = malloc(key_bytes ? key_bytes : 1);
     for (size_t d = 0, off = 0; d < distinct; d++) {
-      exports_wrun_operator_handler_event_t *ev = &batch->ptr[first[d]];
-      memcpy(keys + off, ev->key.val.ptr, ev->key.val.len);
-      off += ev->key.val.len;
+      uint32_t i = first[d];
+      size_t start = i ? batch->value_ends.ptr[i - 1] : 0;
+      size_t kl = batch->key_ends.ptr[i] - start;
+      memcpy(keys + off, data + start, kl);
+      off += kl;
     }
     operator_string_t name;
     operator_string_set(&name, STATE);
@@ -183,21 +214,26 @@ bool exports_wrun_operator_handler_process(exports_wrun_operator_handler_list_ev
     }
     wrun_operator_state_packed_options_free(&got);
     if (ok) {
-      // The events out: each input event's key moves into its output.
-      ret->ptr = malloc(n * sizeof *ret->ptr);
-      ret->len = n;
-      for (size_t i = 0; i < n; i++) {
-        exports_wrun_operator_handler_event_t *ev = &batch->ptr[i];
-        uint64_t c = ++counts[slot_of[i]];
-        char text[20];
-        size_t len = decimal(c, text);
-        uint8_t *value = malloc(len);
-        memcpy(value, text, len);
-        ret->ptr[i].key = ev->key;
-        ev->key.is_some = false;
-        ret->ptr[i].value = (operator_list_u8_t){value, len};
-        ret->ptr[i].timestamp = ev->timestamp;
+      // The events out, packed: each input event's key, then its count in
+      // decimal. Flags (key, timestamp) and timestamps are the input's:
+      // their lists move into the output as they are.
+      wrun_operator_types_events_t *out = &ret->events;
+      out->data.ptr = malloc(all_key_bytes + 20 * n);
+      out->key_ends.ptr = malloc(n * sizeof(uint32_t));
+      out->value_ends.ptr = malloc(n * sizeof(uint32_t));
+      out->data.len = out->key_ends.len = out->value_ends.len = n;
+      size_t at = 0;
+      for (size_t i = 0, start = 0; i < n; start = batch->value_ends.ptr[i], i++) {
+        size_t kl = batch->key_ends.ptr[i] - start;
+        memcpy(out->data.ptr + at, data + start, kl);
+        at += kl;
+        out->key_ends.ptr[i] = (uint32_t)at;
+        at += decimal(++counts[slot_of[i]], (char *)out->data.ptr + at);
+        out->value_ends.ptr[i] = (uint32_t)at;
       }
+      out->data.len = at;
+      MOVE_LIST(out->flags, batch->flags);
+      MOVE_LIST(out->timestamps, batch->timestamps);
       uint8_t *values = malloc(distinct * 10);
       uint32_t *value_ends = malloc(distinct * sizeof *value_ends);
       bool *present = malloc(distinct * sizeof *present);
@@ -213,6 +249,23 @@ bool exports_wrun_operator_handler_process(exports_wrun_operator_handler_list_ev
       free(values);
       free(value_ends);
       free(present);
+      if (final_counts) {
+        // One timer per distinct key, all in one host call; registering
+        // it again in later batches changes nothing.
+        int64_t *times = malloc(distinct * sizeof *times);
+        wrun_operator_types_time_domain_t *domains = malloc(distinct * sizeof *domains);
+        uint32_t *tags = calloc(distinct, sizeof *tags);
+        for (size_t d = 0; d < distinct; d++) {
+          times[d] = INT64_MAX;
+          domains[d] = WRUN_OPERATOR_TYPES_TIME_DOMAIN_EVENT_TIME;
+        }
+        wrun_operator_timers_timers_t timers = {
+            packed, {times, distinct}, {domains, distinct}, {tags, distinct}};
+        wrun_operator_timers_register_many(&timers);
+        free(times);
+        free(domains);
+        free(tags);
+      }
     }
   }
   free(keys);
@@ -221,15 +274,72 @@ bool exports_wrun_operator_handler_process(exports_wrun_operator_handler_list_ev
   free(first);
   free(key_ends);
   free(counts);
-  exports_wrun_operator_handler_list_event_free(batch);
+  wrun_operator_types_events_free(batch);
   return ok;
 }
 
-bool exports_wrun_operator_handler_close(exports_wrun_operator_handler_list_event_t *ret,
+// Fired timers (with `final = true`): each is a word at the end of
+// time; emits `final <count>` for it, its count read for all the fired
+// words with one `value-get-many`.
+bool exports_wrun_operator_handler_on_timers(exports_wrun_operator_handler_timers_t *fired,
+                                             exports_wrun_operator_handler_emitted_t *ret,
+                                             exports_wrun_operator_handler_error_t *err) {
+  memset(ret, 0, sizeof *ret);
+  size_t n = fired->keys.ends.len;
+  bool ok = true;
+  if (n == 0) {
+    wrun_operator_types_timers_free(fired);
+    return true;
+  }
+  operator_string_t name;
+  operator_string_set(&name, STATE);
+  wrun_operator_state_packed_options_t got;
+  wrun_operator_state_value_get_many(&name, &fired->keys, &got);
+  if (got.ends.len != n) {
+    fail(err, "value state 'count': the host returned another number of values than keys");
+    ok = false;
+  }
+  wrun_operator_types_events_t *out = &ret->events;
+  if (ok) {
+    const char *prefix = "final ";
+    size_t pl = strlen(prefix);
+    out->data.ptr = malloc(fired->keys.data.len + (pl + 20) * n);
+    out->key_ends.ptr = malloc(n * sizeof(uint32_t));
+    out->value_ends.ptr = malloc(n * sizeof(uint32_t));
+    out->flags.ptr = malloc(n);
+    out->timestamps.ptr = calloc(n, sizeof(int64_t));
+    out->key_ends.len = out->value_ends.len = out->flags.len = out->timestamps.len = n;
+    size_t at = 0;
+    for (size_t i = 0, kstart = 0, vstart = 0; i < n; i++) {
+      size_t kend = fired->keys.ends.ptr[i], vend = got.ends.ptr[i];
+      uint64_t count = 0;
+      if (got.present.ptr[i] && !get_varint(got.data.ptr + vstart, vend - vstart, &count)) {
+        fail(err, "value state 'count': cannot decode state value: bad u64 varint");
+        ok = false;
+        break;
+      }
+      memcpy(out->data.ptr + at, fired->keys.data.ptr + kstart, kend - kstart);
+      at += kend - kstart;
+      out->key_ends.ptr[i] = (uint32_t)at;
+      memcpy(out->data.ptr + at, prefix, pl);
+      at += pl;
+      at += decimal(count, (char *)out->data.ptr + at);
+      out->value_ends.ptr[i] = (uint32_t)at;
+      out->flags.ptr[i] = 1;  // a key, no timestamp
+      kstart = kend;
+      vstart = vend;
+    }
+    out->data.len = at;
+  }
+  wrun_operator_state_packed_options_free(&got);
+  wrun_operator_types_timers_free(fired);
+  return ok;
+}
+
+bool exports_wrun_operator_handler_close(exports_wrun_operator_handler_emitted_t *ret,
                                          exports_wrun_operator_handler_error_t *err) {
   (void)err;
-  ret->ptr = NULL;
-  ret->len = 0;
+  memset(ret, 0, sizeof *ret);
   return true;
 }
 

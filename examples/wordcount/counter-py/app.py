@@ -7,28 +7,26 @@ State format `wordcount/1`, the same bytes as the Rust counter
 language and resumed in another.
 """
 
-from typing import List
-
 import wrun_guest as w
 from wit_world import exports
-from wit_world.imports.types import Context, Event, StateFormat
+from wit_world.imports.types import Context, Emitted, Events, StateFormat
 
 FORMAT = StateFormat("wordcount", 1)
 COUNT = w.ValueState("count", w.U64)
 
 
-def count(event: Event, emit) -> None:
+def count(event: w.Event, out: w.Emitter) -> None:
     n = (COUNT.get() or 0) + 1
     COUNT.set(n)
-    emit(w.event(event.key, str(n).encode(), event.timestamp))
+    out.emit(event.key, str(n).encode())  # with the event's timestamp
 
 
 class Handler(w.Defaults, exports.Handler):
-    def declared_format(self) -> StateFormat:
-        return FORMAT
+    def describe(self):
+        return w.describe(FORMAT)
 
     def open(self, ctx: Context) -> None:
         w.check_format(ctx, FORMAT)
 
-    def process(self, batch: List[Event]) -> List[Event]:
+    def process(self, batch: Events) -> Emitted:
         return w.process(batch, [COUNT], count)

@@ -1,19 +1,19 @@
 // List and map keyed state in JavaScript: the twin of tests/guests/kinds
 // (Rust), same logic, same state bytes. See that crate for what it emits.
 
-import { ListState, MapState, STR, U64, event, processBatch } from 'wrun';
+import { ListState, MapState, STR, U64, describe, emitted, processBatch } from 'wrun';
 
 const recentState = new ListState('recent', STR);
 const digits = new MapState('digits', STR, U64);
 const text = new TextDecoder();
 
 export const handler = {
-  declaredFormat() {
-    return { name: 'kinds', version: 1 };
+  describe() {
+    return describe({ name: 'kinds', version: 1 });
   },
   open(_ctx) {},
   process(batch) {
-    return processBatch(batch, [recentState, digits], (ev, emit) => {
+    return processBatch(batch, [recentState, digits], (ev, out) => {
       const value = text.decode(ev.value);
       recentState.add(value);
       let recent = recentState.get();
@@ -24,11 +24,14 @@ export const handler = {
       const digit = 'd' + (value.length ? value[value.length - 1] : '-');
       digits.insert(digit, (digits.get(digit) ?? 0n) + 1n);
       const entries = digits.entries().map(([k, v]) => `${k}=${v}`).join('|');
-      emit(event(ev.key, `${recent.join(',')} ${entries}`, ev.timestamp));
+      out.emit(ev.key, `${recent.join(',')} ${entries}`);
     });
   },
+  onTimers(_fired) {
+    return emitted();
+  },
   close() {
-    return [];
+    return emitted();
   },
   snapshot() {
     return undefined;

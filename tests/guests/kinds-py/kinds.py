@@ -1,18 +1,16 @@
 """List and map keyed state in Python: the twin of tests/guests/kinds
 (Rust), same logic, same state bytes. See that crate for what it emits."""
 
-from typing import List
-
 import wrun_guest as w
 from wit_world import exports
-from wit_world.imports.types import Event, StateFormat
+from wit_world.imports.types import Emitted, Events, StateFormat
 
 RECENT = w.ListState("recent", w.STR)
 DIGITS = w.MapState("digits", w.STR, w.U64)
 
 
-def each(event: Event, emit) -> None:
-    value = bytes(event.value).decode("utf-8", "replace")
+def each(event: w.Event, out: w.Emitter) -> None:
+    value = event.value.decode("utf-8", "replace")
     RECENT.add(value)
     recent = RECENT.get()
     if len(recent) > 3:
@@ -21,12 +19,12 @@ def each(event: Event, emit) -> None:
     digit = "d" + (value[-1] if value else "-")
     DIGITS.insert(digit, (DIGITS.get(digit) or 0) + 1)
     entries = "|".join(f"{k}={v}" for k, v in DIGITS.entries())
-    emit(w.event(event.key, f"{','.join(recent)} {entries}".encode(), event.timestamp))
+    out.emit(event.key, f"{','.join(recent)} {entries}")
 
 
 class Handler(w.Defaults, exports.Handler):
-    def declared_format(self) -> StateFormat:
-        return StateFormat("kinds", 1)
+    def describe(self):
+        return w.describe(StateFormat("kinds", 1))
 
-    def process(self, batch: List[Event]) -> List[Event]:
+    def process(self, batch: Events) -> Emitted:
         return w.process(batch, [RECENT, DIGITS], each)

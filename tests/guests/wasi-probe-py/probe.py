@@ -10,11 +10,9 @@ connected>` (a TCP connection to 127.0.0.1 at the port its config names,
 
 import json
 import os
-from typing import List
-
 import wrun_guest as w
 from wit_world import exports
-from wit_world.imports.types import Event, StateFormat
+from wit_world.imports.types import Emitted, Events, StateFormat
 
 _first = [True]
 _port = [22]
@@ -40,23 +38,23 @@ class Handler(w.Defaults, exports.Handler):
         config = json.loads(bytes(ctx.config) or b"{}")
         _port[0] = int(config.get("port", 22))
 
-    def declared_format(self) -> StateFormat:
-        return StateFormat("wasi-probe", 1)
+    def describe(self):
+        return w.describe(StateFormat("wasi-probe", 1))
 
-    def process(self, batch: List[Event]) -> List[Event]:
-        out = []
-        if _first[0]:
-            _first[0] = False
-            out.append(Event(b"env", str(len(os.environ)).encode(), None))
-            out.append(Event(b"cwd-list", _try(lambda: os.listdir(".")).encode(), None))
-            out.append(Event(b"root-list", _try(lambda: os.listdir("/")).encode(), None))
-            out.append(Event(b"net", _try(_connect).encode(), None))
-        for ev in batch:
-            path = bytes(ev.value).decode()
+    def process(self, batch: Events) -> Emitted:
+        def each(ev, out):
+            if _first[0]:
+                _first[0] = False
+                out.emit(b"env", str(len(os.environ)))
+                out.emit(b"cwd-list", _try(lambda: os.listdir(".")))
+                out.emit(b"root-list", _try(lambda: os.listdir("/")))
+                out.emit(b"net", _try(_connect))
+            path = ev.value.decode()
             try:
                 with open(path, "rb") as f:
                     data = f.read()
-                out.append(Event(b"read", f"{path}: {data!r}".encode(), None))
+                out.emit(b"read", f"{path}: {data!r}")
             except Exception as e:  # noqa: BLE001
-                out.append(Event(b"denied", f"{path}: {type(e).__name__}: {e}".encode(), None))
-        return out
+                out.emit(b"denied", f"{path}: {type(e).__name__}: {e}")
+
+        return w.process(batch, [], each)
