@@ -46,8 +46,9 @@ impl StateTtl {
         }
     }
 
-    /// Entries expire once the watermark is `ttl` past their last write
-    /// (writes before the subtask's first watermark count from it).
+    /// Entries expire once the watermark is `ttl` past the watermark at
+    /// their last write (writes before the subtask's first watermark count
+    /// from it).
     pub fn event_time(ttl: std::time::Duration) -> StateTtl {
         StateTtl {
             domain: crate::TimeDomain::EventTime,

@@ -501,7 +501,8 @@ fn ttl_job(dir: &Path, lines: &[&str], config: &str) -> String {
     format!(
         r#"version = 1
 name = "ttl"
-batch-size = 1
+[batch]
+size = 1
 
 [[source]]
 name = "in"
@@ -545,13 +546,20 @@ to = "late"
 
 #[test]
 fn state_with_a_time_to_live_is_forgotten_once_event_time_passes_it() {
+    // A refresh in event time is stamped with the watermark then: the
+    // watermark before each line is the previous line's time - 1.
     let lines = [
         r#"{"k":"a","ts":0,"c":"seen"}"#,
+        // Refreshed at -1: expires once the watermark reaches 99.
         r#"{"k":"a","ts":50,"c":"seen"}"#,
-        // The watermark passes 150: `a`, last written at 50, expires.
+        // Written at 49: expires at 149.
         r#"{"k":"b","ts":1000,"c":"seen"}"#,
+        // The watermark is 999: `a` and `b` have expired.
         r#"{"k":"a","ts":1001,"c":"seen"}"#,
         r#"{"k":"b","ts":1050,"c":"seen"}"#,
+        // Written at 1049, read at 1099: still there.
+        r#"{"k":"c","ts":1100,"c":"seen"}"#,
+        r#"{"k":"c","ts":1150,"c":"seen"}"#,
     ];
     let counts = |config: &str| {
         let dir = tempfile::tempdir().unwrap();
@@ -563,11 +571,15 @@ fn state_with_a_time_to_live_is_forgotten_once_event_time_passes_it() {
     };
     assert_eq!(
         counts("{ ttl-ms = 100 }"),
-        ["a,seen,1", "a,seen,2", "b,seen,1", "a,seen,1", "b,seen,2"]
+        [
+            "a,seen,1", "a,seen,2", "b,seen,1", "a,seen,1", "b,seen,1", "c,seen,1", "c,seen,2"
+        ]
     );
     // Without a time to live the count goes on.
     assert_eq!(
         counts("{}"),
-        ["a,seen,1", "a,seen,2", "b,seen,1", "a,seen,3", "b,seen,2"]
+        [
+            "a,seen,1", "a,seen,2", "b,seen,1", "a,seen,3", "b,seen,2", "c,seen,1", "c,seen,2"
+        ]
     );
 }
