@@ -4,7 +4,7 @@
 //! language-neutral bytes); WASI grants a guest nothing.
 
 use crate::common::*;
-use crate::savepoint::{counts, data, job, savepoint_once_running, start, stop};
+use crate::savepoint::{counts, data, job, savepoint_beyond, savepoint_once_running, start, stop};
 use std::path::Path;
 use wrun::exec::{RunOptions, StopMode};
 
@@ -129,9 +129,9 @@ fn hops_to_savepoints(
 
 /// A savepoint of the Rust counter resumes in Python, whose savepoint
 /// resumes in JavaScript, then C, then Rust again (each at another
-/// parallelism): every key's counts continue, each exactly once. Rust is
-/// on `wrun:operator@0.2.0` and the others on 0.1.0, so this swaps a
-/// module for one of the other contract version under one uid both ways.
+/// parallelism): every key's counts continue, each exactly once. State is
+/// language-neutral bytes: every counter is on `wrun:operator@0.2.0`, each
+/// built by its own language's toolchain and helper.
 #[test]
 fn a_rust_savepoint_resumes_in_python_then_javascript_then_c_then_rust() {
     let dir = tempfile::tempdir().unwrap();
@@ -332,4 +332,222 @@ fn list_and_map_state_are_the_same_in_every_language() {
         sorted_lines(&dir.path().join("out.jsonl")) == golden,
         "Rust → Python → JavaScript across savepoints differs from an uninterrupted run"
     );
+}
+
+/// The clicks example (examples/clicks: session and tumbling windows over
+/// out-of-order clicks, late clicks to a named output) with its Rust
+/// windows replaced by the Python and by the JavaScript twin
+/// (tests/guests/clicks-py, clicks-js: the helpers' `WindowState`) gives
+/// the example's golden output, at parallelism 1 and 3.
+#[test]
+fn windows_in_python_and_javascript_give_the_rust_windows_golden_output() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/clicks");
+    let input = std::fs::read_to_string(example.join("clicks.jsonl")).unwrap();
+    let manifest = std::fs::read_to_string(example.join("job.toml")).unwrap();
+    for twin in ["clicks-windows-py", "clicks-windows-js"] {
+        for parallelism in [1, 3] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("clicks.jsonl"), &input).unwrap();
+            let toml = manifest.replace("../../target/guests/clicks-windows.wasm", guest(twin));
+            run_in(dir.path(), &toml, Some(parallelism))
+                .unwrap_or_else(|e| panic!("{twin}: {}", chain(&e)));
+            for name in ["sessions", "per-minute", "late"] {
+                assert_eq!(
+                    sorted_lines(&dir.path().join(format!("out/{name}.jsonl"))),
+                    sorted_lines(&example.join(format!("golden/{name}.jsonl"))),
+                    "{twin}: {name} at parallelism {parallelism}"
+                );
+            }
+        }
+    }
+}
+
+/// A generator of `count` keyed events in event time (1,000 a second, 200
+/// ms out of order, 20 keys) into `component` (a clicks windows operator,
+/// tumbling 1 s windows, uid `win`), its results into `out.jsonl` and its
+/// late events into `late.jsonl`.
+fn windows_job(component: &str, parallelism: u32, count: u64, rate: Option<u64>) -> String {
+    let rate = rate.map(|r| format!("rate = {r}")).unwrap_or_default();
+    format!(
+        r#"version = 1
+name = "windows"
+max-parallelism = 16
+
+[batch]
+size = 64
+
+[[source]]
+name = "gen"
+kind = "generator"
+count = {count}
+keys = 20
+events-per-second = 1000
+out-of-orderness-ms = 200
+watermark = {{ out-of-orderness-ms = 200, interval-ms = 20 }}
+{rate}
+
+[[operator]]
+name = "win"
+uid = "win"
+parallelism = {parallelism}
+component = "{component}"
+config = {{ window = "tumbling", size-ms = 1000 }}
+
+[[sink]]
+name = "out"
+kind = "file"
+path = "out.jsonl"
+
+[[sink]]
+name = "late"
+kind = "file"
+path = "late.jsonl"
+
+[[edge]]
+from = "gen"
+to = "win"
+partition = "hash"
+
+[[edge]]
+from = "win"
+to = "out"
+
+[[edge]]
+from = "win.late"
+to = "late"
+"#,
+        component = guest(component),
+    )
+}
+
+/// Window results, sorted: (key, JSON line).
+fn window_lines(out: &Path) -> Vec<(String, String)> {
+    let mut w = read_jsonl(out);
+    w.sort();
+    w
+}
+
+/// Timers are host-owned keyed state: a windowed job stopped with a
+/// savepoint while its Python operator has windows open (pending
+/// event-time timers the Python helper registered) resumes with the
+/// JavaScript twin, which fires them, is stopped again with windows open
+/// and resumes with the Rust one: every window is emitted exactly once,
+/// with the count of an uninterrupted Rust run. The three keep the same
+/// window state bytes and timer tags.
+#[test]
+fn pending_timers_of_python_fire_in_javascript_then_rust_after_savepoints() {
+    let total = 30_000;
+    let golden = tempfile::tempdir().unwrap();
+    run_in(
+        golden.path(),
+        &windows_job("clicks-windows", 1, total, None),
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{}", chain(&e)));
+    let want = window_lines(&golden.path().join("out.jsonl"));
+    assert!(want.len() >= 30 * 20, "{}", want.len());
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = data(dir.path());
+    let mut restore: Option<wrun::checkpoint::CheckpointManifest> = None;
+    let mut before = 0;
+    for (component, parallelism) in [("clicks-windows-py", 2), ("clicks-windows-js", 1)] {
+        // Each hop reads 3 s of event time (3,000 events) before its
+        // savepoint, so windows close in it, and stops with others open.
+        let past: Vec<_> = match &restore {
+            Some(cp) => cp.sources.clone(),
+            None => vec![wrun::checkpoint::SourcePosition {
+                vertex: "gen".into(),
+                subtask: 0,
+                position: 0,
+                splits: Vec::new(),
+            }],
+        }
+        .into_iter()
+        .map(|mut p| {
+            p.position += 3_000;
+            p
+        })
+        .collect();
+        let run = start(
+            dir.path(),
+            &windows_job(component, parallelism, total, Some(6_000)),
+            &d,
+            RunOptions {
+                restore: restore.take(),
+                ..RunOptions::default()
+            },
+        );
+        savepoint_beyond(&run.control, None, &past);
+        let sp = stop(&run.control, StopMode::Suspend);
+        run.join().unwrap();
+        let now = window_lines(&dir.path().join("out.jsonl")).len();
+        assert!(now > before, "{component} fired no window");
+        before = now;
+        // The savepoint holds the windows still open, as timers.
+        let out = ok(dir.path(), &["savepoint", "inspect", &sp.id]);
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("timers"))
+            .unwrap_or_else(|| panic!("{component}: no timers in:\n{out}"));
+        let pending: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(pending > 0, "{component}: {line}");
+        restore = Some(sp.checkpoint);
+    }
+    start(
+        dir.path(),
+        &windows_job("clicks-windows", 3, total, None),
+        &d,
+        RunOptions {
+            restore,
+            ..RunOptions::default()
+        },
+    )
+    .join()
+    .unwrap();
+    let got = window_lines(&dir.path().join("out.jsonl"));
+    assert!(
+        got == want,
+        "Python → JavaScript → Rust windows differ from an uninterrupted Rust run ({} against {} results)",
+        got.len(),
+        want.len()
+    );
+    assert!(read_jsonl(&dir.path().join("late.jsonl")).is_empty());
+}
+
+/// The C counter with `config = { final = true }` registers an event-time
+/// timer per word at the end of time, with one `register-many` per
+/// batch: at the end of the input every one fires once (at parallelism 3,
+/// in the subtask that owns its word) and emits the word's final count,
+/// read from its keyed state in `on-timers`; the counts are the golden
+/// output's.
+#[test]
+fn the_c_counter_fires_a_timer_per_word_at_the_end_of_input() {
+    let golden = sorted_lines(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wordcount/golden.jsonl"),
+    );
+    let mut last = std::collections::BTreeMap::new();
+    for l in &golden {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let n: u64 = v["value"].as_str().unwrap().parse().unwrap();
+        let e = last
+            .entry(v["key"].as_str().unwrap().to_string())
+            .or_insert(0);
+        *e = n.max(*e);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let toml = wordcount("wordcount-counter-c", 3).replace(
+        "uid = \"word-counter\"",
+        "uid = \"word-counter\"\nconfig = { final = true }",
+    );
+    run_in(dir.path(), &toml, None).unwrap_or_else(|e| panic!("{}", chain(&e)));
+    let out = read_jsonl(&dir.path().join("out.jsonl"));
+    let (finals, counts): (Vec<_>, Vec<_>) =
+        out.into_iter().partition(|(_, v)| v.starts_with("final "));
+    assert_eq!(counts.len(), golden.len());
+    let finals: std::collections::BTreeMap<String, u64> = finals
+        .into_iter()
+        .map(|(k, v)| (k, v["final ".len()..].parse().unwrap()))
+        .collect();
+    assert_eq!(finals, last);
 }
