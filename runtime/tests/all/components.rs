@@ -64,7 +64,7 @@ fn a_component_of_an_earlier_patch_version_runs_unchanged() {
         .unwrap()
         .replace(
             "../../target/guests/wordcount-tokenizer.wasm",
-            &guest("wordcount-tokenizer"),
+            guest("wordcount-tokenizer"),
         )
         .replace("../../target/guests/wordcount-counter.wasm", COUNTER_0_2_0)
         .replace(

@@ -16,6 +16,10 @@
 //! resumed run (its chunks survive that run's garbage collection): a run
 //! from it continues every count from the savepoint's to the final one.
 //!
+//! The same kill points hit a windowed job reading a broker: per-key
+//! tumbling event-time windows over a bounded Kafka topic, whose output
+//! must have each window once, with its full count.
+//!
 //! Seed `s` kills at point `s % 9`, so any 9 consecutive seeds reach every
 //! point; the rest (which passage of the point, the delay, trigger or
 //! stop) is drawn from the seed. `WRUN_CRASH_N` seeds run (default 9;
@@ -88,8 +92,15 @@ fn sorted_output(dir: &Path) -> Vec<(String, String)> {
     sorted(read_jsonl(&dir.join("out.jsonl")))
 }
 
-/// Runs one seed: returns where it crashed.
+/// Runs one seed of [`job`]: returns where it crashed.
 fn crash_once(seed: u64, golden: &[(String, String)]) -> String {
+    crash_job_once(seed, &job(), golden, true)
+}
+
+/// Runs one seed of `job` (its output `out.jsonl`): returns where it
+/// crashed. With `counter`, a savepoint registered before the kill is also
+/// checked to resume the counter ([`savepoint_still_usable`]).
+fn crash_job_once(seed: u64, job: &str, golden: &[(String, String)], counter: bool) -> String {
     let mut x = seed;
     let point = POINTS[(seed % POINTS.len() as u64) as usize];
     // Checkpoints pass their points every 25 ms; a savepoint (taken by a
@@ -101,7 +112,7 @@ fn crash_once(seed: u64, golden: &[(String, String)]) -> String {
     };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    std::fs::write(dir.path().join("job.toml"), job()).unwrap();
+    std::fs::write(dir.path().join("job.toml"), job).unwrap();
     let at = format!("{point}:{nth}");
     let internal = point != "processing";
     let mut child = wrun_run(dir.path(), &data, &[], internal.then_some(at.as_str()))
@@ -152,7 +163,7 @@ fn crash_once(seed: u64, golden: &[(String, String)]) -> String {
         sorted_output(dir.path()) == golden,
         "seed {seed} ({at}): the output differs from an uninterrupted run's (rerun: WRUN_CRASH_SEED={seed})"
     );
-    if point == "savepoint-registered" {
+    if counter && point == "savepoint-registered" {
         savepoint_still_usable(dir.path(), &data, golden, seed, &at);
     }
     at
@@ -307,4 +318,124 @@ fn sigkill_at_seeded_moments_then_resume_gives_the_golden_output() {
         *seen.entry(point).or_insert(0) += 1;
     }
     eprintln!("crash test: kills per point: {seen:?}");
+}
+
+/// A windowed job reading a broker: per-key tumbling event-time windows
+/// (the `timers` guest, `key,start,end,count` when the watermark passes a
+/// window) over a bounded two-partition Kafka topic whose records carry
+/// their event times, into the exactly-once file sink.
+fn windowed_kafka_job(addr: &str, group: &str) -> String {
+    format!(
+        r#"version = 1
+name = "test"
+[checkpoint]
+interval-ms = 25
+[restart]
+attempts = 0
+
+[[source]]
+name = "in"
+kind = "kafka"
+bootstrap-servers = ["{addr}"]
+topics = ["in"]
+group-id = "{group}"
+bounded = true
+watermark = {{ out-of-orderness-ms = 100 }}
+
+[[operator]]
+name = "win"
+uid = "win"
+parallelism = 2
+component = "{component}"
+config = {{ window-ms = 100 }}
+
+[[sink]]
+name = "out"
+kind = "file"
+path = "out.jsonl"
+
+[[sink]]
+name = "late"
+kind = "file"
+path = "late.jsonl"
+
+[[edge]]
+from = "in"
+to = "win"
+partition = "hash"
+
+[[edge]]
+from = "win"
+to = "out"
+
+[[edge]]
+from = "win.late"
+to = "late"
+"#,
+        component = guest("timers")
+    )
+}
+
+#[test]
+fn sigkill_of_a_windowed_kafka_job_then_resume_gives_each_window_once() {
+    crash_bin();
+    let broker = crate::kafka::Broker::start();
+    let addr = broker.addr();
+    crate::kafka::create_topic(&addr, "in", 2);
+    // 20 keys, an event every 0.1 ms of event time for 12 s from now
+    // (a broker may drop records far in the past): 120 windows of 100 ms
+    // per key, each key in order in its partition, so nothing is late.
+    let n = 120_000u64;
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        / 1000
+        * 1000;
+    let records: Vec<(String, String, i64)> = (0..n)
+        .map(|i| {
+            let key = format!("k{}", i % 20);
+            (
+                key.clone(),
+                format!("{{\"k\":\"{key}\"}}"),
+                base + (i / 10) as i64,
+            )
+        })
+        .collect();
+    let timed: Vec<(&String, &String, Option<i64>)> =
+        records.iter().map(|(k, v, t)| (k, v, Some(*t))).collect();
+    crate::kafka::produce_timed(&addr, "in", &timed);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("job.toml"),
+        windowed_kafka_job(&addr, "golden"),
+    )
+    .unwrap();
+    let (code, _, err) = output_within(
+        &mut wrun_run(dir.path(), &dir.path().join("data"), &[], None),
+        COMMAND_DEADLINE,
+    );
+    assert!(
+        code == 0,
+        "the uninterrupted run failed (exit {code}): {err}"
+    );
+    let golden = sorted_output(dir.path());
+    let counted: u64 = golden
+        .iter()
+        .map(|(_, v)| v.rsplit(',').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(counted, n, "every event in exactly one window");
+    assert!(read_jsonl(&dir.path().join("late.jsonl")).is_empty());
+
+    let seeds: Vec<u64> = match std::env::var("WRUN_CRASH_SEED") {
+        Ok(s) => vec![s.parse().expect("WRUN_CRASH_SEED is a number")],
+        Err(_) => (1..=POINTS.len() as u64).collect(),
+    };
+    for seed in seeds {
+        // A consumer group of its own per run: the source starts from its
+        // checkpoint or, fresh, from the beginning of the topic.
+        let job = windowed_kafka_job(&addr, &format!("crash-{seed}"));
+        crash_job_once(seed, &job, &golden, false);
+    }
 }

@@ -157,9 +157,17 @@ pub fn produce(addr: &str, topic: &str, records: &[(String, String)]) {
 /// Like [`produce`], every record with the timestamp `ts` (its create
 /// time, ms since the Unix epoch) when given, else the producer's clock.
 fn produce_at(addr: &str, topic: &str, records: &[(String, String)], ts: Option<i64>) {
+    let timed: Vec<(&String, &String, Option<i64>)> =
+        records.iter().map(|(k, v)| (k, v, ts)).collect();
+    produce_timed(addr, topic, &timed);
+}
+
+/// Produces `(key, value, timestamp)` records (partitioned by key), all
+/// acknowledged; a record without a timestamp gets the producer's clock.
+pub fn produce_timed(addr: &str, topic: &str, records: &[(&String, &String, Option<i64>)]) {
     let p: ThreadedProducer<DefaultProducerContext> =
         config(addr).set("linger.ms", "5").create().unwrap();
-    for (k, v) in records {
+    for &(k, v, ts) in records {
         let mut rec = BaseRecord::to(topic)
             .key(k.as_bytes())
             .payload(v.as_bytes());
