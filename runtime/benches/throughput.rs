@@ -42,10 +42,17 @@
 //!
 //! For profiling one part alone: `WRUN_BENCH_ONLY=savepoint` (the savepoint
 //! figures), `WRUN_BENCH_ONLY=checkpoint` (the checkpoint and copy-on-write
-//! figures), `WRUN_BENCH_ONLY=checkpoint-throughput`, or a variant's name
-//! (`wasm`, `native_state`, `native_hashmap`: that variant's throughput).
+//! figures), `WRUN_BENCH_ONLY=checkpoint-throughput`, `WRUN_BENCH_ONLY=timers`
+//! (cost per registered and per fired timer, checkpoint and restore of 1M
+//! pending timers; runs after the checkpoint figures otherwise), or a
+//! variant's name (`wasm`, `native_state`, `native_hashmap`: that variant's
+//! throughput).
 //!
 //! Run: `cargo bench -p wrun-runtime --bench throughput`
+
+mod support {
+    pub mod timers;
+}
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -242,6 +249,9 @@ fn main() -> anyhow::Result<()> {
     if only == "languages" {
         return language_figures(&sandbox, rounds);
     }
+    if only == "timers" {
+        return support::timers::timer_figures(metric);
+    }
     if only == "savepoint" {
         return savepoint_figures(&sandbox, &store);
     }
@@ -276,6 +286,7 @@ fn main() -> anyhow::Result<()> {
     if std::env::var_os("WRUN_BENCH_SKIP_CHECKPOINT").is_none() {
         if !only_cp {
             checkpoint_figures()?;
+            support::timers::timer_figures(metric)?;
         }
         let mut cp_graph = graph.clone();
         cp_graph.checkpoint = Some(wrun::job::CheckpointSettings {
