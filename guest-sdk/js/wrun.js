@@ -49,6 +49,7 @@ import {
   mapGetMany,
   mapPutMany,
   mapEntries,
+  setTtl,
 } from 'wrun:operator/state@0.2.1';
 import {
   registerMany,
@@ -643,6 +644,27 @@ class Keyed {
     /** The state's name. */
     this.name = name;
     this.batch = 0;
+  }
+
+  /**
+   * Gives the state a time to live (docs/time.md, "State TTL"): an entry
+   * (a key's value, list or map) not written (with `refreshOnRead`, nor
+   * read) for `millis` ms of `domain` (the job's clock, or with
+   * 'event-time' the watermark) is expired: never returned again, cleaned
+   * up by the host, in no later checkpoint. Call it where the state is
+   * made, in `open`. Returns the state.
+   * @param {number} millis
+   * @param {{ domain?: 'processing-time' | 'event-time', refreshOnRead?: boolean }} [options]
+   * @returns {this}
+   */
+  withTtl(millis, { domain = 'processing-time', refreshOnRead = false } = {}) {
+    if (!(millis >= 1)) fail(`state '${this.name}': a time to live must be at least 1 ms, not ${millis}`);
+    setTtl(this.name, {
+      millis: BigInt(Math.floor(millis)),
+      domain,
+      refresh: refreshOnRead ? 'on-read-and-write' : 'on-write',
+    });
+    return this;
   }
 
   misuse() {

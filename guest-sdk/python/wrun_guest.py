@@ -60,8 +60,10 @@ from wit_world.imports.types import (
     Packed,
     PackedOptions,
     StateFormat,
+    StateTtl,
     TimeDomain,
     Timers,
+    TtlRefresh,
 )
 
 T = TypeVar("T")
@@ -474,6 +476,19 @@ class _Keyed:
 
     name: str
     _kind = "keyed"
+
+    def with_ttl(self, millis: int, domain: TimeDomain = PROCESSING_TIME, refresh_on_read: bool = False):
+        """Gives the state a time to live (docs/time.md, "State TTL"): an
+        entry (a key's value, list or map) not written (with
+        `refresh_on_read`, nor read) for `millis` ms of `domain` (the job's
+        clock, or with `EVENT_TIME` the watermark) is expired: never
+        returned again, cleaned up by the host, in no later checkpoint.
+        Call it where the state is made, in `open`. Returns the state."""
+        if millis < 1:
+            raise ValueError(f"state '{self.name}': a time to live must be at least 1 ms, not {millis}")
+        refresh = TtlRefresh.ON_READ_AND_WRITE if refresh_on_read else TtlRefresh.ON_WRITE
+        _state.set_ttl(self.name, StateTtl(millis, domain, refresh))
+        return self
 
     def _misuse(self):
         if _cur is None:

@@ -8,6 +8,15 @@ export const lists = new Map();
 export const maps = new Map();
 const kinds = new Map();
 export const calls = { gets: 0, puts: 0 };
+/** Times to live set, by state name. */
+export const ttls = new Map();
+
+export function setTtl(name, ttl) {
+  if (ttl !== undefined && (typeof ttl.millis !== 'bigint' || !['event-time', 'processing-time'].includes(ttl.domain) || !['on-write', 'on-read-and-write'].includes(ttl.refresh))) {
+    throw new TypeError(`a malformed state-ttl: ${JSON.stringify(ttl, (_, v) => (typeof v === 'bigint' ? `${v}n` : v))}`);
+  }
+  ttls.set(name, ttl);
+}
 
 /** Sets every count to zero and drops the list and map ones. */
 export function resetCalls() {

@@ -40,7 +40,7 @@ import {
   tuple,
   COUNT,
 } from '../wrun.js';
-import { tables, lists, maps, calls, resetCalls } from './fake-state.mjs';
+import { tables, lists, maps, calls, resetCalls, ttls } from './fake-state.mjs';
 import { pending, clock, timerCalls, resetTimers, due } from './fake-timers.mjs';
 
 /** An `emitted` record, copied (the helper reuses its buffers). */
@@ -105,6 +105,15 @@ test('one read and one write per batch', () => {
   assert.equal(new TextDecoder().decode(again[0].value), '4');
   assert.equal(again[0].timestamp, 7n);
   assert.equal(hex(tables.get('count').get(hex(utf8.encode('a')))), '04');
+});
+
+test('withTtl tells the host', () => {
+  const v = new ValueState('seen', U64).withTtl(60000);
+  assert.equal(v.name, 'seen');
+  assert.deepEqual(ttls.get('seen'), { millis: 60000n, domain: 'processing-time', refresh: 'on-write' });
+  new MapState('m', STR, U64).withTtl(5, { domain: 'event-time', refreshOnRead: true });
+  assert.deepEqual(ttls.get('m'), { millis: 5n, domain: 'event-time', refresh: 'on-read-and-write' });
+  assert.throws(() => new ListState('l', STR).withTtl(0), { message: "state 'l': a time to live must be at least 1 ms, not 0" });
 });
 
 test('clear, a keyless event, corrupt state, formats', () => {

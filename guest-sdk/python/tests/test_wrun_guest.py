@@ -56,6 +56,18 @@ class TimeDomain(Enum):
     PROCESSING_TIME = 1
 
 
+class TtlRefresh(Enum):
+    ON_WRITE = 0
+    ON_READ_AND_WRITE = 1
+
+
+@dataclass
+class StateTtl:
+    millis: int
+    domain: TimeDomain
+    refresh: TtlRefresh
+
+
 @dataclass
 class Packed:
     data: bytes
@@ -156,6 +168,7 @@ class FakeState:
         self.lists = {}
         self.maps = {}
         self.kinds = {}
+        self.ttls = {}
         self.gets = 0
         self.puts = 0
         self.calls = {}
@@ -182,6 +195,10 @@ class FakeState:
             out.append(bytes(p.data[start:end]))
             start = end
         return out
+
+    def set_ttl(self, name, ttl):
+        assert ttl is None or (isinstance(ttl, StateTtl) and isinstance(ttl.domain, TimeDomain) and isinstance(ttl.refresh, TtlRefresh))
+        self.ttls[name] = ttl
 
     def value_get_many(self, name, keys):
         self.gets += 1
@@ -257,7 +274,7 @@ TIMERS = FakeTimers()
 
 def install_fakes():
     types_mod = types.ModuleType("wit_world.imports.types")
-    for c in (Context, Description, Emitted, Error, Events, MapEntry, Packed, PackedOptions, StateFormat, TimeDomain, Timers):
+    for c in (Context, Description, Emitted, Error, Events, MapEntry, Packed, PackedOptions, StateFormat, StateTtl, TimeDomain, Timers, TtlRefresh):
         setattr(types_mod, c.__name__, c)
     log_mod = types.ModuleType("wit_world.imports.log")
     log_mod.Level = types.SimpleNamespace(INFO=1, DEBUG=0, WARN=2, ERROR=3)
@@ -374,6 +391,15 @@ class State(unittest.TestCase):
         out = process([Event(b"a", b"", 7)], [count], each)
         self.assertEqual((out[0].value, out[0].timestamp), (b"4", 7))
         self.assertEqual(STATE.tables["count"][b"a"], w.U64.encode(4))
+
+    def test_with_ttl_tells_the_host(self):
+        v = w.ValueState("seen", w.U64).with_ttl(60_000)
+        self.assertEqual(v.name, "seen")
+        self.assertEqual(STATE.ttls["seen"], StateTtl(60_000, TimeDomain.PROCESSING_TIME, TtlRefresh.ON_WRITE))
+        w.MapState("m", w.STR, w.U64).with_ttl(5, w.EVENT_TIME, refresh_on_read=True)
+        self.assertEqual(STATE.ttls["m"], StateTtl(5, TimeDomain.EVENT_TIME, TtlRefresh.ON_READ_AND_WRITE))
+        with self.assertRaises(ValueError):
+            w.ListState("l", w.STR).with_ttl(0)
 
     def test_clear_removes_and_a_keyless_event_fails(self):
         s = w.ValueState("s", w.STR)
