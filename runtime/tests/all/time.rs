@@ -185,7 +185,7 @@ fn start(dir: &Path, toml: &str) -> Running {
 }
 
 #[test]
-fn watermarks_follow_the_slowest_split_until_it_goes_idle_and_never_go_back() {
+fn watermarks_follow_the_slowest_split_until_it_goes_idle_and_windows_close() {
     let nats = NatsServer::start();
     let url = nats.url();
     create_stream(&url, "IN", &["in.>"], Duration::from_secs(120));
@@ -211,6 +211,10 @@ component = "{component}"
 name = "out"
 kind = "discard"
 
+[[sink]]
+name = "late"
+kind = "discard"
+
 [[edge]]
 from = "in"
 to = "count"
@@ -219,8 +223,13 @@ partition = "hash"
 [[edge]]
 from = "count"
 to = "out"
+
+[[edge]]
+from = "count.late"
+to = "late"
 "#,
-        component = guest("wordcount-counter"),
+        // Per-key tumbling windows of 1 s in event time.
+        component = guest("timers"),
     );
     let at = |subject: &str, ts: i64| (subject.to_string(), format!(r#"{{"ts":{ts}}}"#));
     publish(&url, &[at("in.a", 5000), at("in.b", 3000)]);
@@ -261,8 +270,20 @@ to = "out"
         everywhere(2899)(&job.control.status()),
         "in.b holds it back"
     );
+    // Windows [3000, 4000) and [5000, 6000) are open: nothing emitted.
+    let metrics = job.control.metrics().unwrap();
+    let count = 1;
+    let emitted = || metrics.vertex(count).records_out();
+    let late = || metrics.vertex(count).named_out();
+    assert_eq!(
+        emitted(),
+        0,
+        "no window closes while in.b holds the watermark"
+    );
     job.clock.advance(Duration::from_millis(600));
     job.until("in.a alone, once in.b is idle", everywhere(9000 - 101));
+    // ... and with in.b idle, both windows close.
+    job.until("both windows closed", |_| emitted() == 2);
 
     // in.b comes back behind the watermark: its events are late, and the
     // watermark does not go back.
@@ -271,6 +292,9 @@ to = "out"
         splits(s).contains(&("stream/IN/in.b".to_string(), Some(3899)))
     });
     assert!(everywhere(8899)(&job.control.status()));
+    // Its window has closed: the event goes to the late output.
+    job.until("in.b's late event on the late output", |_| emitted() == 3);
+    assert_eq!(late(), [("late".to_string(), 1)]);
 
     job.control.cancel();
     let outcome = job.done.recv_timeout(BOUND).expect("the job did not end");
