@@ -81,7 +81,13 @@ pub fn timer_figures(metric: fn(&str, f64, &str)) -> anyhow::Result<()> {
     let refs: Vec<&wrun::checkpoint::KeyGroupRef> = refs.iter().collect();
     wrun::checkpoint::read_key_groups(&store, &refs, &mut restored)
         .map_err(|e| anyhow::anyhow!(e))?;
+    let read = t.elapsed();
     let mut queue = TimerQueue::restore(&restored, usize::MAX)?;
+    metric(
+        "timers.1000000_pending.restore_read_ms",
+        read.as_secs_f64() * 1e3,
+        "ms",
+    );
     metric(
         "timers.1000000_pending.restore_ms",
         t.elapsed().as_secs_f64() * 1e3,

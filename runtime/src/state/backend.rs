@@ -3,8 +3,10 @@
 
 use super::keygroup::{KeyGroup, KeyGroupRange, key_group_of};
 
+mod keymap;
 mod ttl;
-use std::collections::{BTreeMap, HashMap};
+pub use keymap::KeyMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 pub use ttl::{Refresh, TTL_PREFIX, Ttl};
 
@@ -35,9 +37,6 @@ pub struct Stamped<V> {
     /// The epoch of the last write.
     pub(super) at: u64,
 }
-
-/// One key's map state: values by map key, ordered by map key.
-pub type KeyMap = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// (state id, key) of keys removed in one key group since a snapshot.
 pub(super) type Removed = Vec<(usize, Vec<u8>)>;
@@ -725,7 +724,7 @@ impl KeyedState {
             match value {
                 Some(v) => {
                     let e = m.entry(key).or_insert_with(|| Stamped {
-                        value: BTreeMap::new(),
+                        value: KeyMap::new(),
                         at,
                     });
                     e.value.insert(map_key, v);
@@ -748,6 +747,27 @@ impl KeyedState {
             self.note_removed(id, &key);
         }
         Ok(())
+    }
+
+    /// Replaces one key's whole map (restores use it); an empty map
+    /// deletes it.
+    pub fn map_replace(&mut self, id: usize, key: Vec<u8>, map: KeyMap) -> Result<(), StateError> {
+        for (mk, v) in &map {
+            self.check_key(id, mk, "map key")?;
+            self.check_value(id, v)?;
+        }
+        if map.is_empty() {
+            return self.clear(id, &key);
+        }
+        let at = self.epoch;
+        let ttl = self.ttl.has(id).then(|| key.clone());
+        if let Table::Map(m) = self.table_for_write(id, &key)? {
+            m.insert(key, Stamped { value: map, at });
+        }
+        match ttl {
+            Some(key) => self.ttl_written(id, &key),
+            None => Ok(()),
+        }
     }
 
     /// Every entry of one key's map, ordered by map key.
@@ -932,6 +952,32 @@ impl KeyedState {
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Some(out)
+    }
+
+    /// Every (key, map) of map state `name`, unordered, borrowed; none
+    /// for a name never used, an error for a name of another kind.
+    pub fn maps<'a>(
+        &'a self,
+        name: &str,
+    ) -> Result<impl Iterator<Item = (&'a [u8], &'a KeyMap)> + 'a, String> {
+        let id = self.ids.get(name).copied();
+        if let Some(id) = id
+            && self.names[id].1 != StateKind::Map
+        {
+            return Err(format!(
+                "restored '{name}' is {} state, not map state",
+                self.names[id].1
+            ));
+        }
+        Ok(self
+            .groups
+            .iter()
+            .filter_map(move |g| id.and_then(|id| g.get(id)))
+            .flat_map(|t| match t {
+                Table::Map(m) => Some(m.iter().map(|(k, e)| (k.as_slice(), &e.value))),
+                _ => None,
+            })
+            .flatten())
     }
 
     /// Total number of (state, key) entries held.

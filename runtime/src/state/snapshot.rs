@@ -5,10 +5,9 @@
 //! group hashes to the same chunk and is not written again. The format is
 //! documented in docs/state-format.md ("Key group snapshots").
 
-use super::backend::{GroupSnapshot, KeyedState, Stamped, StateKind, StateSnapshot, Table};
+use super::backend::{GroupSnapshot, KeyMap, KeyedState, Stamped, StateKind, StateSnapshot, Table};
 use super::keygroup::KeyGroup;
 use std::borrow::Borrow;
-use std::collections::BTreeMap;
 
 const MAGIC: &[u8; 4] = b"WRKG";
 const VERSION: u8 = 1;
@@ -58,7 +57,7 @@ type Changed<'a, V> = Vec<(&'a [u8], Option<&'a V>)>;
 enum Diff<'a> {
     Value(Changed<'a, super::backend::InlineBytes>),
     List(Changed<'a, Vec<Vec<u8>>>),
-    Map(Changed<'a, BTreeMap<Vec<u8>, Vec<u8>>>),
+    Map(Changed<'a, KeyMap>),
 }
 
 impl Diff<'_> {
@@ -176,9 +175,7 @@ impl GroupSnapshot {
                     })
                 }
                 Diff::List(v) => entries!(v, |o: &mut Vec<u8>, v: &Vec<Vec<u8>>| encode_list(o, v)),
-                Diff::Map(v) => entries!(v, |o: &mut Vec<u8>, v: &BTreeMap<Vec<u8>, Vec<u8>>| {
-                    encode_map(o, v)
-                }),
+                Diff::Map(v) => entries!(v, |o: &mut Vec<u8>, v: &KeyMap| { encode_map(o, v) }),
             }
         }
         Some(out)
@@ -200,7 +197,7 @@ fn encode_list(out: &mut Vec<u8>, items: &[Vec<u8>]) {
     }
 }
 
-fn encode_map(out: &mut Vec<u8>, map: &BTreeMap<Vec<u8>, Vec<u8>>) {
+fn encode_map(out: &mut Vec<u8>, map: &KeyMap) {
     varint(out, map.len() as u64);
     for (mk, v) in map {
         bytes(out, mk);
@@ -373,16 +370,14 @@ impl KeyedState {
                     }
                     StateKind::Map => {
                         let count = r.varint().map_err(&err)?;
-                        let mut map = BTreeMap::new();
+                        let mut map = KeyMap::new();
                         for _ in 0..count {
                             let mk = r.bytes().map_err(&err)?.to_vec();
                             let v = r.bytes().map_err(&err)?.to_vec();
                             map.insert(mk, v);
                         }
-                        for (mk, v) in map {
-                            self.map_put(id, key.to_vec(), mk, Some(v))
-                                .map_err(|e| err(e.to_string()))?;
-                        }
+                        self.map_replace(id, key.to_vec(), map)
+                            .map_err(|e| err(e.to_string()))?;
                     }
                 }
             }

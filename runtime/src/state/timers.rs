@@ -10,7 +10,7 @@
 //! [`TimerQueue`] orders the pending timers of each domain by time, for
 //! firing; it is rebuilt from the state when a subtask starts.
 
-use super::{DumpValue, KeyedState, StateError, StateKind};
+use super::{KeyedState, StateError, StateKind};
 use std::collections::BTreeSet;
 
 /// The state name timers are kept under. Guests cannot use it: names
@@ -93,26 +93,31 @@ impl TimerQueue {
     /// The queue of the timers in `state` (a restored subtask's), holding
     /// at most `limit`.
     pub fn restore(state: &KeyedState, limit: usize) -> Result<TimerQueue, StateError> {
-        let mut q = TimerQueue {
-            limit,
-            ..TimerQueue::default()
+        let malformed = |detail: String| StateError::Malformed {
+            name: TIMERS_STATE.into(),
+            detail,
         };
-        for (key, value) in state.dump(TIMERS_STATE).unwrap_or_default() {
-            let DumpValue::Map(entries) = value else {
-                return Err(StateError::Malformed {
-                    name: TIMERS_STATE.into(),
-                    detail: "restored timers are not map state".into(),
-                });
-            };
-            for (mk, _) in entries {
-                let (domain, time, tag) = decode(&mk).ok_or_else(|| StateError::Malformed {
-                    name: TIMERS_STATE.into(),
-                    detail: format!("a restored timer entry of {} bytes", mk.len()),
+        let (mut event, mut processing) = (Vec::new(), Vec::new());
+        for (key, map) in state.maps(TIMERS_STATE).map_err(malformed)? {
+            for mk in map.keys() {
+                let (domain, time, tag) = decode(mk).ok_or_else(|| {
+                    malformed(format!("a restored timer entry of {} bytes", mk.len()))
                 })?;
-                q.queue(domain).insert((time, key.clone(), tag));
+                match domain {
+                    Domain::EventTime => event.push((time, key.to_vec(), tag)),
+                    Domain::ProcessingTime => processing.push((time, key.to_vec(), tag)),
+                }
             }
         }
-        Ok(q)
+        // Collecting a sorted vector builds the tree in bulk, far faster
+        // than a million inserts.
+        event.sort_unstable();
+        processing.sort_unstable();
+        Ok(TimerQueue {
+            event: event.into_iter().collect(),
+            processing: processing.into_iter().collect(),
+            limit,
+        })
     }
 
     fn queue(&mut self, domain: Domain) -> &mut Queue {
