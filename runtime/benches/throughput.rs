@@ -44,7 +44,9 @@
 //! figures), `WRUN_BENCH_ONLY=checkpoint` (the checkpoint and copy-on-write
 //! figures), `WRUN_BENCH_ONLY=checkpoint-throughput`, `WRUN_BENCH_ONLY=timers`
 //! (cost per registered and per fired timer, checkpoint and restore of 1M
-//! pending timers; runs after the checkpoint figures otherwise), or a
+//! pending timers; runs after the checkpoint figures otherwise),
+//! `WRUN_BENCH_ONLY=window` (the window count in Wasm against a native
+//! Rust window operator; also after the timer figures), or a
 //! variant's name (`wasm`, `native_state`, `native_hashmap`: that variant's
 //! throughput).
 //!
@@ -52,6 +54,7 @@
 
 mod support {
     pub mod timers;
+    pub mod window;
 }
 
 use std::collections::HashMap;
@@ -252,6 +255,9 @@ fn main() -> anyhow::Result<()> {
     if only == "timers" {
         return support::timers::timer_figures(metric);
     }
+    if only == "window" {
+        return support::window::window_figures(&sandbox, rounds, metric, medians);
+    }
     if only == "savepoint" {
         return savepoint_figures(&sandbox, &store);
     }
@@ -268,7 +274,7 @@ fn main() -> anyhow::Result<()> {
             .filter(|(name, _)| !only_variant || *name == only)
             .map(|(name, opts)| (name, graph.clone(), modules.clone(), opts))
             .collect();
-        rates = medians(&sandbox, &runs, rounds, events)?;
+        rates = medians(&sandbox, &runs, rounds, events, "sum")?;
         for (name, ..) in &runs {
             metric(
                 &format!("keyed_sum.{name}.records_per_s"),
@@ -287,6 +293,7 @@ fn main() -> anyhow::Result<()> {
         if !only_cp {
             checkpoint_figures()?;
             support::timers::timer_figures(metric)?;
+            support::window::window_figures(&sandbox, rounds, metric, medians)?;
         }
         let mut cp_graph = graph.clone();
         cp_graph.checkpoint = Some(wrun::job::CheckpointSettings {
@@ -363,15 +370,25 @@ type Run = (
     RunOptions,
 );
 
+/// [`medians`], for the benchmark parts in `support`.
+type Medians = fn(
+    &wrun::sandbox::Sandbox,
+    &[Run],
+    u64,
+    u64,
+    &str,
+) -> anyhow::Result<HashMap<&'static str, f64>>;
+
 /// Runs every variant `rounds` times, interleaved (the machine is shared
 /// and has 2 cores for 3 pipeline threads, so single runs are noisy), and
 /// returns each one's median records/s; every run must process all
-/// `events` in its operator `sum`.
+/// `events` in its operator `vertex`.
 fn medians(
     sandbox: &wrun::sandbox::Sandbox,
     runs: &[Run],
     rounds: u64,
     events: u64,
+    vertex: &str,
 ) -> anyhow::Result<HashMap<&'static str, f64>> {
     let mut samples: HashMap<&str, Vec<f64>> = HashMap::new();
     for _ in 0..rounds {
@@ -380,7 +397,7 @@ fn medians(
             let processed = report
                 .vertices
                 .iter()
-                .find(|v| v.name == "sum")
+                .find(|v| v.name == vertex)
                 .map(|v| v.records_in)
                 .unwrap_or(0);
             anyhow::ensure!(
@@ -504,7 +521,7 @@ fn language_figures(sandbox: &wrun::sandbox::Sandbox, rounds: u64) -> anyhow::Re
         },
     );
     runs.push(native_run);
-    let median = medians(sandbox, &runs, rounds, events)?;
+    let median = medians(sandbox, &runs, rounds, events, "sum")?;
     for (name, ..) in &runs {
         metric(
             &format!("lang.{name}.count_records_per_s"),
