@@ -583,3 +583,99 @@ fn state_with_a_time_to_live_is_forgotten_once_event_time_passes_it() {
         ]
     );
 }
+
+/// A running job's savepoint holds no expired entry: keys `a`, `b` and
+/// `c` (refreshed at watermark 49) have expired once the watermark is
+/// 10000, so the savepoint taken then holds only `d` (refreshed at 9999),
+/// in the state and in its refresh times; without a time to live it holds
+/// all four.
+#[test]
+fn a_savepoint_holds_no_expired_state() {
+    for (config, want) in [
+        ("{ ttl-ms = 100 }", vec!["d"]),
+        ("{}", vec!["a", "b", "c", "d"]),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let job = stdin_job(true)
+            .replacen("name = \"late\"", "name = \"ttl\"", 1)
+            .replace(
+                "\n[[sink]]\nname = \"out\"",
+                &format!("config = {config}\n\n[[sink]]\nname = \"out\""),
+            );
+        assert!(job.contains("config = "), "{job}");
+        std::fs::write(dir.path().join("job.toml"), job).unwrap();
+        let mut child = std::process::Command::new(wrun_bin())
+            .args(["run", "job.toml"])
+            .current_dir(dir.path())
+            .env("WRUN_LOG", "warn")
+            .env("WRUN_DATA_DIR", dir.path().join(".wrun"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let watermark_at = |w: &str| loop {
+            let (code, out, _) = wrun(dir.path(), &["job", "status", "ttl"]);
+            if code == 0
+                && out
+                    .lines()
+                    .any(|l| l.contains("win") && l.contains("watermark") && l.contains(w))
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no watermark {w}: {out}");
+            std::thread::park_timeout(Duration::from_millis(20));
+        };
+        // Written before the first watermark, `a` and `b` count as
+        // refreshed at it: 49.
+        stdin
+            .write_all(
+                b"{\"k\":\"a\",\"ts\":0,\"c\":\"seen\"}\n{\"k\":\"b\",\"ts\":50,\"c\":\"seen\"}\n",
+            )
+            .unwrap();
+        stdin.flush().unwrap();
+        watermark_at("49");
+        // `c` is written at watermark 49 too; then the watermark jumps.
+        stdin
+            .write_all(b"{\"k\":\"c\",\"ts\":10000,\"c\":\"seen\"}\n")
+            .unwrap();
+        stdin.flush().unwrap();
+        watermark_at("9999");
+        // `d` is written at 9999: alive until the watermark reaches 10099.
+        stdin
+            .write_all(b"{\"k\":\"d\",\"ts\":10001,\"c\":\"seen\"}\n")
+            .unwrap();
+        stdin.flush().unwrap();
+        watermark_at("10000");
+        let out = ok(dir.path(), &["savepoint", "trigger", "ttl"]);
+        let id = out
+            .split_whitespace()
+            .find(|w| w.starts_with("sp-"))
+            .unwrap_or_else(|| panic!("no savepoint id in: {out}"))
+            .to_string();
+        let keys = |state: &str| -> Vec<String> {
+            let dump = ok(
+                dir.path(),
+                &["savepoint", "inspect", &id, "--dump", "win", state],
+            );
+            let mut keys: Vec<String> = dump
+                .lines()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    v["key"]["utf8"].as_str().unwrap().to_string()
+                })
+                .collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(keys("seen"), want, "with config {config}");
+        if config.contains("ttl") {
+            assert_eq!(keys("wrun:ttl:seen"), want);
+        }
+        drop(stdin);
+        let (status, _, err) = wait_output_within(child, COMMAND_DEADLINE);
+        assert!(status.success(), "{err}");
+    }
+}
