@@ -821,11 +821,7 @@ impl KeyedState {
         key: Vec<u8>,
         value: Option<Vec<u8>>,
     ) -> Result<(), StateError> {
-        if !self.ttl.has(id) {
-            return self.value_put_raw(id, key, value);
-        }
-        self.value_put_raw(id, key.clone(), value)?;
-        self.ttl_written(id, &key)
+        self.write_owned(id, key, false, |s, key| s.value_put_raw(id, key, value))
     }
 
     /// Appends to a list.
@@ -835,13 +831,8 @@ impl KeyedState {
         key: Vec<u8>,
         item: Vec<u8>,
     ) -> Result<(), StateError> {
-        if !self.ttl.has(id) {
-            return self.list_append_raw(id, key, item);
-        }
         // Appending to an expired list starts a new one.
-        self.ttl_read(id, &key)?;
-        self.list_append_raw(id, key.clone(), item)?;
-        self.ttl_written(id, &key)
+        self.write_owned(id, key, true, |s, key| s.list_append_raw(id, key, item))
     }
 
     /// Replaces a list; an empty list deletes it.
@@ -851,11 +842,7 @@ impl KeyedState {
         key: Vec<u8>,
         items: Vec<Vec<u8>>,
     ) -> Result<(), StateError> {
-        if !self.ttl.has(id) {
-            return self.list_put_raw(id, key, items);
-        }
-        self.list_put_raw(id, key.clone(), items)?;
-        self.ttl_written(id, &key)
+        self.write_owned(id, key, false, |s, key| s.list_put_raw(id, key, items))
     }
 
     /// Sets or removes a map entry.
@@ -866,12 +853,30 @@ impl KeyedState {
         map_key: Vec<u8>,
         value: Option<Vec<u8>>,
     ) -> Result<(), StateError> {
-        if !self.ttl.has(id) {
-            return self.map_put_raw(id, key, map_key, value);
-        }
         // A write to an expired map starts a new one.
-        self.ttl_read(id, &key)?;
-        self.map_put_raw(id, key.clone(), map_key, value)?;
+        self.write_owned(id, key, true, |s, key| {
+            s.map_put_raw(id, key, map_key, value)
+        })
+    }
+
+    /// A write of state `id` that takes `key` by value: with no time to
+    /// live just `write`; with one, an expired entry is dropped first
+    /// (`drop_expired`, for writes that add to what is there) and the
+    /// entry refreshed after (the key is cloned only then).
+    fn write_owned(
+        &mut self,
+        id: usize,
+        key: Vec<u8>,
+        drop_expired: bool,
+        write: impl FnOnce(&mut Self, Vec<u8>) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        if !self.ttl.has(id) {
+            return write(self, key);
+        }
+        if drop_expired {
+            self.ttl_read(id, &key)?;
+        }
+        write(self, key.clone())?;
         self.ttl_written(id, &key)
     }
 

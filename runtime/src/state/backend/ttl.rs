@@ -118,15 +118,20 @@ impl Ttls {
     }
 
     fn lower_due(&mut self, gi: usize, ttl: &Ttl, refreshed: i64) {
-        let d = slot_index(ttl.domain);
-        let at = if refreshed == PENDING {
-            i64::MIN
-        } else {
-            refreshed.saturating_add(ttl.millis)
-        };
         if let Some(due) = self.due.get_mut(gi) {
-            due[d] = due[d].min(at);
+            let d = slot_index(ttl.domain);
+            due[d] = due[d].min(expires_at(ttl, refreshed));
         }
+    }
+}
+
+/// When an entry refreshed at `refreshed` expires; a pending one (no
+/// watermark yet) is due at once, so the cleanup stamps it.
+fn expires_at(ttl: &Ttl, refreshed: i64) -> i64 {
+    if refreshed == PENDING {
+        i64::MIN
+    } else {
+        refreshed.saturating_add(ttl.millis)
     }
 }
 
@@ -301,12 +306,7 @@ impl KeyedState {
                             pending.push(k.to_vec());
                         } else {
                             let d = slot_index(slot.ttl.domain);
-                            let at = if refreshed == PENDING {
-                                i64::MIN
-                            } else {
-                                refreshed.saturating_add(slot.ttl.millis)
-                            };
-                            due[d] = due[d].min(at);
+                            due[d] = due[d].min(expires_at(&slot.ttl, refreshed));
                         }
                     }
                 }
