@@ -304,8 +304,8 @@ fn main() -> anyhow::Result<()> {
             tolerable_failures: 3,
         });
         let dir = tempfile::tempdir()?;
-        let store: Arc<dyn wrun::checkpoint::CheckpointStore> =
-            Arc::new(wrun::checkpoint::FsStore::open(dir.path())?);
+        let store: Arc<wrun::checkpoint::CheckpointStore> =
+            Arc::new(wrun::checkpoint::CheckpointStore::open_dir(dir.path())?);
         let mut with = Vec::new();
         let mut without = Vec::new();
         for _ in 0..rounds {
@@ -541,7 +541,7 @@ fn language_figures(sandbox: &wrun::sandbox::Sandbox, rounds: u64) -> anyhow::Re
 
 /// Pause, duration and bytes of a checkpoint of one subtask's value state.
 fn checkpoint_figures() -> anyhow::Result<()> {
-    use wrun::checkpoint::FsStore;
+    use wrun::checkpoint::CheckpointStore;
     use wrun::state::{KeyGroupRange, StateLimits};
     for keys in [100_000u64, 1_000_000] {
         let mut state = KeyedState::new(
@@ -558,7 +558,7 @@ fn checkpoint_figures() -> anyhow::Result<()> {
             )?;
         }
         let dir = tempfile::tempdir()?;
-        let store = FsStore::open(dir.path())?;
+        let store = CheckpointStore::open_dir(dir.path())?;
         // The previous checkpoint's key group refs: what deltas build on.
         let mut last: std::collections::HashMap<u16, wrun::checkpoint::KeyGroupRef> =
             Default::default();
@@ -680,7 +680,7 @@ fn savepoint_figures(
     modules_store: &wrun::module::ModuleStore,
 ) -> anyhow::Result<()> {
     use std::time::Instant;
-    use wrun::checkpoint::{CheckpointStore, FsSavepoints, FsStore, SavepointStore};
+    use wrun::checkpoint::{CheckpointStore, FsSavepoints, SavepointStore};
     use wrun::exec::{JobControl, StopMode};
     let keys = 1_000_000u64;
     let component = wrun_test_guests::KEYED_SUM;
@@ -695,7 +695,7 @@ fn savepoint_figures(
     let graph = parse(u64::MAX / 4)?;
     let modules = wrun::module::load_modules(&graph, modules_store, sandbox)?;
     let dir = tempfile::tempdir()?;
-    let store: Arc<dyn CheckpointStore> = Arc::new(FsStore::open(&dir.path().join("cp"))?);
+    let store: Arc<CheckpointStore> = Arc::new(CheckpointStore::open_dir(&dir.path().join("cp"))?);
     let savepoints: Arc<dyn SavepointStore> = Arc::new(FsSavepoints::open(&dir.path().join("sp"))?);
     let control = JobControl::new("bench");
     let opts = RunOptions {

@@ -6,7 +6,7 @@
 //! <data dir>/lock          flock held by the one process that writes here
 //! <data dir>/modules/      uploaded components (module::ModuleStore)
 //! <data dir>/cache/        compiled code, by engine and component digest
-//! <data dir>/checkpoints/  chunks, manifests and savepoint pins (checkpoint::FsStore)
+//! <data dir>/checkpoints/  chunks, manifests and savepoint pins (checkpoint::CheckpointStore)
 //! <data dir>/savepoints/   the default savepoint registry (records)
 //! <data dir>/jobs/         `wrun serve`'s job records
 //! <data dir>/api.json      the endpoint of the API while a process serves it
@@ -19,8 +19,9 @@
 //! per process, so all its writers share one transaction lock. Commands
 //! that only read while a wrun runs use [`DataDir::open_read_only`].
 
+use crate::blob::StateUrl;
 use crate::checkpoint::{
-    CheckpointStore, FsSavepoints, FsStore, MemorySavepoints, SavepointBackend, SavepointError,
+    CheckpointStore, FsSavepoints, MemorySavepoints, SavepointBackend, SavepointError,
     SavepointStore, StoreError,
 };
 use crate::job::SavepointSettings;
@@ -150,7 +151,7 @@ pub struct DataDir {
     root: PathBuf,
     lock: Option<DirLock>,
     modules: ModuleStore,
-    store: Arc<dyn CheckpointStore>,
+    store: Arc<CheckpointStore>,
     memory: Arc<dyn SavepointStore>,
     filesystem: Arc<dyn SavepointStore>,
     registries: Registries,
@@ -171,10 +172,20 @@ impl DataDir {
     /// could not have the lock), and pins the default registry's
     /// savepoints that have no pin yet.
     pub fn open(root: &Path) -> Result<DataDir, DataDirError> {
+        DataDir::open_at(root, None)
+    }
+
+    /// [`DataDir::open`] with checkpoints and pins at `state` instead of
+    /// `<root>/checkpoints`. On a store other processes may share (an
+    /// object store), the pins of memory savepoints are left alone: they
+    /// may be another live process's.
+    pub fn open_at(root: &Path, state: Option<&StateUrl>) -> Result<DataDir, DataDirError> {
         let lock = lock(root)?;
-        let mut d = DataDir::open_read_only(root)?;
+        let mut d = DataDir::open_read_only_at(root, state)?;
         d.lock = Some(lock);
-        crate::checkpoint::drop_memory_pins(d.store.as_ref())?;
+        if !d.store.shared() {
+            crate::checkpoint::drop_memory_pins(d.store.as_ref())?;
+        }
         crate::checkpoint::ensure_pins(d.store.as_ref(), d.filesystem.as_ref())?;
         Ok(d)
     }
@@ -183,7 +194,19 @@ impl DataDir {
     /// may hold it). Nothing opened this way may write to the checkpoint
     /// store or the registries.
     pub fn open_read_only(root: &Path) -> Result<DataDir, DataDirError> {
-        let store: Arc<dyn CheckpointStore> = Arc::new(FsStore::open(&root.join("checkpoints"))?);
+        DataDir::open_read_only_at(root, None)
+    }
+
+    /// [`DataDir::open_read_only`] with checkpoints at `state`.
+    pub fn open_read_only_at(
+        root: &Path,
+        state: Option<&StateUrl>,
+    ) -> Result<DataDir, DataDirError> {
+        let store = match state {
+            Some(url) => CheckpointStore::open(url)?,
+            None => CheckpointStore::open_dir(&root.join("checkpoints"))?,
+        };
+        let store = Arc::new(store);
         let memory: Arc<dyn SavepointStore> = Arc::new(MemorySavepoints::default());
         let filesystem: Arc<dyn SavepointStore> =
             Arc::new(FsSavepoints::open(&root.join("savepoints"))?);
@@ -209,7 +232,7 @@ impl DataDir {
     }
 
     /// The checkpoint store: chunks, manifests, pins. One per process.
-    pub fn store(&self) -> Arc<dyn CheckpointStore> {
+    pub fn store(&self) -> Arc<CheckpointStore> {
         self.store.clone()
     }
 

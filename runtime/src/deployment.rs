@@ -28,7 +28,7 @@ pub struct Restore {
     pub checkpoint: CheckpointManifest,
     /// Where its chunks are when not in the job's store (an exported
     /// savepoint directory).
-    pub chunks: Option<Arc<dyn CheckpointStore>>,
+    pub chunks: Option<Arc<CheckpointStore>>,
     /// What it is in the user's words ("savepoint 'v1' (checkpoint 7 of
     /// job 'wordcount')"), for errors; `None`: errors name the checkpoint.
     pub label: Option<String>,
@@ -52,7 +52,7 @@ impl Restore {
     /// directory).
     pub fn savepoint(
         sp: Savepoint,
-        chunks: Option<Arc<dyn CheckpointStore>>,
+        chunks: Option<Arc<CheckpointStore>>,
         allow_non_restored_state: bool,
     ) -> Restore {
         Restore {
@@ -116,7 +116,7 @@ impl Deployment {
     /// `savepoints`, reached through `control`.
     pub fn options(
         &self,
-        store: Arc<dyn CheckpointStore>,
+        store: Arc<CheckpointStore>,
         savepoints: Arc<dyn SavepointStore>,
         control: Arc<JobControl>,
     ) -> RunOptions {

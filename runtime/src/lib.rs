@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod batch;
+pub mod blob;
 pub mod checkpoint;
 pub mod cli;
 pub mod connect;

@@ -22,7 +22,7 @@ fn fresh_state() -> KeyedState {
 /// Registers, checkpoints, restores and fires 1M event-time timers, one
 /// per key, their times spread over a minute.
 pub fn timer_figures(metric: fn(&str, f64, &str)) -> anyhow::Result<()> {
-    use wrun::checkpoint::FsStore;
+    use wrun::checkpoint::CheckpointStore;
     let n = 1_000_000usize;
     let timers: Vec<Timer> = (0..n)
         .map(|i| Timer {
@@ -57,7 +57,7 @@ pub fn timer_figures(metric: fn(&str, f64, &str)) -> anyhow::Result<()> {
 
     // A full checkpoint of the 1M pending timers into a filesystem store.
     let dir = tempfile::tempdir()?;
-    let store = FsStore::open(dir.path())?;
+    let store = CheckpointStore::open_dir(dir.path())?;
     let t = Instant::now();
     let snap = state.snapshot(true);
     let txn = wrun::checkpoint::begin(&store);

@@ -31,7 +31,7 @@ pub struct ApiState {
     pub(super) token: String,
     pub(super) mode: &'static str,
     pub(super) jobs: Mutex<BTreeMap<String, Arc<JobControl>>>,
-    pub(super) store: Arc<dyn CheckpointStore>,
+    pub(super) store: Arc<CheckpointStore>,
     pub(super) registries: crate::datadir::Registries,
     pub(super) modules: Option<Modules>,
     pub(super) deployer: std::sync::OnceLock<Arc<dyn Deployer>>,
@@ -43,7 +43,7 @@ impl ApiState {
     pub fn new(
         token: String,
         mode: &'static str,
-        store: Arc<dyn CheckpointStore>,
+        store: Arc<CheckpointStore>,
         registries: crate::datadir::Registries,
         modules: Option<Modules>,
     ) -> Arc<ApiState> {

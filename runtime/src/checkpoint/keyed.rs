@@ -2,7 +2,7 @@
 //! a delta on the previous checkpoint's chain, which to point at unchanged;
 //! and reading a key group back from its chain.
 
-use super::{CheckpointStore, ChunkRef, KeyGroupRef, StoreError, Txn};
+use super::{CheckpointStore, KeyGroupRef, StoreError, Txn};
 use crate::state::{Change, GroupSnapshot, KeyGroup, KeyedState, StateSnapshot};
 
 /// Longest chain of deltas on one whole snapshot before the key group is
@@ -19,9 +19,10 @@ pub const MAX_DELTAS: usize = 8;
 /// group, the previous checkpoint's ref. Returns the refs, the bytes they
 /// cover and the bytes newly written.
 ///
-/// Key groups are independent: they are encoded, hashed and written on up
-/// to [`encode_threads`] threads at once, each taking a contiguous share,
-/// and the refs come back in key-group order.
+/// Key groups are independent: they are encoded and hashed on up to
+/// [`encode_threads`] threads at once, each taking a contiguous share and
+/// writing it as one segment (so a checkpoint is a few large writes, in
+/// parallel), and the refs come back in key-group order.
 pub fn write_key_groups(
     txn: &Txn<'_>,
     previous: &(dyn Fn(u16) -> Option<KeyGroupRef> + Sync),
@@ -68,6 +69,7 @@ fn write_some(
     groups: &[GroupSnapshot],
 ) -> Result<(Vec<KeyGroupRef>, u64, u64), StoreError> {
     let (mut refs, mut full, mut new) = (Vec::new(), 0u64, 0u64);
+    let mut segment = txn.segment();
     for g in groups {
         let kg = g.key_group.0;
         let base = previous(kg);
@@ -79,44 +81,41 @@ fn write_some(
                     let chain: u64 = base.deltas.iter().map(|d| d.bytes).sum();
                     chain + d.len() as u64 <= base.bytes
                 })
-                .map(|d| -> Result<_, StoreError> {
-                    let (chunk, written) = txn.put_chunk(&d)?;
+                .map(|d| {
+                    let (r, written) = segment.put(&d);
                     new += written;
-                    base.deltas.push(ChunkRef {
-                        chunk,
-                        bytes: d.len() as u64,
-                    });
-                    Ok(base)
-                })
-                .transpose()?,
+                    base.deltas.push(r);
+                    base
+                }),
             _ => None,
         };
         let r = match reused {
-            Some(r) => r,
+            Some(r) => {
+                // Its earlier chunks are referenced again: hold them.
+                txn.reuse(r.loc());
+                r.deltas.iter().for_each(|d| txn.reuse(d.loc()));
+                r
+            }
             None => {
                 let Some(bytes) = g.encode_full() else {
                     continue;
                 };
-                let (chunk, written) = txn.put_chunk(&bytes)?;
+                let (r, written) = segment.put(&bytes);
                 new += written;
-                KeyGroupRef {
-                    key_group: kg,
-                    chunk,
-                    bytes: bytes.len() as u64,
-                    deltas: Vec::new(),
-                }
+                KeyGroupRef::whole(kg, r)
             }
         };
         full += r.total_bytes();
         refs.push(r);
     }
+    txn.finished(segment)?;
     Ok((refs, full, new))
 }
 
 /// Loads one key group from its whole snapshot and deltas into `state`,
 /// verifying every chunk. The error says which chunk failed and why.
 pub fn read_key_group(
-    store: &dyn CheckpointStore,
+    store: &CheckpointStore,
     r: &KeyGroupRef,
     state: &mut KeyedState,
 ) -> Result<(), String> {
@@ -124,12 +123,12 @@ pub fn read_key_group(
     // function's one string carries both.
     let chunk = |c| store.get_chunk(c).map_err(|e| crate::report::chain(&e));
     let kg = KeyGroup(r.key_group);
-    let base = chunk(&r.chunk)?;
+    let base = chunk(r.loc())?;
     state
         .decode_key_group(kg, &base)
         .map_err(|e| e.to_string())?;
     for d in &r.deltas {
-        let bytes = chunk(&d.chunk)?;
+        let bytes = chunk(d.loc())?;
         state
             .apply_key_group_delta(kg, &bytes)
             .map_err(|e| format!("{e} (delta chunk {})", d.chunk.hex()))?;
@@ -141,7 +140,7 @@ pub fn read_key_group(
 /// to [`encode_threads`] threads, each decoding a contiguous share into a
 /// state of its own that is then moved into `state`.
 pub fn read_key_groups(
-    store: &dyn CheckpointStore,
+    store: &CheckpointStore,
     refs: &[&KeyGroupRef],
     state: &mut KeyedState,
 ) -> Result<(), String> {
@@ -178,7 +177,7 @@ pub fn read_key_groups(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::MemStore;
+    use crate::checkpoint::CheckpointStore as MemStore;
     use crate::state::{KeyGroupRange, StateKind, StateLimits};
     use std::collections::HashMap;
 
@@ -239,7 +238,7 @@ mod tests {
 
     #[test]
     fn one_percent_of_keys_changed_writes_under_five_percent() {
-        let store = MemStore::default();
+        let store = MemStore::in_memory();
         let mut s = state();
         let v = s.id("count", StateKind::Value).unwrap();
         for k in 0..100_000u64 {
@@ -270,7 +269,7 @@ mod tests {
 
     #[test]
     fn deltas_carry_every_kind_of_change_and_chains_are_compacted() {
-        let store = MemStore::default();
+        let store = MemStore::in_memory();
         let mut s = state();
         let (v, l, m) = (
             s.id("v", StateKind::Value).unwrap(),
@@ -306,7 +305,7 @@ mod tests {
 
     #[test]
     fn a_full_snapshot_ignores_the_previous_chain() {
-        let store = MemStore::default();
+        let store = MemStore::in_memory();
         let mut s = state();
         let v = s.id("v", StateKind::Value).unwrap();
         for k in 0..1_000u32 {

@@ -1,11 +1,41 @@
 //! The checkpoint manifest: everything needed to restore a job, pointing at
-//! state by chunk hash. Stored as JSON at
+//! state by chunk: its blake3 hash, its size, and where it is (a byte
+//! range of a segment object). Stored as JSON at
 //! `jobs/<job>/checkpoints/<id>.json`.
 
 use serde::{Deserialize, Serialize};
 
-/// The manifest format this wrun writes and reads.
-pub const MANIFEST_FORMAT: u32 = 1;
+/// The manifest format this wrun writes. Format 2 places chunks in
+/// segments (`at`); format 1, whose chunks are one object each under
+/// `chunks/`, is still read.
+pub const MANIFEST_FORMAT: u32 = 2;
+
+/// The manifest formats this wrun reads.
+pub const MANIFEST_FORMATS_READ: [u32; 2] = [1, 2];
+
+/// Where a chunk is: a byte range of a segment object (one object per
+/// writer thread per checkpoint). Absent in format 1 manifests, whose
+/// chunks are objects of their own (`chunks/<aa>/<hash>`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Span {
+    /// The segment's key in the store (`segments/<id>`).
+    pub segment: String,
+    /// The chunk's first byte in it.
+    pub offset: u64,
+}
+
+/// A chunk as a reader needs it: its hash (verified on every read), its
+/// size, and where it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Loc<'a> {
+    /// Its blake3.
+    pub chunk: ChunkHash,
+    /// Its size.
+    pub bytes: u64,
+    /// Its place in a segment; `None` for a format 1 chunk object.
+    pub at: Option<&'a Span>,
+}
 
 /// A checkpoint's number within its job; increases by one per checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -54,26 +84,72 @@ pub struct KeyGroupRef {
     pub chunk: ChunkHash,
     /// The chunk's size.
     pub bytes: u64,
+    /// Where the chunk is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Span>,
     /// Delta chunks (`WRKD`) on top of it, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deltas: Vec<ChunkRef>,
 }
 
 impl KeyGroupRef {
+    /// A key group written whole into `r`, with no deltas yet.
+    pub fn whole(key_group: u16, r: ChunkRef) -> KeyGroupRef {
+        KeyGroupRef {
+            key_group,
+            chunk: r.chunk,
+            bytes: r.bytes,
+            at: r.at,
+            deltas: Vec::new(),
+        }
+    }
+
+    /// Its whole snapshot's chunk.
+    pub fn loc(&self) -> Loc<'_> {
+        Loc {
+            chunk: self.chunk,
+            bytes: self.bytes,
+            at: self.at.as_ref(),
+        }
+    }
+
     /// Bytes of the snapshot and its deltas: what a restore reads.
     pub fn total_bytes(&self) -> u64 {
         self.bytes + self.deltas.iter().map(|d| d.bytes).sum::<u64>()
     }
 }
 
-/// A chunk and its size.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A chunk, its size and where it is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ChunkRef {
     /// The chunk.
     pub chunk: ChunkHash,
     /// Its size.
     pub bytes: u64,
+    /// Where it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Span>,
+}
+
+impl ChunkRef {
+    /// Where to read it.
+    pub fn loc(&self) -> Loc<'_> {
+        Loc {
+            chunk: self.chunk,
+            bytes: self.bytes,
+            at: self.at.as_ref(),
+        }
+    }
+
+    /// A ref to what `loc` names.
+    pub fn of(loc: Loc<'_>) -> ChunkRef {
+        ChunkRef {
+            chunk: loc.chunk,
+            bytes: loc.bytes,
+            at: loc.at.cloned(),
+        }
+    }
 }
 
 /// One subtask's non-keyed operator state (from the guest's `snapshot`).
@@ -86,6 +162,20 @@ pub struct SubtaskStateRef {
     pub chunk: ChunkHash,
     /// The chunk's size.
     pub bytes: u64,
+    /// Where the chunk is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Span>,
+}
+
+impl SubtaskStateRef {
+    /// Where to read it.
+    pub fn loc(&self) -> Loc<'_> {
+        Loc {
+            chunk: self.chunk,
+            bytes: self.bytes,
+            at: self.at.as_ref(),
+        }
+    }
 }
 
 /// An operator's state in a checkpoint, addressed by operator ID.
@@ -149,6 +239,20 @@ pub struct StagedRef {
     pub chunk: ChunkHash,
     /// Its size.
     pub bytes: u64,
+    /// Where the chunk is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Span>,
+}
+
+impl StagedRef {
+    /// Where to read it.
+    pub fn loc(&self) -> Loc<'_> {
+        Loc {
+            chunk: self.chunk,
+            bytes: self.bytes,
+            at: self.at.as_ref(),
+        }
+    }
 }
 
 /// What an exactly-once sink had committed, and what it staged, at the
@@ -231,20 +335,52 @@ impl CheckpointManifest {
     }
 
     /// Every chunk the manifest references.
-    pub fn chunks(&self) -> impl Iterator<Item = ChunkHash> + '_ {
+    pub fn chunks(&self) -> impl Iterator<Item = Loc<'_>> + '_ {
         self.operators
             .iter()
             .flat_map(|o| {
                 o.key_groups
                     .iter()
-                    .flat_map(|k| std::iter::once(k.chunk).chain(k.deltas.iter().map(|d| d.chunk)))
-                    .chain(o.operator_state.iter().map(|s| s.chunk))
+                    .flat_map(|k| std::iter::once(k.loc()).chain(k.deltas.iter().map(|d| d.loc())))
+                    .chain(o.operator_state.iter().map(|s| s.loc()))
             })
             .chain(
                 self.sinks
                     .iter()
-                    .flat_map(|s| s.staged.iter().map(|r| r.chunk)),
+                    .flat_map(|s| s.staged.iter().map(|r| r.loc())),
             )
+    }
+
+    /// Points every chunk reference at what `f` returns for it (a copy
+    /// into another store), and sets the format to this wrun's.
+    pub fn relocate<E>(
+        &mut self,
+        mut f: impl FnMut(Loc<'_>) -> Result<ChunkRef, E>,
+    ) -> Result<(), E> {
+        fn set(chunk: &mut ChunkHash, bytes: &mut u64, at: &mut Option<Span>, r: ChunkRef) {
+            (*chunk, *bytes, *at) = (r.chunk, r.bytes, r.at);
+        }
+        for o in &mut self.operators {
+            for k in &mut o.key_groups {
+                let r = f(k.loc())?;
+                set(&mut k.chunk, &mut k.bytes, &mut k.at, r);
+                for d in &mut k.deltas {
+                    *d = f(d.loc())?;
+                }
+            }
+            for st in &mut o.operator_state {
+                let r = f(st.loc())?;
+                set(&mut st.chunk, &mut st.bytes, &mut st.at, r);
+            }
+        }
+        for s in &mut self.sinks {
+            for st in &mut s.staged {
+                let r = f(st.loc())?;
+                set(&mut st.chunk, &mut st.bytes, &mut st.at, r);
+            }
+        }
+        self.format = MANIFEST_FORMAT;
+        Ok(())
     }
 }
 
@@ -274,15 +410,21 @@ mod tests {
                     key_group: 0,
                     chunk: h(1),
                     bytes: 10,
+                    at: None,
                     deltas: vec![ChunkRef {
                         chunk: h(2),
                         bytes: 3,
+                        at: Some(Span {
+                            segment: "segments/x".into(),
+                            offset: 7,
+                        }),
                     }],
                 }],
                 operator_state: vec![SubtaskStateRef {
                     subtask: 0,
                     chunk: h(3),
                     bytes: 1,
+                    at: None,
                 }],
             }],
             sources: vec![],
@@ -291,7 +433,11 @@ mod tests {
             new_bytes: 0,
             input_ended: false,
         };
-        assert_eq!(m.chunks().collect::<Vec<_>>(), [h(1), h(2), h(3)]);
+        assert_eq!(
+            m.chunks().map(|l| l.chunk).collect::<Vec<_>>(),
+            [h(1), h(2), h(3)]
+        );
+        assert_eq!(m.chunks().nth(1).unwrap().at.unwrap().offset, 7);
         assert_eq!(m.operators[0].key_groups[0].total_bytes(), 13);
         let json = serde_json::to_string(&m).unwrap();
         assert_eq!(

@@ -1,10 +1,11 @@
 //! Checkpoint storage and the pure decisions around it.
 //!
-//! Storage (`store`): content-addressed chunks (blake3) and per-job
-//! manifests, committed atomically, behind the [`CheckpointStore`] trait
-//! with a filesystem implementation rooted at one directory handle and an
-//! in-memory one for tests. Decisions (`retention`): which checkpoints to
-//! keep, which chunks nothing references, which checkpoint to restore.
+//! Storage (`store`): the checkpoint repository over a blob store (a
+//! directory, S3, memory: `crate::blob`): chunks verified by blake3 and
+//! written as segments, per-job manifests created once, pins, and garbage
+//! collection by marking with a grace period. Decisions (`retention`):
+//! which checkpoints to keep, which objects to delete, which checkpoint to
+//! restore.
 //! Keyed state (`keyed`): whole key group snapshots, deltas on them, and
 //! reading a key group back. Savepoints (`savepoint`): registries of
 //! records, and pins in the store that keep their chunks. This module never reaches into running
@@ -20,11 +21,12 @@ mod store;
 
 pub use keyed::{MAX_DELTAS, encode_threads, read_key_group, read_key_groups, write_key_groups};
 pub use manifest::{
-    CheckpointId, CheckpointManifest, ChunkHash, ChunkRef, KeyGroupRef, MANIFEST_FORMAT,
-    OperatorStateRef, SinkState, SourcePosition, SplitState, StagedRef, SubtaskStateRef,
+    CheckpointId, CheckpointManifest, ChunkHash, ChunkRef, KeyGroupRef, Loc, MANIFEST_FORMAT,
+    MANIFEST_FORMATS_READ, OperatorStateRef, SinkState, SourcePosition, Span, SplitState,
+    StagedRef, SubtaskStateRef,
 };
 pub use operator_state::{OperatorStateChunk, decode_operator_state, encode_operator_state};
-pub use retention::{choose_restore, to_delete, unreferenced_chunks};
+pub use retention::{choose_restore, garbage, to_delete};
 pub use savepoint::{
     EXPORT_RECORD, Found, FsSavepoints, MemorySavepoints, SAVEPOINT_FORMAT, Savepoint,
     SavepointBackend, SavepointError, SavepointStore, check_name, dispose, drop_memory_pins,
@@ -32,6 +34,6 @@ pub use savepoint::{
     resolve as resolve_savepoint,
 };
 pub use store::{
-    CheckpointStore, FsStore, MemStore, PIN_FORMAT, Pin, StoreError, Txn, TxnLock, begin,
-    collect_garbage,
+    CheckpointStore, PIN_FORMAT, Pin, SegmentWriter, StoreError, Txn, begin, collect_garbage,
+    object_key,
 };

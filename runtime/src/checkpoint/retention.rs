@@ -1,8 +1,10 @@
 //! Pure decisions: what to keep, what to delete, what to restore. No I/O;
 //! the caller reads and writes the store.
 
-use super::manifest::{CheckpointId, CheckpointManifest, ChunkHash};
+use super::manifest::CheckpointId;
+use crate::blob::BlobMeta;
 use std::collections::{BTreeSet, HashSet};
+use std::time::SystemTime;
 
 /// The checkpoints retention deletes: all but the newest `keep` and the
 /// pinned ones (savepoints point at checkpoints and pin them).
@@ -21,19 +23,21 @@ pub fn to_delete(
         .collect()
 }
 
-/// The chunks no kept manifest references. (Chunks of a checkpoint still
-/// being written are safe by the store's transactions, not by this.)
-pub fn unreferenced_chunks<'a>(
-    all: &[ChunkHash],
-    kept: impl IntoIterator<Item = &'a CheckpointManifest>,
-) -> Vec<ChunkHash> {
-    let referenced: HashSet<ChunkHash> = kept
-        .into_iter()
-        .flat_map(|m| m.chunks().collect::<Vec<_>>())
-        .collect();
-    all.iter()
-        .filter(|c| !referenced.contains(c))
-        .copied()
+/// The objects garbage collection deletes: those no kept manifest or pin
+/// references (`referenced`), that no transaction of this process held
+/// (`held`), and that were last written before `cutoff` (the collection's
+/// start minus the grace period).
+pub fn garbage(
+    objects: &[BlobMeta],
+    referenced: &HashSet<String>,
+    held: &HashSet<String>,
+    cutoff: SystemTime,
+) -> Vec<String> {
+    objects
+        .iter()
+        .filter(|o| !referenced.contains(&o.key) && !held.contains(&o.key))
+        .filter(|o| o.modified <= cutoff)
+        .map(|o| o.key.clone())
         .collect()
 }
 
@@ -59,45 +63,10 @@ pub fn choose_restore<E: std::fmt::Display>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::{KeyGroupRef, MANIFEST_FORMAT, OperatorStateRef};
+    use std::time::Duration;
 
     fn ids(v: &[u64]) -> Vec<CheckpointId> {
         v.iter().map(|&i| CheckpointId(i)).collect()
-    }
-
-    fn manifest(id: u64, chunks: &[u8]) -> CheckpointManifest {
-        CheckpointManifest {
-            format: MANIFEST_FORMAT,
-            job: "j".into(),
-            id: CheckpointId(id),
-            triggered_at_ms: 0,
-            duration_ms: 0,
-            graph_fingerprint: String::new(),
-            max_parallelism: 128,
-            operators: vec![OperatorStateRef {
-                operator_id: "00".into(),
-                uid: None,
-                name: "op".into(),
-                parallelism: 1,
-                module: String::new(),
-                state_format: None,
-                key_groups: chunks
-                    .iter()
-                    .map(|&c| KeyGroupRef {
-                        key_group: u16::from(c),
-                        chunk: ChunkHash([c; 32]),
-                        bytes: 1,
-                        deltas: vec![],
-                    })
-                    .collect(),
-                operator_state: vec![],
-            }],
-            sources: vec![],
-            sinks: vec![],
-            full_bytes: 0,
-            new_bytes: 0,
-            input_ended: false,
-        }
     }
 
     #[test]
@@ -112,12 +81,31 @@ mod tests {
     }
 
     #[test]
-    fn gc_deletes_exactly_what_nothing_references() {
-        let kept = [manifest(3, &[1, 2]), manifest(4, &[2, 3])];
-        let all: Vec<ChunkHash> = (1..=5).map(|c| ChunkHash([c; 32])).collect();
+    fn gc_deletes_exactly_the_old_unreferenced_unheld_objects() {
+        let now = SystemTime::now();
+        let obj = |key: &str, age: u64| BlobMeta {
+            key: key.into(),
+            size: 1,
+            modified: now - Duration::from_secs(age),
+        };
+        let objects = [
+            obj("segments/a", 100),
+            obj("segments/b", 100),
+            obj("segments/c", 100),
+            obj("segments/young", 5),
+            obj("chunks/ab/old", 100),
+        ];
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<HashSet<_>>();
+        let cutoff = now - Duration::from_secs(10);
         assert_eq!(
-            unreferenced_chunks(&all, &kept),
-            vec![ChunkHash([4; 32]), ChunkHash([5; 32])]
+            garbage(
+                &objects,
+                &set(&["segments/a"]),
+                &set(&["segments/b"]),
+                cutoff
+            ),
+            vec!["segments/c", "chunks/ab/old"],
+            "referenced, held and young objects stay"
         );
     }
 

@@ -17,7 +17,7 @@
 //! paths) that [`import`] reads back into another data directory.
 
 use super::manifest::{CheckpointManifest, ChunkHash};
-use super::store::{CheckpointStore, FsStore, PIN_FORMAT, Pin, StoreError, begin, collect_garbage};
+use super::store::{CheckpointStore, PIN_FORMAT, Pin, StoreError, Txn, begin, collect_garbage};
 use crate::fsutil;
 pub use crate::job::SavepointBackend;
 use cap_std::fs::Dir;
@@ -151,7 +151,7 @@ fn pin_of(sp: &Savepoint, registry: &dyn SavepointStore) -> Pin {
 /// collection can take its chunks), then its record in `registry`. A
 /// record that cannot be written (its name is taken) takes the pin back.
 pub fn register(
-    store: &dyn CheckpointStore,
+    store: &CheckpointStore,
     registry: &dyn SavepointStore,
     sp: &Savepoint,
 ) -> Result<(), SavepointError> {
@@ -166,12 +166,12 @@ pub fn register(
 
 /// Disposes of a savepoint: removes its record, then its pin, then
 /// collects the chunks nothing else references. Returns the savepoint and
-/// the chunks freed. Needs no operator code: state is host-owned bytes.
+/// the objects freed. Needs no operator code: state is host-owned bytes.
 pub fn dispose(
-    store: &dyn CheckpointStore,
+    store: &CheckpointStore,
     registry: &dyn SavepointStore,
     id_or_name: &str,
-) -> Result<(Savepoint, Vec<ChunkHash>), SavepointError> {
+) -> Result<(Savepoint, Vec<String>), SavepointError> {
     let sp = match find(registry, id_or_name) {
         Ok(sp) => {
             registry.remove(&sp.id)?;
@@ -211,7 +211,7 @@ pub fn dispose(
 /// savepoints of a registry written before pins existed, or whose pin a
 /// crash between the two writes of [`register`] never made.
 pub fn ensure_pins(
-    store: &dyn CheckpointStore,
+    store: &CheckpointStore,
     registry: &dyn SavepointStore,
 ) -> Result<usize, SavepointError> {
     let pinned: std::collections::HashSet<String> = store
@@ -233,7 +233,7 @@ pub fn ensure_pins(
 /// Removes the pins of memory savepoints: called by the process that has
 /// just taken the data directory's lock, so the process that held them is
 /// gone, and so are they.
-pub fn drop_memory_pins(store: &dyn CheckpointStore) -> Result<usize, SavepointError> {
+pub fn drop_memory_pins(store: &CheckpointStore) -> Result<usize, SavepointError> {
     let mut dropped = 0;
     for p in store.list_pins()? {
         if p.memory {
@@ -471,15 +471,35 @@ impl SavepointStore for FsSavepoints {
     }
 }
 
+/// Copies every chunk `m` references from `from` into `txn` (verifying
+/// each on the way) and points `m` at the copies. Returns the bytes copied.
+fn copy_chunks(
+    m: &mut crate::checkpoint::CheckpointManifest,
+    from: &CheckpointStore,
+    txn: &Txn<'_>,
+) -> Result<u64, StoreError> {
+    let mut copied: std::collections::HashMap<ChunkHash, crate::checkpoint::ChunkRef> =
+        Default::default();
+    let mut bytes = 0;
+    m.relocate(|loc| -> Result<_, StoreError> {
+        if let Some(r) = copied.get(&loc.chunk) {
+            return Ok(r.clone());
+        }
+        let data = from.get_chunk(loc)?;
+        bytes += data.len() as u64;
+        let (r, _) = txn.put_chunk(&data)?;
+        copied.insert(loc.chunk, r.clone());
+        Ok(r)
+    })?;
+    txn.flush()?;
+    Ok(bytes)
+}
+
 /// Writes a self-contained copy of `sp` into the new directory `dest`:
-/// `savepoint.json` and `chunks/<aa>/<hash>` (the checkpoint store's own
-/// layout, so the directory can be read as a store). Every chunk is
+/// `savepoint.json` and the chunks, laid out as a checkpoint store of its
+/// own (`segments/`), so the directory can be read as one. Every chunk is
 /// verified on the way. Returns the bytes of chunks copied.
-pub fn export(
-    sp: &Savepoint,
-    from: &dyn CheckpointStore,
-    dest: &Path,
-) -> Result<u64, SavepointError> {
+pub fn export(sp: &Savepoint, from: &CheckpointStore, dest: &Path) -> Result<u64, SavepointError> {
     if dest.exists()
         && std::fs::read_dir(dest)
             .map_err(io("read", dest))?
@@ -495,21 +515,12 @@ pub fn export(
             ),
         });
     }
-    let to = FsStore::open(dest)?;
-    let txn = begin(&to);
-    let mut bytes = 0;
-    let mut seen = std::collections::HashSet::new();
-    for c in sp.checkpoint.chunks() {
-        if seen.insert(c) {
-            let data = from.get_chunk(&c)?;
-            bytes += data.len() as u64;
-            txn.put_chunk(&data)?;
-        }
-    }
-    txn.sync()?;
+    let to = CheckpointStore::open_dir(dest)?;
+    let mut sp = sp.clone();
+    let bytes = copy_chunks(&mut sp.checkpoint, from, &begin(&to))?;
     let dir =
         Dir::open_ambient_dir(dest, cap_std::ambient_authority()).map_err(io("open", dest))?;
-    let record = serde_json::to_vec_pretty(sp).map_err(|e| SavepointError::Unreadable {
+    let record = serde_json::to_vec_pretty(&sp).map_err(|e| SavepointError::Unreadable {
         path: dest.join(EXPORT_RECORD),
         error: e.into(),
     })?;
@@ -521,7 +532,7 @@ pub fn export(
 /// chunks.
 /// A savepoint, and the store holding its chunks when that is not the data
 /// directory's.
-pub type Found = (Savepoint, Option<Arc<dyn CheckpointStore>>);
+pub type Found = (Savepoint, Option<Arc<CheckpointStore>>);
 
 /// A savepoint in an exported directory (`spec` is its path), with a store
 /// over its chunks; `None` when `spec` is no such directory.
@@ -571,18 +582,18 @@ pub fn resolve(
     )))
 }
 
-pub fn open_export(dir: &Path) -> Result<(Savepoint, FsStore), SavepointError> {
+pub fn open_export(dir: &Path) -> Result<(Savepoint, CheckpointStore), SavepointError> {
     let path = dir.join(EXPORT_RECORD);
     let bytes = std::fs::read(&path).map_err(io("read", &path))?;
     let sp = parse_record(&path, &bytes)?;
-    Ok((sp, FsStore::open(dir)?))
+    Ok((sp, CheckpointStore::open_dir(dir)?))
 }
 
 /// Imports an exported savepoint: copies (and verifies) its chunks into
 /// `into` and registers it in `registry`, under `name` if given.
 pub fn import(
     dir: &Path,
-    into: &dyn CheckpointStore,
+    into: &CheckpointStore,
     registry: &dyn SavepointStore,
     name: Option<String>,
 ) -> Result<Savepoint, SavepointError> {
@@ -592,11 +603,9 @@ pub fn import(
     }
     sp.backend = registry.backend();
     registry.check_free(&sp)?;
-    // No collector may run between the chunks and the pin.
+    // The transaction holds the copies until the pin references them.
     let txn = begin(into);
-    for c in sp.checkpoint.chunks() {
-        txn.put_chunk(&from.get_chunk(&c)?)?;
-    }
+    copy_chunks(&mut sp.checkpoint, &from, &txn)?;
     txn.put_pin(&pin_of(&sp, registry))?;
     drop(txn);
     if let Err(e) = registry.put(&sp) {

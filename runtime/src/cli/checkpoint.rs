@@ -35,6 +35,13 @@ pub struct ListArgs {
     /// Data directory.
     #[arg(long, env = "WRUN_DATA_DIR", default_value = ".wrun")]
     pub data_dir: PathBuf,
+    /// Where checkpoints and savepoint pins live: a directory, or
+    /// s3://BUCKET/PREFIX?endpoint=URL&region=R&path-style=true for an
+    /// S3-compatible object store (credentials from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY or credentials-file=PATH). Default:
+    /// DATA_DIR/checkpoints. See docs/state-storage.md.
+    #[arg(long, env = "WRUN_STATE_URL", value_name = "URL", value_parser = super::parse_state_url)]
+    pub state_url: Option<crate::blob::StateUrl>,
 }
 
 /// `wrun checkpoint`.
@@ -69,12 +76,14 @@ fn list(args: ListArgs) -> Result<()> {
         }
         None => {
             let dir = args.data_dir.join("checkpoints");
-            if !dir.is_dir() {
+            if args.state_url.is_none() && !dir.is_dir() {
                 println!("no checkpoints in {}", dir.display());
                 return Ok(());
             }
             crate::api::checkpoint_rows(
-                DataDir::open_read_only(&args.data_dir)?.store().as_ref(),
+                DataDir::open_read_only_at(&args.data_dir, args.state_url.as_ref())?
+                    .store()
+                    .as_ref(),
                 args.job,
             )?
         }

@@ -26,6 +26,11 @@ use std::process::ExitCode;
 /// cache for several data directories, e.g. a machine's), else the data
 /// directory's `cache/`. Entries are keyed by the component's digest and
 /// the engine's compatibility hash, so sharing one is safe.
+/// Parses `--state-url` (clap's value parser).
+fn parse_state_url(s: &str) -> Result<crate::blob::StateUrl, String> {
+    crate::blob::StateUrl::parse(s).map_err(|e| e.detail)
+}
+
 fn compile_cache_dir(data_dir: &Path) -> PathBuf {
     match std::env::var_os("WRUN_CACHE_DIR") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),

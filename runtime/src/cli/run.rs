@@ -24,6 +24,13 @@ pub struct RunArgs {
     /// Data directory: module store, compile cache and checkpoints.
     #[arg(long, env = "WRUN_DATA_DIR", default_value = ".wrun")]
     pub data_dir: PathBuf,
+    /// Where checkpoints and savepoint pins live: a directory, or
+    /// s3://BUCKET/PREFIX?endpoint=URL&region=R&path-style=true for an
+    /// S3-compatible object store (credentials from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY or credentials-file=PATH). Default:
+    /// DATA_DIR/checkpoints. See docs/state-storage.md.
+    #[arg(long, env = "WRUN_STATE_URL", value_name = "URL", value_parser = super::parse_state_url)]
+    pub state_url: Option<crate::blob::StateUrl>,
     /// Continue from the job's latest checkpoint in the data directory
     /// (after a crash or a kill); without one, start from the beginning.
     #[arg(long, conflicts_with = "from_savepoint")]
@@ -53,7 +60,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
             args.manifest.display()
         );
     }
-    let data = DataDir::open(&args.data_dir)?;
+    let data = DataDir::open_at(&args.data_dir, args.state_url.as_ref())?;
     let sandbox = Arc::new(Sandbox::new(SandboxConfig {
         cache_dir: Some(super::compile_cache_dir(data.root())),
         ..SandboxConfig::default()
@@ -68,7 +75,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         match &m {
             Some(m) => tracing::info!(job = %graph.name, "resuming from checkpoint {}", m.id),
             None => {
-                tracing::warn!(job = %graph.name, "--resume: no usable checkpoint in {}; starting from the beginning", args.data_dir.join("checkpoints").display())
+                tracing::warn!(job = %graph.name, "--resume: no usable checkpoint in {}; starting from the beginning", store.location(""))
             }
         }
         m.map(Restore::checkpoint)

@@ -19,6 +19,13 @@ pub struct Location {
     /// Data directory.
     #[arg(long, env = "WRUN_DATA_DIR", default_value = ".wrun")]
     pub data_dir: PathBuf,
+    /// Where checkpoints and savepoint pins live: a directory, or
+    /// s3://BUCKET/PREFIX?endpoint=URL&region=R&path-style=true for an
+    /// S3-compatible object store (credentials from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY or credentials-file=PATH). Default:
+    /// DATA_DIR/checkpoints. See docs/state-storage.md.
+    #[arg(long, env = "WRUN_STATE_URL", value_name = "URL", value_parser = super::parse_state_url)]
+    pub state_url: Option<crate::blob::StateUrl>,
     /// Directory of filesystem savepoints, when the job set another one
     /// in `[savepoints] dir`.
     #[arg(long = "dir", value_name = "DIR")]
@@ -29,9 +36,9 @@ impl Location {
     /// The data directory, locked when `write` (dispose, import).
     fn open(&self, write: bool) -> Result<DataDir> {
         Ok(if write {
-            DataDir::open(&self.data_dir)?
+            DataDir::open_at(&self.data_dir, self.state_url.as_ref())?
         } else {
-            DataDir::open_read_only(&self.data_dir)?
+            DataDir::open_read_only_at(&self.data_dir, self.state_url.as_ref())?
         })
     }
 

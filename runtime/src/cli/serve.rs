@@ -16,6 +16,13 @@ pub struct ServeArgs {
     /// API token. Jobs running when wrun serve last stopped resume.
     #[arg(long, env = "WRUN_DATA_DIR", default_value = ".wrun")]
     pub data_dir: PathBuf,
+    /// Where checkpoints and savepoint pins live: a directory, or
+    /// s3://BUCKET/PREFIX?endpoint=URL&region=R&path-style=true for an
+    /// S3-compatible object store (credentials from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY or credentials-file=PATH). Default:
+    /// DATA_DIR/checkpoints. See docs/state-storage.md.
+    #[arg(long, env = "WRUN_STATE_URL", value_name = "URL", value_parser = super::parse_state_url)]
+    pub state_url: Option<crate::blob::StateUrl>,
     /// Address of the HTTP API; port 0 picks a free one (written to
     /// DATA_DIR/api.json, where the CLI finds it).
     #[arg(long, default_value = "127.0.0.1:8270")]
@@ -54,6 +61,7 @@ pub(super) fn run(args: ServeArgs) -> Result<()> {
     let rt = Runtime::open(
         &ServeConfig {
             data_dir: args.data_dir.clone(),
+            state_url: args.state_url.clone(),
             max_module_bytes: args.max_module_mb.saturating_mul(1 << 20),
         },
         sandbox,

@@ -60,7 +60,7 @@ pub(crate) enum Ack {
 pub(crate) struct Coordinator<'a> {
     pub(crate) graph: &'a JobGraph,
     pub(crate) settings: CheckpointSettings,
-    pub(crate) store: Arc<dyn CheckpointStore>,
+    pub(crate) store: Arc<CheckpointStore>,
     pub(crate) modules: BTreeMap<usize, String>,
     pub(crate) triggers: Vec<Sender<super::channel::Barrier>>,
     pub(crate) commits: Vec<Sender<u64>>,
@@ -506,13 +506,14 @@ impl Coordinator<'_> {
                     let mut staged = Vec::new();
                     for st in &prepared.staged {
                         super::fault::crash_point("checkpoint-sink-staged");
-                        let (chunk, written) = txn.put_chunk(&st.bytes)?;
+                        let (r, written) = txn.put_chunk(&st.bytes)?;
                         full += st.bytes.len() as u64;
                         new += written;
                         staged.push(crate::checkpoint::StagedRef {
                             checkpoint: st.checkpoint,
-                            chunk,
-                            bytes: st.bytes.len() as u64,
+                            chunk: r.chunk,
+                            bytes: r.bytes,
+                            at: r.at,
                         });
                     }
                     sinks.push(SinkState {
@@ -565,13 +566,14 @@ impl Coordinator<'_> {
                             s.format.version,
                             &s.data,
                         );
-                        let (chunk, written) = txn.put_chunk(&payload)?;
+                        let (r, written) = txn.put_chunk(&payload)?;
                         full += payload.len() as u64;
                         new += written;
                         entry.operator_state.push(SubtaskStateRef {
                             subtask,
-                            chunk,
-                            bytes: payload.len() as u64,
+                            chunk: r.chunk,
+                            bytes: r.bytes,
+                            at: r.at,
                         });
                     }
                 }
@@ -622,7 +624,7 @@ impl Coordinator<'_> {
         }
         // Savepoints keep their chunks through their pins in the store,
         // whichever registry holds their records.
-        collect_garbage(self.store.as_ref())?;
+        collect_garbage(&self.store)?;
         Ok(())
     }
 }

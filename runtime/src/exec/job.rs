@@ -41,14 +41,14 @@ pub struct RunOptions {
     pub native: HashMap<String, NativeFactory>,
     /// Where checkpoints go; checkpoints run when this is set and the job
     /// has a `[checkpoint]` table.
-    pub store: Option<Arc<dyn CheckpointStore>>,
+    pub store: Option<Arc<CheckpointStore>>,
     /// Start from this checkpoint.
     pub restore: Option<CheckpointManifest>,
     /// Fault injection for tests.
     pub fail_point: Option<FailPoint>,
     /// Where the chunks of `restore` are, when not in `store` (an exported
     /// savepoint).
-    pub restore_store: Option<Arc<dyn CheckpointStore>>,
+    pub restore_store: Option<Arc<CheckpointStore>>,
     /// Start even when `restore` holds state for operators the job lacks
     /// (that state is dropped).
     pub allow_non_restored_state: bool,
@@ -296,7 +296,7 @@ struct Control {
 /// checkpoint in the store (or the one restored).
 fn coordinator<'a>(
     graph: &'a JobGraph,
-    store: &Arc<dyn CheckpointStore>,
+    store: &Arc<CheckpointStore>,
     modules: &HashMap<usize, Arc<OperatorModule>>,
     opts: &RunOptions,
     control: Control,
@@ -367,7 +367,7 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
 pub(super) fn finish_from_final(
     graph: &JobGraph,
     m: &crate::checkpoint::CheckpointManifest,
-    store: &dyn crate::checkpoint::CheckpointStore,
+    store: &crate::checkpoint::CheckpointStore,
 ) -> Result<JobReport, ExecError> {
     let started = Instant::now();
     for vertex in &graph.vertices {

@@ -16,14 +16,14 @@ use std::sync::Arc;
 /// The newest checkpoint of `job` whose manifest reads and whose chunks all
 /// verify; newer broken ones are skipped with a warning naming why.
 pub fn latest_checkpoint(
-    store: &dyn CheckpointStore,
+    store: &CheckpointStore,
     job: &str,
 ) -> Result<Option<CheckpointManifest>, ExecError> {
     latest_checkpoint_after(store, job, 0)
 }
 
 /// The highest checkpoint ID of `job` in `store` (0: none).
-pub fn newest_checkpoint_id(store: &dyn CheckpointStore, job: &str) -> Result<u64, ExecError> {
+pub fn newest_checkpoint_id(store: &CheckpointStore, job: &str) -> Result<u64, ExecError> {
     Ok(store
         .list_checkpoints(job)
         .map_err(|e| ExecError::Restore {
@@ -39,7 +39,7 @@ pub fn newest_checkpoint_id(store: &dyn CheckpointStore, job: &str) -> Result<u6
 /// [`latest_checkpoint`] among those with an ID above `after` (the ones a
 /// run whose store held checkpoints up to `after` took itself).
 pub fn latest_checkpoint_after(
-    store: &dyn CheckpointStore,
+    store: &CheckpointStore,
     job: &str,
     after: u64,
 ) -> Result<Option<CheckpointManifest>, ExecError> {
@@ -56,7 +56,7 @@ pub fn latest_checkpoint_after(
         |id: CheckpointId| -> Result<(), crate::checkpoint::StoreError> {
             let m = store.get_manifest(job, id)?;
             for c in m.chunks() {
-                store.get_chunk(&c)?;
+                store.get_chunk(c)?;
             }
             found = Some(m);
             Ok(())
@@ -218,7 +218,7 @@ pub(super) fn restore_operator(
     v: usize,
     subtask: u32,
     m: Option<&CheckpointManifest>,
-    store: Option<&Arc<dyn CheckpointStore>>,
+    store: Option<&Arc<CheckpointStore>>,
     label: Option<&str>,
 ) -> Result<Restored, ExecError> {
     let vertex = &graph.vertices[v];
@@ -265,7 +265,7 @@ pub(super) fn restore_operator(
     let operator_state = match op.operator_state.iter().find(|s| s.subtask == subtask) {
         Some(s) => {
             let bytes = store
-                .get_chunk(&s.chunk)
+                .get_chunk(s.loc())
                 .map_err(|e| err(crate::report::chain(&e)))?;
             let chunk = decode_operator_state(&bytes).ok_or_else(|| {
                 err(format!(

@@ -27,7 +27,7 @@ pub(super) struct SinkTask<'a> {
     /// Input channels (upstream subtasks over every in-edge).
     pub(super) inputs: usize,
     /// The checkpoint the job starts from, and the store holding it.
-    pub(super) restore: Option<(&'a CheckpointManifest, &'a dyn CheckpointStore)>,
+    pub(super) restore: Option<(&'a CheckpointManifest, &'a CheckpointStore)>,
     /// The job's checkpoint interval, when checkpoints are on (a message
     /// sink checks its system's windows against it).
     pub(super) interval: Option<Duration>,
@@ -149,7 +149,7 @@ pub(super) struct Reopen<'a> {
     pub(super) kind: &'a SinkKind,
     pub(super) subtask: u32,
     pub(super) parallelism: u32,
-    pub(super) restore: (&'a CheckpointManifest, &'a dyn CheckpointStore),
+    pub(super) restore: (&'a CheckpointManifest, &'a CheckpointStore),
     pub(super) interval: Option<Duration>,
 }
 
@@ -257,7 +257,7 @@ fn restored(
     subtask: u32,
     parallelism: u32,
     m: &CheckpointManifest,
-    store: &dyn CheckpointStore,
+    store: &CheckpointStore,
 ) -> Result<SinkRestore, ExecError> {
     let mut r = SinkRestore {
         checkpoint: m.id.0,
@@ -274,7 +274,7 @@ fn restored(
             r.file = Some((s.committed_bytes, s.staged_bytes));
         }
         for st in &s.staged {
-            let bytes = store.get_chunk(&st.chunk).map_err(|e| ExecError::Restore {
+            let bytes = store.get_chunk(st.loc()).map_err(|e| ExecError::Restore {
                 id: m.id.0,
                 detail: format!(
                     "sink '{name}': the data staged for checkpoint {} cannot be read: {}",
@@ -284,7 +284,7 @@ fn restored(
             })?;
             r.staged.push(Staged {
                 checkpoint: st.checkpoint,
-                bytes: bytes.into(),
+                bytes: std::sync::Arc::from(&bytes[..]),
             });
         }
     }

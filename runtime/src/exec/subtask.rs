@@ -28,7 +28,7 @@ pub(super) struct Attempt<'a> {
     /// The checkpoint this attempt starts from.
     pub restore: Option<&'a CheckpointManifest>,
     /// Where `restore`'s chunks are.
-    pub restore_store: Option<&'a Arc<dyn CheckpointStore>>,
+    pub restore_store: Option<&'a Arc<CheckpointStore>>,
     /// Whether this attempt takes checkpoints (periodic or on request).
     pub checkpointing: bool,
     pub linger: Duration,

@@ -72,6 +72,8 @@ pub struct JobRecord {
 pub struct ServeConfig {
     /// The data directory.
     pub data_dir: PathBuf,
+    /// Where checkpoints and pins live, when not in the data directory.
+    pub state_url: Option<crate::blob::StateUrl>,
     /// Largest module accepted, in bytes.
     pub max_module_bytes: usize,
 }
@@ -84,7 +86,7 @@ struct Running {
 /// The runtime behind `wrun serve`.
 pub struct Runtime {
     data: DataDir,
-    store: Arc<dyn CheckpointStore>,
+    store: Arc<CheckpointStore>,
     sandbox: Arc<Sandbox>,
     api: Arc<ApiState>,
     jobs: Mutex<HashMap<String, Running>>,
@@ -105,7 +107,7 @@ impl Runtime {
     /// Opens the data directory's stores and the API state. Jobs are not
     /// started until [`Runtime::resume_all`].
     pub fn open(cfg: &ServeConfig, sandbox: Arc<Sandbox>) -> anyhow::Result<Arc<Runtime>> {
-        let data = DataDir::open(&cfg.data_dir)?;
+        let data = DataDir::open_at(&cfg.data_dir, cfg.state_url.as_ref())?;
         let store = data.store();
         let api = ApiState::new(
             crate::api::token(&cfg.data_dir)?,

@@ -7,10 +7,10 @@ use crate::common::*;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use wrun::checkpoint::{CheckpointStore, FsStore, unreferenced_chunks};
+use wrun::checkpoint::{CheckpointStore, ChunkRef};
 use wrun::exec::{FailPoint, RunOptions};
 
-fn counter_job(count: u64, keys: u64, extra_source: &str, job_extra: &str) -> String {
+pub fn counter_job(count: u64, keys: u64, extra_source: &str, job_extra: &str) -> String {
     generator_job(
         count,
         keys,
@@ -26,7 +26,7 @@ fn counter_job(count: u64, keys: u64, extra_source: &str, job_extra: &str) -> St
 }
 
 /// Asserts exactly-once output of a counter over `count` events.
-fn assert_exactly_once(out: &Path, count: u64) {
+pub fn assert_exactly_once(out: &Path, count: u64) {
     let mut per_key: HashMap<String, Vec<u64>> = HashMap::new();
     let lines = read_jsonl(out);
     for (k, v) in &lines {
@@ -50,19 +50,20 @@ fn assert_exactly_once(out: &Path, count: u64) {
     );
 }
 
-fn store(dir: &Path) -> Arc<dyn CheckpointStore> {
-    Arc::new(FsStore::open(&dir.join("checkpoints")).unwrap())
+fn store(dir: &Path) -> Arc<CheckpointStore> {
+    Arc::new(CheckpointStore::open_dir(&dir.join("checkpoints")).unwrap())
 }
 
 /// A chunk the newest of job `test`'s (at least two) checkpoints wrote and
 /// no older one uses: damaging it hurts the newest checkpoint alone.
-fn newest_own_chunk(s: &dyn CheckpointStore) -> wrun::checkpoint::ChunkHash {
+fn newest_own_chunk(s: &CheckpointStore) -> ChunkRef {
     let ids = s.list_checkpoints("test").unwrap();
     assert!(ids.len() >= 2, "{ids:?}");
     let chunks = |id| {
         s.get_manifest("test", id)
             .unwrap()
             .chunks()
+            .map(ChunkRef::of)
             .collect::<Vec<_>>()
     };
     let older: std::collections::HashSet<_> = ids[..ids.len() - 1]
@@ -173,7 +174,16 @@ retain = 2",
         ids.last().unwrap().0 > 2,
         "more checkpoints were taken than kept: {ids:?}"
     );
-    assert!(unreferenced_chunks(&s.list_chunks().unwrap(), &kept).is_empty());
+    let referenced: std::collections::HashSet<String> = kept
+        .iter()
+        .flat_map(|m| m.chunks().map(wrun::checkpoint::object_key))
+        .collect();
+    let stored = s.blobs().list("segments/").unwrap();
+    let far_future = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    assert!(
+        wrun::checkpoint::garbage(&stored, &referenced, &Default::default(), far_future).is_empty(),
+        "retention collected every segment no kept checkpoint references"
+    );
     for m in &kept {
         assert_eq!(m.operators.len(), 1, "{m:?}");
         assert_eq!(m.operators[0].uid.as_deref(), Some("counter"));
@@ -183,7 +193,7 @@ retain = 2",
         );
         assert!(m.full_bytes > 0 && m.sources.len() == 1 && m.sinks.len() == 1);
         for c in m.chunks() {
-            s.get_chunk(&c).unwrap();
+            s.get_chunk(c).unwrap();
         }
     }
     assert_exactly_once(&dir.path().join("out.jsonl"), 40_000);
@@ -211,13 +221,13 @@ fn restore_skips_a_checkpoint_with_a_corrupt_chunk() {
     let s = store(dir.path());
     let ids = s.list_checkpoints("test").unwrap();
     let victim = newest_own_chunk(s.as_ref());
-    let path = dir
-        .path()
-        .join("checkpoints/chunks")
-        .join(&victim.hex()[..2])
-        .join(victim.hex());
-    std::fs::write(&path, b"bit rot").unwrap();
-    let err = s.get_chunk(&victim).unwrap_err().to_string();
+    let at = victim.at.clone().unwrap();
+    let path = dir.path().join("checkpoints").join(&at.segment);
+    // Bit rot inside the chunk's range of its segment.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[at.offset as usize] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let err = s.get_chunk(victim.loc()).unwrap_err().to_string();
     assert!(
         err.contains(&path.display().to_string()),
         "the error names the file: {err}"
@@ -338,12 +348,7 @@ fn a_damaged_newest_checkpoint_resumes_from_the_previous_exactly_once() {
     });
     kill_damage_resume(|data| {
         let victim = newest_own_chunk(store(data).as_ref());
-        std::fs::remove_file(
-            data.join("checkpoints/chunks")
-                .join(&victim.hex()[..2])
-                .join(victim.hex()),
-        )
-        .unwrap();
+        std::fs::remove_file(data.join("checkpoints").join(victim.at.unwrap().segment)).unwrap();
     });
 }
 
@@ -391,9 +396,12 @@ fn a_restart_never_goes_back_to_a_previous_runs_checkpoint() {
 #[test]
 fn failed_checkpoints_are_tolerated_up_to_the_setting() {
     let full_disk = || {
-        let s = Arc::new(wrun::checkpoint::MemStore::default());
-        s.fail_writes(true);
-        s
+        let blobs = Arc::new(wrun::blob::MemBlobs::default());
+        blobs.fail_writes(true);
+        (
+            Arc::new(wrun::checkpoint::CheckpointStore::memory(blobs.clone())),
+            blobs,
+        )
     };
     // Tolerated: the job goes on while checkpoints fail; once the disk
     // has room again, the final checkpoint commits the whole output.
@@ -404,8 +412,7 @@ fn failed_checkpoints_are_tolerated_up_to_the_setting() {
         "rate = 3000.0",
         "[checkpoint]\ninterval-ms = 5\ntolerable-failures = 100000\n[restart]\nattempts = 0",
     );
-    let disk = full_disk();
-    let store: Arc<dyn CheckpointStore> = disk.clone();
+    let (store, disk) = full_disk();
     let control = wrun::exec::JobControl::new("test");
     let opts = RunOptions {
         store: Some(store),
@@ -434,7 +441,7 @@ fn failed_checkpoints_are_tolerated_up_to_the_setting() {
         "[checkpoint]\ninterval-ms = 5\ntolerable-failures = 100000\n[restart]\nattempts = 0",
     );
     let opts = RunOptions {
-        store: Some(full_disk()),
+        store: Some(full_disk().0),
         ..RunOptions::default()
     };
     let err = chain(&run_supervised(dir.path(), &job, &opts).unwrap_err());
@@ -453,7 +460,7 @@ fn failed_checkpoints_are_tolerated_up_to_the_setting() {
         "rate = 20000.0",
         "[checkpoint]\ninterval-ms = 5\ntolerable-failures = 2\n[restart]\nattempts = 0",
     );
-    let store: Arc<dyn CheckpointStore> = full_disk();
+    let store: Arc<CheckpointStore> = full_disk().0;
     let opts = RunOptions {
         store: Some(store),
         ..RunOptions::default()

@@ -121,10 +121,10 @@ fn fuzz_the_job_manifest_parser() {
 
 #[test]
 fn fuzz_the_checkpoint_manifest_reader() {
-    use wrun::checkpoint::{CheckpointStore, FsStore};
+    use wrun::checkpoint::CheckpointStore;
     // A real manifest, from a real run.
     let dir = tempfile::tempdir().unwrap();
-    let store = std::sync::Arc::new(FsStore::open(&dir.path().join("cp")).unwrap());
+    let store = std::sync::Arc::new(CheckpointStore::open_dir(&dir.path().join("cp")).unwrap());
     let job = generator_job(
         2000,
         10,
@@ -134,7 +134,7 @@ fn fuzz_the_checkpoint_manifest_reader() {
         "[checkpoint]\ninterval-ms = 5",
     )
     .replace("keys = 10\n", "keys = 10\nrate = 20000.0\n");
-    let store_dyn: std::sync::Arc<dyn CheckpointStore> = store.clone();
+    let store_dyn: std::sync::Arc<CheckpointStore> = store.clone();
     let opts = wrun::exec::RunOptions {
         store: Some(store_dyn),
         ..wrun::exec::RunOptions::default()
@@ -225,6 +225,7 @@ fn fuzz_the_http_api_bodies() {
     let rt = wrun::serve::Runtime::open(
         &wrun::serve::ServeConfig {
             data_dir: data.clone(),
+            state_url: None,
             max_module_bytes: 1 << 20,
         },
         sandbox.clone(),

@@ -21,6 +21,7 @@ mod options;
 mod pacing;
 mod partition;
 mod restore;
+mod s3;
 mod savepoint;
 mod serve;
 mod time;

@@ -4,7 +4,7 @@
 //! sequence by the formula docs/manifest.md gives.
 
 use crate::common::*;
-use wrun::checkpoint::{CheckpointManifest, CheckpointStore, FsStore};
+use wrun::checkpoint::{CheckpointManifest, CheckpointStore};
 
 /// A job `test`: a generator (`source`: its keys besides name and kind)
 /// straight into the file sink `out.jsonl`; `job_extra` follows the job's
@@ -54,7 +54,7 @@ fn min_pause_spaces_each_checkpoint_from_the_end_of_the_previous_one() {
         "count = 50\nrate = 20.0",
         &format!("[checkpoint]\ninterval-ms = 10\nmin-pause-ms = {PAUSE}\nretain = 1000"),
     ));
-    let store = FsStore::open(&dir.path().join("data/checkpoints")).unwrap();
+    let store = CheckpointStore::open_dir(&dir.path().join("data/checkpoints")).unwrap();
     let mut periodic: Vec<CheckpointManifest> = store
         .list_checkpoints("test")
         .unwrap()

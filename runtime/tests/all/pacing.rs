@@ -10,7 +10,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wrun::batch::Batch;
-use wrun::checkpoint::{CheckpointStore, MemStore};
+use wrun::checkpoint::CheckpointStore;
 use wrun::exec::{
     JobControl, JobReport, JobState, ManualClock, OperatorLogic, RunOptions, Snapshot,
 };
@@ -89,7 +89,7 @@ fn start(dir: &Path, toml: &str, gate: Option<Receiver<()>>) -> Slow {
     let control = JobControl::new("slow");
     let gate = gate.map(|g| Arc::new(Mutex::new(g)));
     let mut opts = RunOptions {
-        store: Some(Arc::new(MemStore::default()) as Arc<dyn CheckpointStore>),
+        store: Some(Arc::new(CheckpointStore::in_memory()) as Arc<CheckpointStore>),
         control: Some(control.clone()),
         clock: Some(clock.clone()),
         ..RunOptions::default()

@@ -122,8 +122,8 @@ fn forward_at_parallelism_2_ends_and_checkpoints() {
         "keys = 10\n",
         "keys = 10\nparallelism = 2\nrate = 100000.0\n",
     );
-    let store = wrun::checkpoint::MemStore::default();
-    let store: std::sync::Arc<dyn wrun::checkpoint::CheckpointStore> = std::sync::Arc::new(store);
+    let store = wrun::checkpoint::CheckpointStore::in_memory();
+    let store: std::sync::Arc<wrun::checkpoint::CheckpointStore> = std::sync::Arc::new(store);
     let opts = wrun::exec::RunOptions {
         store: Some(store.clone()),
         ..Default::default()

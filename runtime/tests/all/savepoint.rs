@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wrun::checkpoint::{
-    CheckpointStore, FsSavepoints, FsStore, MemorySavepoints, Savepoint, SavepointStore,
+    CheckpointStore, FsSavepoints, MemorySavepoints, Savepoint, SavepointStore,
 };
 use wrun::exec::{JobControl, JobReport, JobState, RunOptions, StopMode};
 
@@ -66,13 +66,13 @@ pub fn v2() -> &'static str {
 
 /// The stores of a data directory.
 pub struct Data {
-    pub store: Arc<dyn CheckpointStore>,
+    pub store: Arc<CheckpointStore>,
     pub savepoints: Arc<dyn SavepointStore>,
 }
 
 pub fn data(dir: &Path) -> Data {
     Data {
-        store: Arc::new(FsStore::open(&dir.join(".wrun/checkpoints")).unwrap()),
+        store: Arc::new(CheckpointStore::open_dir(&dir.join(".wrun/checkpoints")).unwrap()),
         savepoints: Arc::new(FsSavepoints::open(&dir.join(".wrun/savepoints")).unwrap()),
     }
 }
@@ -574,7 +574,11 @@ fn dispose_then_gc_frees_exactly_the_unshared_chunks() {
         wrun::checkpoint::dispose(d.store.as_ref(), d.savepoints.as_ref(), &waited.id).unwrap();
     }
 
-    let referenced = |m: &wrun::checkpoint::CheckpointManifest| m.chunks().collect::<HashSet<_>>();
+    let referenced = |m: &wrun::checkpoint::CheckpointManifest| {
+        m.chunks()
+            .map(wrun::checkpoint::object_key)
+            .collect::<HashSet<String>>()
+    };
     // What still references chunks: every other savepoint, every checkpoint.
     let mut kept: HashSet<_> = HashSet::new();
     for other in d
@@ -593,10 +597,17 @@ fn dispose_then_gc_frees_exactly_the_unshared_chunks() {
     }
     let expected: HashSet<_> = referenced(&sp.checkpoint)
         .difference(&kept)
-        .copied()
+        .cloned()
         .collect();
     assert!(!expected.is_empty(), "the savepoint has chunks of its own");
-    let before: HashSet<_> = d.store.list_chunks().unwrap().into_iter().collect();
+    let before: HashSet<_> = d
+        .store
+        .blobs()
+        .list("segments/")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
     assert!(expected.is_subset(&before), "the savepoint kept its chunks");
 
     let (_, freed) =
@@ -604,16 +615,16 @@ fn dispose_then_gc_frees_exactly_the_unshared_chunks() {
     let freed: HashSet<_> = freed.into_iter().collect();
     assert_eq!(freed, expected);
     // What is left still restores.
-    for c in referenced(&later.checkpoint) {
-        d.store.get_chunk(&c).unwrap();
+    for c in later.checkpoint.chunks() {
+        d.store.get_chunk(c).unwrap();
     }
 }
 
 #[test]
 fn memory_savepoints_live_in_the_process_filesystem_ones_survive() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn CheckpointStore> =
-        Arc::new(FsStore::open(&dir.path().join(".wrun/checkpoints")).unwrap());
+    let store: Arc<CheckpointStore> =
+        Arc::new(CheckpointStore::open_dir(&dir.path().join(".wrun/checkpoints")).unwrap());
     let mem = Data {
         store: store.clone(),
         savepoints: Arc::new(MemorySavepoints::default()),

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
-use wrun::checkpoint::{CheckpointStore, MemStore};
+use wrun::checkpoint::CheckpointStore;
 use wrun::exec::{JobControl, JobReport, JobStatus, ManualClock, RunOptions};
 
 /// Far more than any test waits for; only a hang reaches it.
@@ -167,7 +167,7 @@ fn start(dir: &Path, toml: &str) -> Running {
     let clock = Arc::new(ManualClock::new());
     let control = JobControl::new("wm");
     let opts = RunOptions {
-        store: Some(Arc::new(MemStore::default()) as Arc<dyn CheckpointStore>),
+        store: Some(Arc::new(CheckpointStore::in_memory()) as Arc<CheckpointStore>),
         control: Some(control.clone()),
         clock: Some(clock.clone()),
         ..RunOptions::default()

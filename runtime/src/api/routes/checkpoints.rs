@@ -20,7 +20,7 @@ pub(super) struct JobQuery {
 
 /// The checkpoints of `job` (or of every job) in `store`.
 fn rows(
-    store: &dyn CheckpointStore,
+    store: &CheckpointStore,
     job: Option<String>,
 ) -> Result<Vec<CheckpointRow>, crate::checkpoint::StoreError> {
     let jobs = match job {
@@ -61,7 +61,7 @@ fn rows(
 /// them: `{"job", "id", "triggered-at-ms", "duration-ms", "full-bytes",
 /// "new-bytes"}`, or `{"job", "id", "error"}` for an unreadable manifest.
 pub fn checkpoint_rows(
-    store: &dyn CheckpointStore,
+    store: &CheckpointStore,
     job: Option<String>,
 ) -> Result<Vec<Value>, crate::checkpoint::StoreError> {
     Ok(rows(store, job)?

@@ -107,7 +107,7 @@ mod tests {
         let state = ApiState::new(
             TOKEN.into(),
             "serve",
-            Arc::new(crate::checkpoint::MemStore::default()),
+            Arc::new(crate::checkpoint::CheckpointStore::in_memory()),
             crate::datadir::Registries::new(vec![Arc::new(
                 crate::checkpoint::MemorySavepoints::default(),
             )]),
