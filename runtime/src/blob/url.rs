@@ -178,6 +178,14 @@ impl std::fmt::Display for StateUrl {
     }
 }
 
+/// Written as its [`Display`](std::fmt::Display) form (no credentials are
+/// ever in it), for `wrun validate`'s JSON.
+impl serde::Serialize for StateUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl std::fmt::Debug for StateUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "StateUrl({self})")

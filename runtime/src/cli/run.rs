@@ -60,7 +60,9 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
             args.manifest.display()
         );
     }
-    let data = DataDir::open_at(&args.data_dir, args.state_url.as_ref())?;
+    // The command line wins over the manifest's `[state] url`.
+    let state_url = args.state_url.as_ref().or(graph.state.as_ref());
+    let data = DataDir::open_at(&args.data_dir, state_url)?;
     let sandbox = Arc::new(Sandbox::new(SandboxConfig {
         cache_dir: Some(super::compile_cache_dir(data.root())),
         ..SandboxConfig::default()

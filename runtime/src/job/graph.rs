@@ -249,6 +249,10 @@ pub struct JobGraph {
     pub restart: RestartPolicy,
     /// Where savepoints go.
     pub savepoints: SavepointSettings,
+    /// Where checkpoints live (`[state] url`), when the manifest says;
+    /// `--state-url` overrides it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<crate::blob::StateUrl>,
     /// Vertices in topological order (sources first).
     pub vertices: Vec<Vertex>,
     /// Edges.
@@ -308,6 +312,7 @@ impl Builder {
                     max_delay_ms: 30_000,
                 },
                 savepoints: SavepointSettings::default(),
+                state: None,
                 vertices: Vec::new(),
                 edges: Vec::new(),
             },
@@ -323,6 +328,10 @@ impl Builder {
         self.g.checkpoint = checkpoint;
         self.g.restart = restart;
         self.g.savepoints = savepoints;
+    }
+
+    pub(super) fn state(&mut self, url: Option<crate::blob::StateUrl>) {
+        self.g.state = url;
     }
 
     pub(super) fn names(&self) -> Vec<String> {

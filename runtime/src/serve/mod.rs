@@ -86,6 +86,8 @@ struct Running {
 /// The runtime behind `wrun serve`.
 pub struct Runtime {
     data: DataDir,
+    /// `--state-url`: the one store every job of this process uses.
+    state_url: Option<crate::blob::StateUrl>,
     store: Arc<CheckpointStore>,
     sandbox: Arc<Sandbox>,
     api: Arc<ApiState>,
@@ -122,6 +124,7 @@ impl Runtime {
         );
         let rt = Arc::new(Runtime {
             data,
+            state_url: cfg.state_url.clone(),
             store,
             sandbox,
             api: api.clone(),
@@ -385,6 +388,14 @@ impl Runtime {
         // A missing topic or stream, or a broker that does not answer, is
         // refused here rather than left to fail the job after deploy.
         exec::check_connectors(&graph).map_err(bad)?;
+        if let Some(url) = &graph.state
+            && self.state_url.as_ref() != Some(url)
+        {
+            return Err(bad(format!(
+                "the manifest's [state] url is {url}, but this wrun serve keeps every job's checkpoints in {}; remove [state] from the manifest, or deploy to a wrun serve started with --state-url '{url}'",
+                self.store.location("")
+            )));
+        }
         if let Some(c) = self.api.control(&graph.name) {
             let st = c.status().state;
             if matches!(

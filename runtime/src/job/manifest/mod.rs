@@ -73,6 +73,8 @@ struct Manifest {
     restart: Option<RestartSpec>,
     #[serde(default)]
     savepoints: Option<SavepointsSpec>,
+    #[serde(default)]
+    state: Option<StateSpec>,
     /// Read again, with their places, by `vertices::sources` (each kind's
     /// connector reads its own fields); here only their shape is checked.
     #[serde(default, rename = "source")]
@@ -91,6 +93,12 @@ struct Manifest {
 struct BatchSpec {
     size: Option<Spanned<u32>>,
     linger_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct StateSpec {
+    url: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

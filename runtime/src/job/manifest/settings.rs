@@ -2,6 +2,7 @@
 //! `[batch]`, `[limits]`, `[checkpoint]`, `[restart]`, `[savepoints]`.
 
 use super::{Ctx, MANIFEST_VERSION, Manifest, ManifestError};
+use crate::blob::StateUrl;
 use crate::connect::config::{at_least, resolve};
 use crate::job::graph::Builder;
 use crate::job::settings::{
@@ -104,6 +105,7 @@ pub(super) fn job(
         },
     };
     builder.policies(checkpoint, restart, savepoints(ctx, m)?);
+    builder.state(state(ctx, m)?);
     Ok(Job {
         builder,
         parallelism,
@@ -154,6 +156,22 @@ fn checkpoint(ctx: &Ctx, m: &Manifest) -> Result<Option<CheckpointSettings>, Man
             .unwrap_or(3) as usize,
         tolerable_failures: c.tolerable_failures.unwrap_or(3),
     }))
+}
+
+/// `[state] url`: where checkpoints live (a directory relative to the
+/// manifest, or an object store).
+fn state(ctx: &Ctx, m: &Manifest) -> Result<Option<StateUrl>, ManifestError> {
+    let Some(s) = &m.state else {
+        return Ok(None);
+    };
+    match StateUrl::parse(s.url.get_ref()) {
+        Ok(StateUrl::Dir(p)) => Ok(Some(StateUrl::Dir(resolve(
+            ctx.base_dir,
+            &p.to_string_lossy(),
+        )))),
+        Ok(url) => Ok(Some(url)),
+        Err(e) => Err(ctx.err(s.url.span(), format!("`state.url`: {}", e.detail))),
+    }
 }
 
 fn savepoints(ctx: &Ctx, m: &Manifest) -> Result<SavepointSettings, ManifestError> {
