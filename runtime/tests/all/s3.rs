@@ -454,3 +454,57 @@ fn collection_on_one_node_while_another_commits_loses_nothing() {
         m
     );
 }
+
+/// `[state] url` in the manifest puts a `wrun run` job's checkpoints on
+/// the object store; `wrun serve --state-url` keeps every deployed job's
+/// there, and refuses a manifest that names another store.
+#[test]
+fn the_manifest_and_wrun_serve_name_the_state_url() {
+    let g = Garage::start();
+    let dir = tempfile::tempdir().unwrap();
+    let with_state = |url: &str| {
+        counter_job(
+            3_000,
+            7,
+            "rate = 1000000.0",
+            "[checkpoint]\ninterval-ms = 50",
+        ) + &format!("\n[state]\nurl = \"{url}\"\n")
+    };
+    std::fs::write(
+        dir.path().join("job.toml"),
+        with_state(&g.url("from-manifest")),
+    )
+    .unwrap();
+    ok(dir.path(), &["run", "job.toml", "--data-dir", "data"]);
+    assert_exactly_once(&dir.path().join("out.jsonl"), 3_000);
+    let store = g.store("from-manifest");
+    let ids = store.list_checkpoints("test").unwrap();
+    let last = store.get_manifest("test", *ids.last().unwrap()).unwrap();
+    assert!(
+        last.input_ended,
+        "the final checkpoint is on the object store"
+    );
+
+    let serve_url = g.url("serve");
+    let serve =
+        crate::serve::Serve::start(&dir.path().join("serve-data"), &["--state-url", &serve_url]);
+    let (code, _, err) = wrun(dir.path(), &["deploy", "job.toml", "--data-dir", serve.d()]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("remove [state] from the manifest") && err.contains("s3://wrun/serve"),
+        "{err}"
+    );
+    std::fs::write(dir.path().join("job.toml"), with_state(&serve_url)).unwrap();
+    std::fs::remove_file(dir.path().join("out.jsonl")).unwrap();
+    ok(dir.path(), &["deploy", "job.toml", "--data-dir", serve.d()]);
+    crate::serve::wait_job(&serve.client(), "test", "finished", |s| {
+        s["state"] == "finished"
+    });
+    assert_exactly_once(&dir.path().join("out.jsonl"), 3_000);
+    assert!(
+        !g.store("serve")
+            .list_checkpoints("test")
+            .unwrap()
+            .is_empty()
+    );
+}
