@@ -45,7 +45,8 @@
 //! figures), `WRUN_BENCH_ONLY=checkpoint-throughput`, `WRUN_BENCH_ONLY=timers`
 //! (cost per registered and per fired timer, checkpoint and restore of 1M
 //! pending timers; runs after the checkpoint figures otherwise),
-//! `WRUN_BENCH_ONLY=window` (the window count in Wasm against a native
+//! `WRUN_BENCH_ONLY=storage` (checkpoint and restore of 1M keys on the
+//! filesystem and on a garage object store), `WRUN_BENCH_ONLY=window` (the window count in Wasm against a native
 //! Rust window operator; also after the timer figures), or a
 //! variant's name (`wasm`, `native_state`, `native_hashmap`: that variant's
 //! throughput).
@@ -53,6 +54,7 @@
 //! Run: `cargo bench -p wrun-runtime --bench throughput`
 
 mod support {
+    pub mod storage;
     pub mod timers;
     pub mod window;
 }
@@ -255,6 +257,9 @@ fn main() -> anyhow::Result<()> {
     if only == "timers" {
         return support::timers::timer_figures(metric);
     }
+    if only == "storage" {
+        return support::storage::storage_figures(metric);
+    }
     if only == "window" {
         return support::window::window_figures(&sandbox, rounds, metric, medians);
     }
@@ -293,6 +298,7 @@ fn main() -> anyhow::Result<()> {
         if !only_cp {
             checkpoint_figures()?;
             support::timers::timer_figures(metric)?;
+            support::storage::storage_figures(metric)?;
             support::window::window_figures(&sandbox, rounds, metric, medians)?;
         }
         let mut cp_graph = graph.clone();

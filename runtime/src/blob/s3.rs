@@ -136,6 +136,9 @@ impl S3Blobs {
         if let Some(e) = &loc.endpoint {
             b = b.with_endpoint(e);
         }
+        // reqwest takes the process's rustls provider; ring is the one
+        // every TLS client in wrun uses (already installed: fine).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let store = b.build().map_err(|e| failed(e.to_string()))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

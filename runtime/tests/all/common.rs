@@ -422,19 +422,6 @@ impl Daemon {
         self.wait_ready();
     }
 
-    /// Stops the server (SIGKILL), leaving its port and store for
-    /// [`Daemon::start_again`].
-    pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Starts a stopped server again on its port.
-    pub fn start_again(&mut self) {
-        self.child = (self.spawn)(self.port);
-        self.wait_ready();
-    }
-
     /// Stops the server and starts it again on its port with `spawn`.
     pub fn restart_as(&mut self, spawn: Spawn) {
         self.spawn = spawn;

@@ -9,135 +9,16 @@
 use crate::checkpoint::{assert_exactly_once, counter_job};
 use crate::common::*;
 use bytes::Bytes;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
-use wrun::blob::{Blobs, S3Blobs, StateUrl};
+use wrun::blob::{Blobs, StateUrl};
 use wrun::checkpoint::{CheckpointStore, begin, collect_garbage};
 
-fn garage_bin() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let p = root.join("target/toolchains/garage/bin/garage");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/setup, which builds garage once per machine",
-        p.display()
-    );
-    p
-}
-
-/// A one-node garage with a bucket `wrun` and a key that may use it.
-pub struct Garage {
-    daemon: Daemon,
-    dir: tempfile::TempDir,
-}
-
-impl Garage {
-    pub fn start() -> Garage {
-        let dir = tempfile::tempdir().unwrap();
-        let rpc = free_port();
-        let config = dir.path().join("garage.toml");
-        let root = dir.path().to_path_buf();
-        let secret: String = (0..32)
-            .map(|i| format!("{:02x}", (i * 37 + rpc as usize) % 256))
-            .collect();
-        let write_config = move |port: u16| {
-            std::fs::write(
-                root.join("garage.toml"),
-                format!(
-                    "metadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\ndb_engine = \"sqlite\"\n\
-                     replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
-                     rpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{secret}\"\n\
-                     [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{port}\"\n\
-                     root_domain = \".s3.garage\"\n",
-                    root.display()
-                ),
-            )
-            .unwrap();
-        };
-        let spawn_config = config.clone();
-        let daemon = Daemon::start(
-            "garage",
-            Box::new(move |port| {
-                write_config(port);
-                spawn_garage(&spawn_config)
-            }),
-        );
-        let g = Garage { daemon, dir };
-        let node = g.cli(&["node", "id", "-q"]);
-        let node = node.trim().split('@').next().unwrap().to_string();
-        g.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
-        g.cli(&["layout", "apply", "--version", "1"]);
-        g.cli(&["bucket", "create", "wrun"]);
-        g.cli(&["key", "import", "--yes", "-n", "wrun", KEY_ID, KEY_SECRET]);
-        g.cli(&[
-            "bucket", "allow", "--read", "--write", "--owner", "wrun", "--key", "wrun",
-        ]);
-        std::fs::write(
-            g.credentials(),
-            format!(
-                "[default]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {KEY_SECRET}\n"
-            ),
-        )
-        .unwrap();
-        g
-    }
-
-    fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(garage_bin())
-            .arg("-c")
-            .arg(self.dir.path().join("garage.toml"))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "garage {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn credentials(&self) -> PathBuf {
-        self.dir.path().join("credentials")
-    }
-
-    /// The state URL of `prefix` in the bucket.
-    pub fn url(&self, prefix: &str) -> String {
-        format!(
-            "s3://wrun/{prefix}?endpoint=http://127.0.0.1:{}&region=garage&path-style=true&credentials-file={}",
-            self.daemon.port,
-            self.credentials().display()
-        )
-    }
-
-    pub fn store(&self, prefix: &str) -> CheckpointStore {
-        CheckpointStore::open(&StateUrl::parse(&self.url(prefix)).unwrap()).unwrap()
-    }
-
-    pub fn blobs(&self, prefix: &str) -> S3Blobs {
-        let StateUrl::S3(loc) = StateUrl::parse(&self.url(prefix)).unwrap() else {
-            unreachable!()
-        };
-        S3Blobs::open(&loc).unwrap()
-    }
-}
-
-const KEY_ID: &str = "GK0123456789abcdef01234567";
-const KEY_SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-fn spawn_garage(config: &Path) -> Child {
-    Command::new(garage_bin())
-        .arg("-c")
-        .arg(config)
-        .arg("server")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start garage ({e}): run scripts/setup"))
-}
+#[path = "../support/garage.rs"]
+mod garage;
+pub use garage::Garage;
 
 #[test]
 fn objects_on_garage_keep_the_blob_contract() {
@@ -384,12 +265,12 @@ fn an_unreachable_store_fails_checkpoints_and_the_job_goes_on() {
         wait("no checkpoint completed", &|| {
             metrics().is_some_and(|m| m.checkpoints_completed() >= 1)
         });
-        g.daemon.stop();
+        g.stop();
         wait("no checkpoint failed while the store was down", &|| {
             metrics().is_some_and(|m| m.checkpoints_failed() >= 2)
         });
         let completed = metrics().unwrap().checkpoints_completed();
-        g.daemon.start_again();
+        g.start_again();
         wait("no checkpoint completed after the store came back", &|| {
             metrics().unwrap().checkpoints_completed() > completed
         });
