@@ -207,7 +207,13 @@ impl Blobs for S3Blobs {
                 // large objects only under names nobody else uses.
                 let upload = store.put_multipart(&path).await?;
                 let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-                w.put(bytes);
+                let mut rest = bytes;
+                while !rest.is_empty() {
+                    // At most 4 parts in flight: each must finish within
+                    // the request timeout on a modest link too.
+                    w.wait_for_capacity(4).await?;
+                    w.put(rest.split_to(rest.len().min(PART_SIZE)));
+                }
                 w.finish().await.map(|_| Created::New)
             } else {
                 let opts = PutOptions {

@@ -72,7 +72,7 @@ impl StateUrl {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<StateUrl, StateUrlError> {
         let err = |detail: String| StateUrlError {
-            url: s.to_string(),
+            url: redacted(s),
             detail,
         };
         if let Some(path) = s.strip_prefix("file://") {
@@ -169,6 +169,24 @@ impl StateUrl {
     }
 }
 
+/// A URL as given, with every query value replaced by `…`: a user who put
+/// a secret in one (which is refused) does not see it echoed.
+fn redacted(s: &str) -> String {
+    match s.split_once('?') {
+        Some((base, query)) => {
+            let keys: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) => format!("{k}=…"),
+                    None => p.to_string(),
+                })
+                .collect();
+            format!("{base}?{}", keys.join("&"))
+        }
+        None => s.to_string(),
+    }
+}
+
 impl std::fmt::Display for StateUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -256,6 +274,7 @@ mod tests {
             ("s3://B/x", "not a bucket name"),
             ("s3://bucket/a/../b", "'..'"),
             ("s3://bucket?secret=x", "unknown option \"secret\""),
+            ("s3://bucket?secret=hunter2", "s3://bucket?secret=…\""),
             ("s3://bucket?endpoint=127.0.0.1", "must start with http://"),
             ("s3://bucket?path-style=yes", "say true or false"),
             ("s3://bucket?gc-grace-seconds=1h", "whole number of seconds"),
@@ -265,5 +284,7 @@ mod tests {
             let e = parse(url).unwrap_err();
             assert!(e.contains(says), "{url}: {e}");
         }
+        let e = parse("s3://bucket?secret=hunter2").unwrap_err();
+        assert!(!e.contains("hunter2"), "a value is never echoed: {e}");
     }
 }

@@ -107,6 +107,10 @@ fn write_some(
         };
         full += r.total_bytes();
         refs.push(r);
+        // Bounded in memory: a full segment goes up, the next one starts.
+        if segment.len() >= super::store::SEGMENT_MAX {
+            txn.finished(std::mem::replace(&mut segment, txn.segment()))?;
+        }
     }
     txn.finished(segment)?;
     Ok((refs, full, new))
@@ -119,19 +123,38 @@ pub fn read_key_group(
     r: &KeyGroupRef,
     state: &mut KeyedState,
 ) -> Result<(), String> {
+    read_share(store, &[r], state)
+}
+
+/// Loads key groups `refs` into `state`, their chunks read a segment at a
+/// time ([`CheckpointStore::get_chunks`]).
+fn read_share(
+    store: &CheckpointStore,
+    refs: &[&KeyGroupRef],
+    state: &mut KeyedState,
+) -> Result<(), String> {
+    let locs: Vec<_> = refs
+        .iter()
+        .flat_map(|r| std::iter::once(r.loc()).chain(r.deltas.iter().map(|d| d.loc())))
+        .collect();
     // The store's errors keep their cause (the I/O error) as a source; this
     // function's one string carries both.
-    let chunk = |c| store.get_chunk(c).map_err(|e| crate::report::chain(&e));
-    let kg = KeyGroup(r.key_group);
-    let base = chunk(r.loc())?;
-    state
-        .decode_key_group(kg, &base)
-        .map_err(|e| e.to_string())?;
-    for d in &r.deltas {
-        let bytes = chunk(d.loc())?;
+    let chunks = store
+        .get_chunks(&locs)
+        .map_err(|e| crate::report::chain(&e))?;
+    let mut chunks = chunks.into_iter();
+    for r in refs {
+        let kg = KeyGroup(r.key_group);
+        let base = chunks.next().ok_or("a chunk was not read")?;
         state
-            .apply_key_group_delta(kg, &bytes)
-            .map_err(|e| format!("{e} (delta chunk {})", d.chunk.hex()))?;
+            .decode_key_group(kg, &base)
+            .map_err(|e| e.to_string())?;
+        for d in &r.deltas {
+            let bytes = chunks.next().ok_or("a chunk was not read")?;
+            state
+                .apply_key_group_delta(kg, &bytes)
+                .map_err(|e| format!("{e} (delta chunk {})", d.chunk.hex()))?;
+        }
     }
     Ok(())
 }
@@ -146,9 +169,7 @@ pub fn read_key_groups(
 ) -> Result<(), String> {
     let threads = encode_threads(refs.len());
     if threads <= 1 {
-        return refs
-            .iter()
-            .try_for_each(|r| read_key_group(store, r, state));
+        return read_share(store, refs, state);
     }
     let share = refs.len().div_ceil(threads);
     let parts: Vec<Result<KeyedState, String>> = std::thread::scope(|s| {
@@ -156,11 +177,7 @@ pub fn read_key_groups(
             .chunks(share)
             .map(|part| {
                 let mut mine = state.empty_like();
-                s.spawn(move || {
-                    part.iter()
-                        .try_for_each(|r| read_key_group(store, r, &mut mine))
-                        .map(|()| mine)
-                })
+                s.spawn(move || read_share(store, part, &mut mine).map(|()| mine))
             })
             .collect();
         handles

@@ -156,7 +156,12 @@ pub fn register(
     sp: &Savepoint,
 ) -> Result<(), SavepointError> {
     registry.check_free(sp)?;
-    begin(store).put_pin(&pin_of(sp, registry))?;
+    let txn = begin(store);
+    // Held until the pin is there: no collection in this process takes
+    // them meanwhile (the manifest it copies may be retired already).
+    sp.checkpoint.chunks().for_each(|c| txn.reuse(c));
+    txn.put_pin(&pin_of(sp, registry))?;
+    drop(txn);
     if let Err(e) = registry.put(sp) {
         store.delete_pin(&sp.id)?;
         return Err(e);

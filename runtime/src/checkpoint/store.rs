@@ -127,9 +127,9 @@ pub enum StoreError {
     },
 }
 
-/// The size at which [`Txn::put_chunk`] writes its segment and starts
-/// another.
-const LOOSE_SEGMENT_MAX: usize = 64 << 20;
+/// The size at which a segment is written and another started (what
+/// waits in memory per writer thread).
+pub const SEGMENT_MAX: usize = 64 << 20;
 
 /// Segments held by this process's open transactions, and those released
 /// while a collection ran (it must keep them too).
@@ -145,6 +145,8 @@ struct Held {
 pub struct CheckpointStore {
     blobs: Arc<dyn Blobs>,
     grace: Duration,
+    /// Other processes may write it (anything but the data directory's own).
+    shared: bool,
     held: Mutex<Held>,
 }
 
@@ -155,6 +157,7 @@ impl CheckpointStore {
         CheckpointStore {
             blobs,
             grace,
+            shared: !grace.is_zero(),
             held: Mutex::new(Held::default()),
         }
     }
@@ -169,23 +172,32 @@ impl CheckpointStore {
         ))
     }
 
-    /// The store a state URL names: a directory ([`Self::open_dir`]) or
-    /// an S3 bucket and prefix, whose grace period the URL sets (several
-    /// processes may write one).
+    /// The store a state URL names: a directory or an S3 bucket and
+    /// prefix. Unlike the data directory's own store, no lock makes
+    /// either this process's alone (two wruns with different data
+    /// directories may name one), so both are shared: a directory gets
+    /// the default grace period, an object store the one its URL sets.
     pub fn open(url: &crate::blob::StateUrl) -> Result<CheckpointStore, StoreError> {
-        match url {
-            crate::blob::StateUrl::Dir(p) => CheckpointStore::open_dir(p),
-            crate::blob::StateUrl::S3(loc) => Ok(CheckpointStore::new(
-                Arc::new(crate::blob::S3Blobs::open(loc)?),
-                loc.gc_grace,
-            )),
-        }
+        let (blobs, grace): (Arc<dyn Blobs>, Duration) = match url {
+            crate::blob::StateUrl::Dir(p) => {
+                (Arc::new(FsBlobs::open(p)?), crate::blob::DEFAULT_GC_GRACE)
+            }
+            crate::blob::StateUrl::S3(loc) => {
+                (Arc::new(crate::blob::S3Blobs::open(loc)?), loc.gc_grace)
+            }
+        };
+        Ok(CheckpointStore {
+            blobs,
+            grace,
+            shared: true,
+            held: Mutex::new(Held::default()),
+        })
     }
 
-    /// Whether other processes may write this store at the same time (an
-    /// object store): then nothing in it belongs to this process alone.
+    /// Whether other processes may write this store at the same time:
+    /// then nothing in it belongs to this process alone.
     pub fn shared(&self) -> bool {
-        !self.grace.is_zero()
+        self.shared
     }
 
     /// A store in memory (tests).
@@ -236,37 +248,116 @@ impl CheckpointStore {
     /// Reads a chunk, verifying its hash.
     pub fn get_chunk(&self, loc: Loc<'_>) -> Result<Bytes, StoreError> {
         let (key, got) = match loc.at {
-            Some(Span { segment, offset }) => (
-                segment.clone(),
-                self.blobs.get_range(segment, *offset..offset + loc.bytes),
-            ),
+            Some(span) => {
+                let end = self.end_of(loc, span)?;
+                (
+                    span.segment.clone(),
+                    self.blobs.get_range(&span.segment, span.offset..end),
+                )
+            }
             None => {
                 let key = legacy_chunk_key(&loc.chunk);
                 let got = self.blobs.get(&key);
                 (key, got)
             }
         };
-        let where_ = || match loc.at {
-            Some(s) => format!(
-                "{} (bytes {}..{})",
-                self.location(&key),
-                s.offset,
-                s.offset + loc.bytes
-            ),
-            None => self.location(&key),
-        };
-        let bytes = got.map_err(|e| match e {
+        let bytes = got.map_err(|e| self.read_error(e, loc, &key))?;
+        self.verify(loc, &key, bytes)
+    }
+
+    /// Reads many chunks, verifying each: one request per segment (the
+    /// range covering every chunk wanted from it), so a restore of many
+    /// key groups makes a few large reads, not one per key group. Returns
+    /// them in the order asked.
+    pub fn get_chunks(&self, locs: &[Loc<'_>]) -> Result<Vec<Bytes>, StoreError> {
+        let mut out: Vec<Option<Bytes>> = vec![None; locs.len()];
+        let mut by_segment: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+        for (i, l) in locs.iter().enumerate() {
+            match l.at {
+                Some(s) => by_segment.entry(s.segment.as_str()).or_default().push(i),
+                None => out[i] = Some(self.get_chunk(*l)?),
+            }
+        }
+        for (segment, wanted) in by_segment {
+            let mut start = u64::MAX;
+            let mut end = 0;
+            for &i in &wanted {
+                let l = locs[i];
+                let Some(span) = l.at else { continue };
+                start = start.min(span.offset);
+                end = end.max(self.end_of(l, span)?);
+            }
+            let range = self
+                .blobs
+                .get_range(segment, start..end)
+                .map_err(|e| self.read_error(e, locs[wanted[0]], segment))?;
+            for &i in &wanted {
+                let l = locs[i];
+                let Some(span) = l.at else { continue };
+                let from = (span.offset - start) as usize;
+                let bytes = range.slice(from..from + l.bytes as usize);
+                out[i] = Some(self.verify(l, segment, bytes)?);
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Reads and verifies every chunk of `locs`, a segment at a time, and
+    /// keeps none.
+    pub fn verify_chunks<'l>(
+        &self,
+        locs: impl IntoIterator<Item = Loc<'l>>,
+    ) -> Result<(), StoreError> {
+        let mut by_segment: std::collections::BTreeMap<String, Vec<Loc<'l>>> = Default::default();
+        for l in locs {
+            by_segment.entry(object_key(l)).or_default().push(l);
+        }
+        for group in by_segment.values() {
+            self.get_chunks(group)?;
+        }
+        Ok(())
+    }
+
+    /// The end of `span`'s chunk, or a manifest error for an impossible one.
+    fn end_of(&self, loc: Loc<'_>, span: &Span) -> Result<u64, StoreError> {
+        span.offset
+            .checked_add(loc.bytes)
+            .ok_or_else(|| StoreError::BadManifest {
+                path: self.location(&span.segment),
+                detail: format!(
+                    "a manifest places chunk {} at the impossible range {} + {}",
+                    loc.chunk.hex(),
+                    span.offset,
+                    loc.bytes
+                ),
+            })
+    }
+
+    fn read_error(&self, e: BlobError, loc: Loc<'_>, key: &str) -> StoreError {
+        match e {
             BlobError::NotFound { .. } => StoreError::MissingChunk {
                 chunk: loc.chunk.hex(),
-                location: self.location(&key),
+                location: self.location(key),
             },
             e => StoreError::Blob(e),
-        })?;
+        }
+    }
+
+    /// `bytes`, read from `key`, if they are `loc`'s chunk.
+    fn verify(&self, loc: Loc<'_>, key: &str, bytes: Bytes) -> Result<Bytes, StoreError> {
         let actual = ChunkHash::of(&bytes);
         if actual != loc.chunk {
             return Err(StoreError::Corrupt {
                 chunk: loc.chunk.hex(),
-                location: where_(),
+                location: match loc.at {
+                    Some(s) => format!(
+                        "{} (bytes {}..{})",
+                        self.location(key),
+                        s.offset,
+                        s.offset.saturating_add(loc.bytes)
+                    ),
+                    None => self.location(key),
+                },
                 actual: actual.hex(),
             });
         }
@@ -511,7 +602,9 @@ impl<'a> Txn<'a> {
             .push(key.to_string());
     }
 
-    /// Writes a segment's bytes (called by [`SegmentWriter::finish`]).
+    /// Notes that a segment write starts: the commit deadline counts from
+    /// the first one (an object's age, as a store lists it, may count
+    /// from the start of its upload).
     fn wrote(&self) {
         self.first_write
             .lock()
@@ -527,11 +620,11 @@ impl<'a> Txn<'a> {
         let put = w.put(bytes);
         // Copies of whole savepoints go through here: bound what waits in
         // memory.
-        if w.buf.len() >= LOOSE_SEGMENT_MAX
+        if w.buf.len() >= SEGMENT_MAX
             && let Some(w) = loose.take()
         {
-            w.finish()?;
             self.wrote();
+            w.finish()?;
         }
         Ok(put)
     }
@@ -542,9 +635,8 @@ impl<'a> Txn<'a> {
         let w = self.loose.lock().unwrap_or_else(|p| p.into_inner()).take();
         match w {
             Some(w) => {
-                let n = w.finish()?;
                 self.wrote();
-                Ok(n)
+                w.finish()
             }
             None => Ok(0),
         }
@@ -552,9 +644,8 @@ impl<'a> Txn<'a> {
 
     /// Notes that a segment writer of this transaction finished.
     pub fn finished(&self, w: SegmentWriter<'_>) -> Result<u64, StoreError> {
-        let n = w.finish()?;
         self.wrote();
-        Ok(n)
+        w.finish()
     }
 
     /// Refuses a commit that came too late (see the module docs).
@@ -620,6 +711,16 @@ pub struct SegmentWriter<'a> {
 }
 
 impl SegmentWriter<'_> {
+    /// The bytes added so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     /// Appends a chunk. Returns its ref and the bytes it adds.
     pub fn put(&mut self, bytes: &[u8]) -> (ChunkRef, u64) {
         let r = ChunkRef {
@@ -641,16 +742,12 @@ impl SegmentWriter<'_> {
             return Ok(0);
         }
         let n = self.buf.len() as u64;
-        match self
-            .store
+        // A segment's name is random per transaction: one already there
+        // is this very write, stored by an attempt the client retried.
+        self.store
             .blobs
-            .put_if_absent(&self.key, Bytes::from(self.buf))?
-        {
-            Created::New => Ok(n),
-            Created::Existed => Err(StoreError::Exists {
-                location: self.store.location(&self.key),
-            }),
-        }
+            .put_if_absent(&self.key, Bytes::from(self.buf))?;
+        Ok(n)
     }
 }
 
@@ -695,17 +792,16 @@ fn collect(store: &CheckpointStore, started: SystemTime) -> Result<Vec<String>, 
     Ok(dead)
 }
 
-/// Every object a manifest or pin references. A manifest listed but gone
-/// when read (retention deleted it meanwhile) restarts the marking once,
-/// so a commit that replaced it is seen.
+/// Every object a manifest or pin references. Manifests first, pins
+/// after: a pin is created while the manifest it copies still exists, so a
+/// collection either reads that manifest or, listing pins later, the pin.
+/// A manifest listed but gone when read (retention deleted it meanwhile)
+/// restarts the marking, so a commit that replaced it is seen.
 fn referenced(store: &CheckpointStore) -> Result<HashSet<String>, StoreError> {
     let mut attempt = 0;
     'again: loop {
         attempt += 1;
         let mut kept = HashSet::new();
-        for p in store.list_pins()? {
-            kept.extend(p.checkpoint.chunks().map(object_key));
-        }
         for job in store.list_jobs()? {
             for id in store.list_checkpoints(&job)? {
                 match store.get_manifest(&job, id) {
@@ -716,6 +812,9 @@ fn referenced(store: &CheckpointStore) -> Result<HashSet<String>, StoreError> {
                     Err(e) => return Err(e),
                 }
             }
+        }
+        for p in store.list_pins()? {
+            kept.extend(p.checkpoint.chunks().map(object_key));
         }
         return Ok(kept);
     }

@@ -55,9 +55,7 @@ pub fn latest_checkpoint_after(
         &ids,
         |id: CheckpointId| -> Result<(), crate::checkpoint::StoreError> {
             let m = store.get_manifest(job, id)?;
-            for c in m.chunks() {
-                store.get_chunk(c)?;
-            }
+            store.verify_chunks(m.chunks())?;
             found = Some(m);
             Ok(())
         },

@@ -77,6 +77,11 @@ pub(super) async fn list_checkpoints(
     if let Some(j) = &q.job {
         check_job(j)?;
     }
-    let checkpoints = rows(state.store.as_ref(), q.job).map_err(ApiError::internal)?;
+    // The store may be an object store far away: off the API's thread.
+    let st = state.clone();
+    let checkpoints = tokio::task::spawn_blocking(move || rows(st.store.as_ref(), q.job))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
     Ok(Json(CheckpointList { checkpoints }))
 }

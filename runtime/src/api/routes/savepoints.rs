@@ -110,8 +110,7 @@ pub(super) async fn dispose_savepoint(
     _: StrictQuery<NoQuery>,
 ) -> Result<Json<Disposed>, ApiError> {
     let (sp, registry) = find_savepoint(&state, &id)?;
-    // The collector waits for checkpoints being written: off the API's
-    // thread.
+    // The store may be an object store far away: off the API's thread.
     let st = state.clone();
     let (sp, freed) = tokio::task::spawn_blocking(move || {
         crate::checkpoint::dispose(st.store.as_ref(), registry.as_ref(), &sp.id)

@@ -317,3 +317,37 @@ fn bad_job_names_never_become_keys() {
         assert!(store.get_manifest(bad, CheckpointId(1)).is_err());
     }
 }
+
+#[test]
+fn many_chunks_are_read_a_segment_at_a_time_in_the_order_asked() {
+    let blobs = Arc::new(MemBlobs::default());
+    let store = CheckpointStore::memory(blobs.clone());
+    let a = commit(&store, 1, &[b"one", b"two", b"three"]);
+    let b = commit(&store, 2, &[b"four"]);
+    let legacy = ChunkHash::of(b"old");
+    blobs
+        .put_if_absent(&legacy_chunk_key(&legacy), Bytes::from_static(b"old"))
+        .unwrap();
+    let old = ChunkRef {
+        chunk: legacy,
+        bytes: 3,
+        at: None,
+    };
+    let want = [b[0].loc(), a[2].loc(), old.loc(), a[0].loc()];
+    let got: Vec<Vec<u8>> = store
+        .get_chunks(&want)
+        .unwrap()
+        .iter()
+        .map(|b| b.to_vec())
+        .collect();
+    assert_eq!(got, [&b"four"[..], b"three", b"old", b"one"]);
+    store.verify_chunks(want).unwrap();
+    let seg = a[1].at.clone().unwrap().segment;
+    blobs.overwrite(&seg, b"oneTWOthree".to_vec());
+    let err = store.get_chunks(&[a[0].loc(), a[1].loc()]).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt { chunk, .. } if *chunk == a[1].chunk.hex()),
+        "{err}"
+    );
+    assert!(store.verify_chunks([a[1].loc()]).is_err());
+}
