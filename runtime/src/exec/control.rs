@@ -5,7 +5,7 @@
 //! coordinator's channel while it runs, so a request made during a restart
 //! gets a clear "try again" instead of vanishing.
 
-use super::coordinator::Ack;
+use super::coordinator::Controls;
 use crate::checkpoint::Savepoint;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -177,7 +177,7 @@ impl CheckpointSummary {
 /// The handle to a running job.
 pub struct JobControl {
     metrics: std::sync::OnceLock<Arc<super::metrics::JobMetrics>>,
-    coordinator: Mutex<Option<Sender<Ack>>>,
+    coordinator: Mutex<Option<Controls>>,
     cancel_attempt: Mutex<Option<Arc<AtomicBool>>>,
     cancelled: AtomicBool,
     status: Mutex<JobStatus>,
@@ -265,7 +265,7 @@ impl JobControl {
         f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
-    pub(crate) fn attach(&self, coordinator: Option<Sender<Ack>>, cancel: Arc<AtomicBool>) {
+    pub(crate) fn attach(&self, coordinator: Option<Controls>, cancel: Arc<AtomicBool>) {
         *self.coordinator.lock().unwrap_or_else(|p| p.into_inner()) = coordinator;
         if self.cancelled.load(Ordering::SeqCst) {
             cancel.store(true, Ordering::SeqCst);
@@ -331,11 +331,11 @@ impl JobControl {
             });
         };
         let (reply, rx) = channel();
-        tx.send(Ack::Request(Request {
+        tx.send(Request {
             savepoint,
             stop,
             reply,
-        }))
+        })
         .map_err(|_| format!("job '{}' is no longer running", self.status().name))?;
         Ok(rx)
     }

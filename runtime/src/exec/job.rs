@@ -4,7 +4,7 @@
 
 use super::channel;
 use super::clock::{Clock, SystemClock};
-use super::coordinator::{Ack, Coordinator};
+use super::coordinator::{Acks, Controls, Coordinator, Inbound};
 use super::restore::check_restore;
 use super::subtask::Attempt;
 use super::wiring::Wiring;
@@ -146,7 +146,9 @@ pub fn run_job(
     let mut wiring = Wiring::new(graph, &metrics);
 
     // Checkpoint control: triggers to sources, commits to sinks, acks back.
-    let (ack_tx, ack_rx) = channel::<Ack>();
+    let (inbox_tx, inbox) = channel::<Inbound>();
+    let ack_tx = Acks(inbox_tx.clone());
+    let control_tx = Controls(inbox_tx);
     let fail_job = |msg: String| shared.fail(ExecError::CheckpointFailure(msg));
     let coordinator = match (&opts.store, checkpointing) {
         (Some(store), true) => Some(coordinator(
@@ -157,7 +159,7 @@ pub fn run_job(
             Control {
                 triggers: std::mem::take(&mut wiring.triggers),
                 commits: std::mem::take(&mut wiring.commits),
-                acks: ack_rx,
+                inbox,
                 tasks: wiring.tasks,
             },
             &fail_job,
@@ -192,7 +194,7 @@ pub fn run_job(
     let counts: Mutex<Vec<Counts>> = Mutex::new(vec![Counts::default(); n]);
     if let Some(c) = &opts.control {
         c.attach(
-            coordinator.as_ref().map(|_| ack_tx.clone()),
+            coordinator.as_ref().map(|_| control_tx.clone()),
             shared.cancel.clone(),
         );
         c.update(|s| s.state = JobState::Running);
@@ -288,7 +290,7 @@ pub fn run_job(
 struct Control {
     triggers: Vec<std::sync::mpsc::Sender<channel::Barrier>>,
     commits: Vec<std::sync::mpsc::Sender<u64>>,
-    acks: std::sync::mpsc::Receiver<Ack>,
+    inbox: std::sync::mpsc::Receiver<Inbound>,
     tasks: usize,
 }
 
@@ -337,12 +339,10 @@ fn coordinator<'a>(
             .collect::<BTreeMap<_, _>>(),
         triggers: control.triggers,
         commits: control.commits,
-        acks: control.acks,
+        inbox: control.inbox,
         tasks: control.tasks,
         next_id,
         last: HashMap::new(),
-        last_completed: false,
-        failures: 0,
         periodic,
         savepoints: opts.savepoints.clone(),
         control: opts.control.clone(),

@@ -10,7 +10,8 @@
 //! One file per concept: `job.rs` wires and runs one attempt,
 //! `supervisor.rs` restarts it under the policy, `restore.rs` picks and
 //! checks what to restore, `source.rs` / `operator.rs` / `sink.rs` are the
-//! subtask loops, `coordinator.rs` takes checkpoints, `error.rs` says why a
+//! subtask loops, `coordinator/` takes checkpoints (`decide.rs` its
+//! decisions, `write.rs` its writes), `error.rs` says why a
 //! job failed (the crash test's kill points are in `crate::fault`; the
 //! sources and sinks themselves in `crate::connect`).
 
@@ -19,7 +20,6 @@ mod clock;
 mod control;
 mod coordinator;
 mod error;
-use crate::fault;
 mod inputs;
 mod job;
 pub mod metrics;
@@ -39,6 +39,8 @@ pub use control::{
     CHECKPOINT_HISTORY, CheckpointSummary, JobControl, JobState, JobStatus, SplitWatermark,
     StopMode, SubtaskWatermark, Triggered,
 };
+#[cfg(test)]
+pub(crate) use coordinator::Controls;
 pub use error::{ErrorDomain, ExecError};
 pub use job::{FailPoint, JobReport, NativeFactory, RunOptions, VertexReport, run_job};
 pub use operator::{Counts, OperatorLogic, Snapshot};

@@ -3,7 +3,7 @@
 
 use super::channel::{Message, Outputs};
 use super::clock::Clock;
-use super::coordinator::{Ack, AckData};
+use super::coordinator::{Ack, AckData, Acks};
 use super::inputs::{Inputs, Next};
 use super::watermark::Watermark;
 use super::{ExecError, Shared};
@@ -11,7 +11,7 @@ use crate::batch::Batch;
 use crate::sandbox::{
     Description, OperatorInstance, OperatorSnapshot, SandboxError, StateFormat, SubtaskInfo,
 };
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 /// A subtask's state at a checkpoint barrier.
@@ -162,7 +162,7 @@ pub(super) struct Loop<'a> {
     /// The vertex index, for acknowledgements.
     pub(super) vertex: usize,
     /// Where checkpoint acknowledgements go (checkpoints on).
-    pub(super) ack: Option<Sender<Ack>>,
+    pub(super) ack: Option<Acks>,
     /// Non-keyed state to restore before `open`.
     pub(super) restore: Option<OperatorSnapshot>,
     /// Restored state the module must accept before it sees it.

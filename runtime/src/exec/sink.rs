@@ -3,13 +3,13 @@
 //! (what it hands back goes into the checkpoint), and has it commit when
 //! the coordinator says a checkpoint's manifest is committed.
 
-use super::coordinator::{Ack, AckData};
+use super::coordinator::{Ack, AckData, Acks};
 use super::inputs::{Inputs, Next};
 use super::{Counts, ExecError, Shared};
 use crate::checkpoint::{CheckpointManifest, CheckpointStore};
 use crate::connect::{self, SinkRestore, SinkWriter, Staged};
 use crate::job::SinkKind;
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 /// What a sink subtask is connected to.
@@ -32,7 +32,7 @@ pub(super) struct SinkTask<'a> {
     /// sink checks its system's windows against it).
     pub(super) interval: Option<Duration>,
     /// Where checkpoint acknowledgements go (checkpoints on).
-    pub(super) ack: Option<Sender<Ack>>,
+    pub(super) ack: Option<Acks>,
     /// Completed checkpoints, from the coordinator.
     pub(super) commit: Option<Receiver<u64>>,
     pub(super) metrics: &'a super::metrics::JobMetrics,

@@ -11,14 +11,14 @@
 
 use super::channel::{Barrier, Outputs};
 use super::clock::Clock;
-use super::coordinator::{Ack, AckData};
+use super::coordinator::{Ack, AckData, Acks};
 use super::watermark::{END_OF_TIME, SourceWatermarks, Watermark};
 use super::{ExecError, Shared};
 use crate::batch::Batch;
 use crate::checkpoint::{SourcePosition, SplitState};
 use crate::connect::{self, Poll, Position, SourceAssignment, SourceReader, SplitPosition};
 use crate::job::SourceKind;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 /// The longest a source waits in real time without looking at the cancel
@@ -31,7 +31,7 @@ pub(super) struct SourceCtl<'a> {
     /// Checkpoint barriers from the coordinator: the control channel a
     /// source waits on between events.
     pub(super) trigger: Option<Receiver<Barrier>>,
-    pub(super) ack: Option<Sender<Ack>>,
+    pub(super) ack: Option<Acks>,
     /// Where a restored checkpoint says to start: this subtask's offset
     /// and every split position of the source.
     pub(super) start: Option<Restored>,

@@ -3,7 +3,7 @@
 //! attempt shares ([`Attempt`]).
 
 use super::clock::Clock;
-use super::coordinator::Ack;
+use super::coordinator::Acks;
 use super::job::RunOptions;
 use super::restore::restore_operator;
 use super::wiring::Ports;
@@ -13,7 +13,6 @@ use crate::job::{JobGraph, Vertex, VertexKind};
 use crate::sandbox::{CallLimits, OperatorInstance, OperatorModule, Sandbox, SubtaskInfo};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 /// What every subtask of one attempt shares.
@@ -42,7 +41,7 @@ impl Attempt<'_> {
         v: usize,
         s: u32,
         ports: Ports,
-        ack: Option<Sender<Ack>>,
+        ack: Option<Acks>,
     ) -> Result<Counts, ExecError> {
         let vertex = &self.graph.vertices[v];
         match &vertex.kind {
@@ -128,7 +127,7 @@ impl Attempt<'_> {
         s: u32,
         config: &[u8],
         ports: Ports,
-        ack: Option<Sender<Ack>>,
+        ack: Option<Acks>,
     ) -> Result<Counts, ExecError> {
         let (graph, opts) = (self.graph, self.opts);
         let vertex = &graph.vertices[v];

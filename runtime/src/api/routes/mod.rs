@@ -117,7 +117,10 @@ mod tests {
         state.set_deployer(deployer.clone());
         let control = crate::exec::JobControl::new("j");
         let (tx, rx) = std::sync::mpsc::channel();
-        control.attach(Some(tx), Arc::new(AtomicBool::new(false)));
+        control.attach(
+            Some(crate::exec::Controls(tx)),
+            Arc::new(AtomicBool::new(false)),
+        );
         state.add_job("j", control);
         let rx = Arc::new(Mutex::new(rx));
         let seen = Arc::new(Mutex::new(Vec::new()));
