@@ -148,6 +148,9 @@ pub fn run_job(
     // Checkpoint control: triggers to sources, commits to sinks, acks back.
     let (inbox_tx, inbox) = channel::<Inbound>();
     let ack_tx = Acks(inbox_tx.clone());
+    // Moved into the job's control (or dropped): once the subtasks have
+    // ended and the control detached, the inbox closes and the
+    // coordinator returns.
     let control_tx = Controls(inbox_tx);
     let fail_job = |msg: String| shared.fail(ExecError::CheckpointFailure(msg));
     let coordinator = match (&opts.store, checkpointing) {
@@ -194,10 +197,12 @@ pub fn run_job(
     let counts: Mutex<Vec<Counts>> = Mutex::new(vec![Counts::default(); n]);
     if let Some(c) = &opts.control {
         c.attach(
-            coordinator.as_ref().map(|_| control_tx.clone()),
+            coordinator.as_ref().map(|_| control_tx),
             shared.cancel.clone(),
         );
         c.update(|s| s.state = JobState::Running);
+    } else {
+        drop(control_tx);
     }
     let mut stopped_at = None;
     std::thread::scope(|scope| {

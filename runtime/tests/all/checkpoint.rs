@@ -56,7 +56,7 @@ fn store(dir: &Path) -> Arc<CheckpointStore> {
 
 /// A chunk the newest of job `test`'s (at least two) checkpoints wrote and
 /// no older one uses: damaging it hurts the newest checkpoint alone.
-fn newest_own_chunk(s: &CheckpointStore) -> ChunkRef {
+pub fn newest_own_chunk(s: &CheckpointStore) -> ChunkRef {
     let ids = s.list_checkpoints("test").unwrap();
     assert!(ids.len() >= 2, "{ids:?}");
     let chunks = |id| {

@@ -327,8 +327,16 @@ pub fn ok(dir: &Path, args: &[&str]) -> String {
 
 /// Starts `wrun run MANIFEST --data-dir DATA` in `dir`, its log piped.
 pub fn spawn_run(dir: &Path, manifest: &str, data: &Path) -> std::process::Child {
+    spawn_wrun(
+        dir,
+        &["run", manifest, "--data-dir", data.to_str().unwrap()],
+    )
+}
+
+/// Starts `wrun ARGS` in `dir`, its log piped.
+pub fn spawn_wrun(dir: &Path, args: &[&str]) -> std::process::Child {
     std::process::Command::new(wrun_bin())
-        .args(["run", manifest, "--data-dir", data.to_str().unwrap()])
+        .args(args)
         .current_dir(dir)
         .env("WRUN_LOG", "warn")
         .stdout(std::process::Stdio::null())

@@ -9,8 +9,8 @@
 use crate::checkpoint::{assert_exactly_once, counter_job};
 use crate::common::*;
 use bytes::Bytes;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+
+use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 use wrun::blob::{Blobs, StateUrl};
@@ -77,38 +77,6 @@ fn wait_for_checkpoints(store: &CheckpointStore, n: usize, child: &mut Child) {
     }
 }
 
-fn spawn_wrun(dir: &Path, args: &[&str]) -> Child {
-    Command::new(wrun_bin())
-        .args(args)
-        .current_dir(dir)
-        .env("WRUN_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// The newest checkpoint's own segment (no older checkpoint uses it).
-fn newest_own_segment(store: &CheckpointStore) -> String {
-    let ids = store.list_checkpoints("test").unwrap();
-    let segments = |id| -> std::collections::HashSet<String> {
-        store
-            .get_manifest("test", id)
-            .unwrap()
-            .chunks()
-            .map(wrun::checkpoint::object_key)
-            .collect()
-    };
-    let older: std::collections::HashSet<String> = ids[..ids.len() - 1]
-        .iter()
-        .flat_map(|id| segments(*id))
-        .collect();
-    segments(*ids.last().unwrap())
-        .into_iter()
-        .find(|s| !older.contains(s))
-        .expect("the newest checkpoint wrote a segment of its own")
-}
-
 #[test]
 fn a_job_on_garage_resumes_exactly_once_after_sigkill_and_a_corrupt_segment() {
     let g = Garage::start();
@@ -133,7 +101,10 @@ fn a_job_on_garage_resumes_exactly_once_after_sigkill_and_a_corrupt_segment() {
     );
     // Bit rot behind wrun's back in the newest checkpoint's own segment.
     let blobs = g.blobs("prod");
-    let victim = newest_own_segment(&store);
+    let victim = crate::checkpoint::newest_own_chunk(&store)
+        .at
+        .unwrap()
+        .segment;
     let mut bytes = blobs.get(&victim).unwrap().to_vec();
     bytes[0] ^= 0xff;
     blobs.delete(&victim).unwrap();
