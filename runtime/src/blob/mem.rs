@@ -10,11 +10,21 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
+/// What runs before a listing, with its prefix (a test's interleaving).
+type ListHook = Box<dyn FnMut(&str) + Send>;
+
 /// Objects in a map.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct MemBlobs {
     objects: Mutex<BTreeMap<String, (Bytes, SystemTime)>>,
     fail_writes: AtomicBool,
+    before_list: Mutex<Option<ListHook>>,
+}
+
+impl std::fmt::Debug for MemBlobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemBlobs")
+    }
 }
 
 impl MemBlobs {
@@ -37,6 +47,12 @@ impl MemBlobs {
         for (_, at) in o.values_mut() {
             *at = at.checked_sub(by).unwrap_or(SystemTime::UNIX_EPOCH);
         }
+    }
+
+    /// Runs `hook` before every listing, with its prefix: a test puts
+    /// other writers' steps between a reader's listings with it.
+    pub fn before_list(&self, hook: ListHook) {
+        *self.before_list.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
     }
 
     /// Every key, for tests that look at what is stored.
@@ -110,6 +126,19 @@ impl Blobs for MemBlobs {
 
     fn list(&self, prefix: &str) -> Result<Vec<BlobMeta>, BlobError> {
         check_prefix(prefix)?;
+        // Taken out while it runs: the hook may use this store.
+        let hook = self
+            .before_list
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(mut h) = hook {
+            h(prefix);
+            let mut slot = self.before_list.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                *slot = Some(h);
+            }
+        }
         let o = self.objects.lock().unwrap_or_else(|p| p.into_inner());
         Ok(o.range(prefix.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))

@@ -351,3 +351,42 @@ fn many_chunks_are_read_a_segment_at_a_time_in_the_order_asked() {
     );
     assert!(store.verify_chunks([a[1].loc()]).is_err());
 }
+
+/// A savepoint registered, its checkpoint superseded and retired while a
+/// collection runs between its listing of manifests and of pins (in
+/// either order): the collection sees the manifest or the pin, and the
+/// savepoint keeps every chunk.
+#[test]
+fn a_pin_made_while_a_collection_runs_keeps_its_segments() {
+    let blobs = Arc::new(MemBlobs::default());
+    let store = Arc::new(CheckpointStore::memory(blobs.clone()));
+    let n = commit(&store, 1, &[b"state of checkpoint 1"]);
+    let m = store.get_manifest("wordcount", CheckpointId(1)).unwrap();
+    let first: Arc<Mutex<Option<String>>> = Arc::default();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s, f, d) = (store.clone(), first.clone(), done.clone());
+    blobs.before_list(Box::new(move |prefix: &str| {
+        let top = prefix.split('/').next().unwrap_or_default().to_string();
+        let mut first = f.lock().unwrap();
+        let seen = first.get_or_insert_with(|| top.clone()).clone();
+        if seen == top || d.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        drop(first);
+        // Between the collection's two listings: the savepoint's pin,
+        // the next checkpoint, and retention of the first.
+        begin(&s)
+            .put_pin(&pin("sp-wordcount-1-aa", m.clone()))
+            .unwrap();
+        commit(&s, 2, &[b"state of checkpoint 2"]);
+        s.delete_manifest("wordcount", CheckpointId(1)).unwrap();
+    }));
+    collect_garbage(&store).unwrap();
+    assert!(
+        done.load(std::sync::atomic::Ordering::SeqCst),
+        "the hook ran"
+    );
+    store
+        .get_chunk(n[0].loc())
+        .expect("the savepoint's chunk survives the collection");
+}
