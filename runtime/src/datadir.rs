@@ -21,8 +21,8 @@
 
 use crate::blob::StateUrl;
 use crate::checkpoint::{
-    CheckpointStore, FsSavepoints, MemorySavepoints, SavepointBackend, SavepointError,
-    SavepointStore, StoreError,
+    BlobSavepoints, CheckpointStore, FsSavepoints, MemorySavepoints, SavepointBackend,
+    SavepointError, SavepointStore, StoreError,
 };
 use crate::job::SavepointSettings;
 use crate::module::ModuleStore;
@@ -154,6 +154,8 @@ pub struct DataDir {
     store: Arc<CheckpointStore>,
     memory: Arc<dyn SavepointStore>,
     filesystem: Arc<dyn SavepointStore>,
+    /// With `--state-url`: the registry in the state store, the default.
+    shared: Option<Arc<dyn SavepointStore>>,
     registries: Registries,
 }
 
@@ -210,14 +212,27 @@ impl DataDir {
         let memory: Arc<dyn SavepointStore> = Arc::new(MemorySavepoints::default());
         let filesystem: Arc<dyn SavepointStore> =
             Arc::new(FsSavepoints::open(&root.join("savepoints"))?);
+        // A store named by URL may be shared with other processes (a
+        // fleet): savepoints are recorded in it, where all of them look.
+        let shared: Option<Arc<dyn SavepointStore>> = state.map(|_| {
+            Arc::new(BlobSavepoints::new(store.blobs().clone())) as Arc<dyn SavepointStore>
+        });
+        let mut all = vec![memory.clone()];
+        all.extend(shared.clone());
+        all.push(filesystem.clone());
         Ok(DataDir {
             root: root.to_path_buf(),
             lock: None,
-            modules: ModuleStore::new(root),
+            // With a store named by URL, modules are shared through it too.
+            modules: match state {
+                Some(_) => ModuleStore::new(root).with_shared(store.blobs().clone()),
+                None => ModuleStore::new(root),
+            },
             store,
-            registries: Registries::new(vec![memory.clone(), filesystem.clone()]),
+            registries: Registries::new(all),
             memory,
             filesystem,
+            shared,
         })
     }
 
@@ -241,9 +256,12 @@ impl DataDir {
         self.root.join("jobs")
     }
 
-    /// The default (filesystem) savepoint registry.
+    /// The default savepoint registry: in the state store when one was
+    /// named (`--state-url`), else `<data dir>/savepoints`.
     pub fn default_savepoints(&self) -> Arc<dyn SavepointStore> {
-        self.filesystem.clone()
+        self.shared
+            .clone()
+            .unwrap_or_else(|| self.filesystem.clone())
     }
 
     /// Every registry this process knows, for lookups and lists.
@@ -261,7 +279,10 @@ impl DataDir {
     ) -> Result<Arc<dyn SavepointStore>, DataDirError> {
         Ok(match (settings.backend, &settings.dir) {
             (SavepointBackend::Memory, _) => self.memory.clone(),
-            (SavepointBackend::Filesystem, None) => self.filesystem.clone(),
+            (SavepointBackend::Filesystem | SavepointBackend::Shared, None) => {
+                self.default_savepoints()
+            }
+            (SavepointBackend::Shared, Some(_)) => self.default_savepoints(),
             (SavepointBackend::Filesystem, Some(dir)) => self.registry_at(dir)?,
         })
     }

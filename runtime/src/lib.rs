@@ -9,6 +9,7 @@
 pub mod api;
 pub mod batch;
 pub mod blob;
+pub mod catalog;
 pub mod checkpoint;
 pub mod cli;
 pub mod connect;
@@ -16,6 +17,7 @@ pub mod datadir;
 pub mod deployment;
 pub mod exec;
 pub(crate) mod fault;
+pub mod fleet;
 pub mod fsutil;
 pub mod ids;
 pub mod job;

@@ -75,6 +75,32 @@ pub fn token(data_dir: &std::path::Path) -> anyhow::Result<String> {
     Ok(std::fs::read_to_string(&path)?.trim().to_string())
 }
 
+/// Replaces the data directory's API token with `token` (a fleet's: every
+/// node serves the same one), mode 0600.
+pub fn set_token(data_dir: &std::path::Path, token: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("api-token");
+    if std::fs::read_to_string(&path).is_ok_and(|t| t.trim() == token) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", data_dir.display()))?;
+    let tmp = data_dir.join(crate::fsutil::temp_name("api-token"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", tmp.display()))?;
+    std::io::Write::write_all(&mut f, token.as_bytes())?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, &path)
+        .map_err(|e| anyhow::anyhow!("cannot write the API token {}: {e}", path.display()))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

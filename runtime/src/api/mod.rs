@@ -16,12 +16,14 @@
 //! - `requests.rs`: asynchronous requests, bounded and expiring;
 //! - `extract.rs`: the strict extractors every route reads input with;
 //! - `auth.rs`: the bearer token and its check;
+//! - `cluster.rs`: in a fleet, forwarding to the node that runs a job;
 //! - `routes/`: the router and a file per resource;
 //! - `server.rs`: serving on a thread of its own;
 //! - `client.rs`: the CLI's side.
 
 mod auth;
 mod client;
+mod cluster;
 mod error;
 mod extract;
 mod requests;
@@ -30,8 +32,9 @@ mod server;
 mod state;
 mod types;
 
-pub use auth::token;
+pub use auth::{set_token, token};
 pub use client::{Client, Endpoint};
+pub use cluster::{Cluster, Draining, FORWARDED, NodeList};
 pub use error::{ApiError, ErrorKind};
 pub use requests::{KEEP_FINISHED, MAX_FINISHED, MAX_IN_FLIGHT_PER_JOB};
 pub use routes::{checkpoint_rows, router};

@@ -29,8 +29,11 @@ struct Entry {
     delivered: bool,
 }
 
-/// The requests of one API, by ID (`req-<n>`).
+/// The requests of one API, by ID (`req-<n>`; in a fleet
+/// `req-<node>-<n>`, unique across its nodes).
 pub(super) struct RequestTable {
+    /// `req-`, or `req-<node>-`.
+    pub(super) prefix: String,
     entries: HashMap<String, Entry>,
     /// Finished IDs, oldest first.
     finished: VecDeque<(String, Instant)>,
@@ -42,6 +45,7 @@ pub(super) struct RequestTable {
 impl RequestTable {
     pub(super) fn new(max_finished: usize, keep: Duration) -> RequestTable {
         RequestTable {
+            prefix: "req-".into(),
             entries: HashMap::new(),
             finished: VecDeque::new(),
             next: 1,
@@ -70,7 +74,7 @@ impl RequestTable {
 
     /// Records a new request in progress; returns its ID.
     pub(super) fn begin(&mut self, job: &str, kind: &str) -> String {
-        let id = format!("req-{}", self.next);
+        let id = format!("{}{}", self.prefix, self.next);
         self.next += 1;
         self.entries.insert(
             id.clone(),

@@ -36,6 +36,8 @@ pub struct ApiState {
     pub(super) modules: Option<Modules>,
     pub(super) deployer: std::sync::OnceLock<Arc<dyn Deployer>>,
     pub(super) requests: Mutex<RequestTable>,
+    /// The fleet, when this process is a node of one.
+    pub(super) cluster: std::sync::OnceLock<Arc<dyn super::Cluster>>,
 }
 
 impl ApiState {
@@ -56,6 +58,7 @@ impl ApiState {
             modules,
             deployer: std::sync::OnceLock::new(),
             requests: Mutex::new(RequestTable::new(MAX_FINISHED, KEEP_FINISHED)),
+            cluster: std::sync::OnceLock::new(),
         })
     }
 
@@ -70,6 +73,13 @@ impl ApiState {
     /// Lets `POST /v1/jobs` deploy through `d`.
     pub fn set_deployer(&self, d: Arc<dyn Deployer>) {
         let _ = self.deployer.set(d);
+    }
+
+    /// Answers as a node of a fleet through `c` (forwarding, the job list,
+    /// `/v1/nodes`).
+    pub fn set_cluster(&self, c: Arc<dyn super::Cluster>) {
+        self.requests().prefix = format!("req-{}-", c.node());
+        let _ = self.cluster.set(c);
     }
 
     /// Every savepoint registry now.

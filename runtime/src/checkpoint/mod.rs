@@ -15,6 +15,7 @@
 mod keyed;
 mod manifest;
 mod operator_state;
+mod registry;
 mod retention;
 mod savepoint;
 mod store;
@@ -26,6 +27,7 @@ pub use manifest::{
     StagedRef, SubtaskStateRef,
 };
 pub use operator_state::{OperatorStateChunk, decode_operator_state, encode_operator_state};
+pub use registry::BlobSavepoints;
 pub use retention::{choose_restore, garbage, to_delete};
 pub use savepoint::{
     EXPORT_RECORD, Found, FsSavepoints, MemorySavepoints, SAVEPOINT_FORMAT, Savepoint,

@@ -272,12 +272,12 @@ pub fn find(store: &dyn SavepointStore, id_or_name: &str) -> Result<Savepoint, S
         })
 }
 
-fn sorted(mut v: Vec<Savepoint>) -> Vec<Savepoint> {
+pub(super) fn sorted(mut v: Vec<Savepoint>) -> Vec<Savepoint> {
     v.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
     v
 }
 
-fn free_among(existing: &[Savepoint], sp: &Savepoint) -> Result<(), SavepointError> {
+pub(super) fn free_among(existing: &[Savepoint], sp: &Savepoint) -> Result<(), SavepointError> {
     check_name(&sp.id)?;
     if let Some(n) = &sp.name {
         check_name(n)?;
@@ -341,7 +341,7 @@ fn write_atomic(dir: &Dir, root: &Path, name: &str, bytes: &[u8]) -> Result<(), 
     fsutil::write_atomic(dir, Path::new(name), bytes, true).map_err(io("write", &root.join(name)))
 }
 
-fn parse_record(path: &Path, bytes: &[u8]) -> Result<Savepoint, SavepointError> {
+pub(super) fn parse_record(path: &Path, bytes: &[u8]) -> Result<Savepoint, SavepointError> {
     let unreadable = |error: Box<dyn std::error::Error + Send + Sync>| SavepointError::Unreadable {
         path: path.to_path_buf(),
         error,

@@ -137,7 +137,11 @@ pub(super) fn run(args: DeployArgs) -> Result<()> {
                     (Some(sp), Some(cp)) => format!(" from savepoint {sp} (checkpoint {cp})"),
                     _ => String::new(),
                 };
-                println!("deployed job '{job}'{from}: {state}");
+                let on = match s["node"].as_str() {
+                    Some(n) => format!(" on node {n}"),
+                    None => String::new(),
+                };
+                println!("deployed job '{job}'{from}{on}: {state}");
                 return Ok(());
             }
         }

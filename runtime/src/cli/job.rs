@@ -51,17 +51,35 @@ pub(super) fn run(cmd: JobCommand) -> Result<()> {
         JobCommand::List { data_dir } => {
             let c = Client::for_data_dir(&data_dir)?;
             let v = c.get("/v1/jobs")?;
+            // A fleet's list says where each job runs.
+            let fleet = v["jobs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|j| j.get("node").is_some());
+            let node_col = |s: String| {
+                if fleet {
+                    format!(" {s}")
+                } else {
+                    String::new()
+                }
+            };
             println!(
-                "{:<24} {:<11} {:>8} {:>16}",
-                "JOB", "STATE", "RESTARTS", "LAST CHECKPOINT"
+                "{:<24} {:<11} {:>8} {:>16}{}",
+                "JOB",
+                "STATE",
+                "RESTARTS",
+                "LAST CHECKPOINT",
+                node_col("NODE".into())
             );
             for j in v["jobs"].as_array().into_iter().flatten() {
                 println!(
-                    "{:<24} {:<11} {:>8} {:>16}",
+                    "{:<24} {:<11} {:>8} {:>16}{}",
                     str_of(j, "name"),
                     str_of(j, "state"),
                     num_of(j, "restarts"),
-                    num_of(j, "last-checkpoint")
+                    num_of(j, "last-checkpoint"),
+                    node_col(str_of(j, "node"))
                 );
             }
             Ok(())
@@ -73,6 +91,9 @@ pub(super) fn run(cmd: JobCommand) -> Result<()> {
             println!("job         {}", str_of(&j, "name"));
             println!("state       {}", str_of(&j, "state"));
             println!("restarts    {}", num_of(&j, "restarts"));
+            if let Some(n) = j.get("node").and_then(Value::as_str) {
+                println!("node        {n}");
+            }
             if let Some(cp) = j.get("restored-from").and_then(Value::as_u64) {
                 println!("started at  checkpoint {cp}");
             }

@@ -11,6 +11,7 @@ mod checkpoint;
 mod deploy;
 mod job;
 mod module;
+mod node;
 mod output;
 mod run;
 mod savepoint;
@@ -85,6 +86,12 @@ pub enum Command {
         #[command(subcommand)]
         command: job::JobCommand,
     },
+    /// The nodes of a fleet: list, drain (docs/fleet.md).
+    Node {
+        /// What to do.
+        #[command(subcommand)]
+        command: node::NodeCommand,
+    },
     /// Savepoints: trigger, list, inspect, dispose, export, import.
     Savepoint {
         /// What to do.
@@ -129,6 +136,7 @@ pub fn main() -> ExitCode {
         Command::Module { command } => module::run(command),
         Command::Stop(args) => stop::run(args),
         Command::Job { command } => job::run(command),
+        Command::Node { command } => node::run(command),
         Command::Savepoint { command } => savepoint::run(command),
         Command::Checkpoint { command } => checkpoint::run(command),
         Command::Validate {

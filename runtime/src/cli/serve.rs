@@ -30,6 +30,70 @@ pub struct ServeArgs {
     /// Largest module `wrun module push` accepts, in MiB.
     #[arg(long, default_value_t = DEFAULT_MAX_MODULE_MB)]
     pub max_module_mb: usize,
+    /// Join a fleet whose membership, scheduler and job records live in
+    /// this etcd cluster: etcd://HOST:PORT[,HOST:PORT...]. Needs
+    /// --node-id and a --state-url every node shares. See docs/fleet.md.
+    #[arg(long, env = "WRUN_CLUSTER", value_name = "URL", value_parser = crate::fleet::parse_cluster_url)]
+    pub cluster: Option<crate::fleet::Endpoints>,
+    /// This node's ID in the fleet (letters, digits, '-', '_').
+    #[arg(long, env = "WRUN_NODE_ID", requires = "cluster")]
+    pub node_id: Option<String>,
+    /// How long a node may go unheard before the fleet moves its jobs,
+    /// in seconds (etcd lease TTL).
+    #[arg(long, default_value_t = crate::fleet::DEFAULT_LEASE_TTL.as_secs(), requires = "cluster")]
+    pub lease_ttl: u64,
+    /// The cores this node offers jobs; placement weighs by them. Default:
+    /// the machine's.
+    #[arg(long, requires = "cluster")]
+    pub cores: Option<u32>,
+    /// The address other nodes reach this node's API at, when not the
+    /// --listen address (e.g. http://10.0.0.5:8270).
+    #[arg(long, value_name = "URL", requires = "cluster")]
+    pub advertise: Option<String>,
+}
+
+/// Joins the fleet named by `--cluster`, if any: checks the flags, connects
+/// to etcd and adopts the fleet's API token.
+fn join_fleet(args: &ServeArgs) -> Result<Option<Arc<crate::fleet::Node>>> {
+    let Some(endpoints) = &args.cluster else {
+        return Ok(None);
+    };
+    let Some(id) = &args.node_id else {
+        anyhow::bail!(
+            "--cluster needs --node-id: this node's name in the fleet, unique among its nodes"
+        );
+    };
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        anyhow::bail!("--node-id {id:?}: use 1 to 64 letters, digits, '-' and '_'");
+    }
+    if args.state_url.is_none() {
+        anyhow::bail!(
+            "--cluster needs --state-url: a fleet's checkpoints and savepoints live where every node reads them (s3://BUCKET/PREFIX?endpoint=..., or a directory all nodes share); see docs/fleet.md"
+        );
+    }
+    if args.lease_ttl == 0 {
+        anyhow::bail!("--lease-ttl must be at least 1 second");
+    }
+    let cores = args.cores.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1)
+    });
+    let node = crate::fleet::Node::connect(crate::fleet::ClusterConfig {
+        endpoints: endpoints.0.clone(),
+        node_id: id.clone(),
+        lease_ttl: std::time::Duration::from_secs(args.lease_ttl),
+        cores,
+    })?;
+    let local = crate::api::token(&args.data_dir)?;
+    let token = node.api_token(&local)?;
+    crate::api::set_token(&args.data_dir, &token)?;
+    Ok(Some(node))
 }
 
 fn signals() -> Result<()> {
@@ -58,11 +122,13 @@ pub(super) fn run(args: ServeArgs) -> Result<()> {
         cache_dir: Some(super::compile_cache_dir(&args.data_dir)),
         ..SandboxConfig::default()
     })?);
+    let cluster = join_fleet(&args)?;
     let rt = Runtime::open(
         &ServeConfig {
             data_dir: args.data_dir.clone(),
             state_url: args.state_url.clone(),
             max_module_bytes: args.max_module_mb.saturating_mul(1 << 20),
+            cluster,
         },
         sandbox,
     )?;
@@ -77,6 +143,14 @@ pub(super) fn run(args: ServeArgs) -> Result<()> {
         }
     };
     let endpoint = EndpointFile::write(&args.data_dir, server.addr)?;
+    let api = args
+        .advertise
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", server.addr));
+    if let Err(e) = rt.join(api) {
+        rt.shutdown();
+        return Err(e.context("cannot join the fleet"));
+    }
     tracing::info!(
         api = %format!("http://{}", server.addr),
         "wrun serve: data directory {}, token in {}",

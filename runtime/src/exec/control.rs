@@ -43,7 +43,7 @@ pub(crate) struct Request {
 }
 
 /// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum JobState {
     /// Starting or restoring.
@@ -99,6 +99,10 @@ pub struct JobStatus {
     /// Each source split's watermark, for sources with a watermark
     /// strategy.
     pub split_watermarks: Vec<SplitWatermark>,
+    /// In a fleet: the node that runs it (none: it waits for a node, or
+    /// has ended).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// A connector subtask's connection to its system.
@@ -205,6 +209,7 @@ impl JobControl {
                 connectors: Vec::new(),
                 watermarks: Vec::new(),
                 split_watermarks: Vec::new(),
+                node: None,
             }),
         })
     }

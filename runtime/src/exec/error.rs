@@ -97,6 +97,10 @@ pub enum ExecError {
     /// `checkpoint.tolerable-failures`.
     #[error("{0}")]
     CheckpointFailure(String),
+    /// Another process owns the job now (a fleet's fence refused this
+    /// one's checkpoint): it must not go on, here or in a restart.
+    #[error("this node no longer owns the job: {0}")]
+    Fenced(String),
     /// A runtime thread panicked (a wrun bug).
     #[error("internal error in subtask {0}: {1} (this is a bug in wrun; please report it)")]
     Panicked(String, String),
@@ -117,7 +121,7 @@ impl ExecError {
     /// either.)
     pub fn is_retryable(&self) -> bool {
         match self {
-            ExecError::RestoreRefused { .. } => false,
+            ExecError::RestoreRefused { .. } | ExecError::Fenced(_) => false,
             ExecError::Source { transient, .. } | ExecError::Sink { transient, .. } => *transient,
             _ => true,
         }
@@ -137,7 +141,9 @@ impl ExecError {
             ExecError::Sandbox(_)
             | ExecError::RestoreRefused { .. }
             | ExecError::Routing { .. } => ErrorDomain::User,
-            ExecError::Restore { .. } | ExecError::CheckpointFailure(_) => ErrorDomain::External,
+            ExecError::Restore { .. } | ExecError::CheckpointFailure(_) | ExecError::Fenced(_) => {
+                ErrorDomain::External
+            }
             ExecError::Panicked(..) => ErrorDomain::Internal,
             ExecError::Disconnected | ExecError::Cancelled | ExecError::Injected(_) => {
                 ErrorDomain::Internal

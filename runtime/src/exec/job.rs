@@ -65,6 +65,10 @@ pub struct RunOptions {
     /// "savepoint 'upgrade' (checkpoint 7 of job 'wordcount')". Without
     /// it, errors name the checkpoint.
     pub restore_label: Option<String>,
+    /// Where another process could own the job too (a fleet): checkpoint
+    /// IDs are reserved and checkpoints committed through it, and
+    /// restarts restore only committed checkpoints (`exec::fence`).
+    pub fence: Option<Arc<dyn super::Fence>>,
 }
 
 /// Per-vertex totals of a finished job.
@@ -152,7 +156,7 @@ pub fn run_job(
     // ended and the control detached, the inbox closes and the
     // coordinator returns.
     let control_tx = Controls(inbox_tx);
-    let fail_job = |msg: String| shared.fail(ExecError::CheckpointFailure(msg));
+    let fail_job = |e: ExecError| shared.fail(e);
     let coordinator = match (&opts.store, checkpointing) {
         (Some(store), true) => Some(coordinator(
             graph,
@@ -307,7 +311,7 @@ fn coordinator<'a>(
     modules: &HashMap<usize, Arc<OperatorModule>>,
     opts: &RunOptions,
     control: Control,
-    fail: &'a (dyn Fn(String) + Sync),
+    fail: &'a (dyn Fn(ExecError) + Sync),
     clock: &'a dyn Clock,
 ) -> Result<Coordinator<'a>, ExecError> {
     let periodic = graph.checkpoint.is_some();
@@ -334,6 +338,14 @@ fn coordinator<'a>(
         .unwrap_or(0)
         .max(opts.restore.as_ref().map(|m| m.id.0).unwrap_or(0))
         + 1;
+    // In a fleet, IDs another owner reserved are never used again.
+    let next_id = match &opts.fence {
+        Some(f) => {
+            let (_, lowest) = f.committed().map_err(ExecError::from)?;
+            next_id.max(lowest)
+        }
+        None => next_id,
+    };
     Ok(Coordinator {
         graph,
         settings,
@@ -351,6 +363,7 @@ fn coordinator<'a>(
         periodic,
         savepoints: opts.savepoints.clone(),
         control: opts.control.clone(),
+        fence: opts.fence.clone(),
         fail,
         clock,
     })

@@ -20,6 +20,7 @@ mod clock;
 mod control;
 mod coordinator;
 mod error;
+mod fence;
 mod inputs;
 mod job;
 pub mod metrics;
@@ -42,10 +43,12 @@ pub use control::{
 #[cfg(test)]
 pub(crate) use coordinator::Controls;
 pub use error::{ErrorDomain, ExecError};
+pub use fence::{Fence, FenceError};
 pub use job::{FailPoint, JobReport, NativeFactory, RunOptions, VertexReport, run_job};
 pub use operator::{Counts, OperatorLogic, Snapshot};
 pub use restore::{
-    check_restore, latest_checkpoint, latest_checkpoint_after, newest_checkpoint_id,
+    check_restore, latest_checkpoint, latest_checkpoint_after, latest_checkpoint_among,
+    newest_checkpoint_id,
 };
 pub use supervisor::run_supervised;
 

@@ -43,13 +43,25 @@ pub fn latest_checkpoint_after(
     job: &str,
     after: u64,
 ) -> Result<Option<CheckpointManifest>, ExecError> {
+    latest_checkpoint_among(store, job, after, None)
+}
+
+/// [`latest_checkpoint_after`] among the IDs in `committed` only, when
+/// given: in a fleet, a manifest an owner wrote but could not commit (it
+/// had lost the job) is never restored (`exec::fence`).
+pub fn latest_checkpoint_among(
+    store: &CheckpointStore,
+    job: &str,
+    after: u64,
+    committed: Option<&std::collections::BTreeSet<u64>>,
+) -> Result<Option<CheckpointManifest>, ExecError> {
     let mut ids = store
         .list_checkpoints(job)
         .map_err(|e| ExecError::Restore {
             id: 0,
             detail: crate::report::chain(&e),
         })?;
-    ids.retain(|c| c.0 > after);
+    ids.retain(|c| c.0 > after && committed.is_none_or(|set| set.contains(&c.0)));
     let mut found = None;
     let (chosen, skipped) = choose_restore(
         &ids,

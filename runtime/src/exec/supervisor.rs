@@ -3,7 +3,7 @@
 //! this run took (or the checkpoint or savepoint it started from).
 
 use super::job::{finish_from_final, run_job};
-use super::restore::{latest_checkpoint_after, newest_checkpoint_id};
+use super::restore::{latest_checkpoint_among, newest_checkpoint_id};
 use super::{ExecError, JobReport, JobState, RunOptions};
 use crate::job::JobGraph;
 use crate::sandbox::{OperatorModule, Sandbox};
@@ -103,8 +103,17 @@ pub fn run_supervised(
                 opts.fail_point = None;
                 // The newest checkpoint taken since the start; before the
                 // first one, the checkpoint or savepoint the job started from.
+                let committed = match &opts.fence {
+                    Some(f) => Some(f.committed().map_err(ExecError::from)?.0),
+                    None => None,
+                };
                 let latest = match &opts.store {
-                    Some(store) => latest_checkpoint_after(store.as_ref(), &graph.name, floor)?,
+                    Some(store) => latest_checkpoint_among(
+                        store.as_ref(),
+                        &graph.name,
+                        floor,
+                        committed.as_ref(),
+                    )?,
                     None => None,
                 };
                 (opts.restore, opts.restore_store, opts.restore_label) = match latest {

@@ -56,6 +56,10 @@ pub enum SavepointBackend {
     Memory,
     /// Files in a directory: survive restarts.
     Filesystem,
+    /// Records in the state store beside the checkpoints (`--state-url`),
+    /// which every node of a fleet reads: the default there. Not named in
+    /// a manifest.
+    Shared,
 }
 
 impl std::fmt::Display for SavepointBackend {
@@ -63,6 +67,7 @@ impl std::fmt::Display for SavepointBackend {
         f.write_str(match self {
             SavepointBackend::Memory => "memory",
             SavepointBackend::Filesystem => "filesystem",
+            SavepointBackend::Shared => "shared",
         })
     }
 }

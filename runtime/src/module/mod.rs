@@ -6,6 +6,7 @@
 
 mod load;
 mod push;
+mod shared;
 
 pub use load::{LoadError, load_modules};
 pub use push::{ModuleInfo, PushError, Pushed, push};
@@ -112,10 +113,12 @@ fn hint_for(path: &Path) -> &'static str {
     }
 }
 
-/// Components on disk under `<data dir>/modules`.
+/// Components on disk under `<data dir>/modules` (mirrored into a
+/// shared store in a fleet: `shared.rs`).
 #[derive(Debug, Clone)]
 pub struct ModuleStore {
     dir: PathBuf,
+    shared: Option<std::sync::Arc<dyn crate::blob::Blobs>>,
 }
 
 impl ModuleStore {
@@ -123,7 +126,14 @@ impl ModuleStore {
     pub fn new(data_dir: &Path) -> ModuleStore {
         ModuleStore {
             dir: data_dir.join("modules"),
+            shared: None,
         }
+    }
+
+    /// This store, mirrored into `shared` (under `modules/`).
+    pub fn with_shared(mut self, shared: std::sync::Arc<dyn crate::blob::Blobs>) -> ModuleStore {
+        self.shared = Some(shared);
+        self
     }
 
     /// Whether `hex` is a digest's 64 lowercase hex digits (and so safe
@@ -150,10 +160,11 @@ impl ModuleStore {
     /// their digest.
     pub fn put(&self, bytes: &[u8]) -> Result<Digest, ModuleError> {
         let digest = Digest::of(bytes);
-        if self.get(&digest.hex()).is_ok() {
-            return Ok(digest);
+        let path = self.blob(&digest.hex());
+        if self.get(&digest.hex()).is_err() {
+            write_atomic(&path, bytes)?;
         }
-        write_atomic(&self.blob(&digest.hex()), bytes)?;
+        self.publish(&path, bytes)?;
         Ok(digest)
     }
 
@@ -181,10 +192,10 @@ impl ModuleStore {
         let linked = std::fs::hard_link(&tmp, &path);
         let _ = std::fs::remove_file(&tmp);
         match linked {
-            Ok(()) => Ok(()),
+            Ok(()) => self.publish_name(&path, name, version, digest),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 match self.named(name, version)? {
-                    Some(h) if h == digest.hex() => Ok(()),
+                    Some(h) if h == digest.hex() => self.publish_name(&path, name, version, digest),
                     Some(h) => Err(ModuleError::NameTaken {
                         name: name.to_string(),
                         version: version.to_string(),
@@ -214,7 +225,10 @@ impl ModuleStore {
         let path = path_of(self, hex);
         match std::fs::read(&path) {
             Ok(bytes) => Ok((path, bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(unknown()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match self.fetch(&path)? {
+                Some(bytes) => Ok((path, bytes)),
+                None => Err(unknown()),
+            },
             Err(e) => Err(ModuleError::Io { path, error: e }),
         }
     }
@@ -245,13 +259,16 @@ impl ModuleStore {
         let f = self.name_file(name, version);
         match std::fs::read_to_string(&f) {
             Ok(hex) => Ok(Some(hex.trim().to_string())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(self
+                .fetch(&f)?
+                .map(|b| String::from_utf8_lossy(&b).trim().to_string())),
             Err(e) => Err(ModuleError::Io { path: f, error: e }),
         }
     }
 
     /// Every `name@version` and the digest it names, sorted.
     pub fn names(&self) -> Result<Vec<(String, String, String)>, ModuleError> {
+        self.sync("names")?;
         let dir = self.dir.join("names");
         let mut out = Vec::new();
         let io = |path: &Path, e| ModuleError::Io {
@@ -286,7 +303,8 @@ impl ModuleStore {
             path: self.meta_file(&info.hex()),
             error: std::io::Error::other(e),
         })?;
-        write_atomic(&self.meta_file(&info.hex()), &bytes)
+        write_atomic(&self.meta_file(&info.hex()), &bytes)?;
+        self.publish(&self.meta_file(&info.hex()), &bytes)
     }
 
     /// What is recorded about a stored module (its names filled in).
@@ -307,6 +325,7 @@ impl ModuleStore {
 
     /// Every pushed module, oldest first.
     pub fn list(&self) -> Result<Vec<ModuleInfo>, ModuleError> {
+        self.sync("meta")?;
         let dir = self.dir.join("meta");
         let entries = match std::fs::read_dir(&dir) {
             Ok(r) => r,

@@ -1,71 +1,32 @@
 //! `wrun serve`: a long-running runtime for many jobs. Each deployed job
-//! has a record in `<data-dir>/jobs/<name>.json` (its manifest, pinned
-//! module digests, what it started from, and what it should be doing), and
-//! runs on threads of its own under its restart policy. After a restart of
-//! the process (clean or `kill -9`), every job whose record says `running`
-//! resumes from its newest checkpoint taken since it was deployed (or from
-//! what it was deployed from).
+//! has a record (`catalog`: its manifest, pinned module digests, what it
+//! started from, and what it should be doing), and runs on threads of its
+//! own under its restart policy. After a restart of the process (clean or
+//! `kill -9`), every job whose record says `running` resumes from its
+//! newest checkpoint taken since it was deployed (or from what it was
+//! deployed from).
+//!
+//! Alone, a node keeps the records in `<data-dir>/jobs/`. In a fleet
+//! (`--cluster`, `fleet.rs` here and `crate::fleet`), the records are in
+//! etcd, a deploy only records the job, and the node runs the jobs the
+//! fleet's scheduler gives it, each under a fence.
+
+mod fleet;
 
 use crate::api::{ApiError, ApiState, DeployRequest, Deployer, ErrorKind};
+use crate::catalog::{Catalog, FileCatalog};
 use crate::checkpoint::CheckpointStore;
 use crate::datadir::DataDir;
 use crate::deployment::{Deployment, Restore};
 use crate::exec::{self, JobControl, JobState, JobStatus};
 use crate::job::{ComponentRef, JobGraph, VertexKind};
 use crate::sandbox::Sandbox;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// What a deployed job should be doing, as recorded on disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Desired {
-    /// Run it (and resume it after a restart of `wrun serve`).
-    Running,
-    /// It stopped at a savepoint.
-    Stopped,
-    /// Its input ended.
-    Finished,
-    /// A user cancelled it.
-    Cancelled,
-    /// It failed for good.
-    Failed,
-}
-
-/// A deployed job, as persisted in `<data-dir>/jobs/<name>.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct JobRecord {
-    /// The job.
-    pub name: String,
-    /// The manifest text as deployed.
-    pub manifest: String,
-    /// Where it came from (for messages).
-    pub manifest_path: String,
-    /// Relative paths in the manifest resolve against this.
-    pub base_dir: PathBuf,
-    /// The default parallelism given at deploy.
-    pub parallelism: Option<u32>,
-    /// Every operator's module, pinned by digest (`blake3:<hex>`) at deploy.
-    pub modules: BTreeMap<String, String>,
-    /// The savepoint it was deployed from (its ID).
-    pub from_savepoint: Option<String>,
-    /// `--allow-non-restored-state` at deploy.
-    pub allow_non_restored_state: bool,
-    /// Checkpoints of this job up to this ID predate the deployment.
-    pub checkpoint_floor: u64,
-    /// When it was deployed (ms since the Unix epoch).
-    pub deployed_at_ms: u64,
-    /// What it should be doing.
-    pub desired: Desired,
-    /// Why it failed.
-    pub error: Option<String>,
-    /// The savepoint it stopped at.
-    pub stopped_at: Option<String>,
-}
+pub use crate::catalog::{Desired, JobRecord};
 
 /// Settings of `wrun serve`.
 #[derive(Debug, Clone)]
@@ -76,11 +37,15 @@ pub struct ServeConfig {
     pub state_url: Option<crate::blob::StateUrl>,
     /// Largest module accepted, in bytes.
     pub max_module_bytes: usize,
+    /// The fleet this node belongs to (`--cluster`), joined already.
+    pub cluster: Option<Arc<crate::fleet::Node>>,
 }
 
 struct Running {
     control: Arc<JobControl>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// In a fleet: how this node holds the job.
+    fleet: Option<fleet::Held>,
 }
 
 /// The runtime behind `wrun serve`.
@@ -97,6 +62,12 @@ pub struct Runtime {
     shutting_down: Arc<AtomicBool>,
     /// Serializes deploys (checks and start of one job at a time).
     deploying: Mutex<()>,
+    /// The job records of a single node.
+    catalog: FileCatalog,
+    /// The fleet, when this node is in one.
+    cluster: Option<Arc<crate::fleet::Node>>,
+    /// What the fleet node runs jobs through (it holds it weakly).
+    host: Mutex<Option<Arc<dyn crate::fleet::Host>>>,
 }
 
 use crate::time::unix_ms as now_ms;
@@ -123,7 +94,6 @@ impl Runtime {
             }),
         );
         let rt = Arc::new(Runtime {
-            data,
             state_url: cfg.state_url.clone(),
             store,
             sandbox,
@@ -131,8 +101,15 @@ impl Runtime {
             jobs: Mutex::new(HashMap::new()),
             shutting_down: Arc::new(AtomicBool::new(false)),
             deploying: Mutex::new(()),
+            catalog: FileCatalog::new(data.jobs_dir()),
+            cluster: cfg.cluster.clone(),
+            host: Mutex::new(None),
+            data,
         });
         api.set_deployer(Arc::new(Handle(Arc::downgrade(&rt))));
+        if let Some(node) = &cfg.cluster {
+            api.set_cluster(Arc::new(fleet::ApiCluster(node.clone())));
+        }
         Ok(rt)
     }
 
@@ -141,59 +118,23 @@ impl Runtime {
         self.api.clone()
     }
 
-    fn jobs_dir(&self) -> PathBuf {
-        self.data.jobs_dir()
-    }
-
-    fn record_path(&self, name: &str) -> PathBuf {
-        self.jobs_dir().join(format!("{name}.json"))
-    }
-
     fn save(&self, r: &JobRecord) -> anyhow::Result<()> {
-        let bytes = serde_json::to_vec_pretty(r)?;
-        crate::module::write_atomic(&self.record_path(&r.name), &bytes)?;
-        Ok(())
+        self.catalog.save(r)
     }
 
-    /// Every job record in the data directory.
+    /// Every job record of this node (alone; a fleet's are in etcd).
     pub fn records(&self) -> anyhow::Result<Vec<JobRecord>> {
-        let dir = self.jobs_dir();
-        let mut out = Vec::new();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => anyhow::bail!("cannot read {}: {e}", dir.display()),
-        };
-        for e in entries {
-            let path = e?.path();
-            let name = path.file_name().map(|n| n.to_string_lossy().to_string());
-            if !name.is_some_and(|n| n.ends_with(".json") && !n.starts_with('.')) {
-                continue;
-            }
-            let text = std::fs::read(&path)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-            let stem = path.file_stem().map(|s| s.to_string_lossy().to_string());
-            match serde_json::from_slice::<JobRecord>(&text) {
-                Ok(r) if Some(&r.name) == stem.as_ref() => out.push(r),
-                Ok(r) => tracing::error!(
-                    "job record {} names job {:?}, not the one its file name says; that job is not resumed: fix or remove the file",
-                    path.display(),
-                    r.name
-                ),
-                Err(e) => tracing::error!(
-                    "job record {} is unreadable ({e}); that job is not resumed: fix or remove the file",
-                    path.display()
-                ),
-            }
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+        self.catalog.records()
     }
 
     /// Starts every job whose record says it runs: from its newest
     /// checkpoint since it was deployed, or from what it was deployed from.
     /// Jobs that cannot start are marked failed with the reason.
     pub fn resume_all(self: &Arc<Self>) -> anyhow::Result<()> {
+        if self.cluster.is_some() {
+            // In a fleet the scheduler says what runs here (`join`).
+            return Ok(());
+        }
         let _no_deploys = self.deploying.lock().unwrap_or_else(|p| p.into_inner());
         let records = self.records()?;
         // Every job's own savepoint directory first, running or not, so
@@ -251,7 +192,7 @@ impl Runtime {
                         None => None,
                     },
                 };
-                self.start(&r, deployment.starting_from(restore), control.clone());
+                self.start(&r, deployment.starting_from(restore), control.clone(), None);
                 Ok(())
             });
             if let Err(e) = started {
@@ -396,7 +337,11 @@ impl Runtime {
                 self.store.location("")
             )));
         }
-        if let Some(c) = self.api.control(&graph.name) {
+        if let Some(c) = self
+            .api
+            .control(&graph.name)
+            .filter(|_| self.cluster.is_none())
+        {
             let st = c.status().state;
             if matches!(
                 st,
@@ -440,6 +385,9 @@ impl Runtime {
             from.map(|sp| Restore::savepoint(sp, None, req.allow_non_restored_state)),
         );
         deployment.check().map_err(|e| bad(e.to_string()))?;
+        if let Some(node) = &self.cluster {
+            return self.deploy_to_fleet(node, &record);
+        }
         // The previous run of this name has ended (checked above), but its
         // thread may still be recording how: let it finish first, so it
         // cannot overwrite the new record.
@@ -455,7 +403,7 @@ impl Runtime {
             .map_err(|e| ApiError::chain(ErrorKind::Internal, &e))?;
         let control = JobControl::new(&record.name);
         self.api.add_job(&record.name, control.clone());
-        self.start(&record, deployment, control.clone());
+        self.start(&record, deployment, control.clone(), None);
         tracing::info!(job = %record.name, from = ?from_savepoint, "deployed");
         Ok(control.status())
     }
@@ -466,7 +414,27 @@ impl Runtime {
         record: &JobRecord,
         deployment: Deployment,
         control: Arc<JobControl>,
+        held: Option<fleet::Held>,
     ) {
+        let rt = self.clone();
+        let name = record.name.clone();
+        let record = record.clone();
+        let h = held.clone();
+        let c = control.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("wrun job {}", deployment.graph.name))
+            .spawn(move || rt.run_to_end(record, deployment, c, h));
+        self.track(name, control, thread, held);
+    }
+
+    /// How a job's options are made here: checkpoints into the store,
+    /// savepoints into the job's registry, and, in a fleet, its fence.
+    fn options(
+        &self,
+        deployment: &Deployment,
+        control: &Arc<JobControl>,
+        held: Option<&fleet::Held>,
+    ) -> exec::RunOptions {
         let graph = &deployment.graph;
         let savepoints = match self.data.savepoints_for(&graph.savepoints) {
             Ok(r) => r,
@@ -475,46 +443,72 @@ impl Runtime {
                 self.data.default_savepoints()
             }
         };
-        let opts = deployment.options(self.store.clone(), savepoints, control.clone());
-        let rt = self.clone();
-        let name = record.name.clone();
-        let mut record = record.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("wrun job {}", graph.name))
-            .spawn(move || {
-                let result = deployment.run(&rt.sandbox, &opts);
-                let graph = &deployment.graph;
-                if result.is_err() && rt.shutting_down.load(Ordering::SeqCst) {
-                    // Cancelled by the shutdown: resume it on the next
-                    // start. (A job that stopped at a savepoint or
-                    // finished meanwhile is recorded as such.)
-                    return;
-                }
-                match result {
-                    Ok(report) => {
-                        record.stopped_at = report.stopped_at.as_ref().map(|s| s.id.clone());
-                        record.desired = if report.stopped_at.is_some() {
-                            Desired::Stopped
-                        } else {
-                            Desired::Finished
-                        };
-                        tracing::info!(job = %graph.name, "job {}", if report.stopped_at.is_some() { "stopped at a savepoint" } else { "finished" });
-                    }
-                    Err(_) if opts.control.as_ref().is_some_and(|c| c.is_cancelled()) => {
-                        record.desired = Desired::Cancelled;
-                        tracing::info!(job = %graph.name, "job cancelled");
-                    }
-                    Err(e) => {
-                        let e = crate::report::chain(&e);
-                        tracing::error!(job = %graph.name, "job failed: {e}");
-                        record.desired = Desired::Failed;
-                        record.error = Some(e);
-                    }
-                }
-                if let Err(e) = rt.save(&record) {
-                    tracing::error!(job = %graph.name, "cannot record how the job ended: {e}");
-                }
-            });
+        let mut opts = deployment.options(self.store.clone(), savepoints, control.clone());
+        opts.fence = held.map(|h| h.fence.clone() as Arc<dyn exec::Fence>);
+        opts
+    }
+
+    /// Runs a job (on its own thread) until it ends, then records how.
+    fn run_to_end(
+        self: Arc<Self>,
+        mut record: JobRecord,
+        deployment: Deployment,
+        control: Arc<JobControl>,
+        held: Option<fleet::Held>,
+    ) {
+        let opts = self.options(&deployment, &control, held.as_ref());
+        let rt = self;
+        let result = deployment.run(&rt.sandbox, &opts);
+        let graph = &deployment.graph;
+        if result.is_err() && rt.shutting_down.load(Ordering::SeqCst) {
+            // Cancelled by the shutdown: resume it on the next
+            // start. (A job that stopped at a savepoint or
+            // finished meanwhile is recorded as such.)
+            return;
+        }
+        if let Some(h) = &held
+            && rt.fleet_end(h, &record.name, &result)
+        {
+            return;
+        }
+        match result {
+            Ok(report) => {
+                record.stopped_at = report.stopped_at.as_ref().map(|s| s.id.clone());
+                record.desired = if report.stopped_at.is_some() {
+                    Desired::Stopped
+                } else {
+                    Desired::Finished
+                };
+                tracing::info!(job = %graph.name, "job {}", if report.stopped_at.is_some() { "stopped at a savepoint" } else { "finished" });
+            }
+            Err(_) if opts.control.as_ref().is_some_and(|c| c.is_cancelled()) => {
+                record.desired = Desired::Cancelled;
+                tracing::info!(job = %graph.name, "job cancelled");
+            }
+            Err(e) => {
+                let e = crate::report::chain(&e);
+                tracing::error!(job = %graph.name, "job failed: {e}");
+                record.desired = Desired::Failed;
+                record.error = Some(e);
+            }
+        }
+        let saved = match &held {
+            Some(h) => rt.fleet_record(h, &record),
+            None => rt.save(&record),
+        };
+        if let Err(e) = saved {
+            tracing::error!(job = %graph.name, "cannot record how the job ended: {e}");
+        }
+    }
+
+    /// Keeps a started job's thread (or records that it could not start).
+    fn track(
+        &self,
+        name: String,
+        control: Arc<JobControl>,
+        thread: std::io::Result<std::thread::JoinHandle<()>>,
+        held: Option<fleet::Held>,
+    ) {
         match thread {
             Ok(t) => {
                 self.jobs.lock().unwrap_or_else(|p| p.into_inner()).insert(
@@ -522,6 +516,7 @@ impl Runtime {
                     Running {
                         control,
                         thread: Some(t),
+                        fleet: held,
                     },
                 );
             }
@@ -551,6 +546,11 @@ impl Runtime {
                 tracing::info!(job = %name, "waiting for the job to stop");
                 let _ = t.join();
             }
+        }
+        drop(jobs);
+        if let Some(node) = &self.cluster {
+            // The jobs move at once, not a lease later.
+            node.leave();
         }
     }
 }

@@ -227,6 +227,7 @@ fn fuzz_the_http_api_bodies() {
             data_dir: data.clone(),
             state_url: None,
             max_module_bytes: 1 << 20,
+            cluster: None,
         },
         sandbox.clone(),
     )

@@ -10,6 +10,7 @@ mod datadir;
 mod errors;
 mod examples;
 mod finish;
+mod fleet;
 mod fuzz;
 mod io;
 mod kafka;

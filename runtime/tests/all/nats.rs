@@ -196,7 +196,7 @@ pub fn read_stream(url: &str, name: &str) -> Vec<(String, String)> {
     })
 }
 
-fn stream_len(url: &str, name: &str) -> u64 {
+pub(crate) fn stream_len(url: &str, name: &str) -> u64 {
     rt().block_on(async {
         let js = jetstream::new(client(url).await);
         js.get_stream(name)
@@ -212,7 +212,7 @@ fn stream_len(url: &str, name: &str) -> u64 {
 
 /// A server of the test's own with the streams IN (`in.>`) and OUT
 /// (`out.>`), both with a 2-minute duplicate window.
-fn with_streams() -> (NatsServer, String) {
+pub(crate) fn with_streams() -> (NatsServer, String) {
     with_streams_on(NatsServer::start())
 }
 
@@ -229,7 +229,7 @@ fn with_streams_on(nats: NatsServer) -> (NatsServer, String) {
 /// `(subject, payload)` messages.
 type Messages = Vec<(String, String)>;
 
-fn input(n: usize, groups: &[&str]) -> (Messages, Messages) {
+pub(crate) fn input(n: usize, groups: &[&str]) -> (Messages, Messages) {
     let mut x = 7u64;
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     let mut msgs = Vec::new();
@@ -252,7 +252,13 @@ fn input(n: usize, groups: &[&str]) -> (Messages, Messages) {
     (msgs, golden)
 }
 
-fn job(url: &str, source_par: u32, op_par: u32, subjects: &[&str], bounded: bool) -> String {
+pub(crate) fn job(
+    url: &str,
+    source_par: u32,
+    op_par: u32,
+    subjects: &[&str],
+    bounded: bool,
+) -> String {
     let subjects = subjects
         .iter()
         .map(|s| format!("{s:?}"))
@@ -314,7 +320,7 @@ fn duplicates_in(log: &str) -> u64 {
         .sum()
 }
 
-fn sorted_stream(url: &str, name: &str) -> Vec<(String, String)> {
+pub(crate) fn sorted_stream(url: &str, name: &str) -> Vec<(String, String)> {
     let mut v = read_stream(url, name);
     v.sort();
     v

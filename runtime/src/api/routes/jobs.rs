@@ -17,12 +17,22 @@ use std::sync::Arc;
 
 pub(super) async fn list_jobs(
     State(state): State<Arc<ApiState>>,
+    headers: axum::http::HeaderMap,
     _: StrictQuery<NoQuery>,
-) -> Json<JobList> {
+) -> Result<Json<JobList>, ApiError> {
+    // A node of a fleet lists the fleet's jobs (but only its own when
+    // another node asks, gathering the list).
+    if let Some(c) = state.cluster.get().cloned()
+        && !headers.contains_key(crate::api::FORWARDED)
+    {
+        let auth = headers.get(axum::http::header::AUTHORIZATION).cloned();
+        let jobs = crate::api::cluster::fleet_jobs(&state, c, auth).await?;
+        return Ok(Json(JobList { jobs }));
+    }
     let jobs = state.jobs.lock().unwrap_or_else(|p| p.into_inner());
-    Json(JobList {
+    Ok(Json(JobList {
         jobs: jobs.values().map(|c| c.status()).collect(),
-    })
+    }))
 }
 
 pub(super) async fn job_status(

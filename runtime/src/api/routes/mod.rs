@@ -46,6 +46,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/jobs/{job}/cancel", post(jobs::cancel_job))
         .route("/v1/requests/{id}", get(requests::request_status))
         .route("/v1/checkpoints", get(checkpoints::list_checkpoints))
+        .route("/v1/nodes", get(super::cluster::list_nodes))
+        .route("/v1/nodes/{node}/drain", post(super::cluster::drain_node))
         .route("/v1/savepoints", get(savepoints::list_savepoints))
         .route(
             "/v1/savepoints/{id}",
@@ -58,6 +60,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 "this route does not take that method; see docs/api.md",
             )
         })
+        // Inside the token check: only an authorized request is forwarded.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            super::cluster::forward,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             super::auth::auth,

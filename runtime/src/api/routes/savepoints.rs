@@ -40,8 +40,8 @@ pub(super) async fn import_savepoint(
     let registry = state
         .registries()
         .into_iter()
-        .find(|r| r.backend() == crate::checkpoint::SavepointBackend::Filesystem)
-        .ok_or_else(|| internal("no filesystem savepoint registry"))?;
+        .find(|r| r.backend() != crate::checkpoint::SavepointBackend::Memory)
+        .ok_or_else(|| internal("no durable savepoint registry"))?;
     let st = state.clone();
     let sp = tokio::task::spawn_blocking(move || {
         crate::checkpoint::import(&b.dir, st.store.as_ref(), registry.as_ref(), b.name)

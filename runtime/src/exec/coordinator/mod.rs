@@ -108,8 +108,11 @@ pub(crate) struct Coordinator<'a> {
     pub(crate) savepoints: Option<Arc<dyn SavepointStore>>,
     /// The job's control handle, for status.
     pub(crate) control: Option<Arc<JobControl>>,
-    /// Fails the job (a stop-with-savepoint that could not complete).
-    pub(crate) fail: &'a (dyn Fn(String) + Sync),
+    /// In a fleet: reserves IDs and commits checkpoints (`exec::fence`).
+    pub(crate) fence: Option<Arc<dyn super::Fence>>,
+    /// Fails the job (a stop-with-savepoint that could not complete, a
+    /// fence that refused).
+    pub(crate) fail: &'a (dyn Fn(super::ExecError) + Sync),
     /// The job's clock: the interval and the timeout are on it.
     pub(crate) clock: &'a dyn super::Clock,
 }
@@ -258,7 +261,13 @@ impl Coordinator<'_> {
                         Some(p) => {
                             let store = self.store.clone();
                             let txn = crate::checkpoint::begin(store.as_ref());
-                            let written = self.write(&txn, p, savepoint);
+                            let written = self
+                                .fenced(|f| f.reserve(id))
+                                .and_then(|()| {
+                                    self.write(&txn, p, savepoint)
+                                        .map_err(|e| crate::report::chain(&e))
+                                })
+                                .and_then(|w| self.fenced(|f| f.commit(id)).map(|()| w));
                             drop(txn);
                             match written {
                                 Ok((manifest, snapshots)) => {
@@ -269,7 +278,7 @@ impl Coordinator<'_> {
                                     });
                                     Ok(())
                                 }
-                                Err(e) => Err(crate::report::chain(&e)),
+                                Err(e) => Err(e),
                             }
                         }
                         None => Err("its acknowledgements were dropped".to_string()),
@@ -343,11 +352,32 @@ impl Coordinator<'_> {
                 }
                 Action::Fail(msg) => {
                     tracing::error!(job = %self.graph.name, "{msg}");
-                    (self.fail)(msg);
+                    (self.fail)(super::ExecError::CheckpointFailure(msg));
                     Vec::new()
                 }
             };
             todo.extend(more);
+        }
+    }
+
+    /// Asks the fence, if the job has one. A fence that refused ends the
+    /// job at once (another owner has it); one that could not answer
+    /// fails only this checkpoint.
+    fn fenced(
+        &self,
+        ask: impl FnOnce(&dyn super::Fence) -> Result<(), super::FenceError>,
+    ) -> Result<(), String> {
+        let Some(f) = &self.fence else {
+            return Ok(());
+        };
+        match ask(f.as_ref()) {
+            Ok(()) => Ok(()),
+            Err(super::FenceError::Fenced(m)) => {
+                tracing::warn!(job = %self.graph.name, "{m}: this node stops the job and commits nothing more");
+                (self.fail)(super::ExecError::Fenced(m.clone()));
+                Err(m)
+            }
+            Err(super::FenceError::Unavailable(m)) => Err(m),
         }
     }
 
@@ -422,7 +452,8 @@ impl Coordinator<'_> {
         .to_hex()[..6];
         let prefix = match store.backend() {
             crate::checkpoint::SavepointBackend::Memory => "mem",
-            crate::checkpoint::SavepointBackend::Filesystem => "sp",
+            crate::checkpoint::SavepointBackend::Filesystem
+            | crate::checkpoint::SavepointBackend::Shared => "sp",
         };
         // The job name may hold characters a savepoint ID may not.
         let job: String = m

@@ -1,0 +1,549 @@
+//! A fleet of `wrun serve` nodes, each a process of its own, on a real
+//! etcd (Debian's etcd-server) and a real S3 server (garage), with jobs
+//! reading and writing NATS JetStream exactly-once (docs/fleet.md). All
+//! started by the tests on free loopback ports and stopped by PID:
+//! - `kill -9` of the node that runs a job: the job resumes on another
+//!   node from its last committed checkpoint, the output exactly once;
+//! - `kill -9` of the scheduler: another node takes over and the fleet
+//!   keeps placing deploys;
+//! - the owner cut off (SIGSTOP: it misses its lease as a node whose
+//!   network is cut would; see the note at `an_owner_cut_off_…`): the job
+//!   moves, and when the old owner comes back its fence refuses every
+//!   commit, proven by its log, by etcd's committed checkpoints and by the
+//!   output;
+//! - a drain moves a job with a savepoint; a savepoint taken on one node
+//!   resumes through another.
+
+use crate::common::*;
+use crate::nats;
+use crate::serve::wait_job;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use wrun::api::Client;
+
+#[path = "../support/etcd.rs"]
+mod etcd;
+use crate::s3::Garage;
+use etcd::Etcd;
+
+/// One node: a `wrun serve --cluster` process.
+struct Node {
+    id: String,
+    data: PathBuf,
+    child: Option<Child>,
+    url: String,
+}
+
+/// etcd, garage and the nodes.
+struct Fleet {
+    etcd: Etcd,
+    _garage: Garage,
+    state: String,
+    nodes: Vec<Node>,
+    dir: tempfile::TempDir,
+}
+
+/// The lease the tests' nodes keep: a lost node's jobs move after it.
+const LEASE_TTL_S: &str = "2";
+
+impl Fleet {
+    fn start(n: usize) -> Fleet {
+        let etcd = Etcd::start();
+        let garage = Garage::start();
+        let state = garage.url("fleet");
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = Fleet {
+            etcd,
+            _garage: garage,
+            state,
+            nodes: Vec::new(),
+            dir,
+        };
+        for i in 0..n {
+            let id = format!("n{i}");
+            let data = f.dir.path().join(&id);
+            f.nodes.push(Node {
+                id,
+                data,
+                child: None,
+                url: String::new(),
+            });
+            f.spawn(i);
+        }
+        f
+    }
+
+    /// Starts node `i` (again).
+    fn spawn(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        std::fs::create_dir_all(&n.data).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(n.data.with_extension("log"))
+            .unwrap();
+        let mut child = Command::new(wrun_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&n.data)
+            .args(["--cluster", &self.etcd.cluster_url()])
+            .args(["--node-id", &n.id])
+            .args(["--state-url", &self.state])
+            .args(["--lease-ttl", LEASE_TTL_S, "--cores", "2"])
+            .env("WRUN_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        n.url = wait_for_api(&mut child, &n.data);
+        n.child = Some(child);
+    }
+
+    fn d(&self, i: usize) -> &str {
+        self.nodes[i].data.to_str().unwrap()
+    }
+
+    fn client(&self, i: usize) -> Client {
+        let token = std::fs::read_to_string(self.nodes[i].data.join("api-token")).unwrap();
+        Client::new(&self.nodes[i].url, token.trim())
+    }
+
+    fn index(&self, id: &str) -> usize {
+        self.nodes.iter().position(|n| n.id == id).unwrap()
+    }
+
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.nodes[i].data.with_extension("log")).unwrap_or_default()
+    }
+
+    fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn signal(&self, i: usize, sig: &str) {
+        let pid = self.nodes[i].child.as_ref().unwrap().id();
+        let st = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    /// The nodes as `GET /v1/nodes` on node `via` lists them.
+    fn node_list(&self, via: usize) -> Vec<Value> {
+        self.client(via).get("/v1/nodes").unwrap()["nodes"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// Waits until node `via` sees a scheduler other than `not`.
+    fn scheduler(&self, via: usize, not: Option<&str>) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = self
+                .node_list(via)
+                .into_iter()
+                .find(|n| n["scheduler"] == true)
+                .and_then(|n| n["id"].as_str().map(String::from));
+            if let Some(s) = s
+                && Some(s.as_str()) != not
+            {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "no scheduler elected");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The committed checkpoint IDs of `job` in etcd.
+    fn committed(&self, job: &str) -> Vec<u64> {
+        let v: Value = self
+            .etcd
+            .get(&format!("/wrun/checkpoints/{job}"))
+            .map(|b| serde_json::from_slice(&b).unwrap())
+            .unwrap_or(Value::Null);
+        v["ids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_u64)
+            .collect()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(c) = &mut n.child {
+                // A paused node must be woken to die.
+                let _ = Command::new("kill")
+                    .args(["-CONT", &c.id().to_string()])
+                    .status();
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if std::thread::panicking() {
+            for n in &self.nodes {
+                let log = std::fs::read_to_string(n.data.with_extension("log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("--- node {} (last lines) ---", n.id);
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+    }
+}
+
+fn wait_output(url: &str, n: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while nats::stream_len(url, "OUT") < n as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the output did not reach {n}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn write_job(dir: &Path, url: &str) {
+    std::fs::write(dir.join("job.toml"), nats::job(url, 1, 2, &[], false)).unwrap();
+}
+
+/// Deploys `job.toml` through node `via` and returns the node it runs on,
+/// once it has a checkpoint there.
+fn deploy(f: &Fleet, via: usize, extra: &[&str]) -> String {
+    let mut args = vec!["deploy", "job.toml", "--data-dir", f.d(via)];
+    args.extend_from_slice(extra);
+    let out = ok(f.dir.path(), &args);
+    assert!(out.contains("on node n"), "{out}");
+    let s = wait_job(&f.client(via), "test", "checkpointed on a node", |s| {
+        s["last-checkpoint"].as_u64().is_some() && s["node"].is_string() && s["state"] == "running"
+    });
+    s["node"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn kill_9_of_the_owner_moves_the_job_to_another_node_exactly_once() {
+    let (_nats, url) = nats::with_streams();
+    let (msgs, golden) = nats::input(3000, &["a"]);
+    let (first, rest) = msgs.split_at(2000);
+    nats::publish(&url, first);
+    let mut f = Fleet::start(3);
+    write_job(f.dir.path(), &url);
+    let owner = deploy(&f, 0, &[]);
+    wait_output(&url, 500, "before the kill");
+    let i = f.index(&owner);
+    f.kill9(i);
+    let killed = Instant::now();
+    nats::publish(&url, rest);
+    let other = (i + 1) % 3;
+    let s = wait_job(&f.client(other), "test", "resumed on another node", |s| {
+        s["node"].as_str().is_some_and(|n| n != owner)
+            && s["state"] == "running"
+            && s["restored-from"].as_u64().is_some()
+    });
+    eprintln!(
+        "the job moved from {owner} to {} in {} ms",
+        s["node"],
+        killed.elapsed().as_millis()
+    );
+    wait_output(&url, golden.len(), "after the move");
+    // Any node lists the fleet's jobs and where they run, and its nodes.
+    let list = ok(f.dir.path(), &["job", "list", "--data-dir", f.d(other)]);
+    let line = list.lines().find(|l| l.starts_with("test ")).unwrap();
+    assert!(
+        line.contains("running") && line.contains(s["node"].as_str().unwrap()),
+        "{list}"
+    );
+    let nodes = ok(f.dir.path(), &["node", "list", "--data-dir", f.d(other)]);
+    assert_eq!(
+        nodes.lines().count(),
+        3,
+        "a header and the two live nodes:\n{nodes}"
+    );
+    assert!(!nodes.contains(&format!("\n{owner} ")), "{nodes}");
+    ok(
+        f.dir.path(),
+        &["stop", "test", "--savepoint", "--data-dir", f.d(other)],
+    );
+    assert_eq!(nats::sorted_stream(&url, "OUT"), golden);
+}
+
+#[test]
+fn the_scheduler_killed_another_takes_over_and_deploys_go_on() {
+    let (_nats, url) = nats::with_streams();
+    let (msgs, golden) = nats::input(1000, &["a"]);
+    nats::publish(&url, &msgs);
+    let mut f = Fleet::start(3);
+    let first = f.scheduler(0, None);
+    let i = f.index(&first);
+    f.kill9(i);
+    let via = (i + 1) % 3;
+    let next = f.scheduler(via, Some(&first));
+    assert_ne!(next, first);
+    // The fleet still places a new job, on a live node.
+    write_job(f.dir.path(), &url);
+    let on = deploy(&f, via, &[]);
+    assert_ne!(on, first);
+    wait_output(&url, golden.len(), "on the new scheduler's fleet");
+    assert_eq!(nats::sorted_stream(&url, "OUT"), golden);
+    // A node restarted with its old ID joins again.
+    f.spawn(i);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while f.node_list(via).len() < 3 {
+        assert!(Instant::now() < deadline, "{first} did not join again");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Network namespaces would cut the owner's network for real; this test
+/// pauses the owner with SIGSTOP instead, which etcd, the object store and
+/// the other nodes see the same way (no keep-alive, no answer) and which
+/// resumes it mid-step, the case fencing exists for: a process that went
+/// on writing after it lost its job.
+#[test]
+fn an_owner_cut_off_loses_the_job_and_commits_nothing_when_it_comes_back() {
+    let (_nats, url) = nats::with_streams();
+    let (msgs, golden) = nats::input(3000, &["a"]);
+    let (first, rest) = msgs.split_at(1500);
+    nats::publish(&url, first);
+    let f = Fleet::start(2);
+    write_job(f.dir.path(), &url);
+    let owner = deploy(&f, 0, &[]);
+    wait_output(&url, 300, "before the pause");
+    let i = f.index(&owner);
+    let other = 1 - i;
+    f.signal(i, "-STOP");
+    nats::publish(&url, rest);
+    wait_job(&f.client(other), "test", "moved", |s| {
+        s["node"].as_str().is_some_and(|n| n != owner)
+            && s["state"] == "running"
+            && s["restored-from"].as_u64().is_some()
+    });
+    wait_output(&url, golden.len(), "on the new owner");
+    let before = f.committed("test");
+    f.signal(i, "-CONT");
+    // The old owner wakes mid-job: its next reservation or commit meets
+    // the new epoch, and it stops the job without writing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f.log(i).contains("has another owner than this node")
+        && !f.log(i).contains("another node owns the job now")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the old owner never noticed:\n{}",
+            f.log(i)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let new_owner_only = f.committed("test");
+    assert!(
+        new_owner_only
+            .iter()
+            .all(|id| before.contains(id) || *id > *before.iter().max().unwrap()),
+        "{before:?} then {new_owner_only:?}"
+    );
+    // Whatever the old owner tried, it committed nothing: the log names
+    // each refused ID, none of which is committed.
+    for line in f.log(i).lines().filter(|l| {
+        l.contains("cannot commit checkpoint") || l.contains("cannot reserve checkpoint")
+    }) {
+        let id: u64 = line
+            .split("checkpoint ")
+            .last()
+            .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        assert!(!f.committed("test").contains(&id), "{line}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(nats::sorted_stream(&url, "OUT"), golden);
+    let s = f.client(other).get("/v1/jobs/test").unwrap();
+    assert_eq!(s["node"].as_str(), Some(f.nodes[other].id.as_str()), "{s}");
+}
+
+#[test]
+fn a_drain_moves_the_job_with_a_savepoint_and_a_savepoint_resumes_through_another_node() {
+    let (_nats, url) = nats::with_streams();
+    let (msgs, golden) = nats::input(3000, &["a"]);
+    let (a, rest) = msgs.split_at(1000);
+    let (b, c) = rest.split_at(1000);
+    nats::publish(&url, a);
+    let f = Fleet::start(3);
+    write_job(f.dir.path(), &url);
+    let owner = deploy(&f, 0, &[]);
+    wait_output(&url, 300, "before the drain");
+    let out = ok(
+        f.dir.path(),
+        &["node", "drain", &owner, "--data-dir", f.d(0)],
+    );
+    assert!(out.contains("runs no job now"), "{out}");
+    nats::publish(&url, b);
+    let s = wait_job(&f.client(0), "test", "moved off the drained node", |s| {
+        s["node"].as_str().is_some_and(|n| n != owner) && s["state"] == "running"
+    });
+    let moved_to = s["node"].as_str().unwrap().to_string();
+    let sps = ok(f.dir.path(), &["savepoint", "list", "--data-dir", f.d(0)]);
+    assert!(
+        sps.contains("test"),
+        "the drain's savepoint is listed: {sps}"
+    );
+    assert!(
+        f.node_list(0)
+            .iter()
+            .any(|n| n["id"] == owner.as_str() && n["draining"] == true),
+        "the drained node stays in the fleet, draining"
+    );
+    // Stop at a named savepoint through one node, deploy from it through
+    // another: the fleet shares savepoints.
+    let via = f.index(&owner);
+    ok(
+        f.dir.path(),
+        &[
+            "stop",
+            "test",
+            "--savepoint",
+            "--name",
+            "moved",
+            "--data-dir",
+            f.d(via),
+        ],
+    );
+    nats::publish(&url, c);
+    let third = (0..3)
+        .find(|&k| k != via && f.nodes[k].id != moved_to)
+        .unwrap();
+    let on = deploy(&f, third, &["--from-savepoint", "moved"]);
+    assert_ne!(on, owner, "a draining node takes no job");
+    wait_output(&url, golden.len(), "after the savepoint");
+    assert_eq!(nats::sorted_stream(&url, "OUT"), golden);
+}
+
+#[test]
+fn a_fleet_refuses_what_it_cannot_run_with_a_clear_error() {
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    let cluster = etcd.cluster_url();
+    let (code, _, err) = wrun(
+        dir.path(),
+        &[
+            "serve",
+            "--data-dir",
+            d.to_str().unwrap(),
+            "--cluster",
+            &cluster,
+            "--node-id",
+            "a",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("--cluster needs --state-url"), "{err}");
+    let (code, _, err) = wrun(
+        dir.path(),
+        &[
+            "serve",
+            "--data-dir",
+            d.to_str().unwrap(),
+            "--cluster",
+            "127.0.0.1:2379",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("etcd://HOST:PORT"), "{err}");
+    let state = dir.path().join("state");
+    let (code, _, err) = wrun(
+        dir.path(),
+        &[
+            "serve",
+            "--data-dir",
+            d.to_str().unwrap(),
+            "--cluster",
+            &cluster,
+            "--node-id",
+            "a/b",
+            "--state-url",
+            state.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("--node-id"), "{err}");
+    // etcd not there: a clear error, not a hang.
+    let port = free_port();
+    let (code, _, err) = wrun(
+        dir.path(),
+        &[
+            "serve",
+            "--data-dir",
+            d.to_str().unwrap(),
+            "--cluster",
+            &format!("etcd://127.0.0.1:{port}"),
+            "--node-id",
+            "a",
+            "--state-url",
+            state.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("is etcd running there?"), "{err}");
+    // A plain serve has no nodes.
+    let plain = crate::serve::Serve::start(&dir.path().join("plain"), &[]);
+    let e = plain.client().get("/v1/nodes").unwrap_err().to_string();
+    assert!(e.contains("not in a fleet"), "{e}");
+}
+
+/// The fence itself on a real etcd, step by step: an owner reserves and
+/// commits while its owner record stands; once the scheduler has written
+/// the next epoch, its every reservation and commit is refused as fenced
+/// and the committed state is what the new owner left.
+#[test]
+fn the_fence_refuses_an_owner_whose_epoch_has_passed() {
+    use wrun::exec::{Fence, FenceError};
+    use wrun::fleet::{EtcdFence, Owner};
+    let e = Etcd::start();
+    let etcd = std::sync::Arc::new(
+        wrun::fleet::Etcd::connect(&[e.endpoint()], Duration::from_secs(5)).unwrap(),
+    );
+    let put = |key: &str, value: Vec<u8>| {
+        let mut c = etcd.client();
+        let key = key.to_string();
+        etcd.block(async move { c.put(key, value, None).await })
+            .unwrap();
+    };
+    let owner = |node: &str, epoch| {
+        serde_json::to_vec(&Owner {
+            node: Some(node.into()),
+            epoch,
+        })
+        .unwrap()
+    };
+    put("/wrun/owners/j", owner("a", 1));
+    let a = EtcdFence::new(etcd.clone(), "j", owner("a", 1), 1);
+    assert_eq!(a.committed().unwrap().1, 0);
+    a.reserve(5).unwrap();
+    a.commit(5).unwrap();
+    a.reserve(6).unwrap();
+    let (ids, next) = a.committed().unwrap();
+    assert_eq!((ids.into_iter().collect::<Vec<_>>(), next), (vec![5], 7));
+    // The scheduler moves the job to b.
+    put("/wrun/owners/j", owner("b", 2));
+    let b = EtcdFence::new(etcd.clone(), "j", owner("b", 2), 2);
+    let (_, next) = b.committed().unwrap();
+    assert_eq!(next, 7, "b never uses an ID a reserved");
+    assert!(matches!(a.commit(6), Err(FenceError::Fenced(_))));
+    assert!(matches!(a.reserve(7), Err(FenceError::Fenced(_))));
+    b.reserve(7).unwrap();
+    b.commit(7).unwrap();
+    let (ids, next) = b.committed().unwrap();
+    assert_eq!((ids.into_iter().collect::<Vec<_>>(), next), (vec![5, 7], 8));
+    // etcd gone: the fence cannot answer, which is not "fenced".
+    drop(e);
+    assert!(matches!(b.reserve(8), Err(FenceError::Unavailable(_))));
+}
