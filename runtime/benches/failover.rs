@@ -4,10 +4,13 @@
 //! (generator → keyed sum in Rust Wasm → NATS, exactly-once, 1 s
 //! checkpoints on garage). Each repetition `kill -9`s the node that runs
 //! the job and measures, from the kill:
-//! - **placed**: until a surviving node reports the job running there;
+//! - **placed**: until a surviving node reports the job running there,
+//!   restored from a checkpoint;
 //! - **first output**: until the output stream grows again (the new
 //!   owner's first committed checkpoint published its output: what a
-//!   consumer waits for).
+//!   consumer waits for). The output count is read 500 ms after the
+//!   kill, once what the dead owner had in flight has landed (a new owner
+//!   cannot publish before a lease has passed).
 //!
 //! `cargo bench -p wrun-runtime --bench failover` (needs etcd, nats-server
 //! and garage: scripts/setup; the `wrun` binary: WRUN, default
@@ -207,12 +210,15 @@ fn main() {
         let other = live.iter().copied().find(|&i| i != oi).unwrap();
         // Let a checkpoint's output land, then kill.
         std::thread::sleep(Duration::from_millis(1500));
-        let before = out_len();
         let killed = Instant::now();
         if let Some(mut c) = nodes[oi].child.take() {
             c.kill().unwrap();
             c.wait().unwrap();
         }
+        // Publishes the dead owner had in flight land within moments; no
+        // new owner can publish before a lease has passed.
+        std::thread::sleep(Duration::from_millis(500));
+        let before = out_len();
         let c = client(&nodes[other]);
         let mut placed = None;
         let first_output;
@@ -221,6 +227,7 @@ fn main() {
                 && let Ok(s) = c.get("/v1/jobs/failover")
                 && s["node"].as_str().is_some_and(|n| n != owner)
                 && s["state"] == "running"
+                && s["restored-from"].as_u64().is_some()
             {
                 placed = Some(killed.elapsed());
             }

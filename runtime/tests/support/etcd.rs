@@ -98,6 +98,7 @@ impl Etcd {
     }
 
     /// The value of `key`, if any.
+    #[allow(dead_code)]
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -144,6 +144,7 @@ impl Garage {
     }
 
     /// A checkpoint store on `prefix`.
+    #[allow(dead_code)]
     pub fn store(&self, prefix: &str) -> CheckpointStore {
         CheckpointStore::open(&StateUrl::parse(&self.url(prefix)).unwrap()).unwrap()
     }

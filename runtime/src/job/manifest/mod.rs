@@ -104,7 +104,7 @@ struct StateSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct SavepointsSpec {
-    backend: Option<Spanned<SavepointBackend>>,
+    backend: Option<Spanned<ManifestBackend>>,
     dir: Option<Spanned<String>>,
 }
 
@@ -227,6 +227,24 @@ pub fn parse_manifest(
     b.sinks(&ctx, root.get_ref().get("sink"))?;
     b.edges(&ctx, &m.edges)?;
     b.finish(&ctx)
+}
+
+/// The savepoint backends a manifest may name (the shared registry is
+/// chosen by `--state-url`, never by a manifest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum ManifestBackend {
+    Memory,
+    Filesystem,
+}
+
+impl From<ManifestBackend> for SavepointBackend {
+    fn from(b: ManifestBackend) -> Self {
+        match b {
+            ManifestBackend::Memory => SavepointBackend::Memory,
+            ManifestBackend::Filesystem => SavepointBackend::Filesystem,
+        }
+    }
 }
 
 #[cfg(test)]

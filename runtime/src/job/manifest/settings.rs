@@ -178,13 +178,7 @@ fn savepoints(ctx: &Ctx, m: &Manifest) -> Result<SavepointSettings, ManifestErro
     let mut savepoints = SavepointSettings::default();
     if let Some(s) = &m.savepoints {
         if let Some(b) = &s.backend {
-            if *b.get_ref() == SavepointBackend::Shared {
-                return Err(ctx.err(
-                    b.span(),
-                    "savepoints.backend is \"memory\" or \"filesystem\"; savepoints go to the shared state store by themselves when wrun runs with --state-url",
-                ));
-            }
-            savepoints.backend = *b.get_ref();
+            savepoints.backend = (*b.get_ref()).into();
         }
         if let Some(d) = &s.dir {
             if savepoints.backend == SavepointBackend::Memory {
