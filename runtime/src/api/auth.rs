@@ -50,20 +50,9 @@ pub fn token(data_dir: &std::path::Path) -> anyhow::Result<String> {
     getrandom::fill(&mut seed)
         .map_err(|e| anyhow::anyhow!("cannot get random bytes for an API token: {e}"))?;
     let token = hex::encode(seed);
-    use std::os::unix::fs::OpenOptionsExt;
     // Not fsutil::write_atomic: the token must be created 0600 and the
     // first of two racing processes must win (a hard link, not a rename).
-    let tmp = data_dir.join(crate::fsutil::temp_name("api-token"));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", tmp.display()))?;
-    std::io::Write::write_all(&mut f, token.as_bytes())?;
-    f.sync_all()?;
-    drop(f);
+    let tmp = private_temp(data_dir, &token)?;
     // Two processes starting at once: the first link wins, both read it.
     let linked = std::fs::hard_link(&tmp, &path);
     let _ = std::fs::remove_file(&tmp);
@@ -75,16 +64,10 @@ pub fn token(data_dir: &std::path::Path) -> anyhow::Result<String> {
     Ok(std::fs::read_to_string(&path)?.trim().to_string())
 }
 
-/// Replaces the data directory's API token with `token` (a fleet's: every
-/// node serves the same one), mode 0600.
-pub fn set_token(data_dir: &std::path::Path, token: &str) -> anyhow::Result<()> {
+/// Writes `token` to a new temporary file (mode 0600, synced) beside the
+/// token file; returns its path.
+fn private_temp(data_dir: &std::path::Path, token: &str) -> anyhow::Result<std::path::PathBuf> {
     use std::os::unix::fs::OpenOptionsExt;
-    let path = data_dir.join("api-token");
-    if std::fs::read_to_string(&path).is_ok_and(|t| t.trim() == token) {
-        return Ok(());
-    }
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", data_dir.display()))?;
     let tmp = data_dir.join(crate::fsutil::temp_name("api-token"));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -95,7 +78,19 @@ pub fn set_token(data_dir: &std::path::Path, token: &str) -> anyhow::Result<()> 
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", tmp.display()))?;
     std::io::Write::write_all(&mut f, token.as_bytes())?;
     f.sync_all()?;
-    drop(f);
+    Ok(tmp)
+}
+
+/// Replaces the data directory's API token with `token` (a fleet's: every
+/// node serves the same one), mode 0600.
+pub fn set_token(data_dir: &std::path::Path, token: &str) -> anyhow::Result<()> {
+    let path = data_dir.join("api-token");
+    if std::fs::read_to_string(&path).is_ok_and(|t| t.trim() == token) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", data_dir.display()))?;
+    let tmp = private_temp(data_dir, token)?;
     std::fs::rename(&tmp, &path)
         .map_err(|e| anyhow::anyhow!("cannot write the API token {}: {e}", path.display()))?;
     Ok(())

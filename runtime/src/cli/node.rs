@@ -49,6 +49,21 @@ fn jobs_of(v: &Value, node: &str) -> Option<Vec<String>> {
         })
 }
 
+/// The strings of a JSON array joined by `sep`, or `none` when it has none.
+fn names(v: &Value, sep: &str, none: &str) -> String {
+    let all: Vec<&str> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if all.is_empty() {
+        none.to_string()
+    } else {
+        all.join(sep)
+    }
+}
+
 /// `wrun node`.
 pub(super) fn run(cmd: NodeCommand) -> Result<()> {
     match cmd {
@@ -65,12 +80,6 @@ pub(super) fn run(cmd: NodeCommand) -> Result<()> {
                     (Some(true), _) => "scheduler",
                     _ => "-",
                 };
-                let jobs: Vec<&str> = n["jobs"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect();
                 println!(
                     "{:<16} {:<28} {:>5} {:<10} {:<20} {}",
                     n["id"].as_str().unwrap_or("-"),
@@ -78,11 +87,7 @@ pub(super) fn run(cmd: NodeCommand) -> Result<()> {
                     n["cores"].as_u64().unwrap_or(0),
                     role,
                     n["joined-at-ms"].as_u64().map(utc).unwrap_or_default(),
-                    if jobs.is_empty() {
-                        "-".to_string()
-                    } else {
-                        jobs.join(",")
-                    }
+                    names(&n["jobs"], ",", "-")
                 );
             }
             Ok(())
@@ -95,19 +100,9 @@ pub(super) fn run(cmd: NodeCommand) -> Result<()> {
         } => {
             let c = Client::for_data_dir(&data_dir)?;
             let r = c.post(&format!("/v1/nodes/{node}/drain"), &json!({}))?;
-            let moving: Vec<&str> = r["jobs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
             println!(
                 "node {node} is draining; moving {}",
-                if moving.is_empty() {
-                    "no job".to_string()
-                } else {
-                    moving.join(", ")
-                }
+                names(&r["jobs"], ", ", "no job")
             );
             if no_wait {
                 return Ok(());
