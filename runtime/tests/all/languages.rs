@@ -4,9 +4,19 @@
 //! language-neutral bytes); WASI grants a guest nothing.
 
 use crate::common::*;
-use crate::savepoint::{counts, data, job, savepoint_beyond, savepoint_once_running, start, stop};
+use crate::savepoint::{counts, data, savepoint_beyond, savepoint_once_running, start, stop};
 use std::path::Path;
 use wrun::exec::{RunOptions, StopMode};
+
+/// The savepoint tests' job, with a call timeout for interpreted guests on
+/// a loaded machine: a Python or JavaScript guest's first calls (its
+/// runtime warming up) took over the default 1 s beside the rest of the
+/// suite on two cores. What these tests check is state, not timeouts
+/// (tests/all/limits.rs does those).
+fn job(component: &str, uid: &str, parallelism: u32, count: u64, rate: Option<u64>) -> String {
+    crate::savepoint::job(component, uid, parallelism, count, rate)
+        + "\n[limits]\ncall-timeout-ms = 20000\n"
+}
 
 /// Every counter, by language.
 const COUNTERS: &[(&str, &str)] = &[
