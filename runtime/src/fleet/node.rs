@@ -541,6 +541,18 @@ impl Node {
             .map(|(info, _)| info.clone()))
     }
 
+    /// The other live nodes (one read; no election query, unlike
+    /// [`Node::nodes`]): where a request is forwarded or gathered from.
+    pub fn peers(&self) -> Result<Vec<NodeInfo>, EtcdError> {
+        Ok(self
+            .view()?
+            .nodes
+            .into_values()
+            .map(|(n, _)| n)
+            .filter(|n| n.id != self.cfg.node_id)
+            .collect())
+    }
+
     /// The live nodes.
     pub fn nodes(&self) -> Result<Vec<NodeView>, EtcdError> {
         let v = self.view()?;

@@ -297,10 +297,9 @@ impl crate::api::Cluster for ApiCluster {
     fn peers(&self) -> Result<Vec<(String, String)>, String> {
         Ok(self
             .0
-            .nodes()
+            .peers()
             .map_err(|e| e.to_string())?
             .into_iter()
-            .filter(|n| n.id != self.0.id())
             .map(|n| (n.id, n.api))
             .collect())
     }
