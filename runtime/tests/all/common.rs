@@ -389,6 +389,7 @@ pub type Spawn = Box<dyn Fn(u16) -> std::process::Child>;
 pub struct Daemon {
     child: std::process::Child,
     pub port: u16,
+    host: String,
     spawn: Spawn,
     what: &'static str,
 }
@@ -397,11 +398,18 @@ impl Daemon {
     /// Starts `what` with `spawn` on a free port and waits until it
     /// accepts connections.
     pub fn start(what: &'static str, spawn: Spawn) -> Daemon {
+        Daemon::start_on("127.0.0.1", what, spawn)
+    }
+
+    /// [`Daemon::start`] for a server that `spawn` makes listen on `host`
+    /// (an address of this machine).
+    pub fn start_on(host: &str, what: &'static str, spawn: Spawn) -> Daemon {
         let port = free_port();
         let child = spawn(port);
         let d = Daemon {
             child,
             port,
+            host: host.to_string(),
             spawn,
             what,
         };
@@ -411,7 +419,7 @@ impl Daemon {
 
     fn wait_ready(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while std::net::TcpStream::connect((self.host.as_str(), self.port)).is_err() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "{} did not start on port {}",

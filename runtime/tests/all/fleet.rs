@@ -1,16 +1,21 @@
-//! A fleet of `wrun serve` nodes, each a process of its own, on a real
-//! etcd (Debian's etcd-server) and a real S3 server (garage), with jobs
-//! reading and writing NATS JetStream exactly-once (docs/fleet.md). All
-//! started by the tests on free loopback ports and stopped by PID:
+//! A fleet of `wrun serve` nodes, each a process of its own in a network
+//! namespace of its own, on a real etcd (Debian's etcd-server) and a real
+//! S3 server (garage), with jobs reading and writing NATS JetStream
+//! exactly-once (docs/fleet.md). The servers listen on a bridge that joins
+//! the namespaces (`support/netns.rs`); where namespaces are unavailable
+//! (not root) everything shares loopback. All started by the tests on free
+//! ports and stopped by PID:
 //! - `kill -9` of the node that runs a job: the job resumes on another
 //!   node from its last committed checkpoint, the output exactly once;
 //! - `kill -9` of the scheduler: another node takes over and the fleet
 //!   keeps placing deploys;
-//! - the owner cut off (SIGSTOP: it misses its lease as a node whose
-//!   network is cut would; see the note at `an_owner_cut_off_…`): the job
-//!   moves, and when the old owner comes back its fence refuses every
-//!   commit, proven by its log, by etcd's committed checkpoints and by the
-//!   output;
+//! - the owner's network cut (its veth down; SIGSTOP where there are no
+//!   namespaces): the job moves; when the link comes back the old owner
+//!   has given the job up and rejoins, and it committed nothing, proven by
+//!   the output, etcd's committed IDs and the manifests in the store;
+//! - the owner paused (SIGSTOP, as a long stall would): the job moves, and
+//!   when the old owner wakes mid-step its fence refuses every commit,
+//!   proven by its log, by etcd's committed checkpoints and by the output;
 //! - a drain moves a job with a savepoint; a savepoint taken on one node
 //!   resumes through another.
 
@@ -25,8 +30,12 @@ use wrun::api::Client;
 
 #[path = "../support/etcd.rs"]
 mod etcd;
+#[path = "../support/netns.rs"]
+mod netns;
+use crate::nats::NatsServer;
 use crate::s3::Garage;
 use etcd::Etcd;
+use netns::Net;
 
 /// One node: a `wrun serve --cluster` process.
 struct Node {
@@ -34,15 +43,22 @@ struct Node {
     data: PathBuf,
     child: Option<Child>,
     url: String,
+    /// Its network namespace and address there, if namespaced.
+    ns: Option<(String, String)>,
 }
 
-/// etcd, garage and the nodes.
+/// etcd, garage, NATS and the nodes (declared in the order they stop,
+/// after the nodes: the bridge last).
 struct Fleet {
     etcd: Etcd,
-    _garage: Garage,
+    garage: Garage,
+    _nats: NatsServer,
+    /// The NATS server's URL, with the streams IN and OUT.
+    nats: String,
     state: String,
     nodes: Vec<Node>,
     dir: tempfile::TempDir,
+    net: Option<Net>,
 }
 
 /// The lease the tests' nodes keep: a lost node's jobs move after it.
@@ -50,26 +66,36 @@ const LEASE_TTL_S: &str = "2";
 
 impl Fleet {
     fn start(n: usize) -> Fleet {
-        let etcd = Etcd::start();
-        let garage = Garage::start();
+        let mut net = Net::new();
+        let host = net.as_ref().map_or("127.0.0.1".into(), Net::host);
+        let etcd = Etcd::start_on(&host);
+        let garage = Garage::start_on(&host);
         let state = garage.url("fleet");
+        let (nats_server, nats) = nats::with_streams_on(NatsServer::start_on(&host, &[]));
         let dir = tempfile::tempdir().unwrap();
+        let nodes = (0..n)
+            .map(|i| {
+                let id = format!("n{i}");
+                Node {
+                    data: dir.path().join(&id),
+                    id,
+                    child: None,
+                    url: String::new(),
+                    ns: net.as_mut().map(|net| net.add(i)),
+                }
+            })
+            .collect();
         let mut f = Fleet {
             etcd,
-            _garage: garage,
+            garage,
+            _nats: nats_server,
+            nats,
             state,
-            nodes: Vec::new(),
+            nodes,
             dir,
+            net,
         };
         for i in 0..n {
-            let id = format!("n{i}");
-            let data = f.dir.path().join(&id);
-            f.nodes.push(Node {
-                id,
-                data,
-                child: None,
-                url: String::new(),
-            });
             f.spawn(i);
         }
         f
@@ -84,8 +110,16 @@ impl Fleet {
             .append(true)
             .open(n.data.with_extension("log"))
             .unwrap();
-        let mut child = Command::new(wrun_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        let (mut cmd, listen) = match &n.ns {
+            Some((ns, addr)) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(wrun_bin());
+                (c, format!("{addr}:0"))
+            }
+            None => (Command::new(wrun_bin()), "127.0.0.1:0".to_string()),
+        };
+        let mut child = cmd
+            .args(["serve", "--listen", &listen, "--data-dir"])
             .arg(&n.data)
             .args(["--cluster", &self.etcd.cluster_url()])
             .args(["--node-id", &n.id])
@@ -131,6 +165,23 @@ impl Fleet {
             .status()
             .unwrap();
         assert!(st.success());
+    }
+
+    /// Cuts node `i` off the network (its veth down), or pauses it where
+    /// there are no namespaces: either way it stops renewing its lease.
+    fn cut(&self, i: usize) {
+        match &self.net {
+            Some(net) => net.cut(i),
+            None => self.signal(i, "-STOP"),
+        }
+    }
+
+    /// Undoes [`Fleet::cut`].
+    fn heal(&self, i: usize) {
+        match &self.net {
+            Some(net) => net.heal(i),
+            None => self.signal(i, "-CONT"),
+        }
     }
 
     /// The nodes as `GET /v1/nodes` on node `via` lists them.
@@ -231,11 +282,11 @@ fn deploy(f: &Fleet, via: usize, extra: &[&str]) -> String {
 
 #[test]
 fn kill_9_of_the_owner_moves_the_job_to_another_node_exactly_once() {
-    let (_nats, url) = nats::with_streams();
+    let mut f = Fleet::start(3);
+    let url = f.nats.clone();
     let (msgs, golden) = nats::input(3000, &["a"]);
     let (first, rest) = msgs.split_at(2000);
     nats::publish(&url, first);
-    let mut f = Fleet::start(3);
     write_job(f.dir.path(), &url);
     let owner = deploy(&f, 0, &[]);
     wait_output(&url, 500, "before the kill");
@@ -278,10 +329,10 @@ fn kill_9_of_the_owner_moves_the_job_to_another_node_exactly_once() {
 
 #[test]
 fn the_scheduler_killed_another_takes_over_and_deploys_go_on() {
-    let (_nats, url) = nats::with_streams();
+    let mut f = Fleet::start(3);
+    let url = f.nats.clone();
     let (msgs, golden) = nats::input(1000, &["a"]);
     nats::publish(&url, &msgs);
-    let mut f = Fleet::start(3);
     let first = f.scheduler(0, None);
     let i = f.index(&first);
     f.kill9(i);
@@ -303,18 +354,100 @@ fn the_scheduler_killed_another_takes_over_and_deploys_go_on() {
     }
 }
 
-/// Network namespaces would cut the owner's network for real; this test
-/// pauses the owner with SIGSTOP instead, which etcd, the object store and
-/// the other nodes see the same way (no keep-alive, no answer) and which
-/// resumes it mid-step, the case fencing exists for: a process that went
-/// on writing after it lost its job.
+/// The owner's network cut while its process runs on: it cannot renew its
+/// lease, reach the store or the broker; the job moves. When the link
+/// comes back, the old owner has stopped the job (it lost its lease) and
+/// rejoins as a node without it; its in-flight requests may land late,
+/// but nothing it wrote is committed: the output is exact, etcd's
+/// committed IDs are the new owner's, and every manifest in the store
+/// above the last ID committed before the cut is committed.
 #[test]
-fn an_owner_cut_off_loses_the_job_and_commits_nothing_when_it_comes_back() {
-    let (_nats, url) = nats::with_streams();
+fn an_owner_whose_network_is_cut_loses_the_job_and_commits_nothing_when_it_comes_back() {
+    let f = Fleet::start(3);
+    let url = f.nats.clone();
     let (msgs, golden) = nats::input(3000, &["a"]);
     let (first, rest) = msgs.split_at(1500);
     nats::publish(&url, first);
+    write_job(f.dir.path(), &url);
+    let owner = deploy(&f, 0, &[]);
+    wait_output(&url, 300, "before the cut");
+    let i = f.index(&owner);
+    let other = (i + 1) % 3;
+    f.cut(i);
+    let cut = Instant::now();
+    nats::publish(&url, rest);
+    let s = wait_job(&f.client(other), "test", "moved", |s| {
+        s["node"].as_str().is_some_and(|n| n != owner)
+            && s["state"] == "running"
+            && s["restored-from"].as_u64().is_some()
+    });
+    eprintln!(
+        "the job moved from {owner} (cut off) to {} in {} ms",
+        s["node"],
+        cut.elapsed().as_millis()
+    );
+    let new_owner = s["node"].as_str().unwrap().to_string();
+    wait_output(&url, golden.len(), "on the new owner");
+    let before = f.committed("test");
+    f.heal(i);
+    // Back on the network, the old owner finds its lease gone: it has
+    // stopped the job and joins again as a node that runs nothing.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(f.log(i).contains("lost the fleet's lease")
+        && f.log(i).contains("joined the fleet again"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the old owner never rejoined:\n{}",
+            f.log(i)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    while f.node_list(other).len() < 3 {
+        assert!(Instant::now() < deadline, "{owner} is not listed again");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = f.client(i).get("/v1/jobs/test").unwrap();
+    assert_eq!(s["node"].as_str(), Some(new_owner.as_str()), "{s}");
+    // Stop through the rejoined node (forwarded to the owner): after it,
+    // every manifest in the store is a commit of the new owner's or one
+    // from before the cut.
+    ok(
+        f.dir.path(),
+        &["stop", "test", "--savepoint", "--data-dir", f.d(i)],
+    );
+    assert_eq!(nats::sorted_stream(&url, "OUT"), golden);
+    let committed = f.committed("test");
+    let last_before = *before.iter().max().unwrap();
+    assert!(
+        committed
+            .iter()
+            .all(|id| before.contains(id) || *id > last_before),
+        "{before:?} then {committed:?}"
+    );
+    let stored = f.garage.store("fleet").list_checkpoints("test").unwrap();
+    let uncommitted: Vec<_> = stored
+        .iter()
+        .map(|id| id.0)
+        .filter(|id| *id > last_before && !committed.contains(id))
+        .collect();
+    assert!(
+        uncommitted.is_empty(),
+        "manifests no one committed: {uncommitted:?} (committed {committed:?})"
+    );
+}
+
+/// The owner paused (SIGSTOP) as a stalled process would be: etcd, the
+/// store and the other nodes see what a cut network shows them (no
+/// keep-alive, no answer), and it resumes mid-step, the case fencing
+/// exists for: a process that goes on writing after it lost its job.
+#[test]
+fn an_owner_paused_loses_the_job_and_commits_nothing_when_it_wakes() {
     let f = Fleet::start(2);
+    let url = f.nats.clone();
+    let (msgs, golden) = nats::input(3000, &["a"]);
+    let (first, rest) = msgs.split_at(1500);
+    nats::publish(&url, first);
     write_job(f.dir.path(), &url);
     let owner = deploy(&f, 0, &[]);
     wait_output(&url, 300, "before the pause");
@@ -371,12 +504,12 @@ fn an_owner_cut_off_loses_the_job_and_commits_nothing_when_it_comes_back() {
 
 #[test]
 fn a_drain_moves_the_job_with_a_savepoint_and_a_savepoint_resumes_through_another_node() {
-    let (_nats, url) = nats::with_streams();
+    let f = Fleet::start(3);
+    let url = f.nats.clone();
     let (msgs, golden) = nats::input(3000, &["a"]);
     let (a, rest) = msgs.split_at(1000);
     let (b, c) = rest.split_at(1000);
     nats::publish(&url, a);
-    let f = Fleet::start(3);
     write_job(f.dir.path(), &url);
     let owner = deploy(&f, 0, &[]);
     wait_output(&url, 300, "before the drain");

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 /// directory.
 pub struct NatsServer {
     daemon: Daemon,
+    host: String,
     _dir: tempfile::TempDir,
 }
 
@@ -35,18 +36,29 @@ impl NatsServer {
     /// Starts a server with extra arguments (`--user`, `--pass`, `--auth`,
     /// `--tls`, `-c`).
     pub fn start_with(args: &[&str]) -> NatsServer {
+        NatsServer::start_on("127.0.0.1", args)
+    }
+
+    /// Starts a server listening on `host` (an address of this machine).
+    pub fn start_on(host: &str, args: &[&str]) -> NatsServer {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("js");
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let daemon = Daemon::start(
+        let listen = host.to_string();
+        let daemon = Daemon::start_on(
+            host,
             "nats-server",
-            Box::new(move |port| spawn_server(port, &store, &args)),
+            Box::new(move |port| spawn_server(&listen, port, &store, &args)),
         );
-        NatsServer { daemon, _dir: dir }
+        NatsServer {
+            daemon,
+            host: host.to_string(),
+            _dir: dir,
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.daemon.port)
+        format!("nats://{}:{}", self.host, self.daemon.port)
     }
 
     /// SIGKILL, then the same server again on the same port and store.
@@ -55,9 +67,9 @@ impl NatsServer {
     }
 }
 
-fn spawn_server(port: u16, store: &Path, args: &[String]) -> Child {
+fn spawn_server(host: &str, port: u16, store: &Path, args: &[String]) -> Child {
     Command::new("nats-server")
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .args(["-js", "-a", host, "-p", &port.to_string(), "-sd"])
         .arg(store)
         .args(args)
         .stdout(Stdio::null())
@@ -217,7 +229,7 @@ pub(crate) fn with_streams() -> (NatsServer, String) {
 }
 
 /// `nats` with the streams of [`with_streams`], and its URL.
-fn with_streams_on(nats: NatsServer) -> (NatsServer, String) {
+pub(crate) fn with_streams_on(nats: NatsServer) -> (NatsServer, String) {
     let url = nats.url();
     create_stream(&url, "IN", &["in.>"], Duration::from_secs(120));
     create_stream(&url, "OUT", &["out.>"], Duration::from_secs(120));

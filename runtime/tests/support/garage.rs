@@ -38,12 +38,19 @@ pub struct Garage {
     child: Option<Child>,
     /// Its S3 API port.
     pub port: u16,
+    /// The address its S3 API listens on.
+    host: String,
     dir: tempfile::TempDir,
 }
 
 impl Garage {
-    /// Starts it and makes the bucket and the key.
+    /// Starts it on loopback and makes the bucket and the key.
     pub fn start() -> Garage {
+        Garage::start_on("127.0.0.1")
+    }
+
+    /// Starts it with its S3 API on `host` (an address of this machine).
+    pub fn start_on(host: &str) -> Garage {
         let dir = tempfile::tempdir().unwrap();
         let (port, rpc) = (free_port(), free_port());
         let secret: String = (0..32u32)
@@ -55,7 +62,7 @@ impl Garage {
                 "metadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\ndb_engine = \"sqlite\"\n\
                  replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
                  rpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{secret}\"\n\
-                 [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{port}\"\n\
+                 [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"{host}:{port}\"\n\
                  root_domain = \".s3.garage\"\n",
                 dir.path().display()
             ),
@@ -64,6 +71,7 @@ impl Garage {
         let mut g = Garage {
             child: None,
             port,
+            host: host.to_string(),
             dir,
         };
         g.start_again();
@@ -100,7 +108,7 @@ impl Garage {
             .unwrap_or_else(|e| panic!("cannot start garage ({e}): run scripts/setup"));
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while std::net::TcpStream::connect((self.host.as_str(), self.port)).is_err() {
             assert!(Instant::now() < deadline, "garage did not start");
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -137,7 +145,8 @@ impl Garage {
     /// The state URL of `prefix` in the bucket.
     pub fn url(&self, prefix: &str) -> String {
         format!(
-            "s3://wrun/{prefix}?endpoint=http://127.0.0.1:{}&region=garage&path-style=true&credentials-file={}",
+            "s3://wrun/{prefix}?endpoint=http://{}:{}&region=garage&path-style=true&credentials-file={}",
+            self.host,
             self.port,
             self.credentials().display()
         )
