@@ -39,6 +39,10 @@ pub struct JobRecord {
     pub base_dir: PathBuf,
     /// The default parallelism given at deploy.
     pub parallelism: Option<u32>,
+    /// The most linear memory its Wasm instances may take, in MiB
+    /// (`limits.memory-mb` × operator subtasks): what placement fits.
+    #[serde(default)]
+    pub memory_mb: u64,
     /// Every operator's module, pinned by digest (`blake3:<hex>`) at deploy.
     pub modules: BTreeMap<String, String>,
     /// The savepoint it was deployed from (its ID).

@@ -108,6 +108,15 @@ pub(super) fn run(args: DeployArgs) -> Result<()> {
     loop {
         let s = c.get(&format!("/v1/jobs/{job}"))?;
         let state = s["state"].as_str().unwrap_or("?");
+        if let Some(why) = s["waiting"].as_str() {
+            if started.elapsed() > Duration::from_millis(500) {
+                eprintln!();
+            }
+            println!(
+                "deployed job '{job}'; it waits for a node: {why}. It starts once a node can take it (`wrun job status {job}`)"
+            );
+            return Ok(());
+        }
         match state {
             "starting" => {
                 if started.elapsed() > Duration::from_millis(500) {

@@ -56,7 +56,7 @@ pub(super) fn run(cmd: JobCommand) -> Result<()> {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .any(|j| j.get("node").is_some());
+                .any(|j| j.get("node").is_some() || j.get("waiting").is_some());
             let node_col = |s: String| {
                 if fleet {
                     format!(" {s}")
@@ -79,7 +79,11 @@ pub(super) fn run(cmd: JobCommand) -> Result<()> {
                     str_of(j, "state"),
                     num_of(j, "restarts"),
                     num_of(j, "last-checkpoint"),
-                    node_col(str_of(j, "node"))
+                    node_col(if j.get("waiting").is_some() {
+                        "(waiting: wrun job status)".into()
+                    } else {
+                        str_of(j, "node")
+                    })
                 );
             }
             Ok(())
@@ -93,6 +97,9 @@ pub(super) fn run(cmd: JobCommand) -> Result<()> {
             println!("restarts    {}", num_of(&j, "restarts"));
             if let Some(n) = j.get("node").and_then(Value::as_str) {
                 println!("node        {n}");
+            }
+            if let Some(w) = j.get("waiting").and_then(Value::as_str) {
+                println!("waiting     for a node: {w}");
             }
             if let Some(cp) = j.get("restored-from").and_then(Value::as_u64) {
                 println!("started at  checkpoint {cp}");

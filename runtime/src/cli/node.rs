@@ -71,8 +71,8 @@ pub(super) fn run(cmd: NodeCommand) -> Result<()> {
             let c = Client::for_data_dir(&data_dir)?;
             let v = c.get("/v1/nodes")?;
             println!(
-                "{:<16} {:<28} {:>5} {:<10} {:<20} JOBS",
-                "NODE", "API", "CORES", "ROLE", "JOINED"
+                "{:<16} {:<28} {:>5} {:>10} {:<10} {:<20} JOBS",
+                "NODE", "API", "CORES", "MEMORY", "ROLE", "JOINED"
             );
             for n in v["nodes"].as_array().into_iter().flatten() {
                 let role = match (n["scheduler"].as_bool(), n["draining"].as_bool()) {
@@ -80,11 +80,15 @@ pub(super) fn run(cmd: NodeCommand) -> Result<()> {
                     (Some(true), _) => "scheduler",
                     _ => "-",
                 };
+                let memory = n["memory-mb"]
+                    .as_u64()
+                    .map_or("-".to_string(), |m| format!("{m} MiB"));
                 println!(
-                    "{:<16} {:<28} {:>5} {:<10} {:<20} {}",
+                    "{:<16} {:<28} {:>5} {:>10} {:<10} {:<20} {}",
                     n["id"].as_str().unwrap_or("-"),
                     n["api"].as_str().unwrap_or("-"),
                     n["cores"].as_u64().unwrap_or(0),
+                    memory,
                     role,
                     n["joined-at-ms"].as_u64().map(utc).unwrap_or_default(),
                     names(&n["jobs"], ",", "-")

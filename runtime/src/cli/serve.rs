@@ -46,6 +46,11 @@ pub struct ServeArgs {
     /// the machine's.
     #[arg(long, requires = "cluster")]
     pub cores: Option<u32>,
+    /// The memory, in MiB, this node offers jobs: placement gives it a job
+    /// only while its jobs' `limits.memory-mb` × operator subtasks fit.
+    /// Default: no limit.
+    #[arg(long, value_name = "MIB", requires = "cluster")]
+    pub memory_mb: Option<u64>,
     /// The address other nodes reach this node's API at, when not the
     /// --listen address (e.g. http://10.0.0.5:8270).
     #[arg(long, value_name = "URL", requires = "cluster")]
@@ -89,6 +94,7 @@ fn join_fleet(args: &ServeArgs) -> Result<Option<Arc<crate::fleet::Node>>> {
         node_id: id.clone(),
         lease_ttl: std::time::Duration::from_secs(args.lease_ttl),
         cores,
+        memory_mb: args.memory_mb,
     })?;
     let local = crate::api::token(&args.data_dir)?;
     let token = node.api_token(&local)?;

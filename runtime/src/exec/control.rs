@@ -103,6 +103,10 @@ pub struct JobStatus {
     /// has ended).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// In a fleet: why no node can take the job now (it waits until one
+    /// can).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 /// A connector subtask's connection to its system.
@@ -210,6 +214,7 @@ impl JobControl {
                 watermarks: Vec::new(),
                 split_watermarks: Vec::new(),
                 node: None,
+                waiting: None,
             }),
         })
     }

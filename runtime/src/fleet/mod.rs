@@ -23,6 +23,8 @@
 //! jobs/<job>        the job record (catalog::JobRecord)
 //! owners/<job>      Owner: which node runs it, at which epoch
 //! checkpoints/<job> Committed: the committed checkpoint IDs, the next free one
+//! waiting/<job>     why the scheduler cannot place the job now (text),
+//!                   under the scheduler's lease
 //! api-token         the API token every node serves
 //! ```
 
@@ -33,7 +35,7 @@ mod schedule;
 
 pub use etcd::{Etcd, EtcdError};
 pub use fence::EtcdFence;
-pub use node::{DeployError, Host, Node, NodeView};
+pub use node::{DeployError, Host, Node, NodeView, Recorded};
 pub use schedule::{Assignment, Placement, plan};
 
 use serde::{Deserialize, Serialize};
@@ -57,6 +59,8 @@ pub struct ClusterConfig {
     pub lease_ttl: Duration,
     /// What this node declares it offers, for placement.
     pub cores: u32,
+    /// The memory, in MiB, this node offers jobs; `None`: no limit.
+    pub memory_mb: Option<u64>,
 }
 
 /// The default lease: a lost node's jobs move this long after it died.
@@ -96,6 +100,9 @@ pub struct NodeInfo {
     pub api: String,
     /// The cores it declares (placement weighs jobs by them).
     pub cores: u32,
+    /// The memory it declares, in MiB (placement fits jobs in it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
     /// When it joined (ms since the Unix epoch).
     pub joined_at_ms: u64,
 }

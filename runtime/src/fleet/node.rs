@@ -41,6 +41,9 @@ pub struct NodeView {
     pub api: String,
     /// Its declared cores.
     pub cores: u32,
+    /// Its declared memory, in MiB (none: no limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
     /// When it joined (ms since the Unix epoch).
     pub joined_at_ms: u64,
     /// It is the fleet's scheduler now.
@@ -49,6 +52,17 @@ pub struct NodeView {
     pub draining: bool,
     /// The jobs it owns.
     pub jobs: Vec<String>,
+}
+
+/// A job as etcd records it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// Its record.
+    pub record: JobRecord,
+    /// Who runs it.
+    pub owner: Option<Owner>,
+    /// Why the scheduler cannot place it now.
+    pub waiting: Option<String>,
 }
 
 /// A deploy the fleet refused.
@@ -93,6 +107,8 @@ struct View {
     records: BTreeMap<String, JobRecord>,
     /// Each job's owner, its exact bytes and its mod revision.
     owners: BTreeMap<String, (Owner, Vec<u8>, i64)>,
+    /// Why the scheduler cannot place a job now.
+    waiting: BTreeMap<String, String>,
 }
 
 fn parse_view(kvs: Vec<etcd_client::KeyValue>) -> View {
@@ -117,6 +133,10 @@ fn parse_view(kvs: Vec<etcd_client::KeyValue>) -> View {
             },
             "drain" => {
                 v.drains.insert(name);
+            }
+            "waiting" => {
+                v.waiting
+                    .insert(name, String::from_utf8_lossy(kv.value()).into_owned());
             }
             "jobs" => match serde_json::from_slice::<JobRecord>(kv.value()) {
                 Ok(r) => {
@@ -219,6 +239,7 @@ impl Node {
             id: self.cfg.node_id.clone(),
             api,
             cores: self.cfg.cores.max(1),
+            memory_mb: self.cfg.memory_mb,
             joined_at_ms: crate::time::unix_ms(),
         });
         // The first registration before returning: a node that cannot
@@ -462,6 +483,7 @@ impl Node {
                 id: n.id.clone(),
                 cores: n.cores,
                 draining: view.drains.contains(&n.id),
+                memory_mb: n.memory_mb,
             })
             .collect();
         let jobs: Vec<Assignment> = view
@@ -471,6 +493,7 @@ impl Node {
             .map(|r| Assignment {
                 job: r.name.clone(),
                 weight: r.parallelism.unwrap_or(1),
+                memory_mb: r.memory_mb,
                 owner: view
                     .owners
                     .get(&r.name)
@@ -478,7 +501,9 @@ impl Node {
             })
             .collect();
         let mut wrote = false;
-        for (job, node) in plan(&nodes, &jobs) {
+        let planned = plan(&nodes, &jobs);
+        self.record_waiting(c, view, &planned.waiting).await?;
+        for (job, node) in planned.placed {
             let (epoch, rev) = view
                 .owners
                 .get(&job)
@@ -491,13 +516,48 @@ impl Node {
             let k = key("owners", &job);
             let txn = Txn::new()
                 .when([Compare::mod_revision(k.as_str(), CompareOp::Equal, rev)])
-                .and_then([TxnOp::put(k.as_str(), encode(&owner), None)]);
+                .and_then([
+                    TxnOp::put(k.as_str(), encode(&owner), None),
+                    TxnOp::delete(key("waiting", &job), None),
+                ]);
             if c.txn(txn).await?.succeeded() {
                 tracing::info!(job = %job, node = %node, epoch = epoch + 1, "scheduler: placed the job");
                 wrote = true;
             }
         }
         Ok(wrote)
+    }
+
+    /// Writes why each of `waiting` cannot be placed (under this node's
+    /// lease, where it changed) and removes the reasons no longer true.
+    async fn record_waiting(
+        &self,
+        c: &mut Client,
+        view: &View,
+        waiting: &[(String, String)],
+    ) -> Result<(), etcd_client::Error> {
+        let lease = *self.lease.borrow();
+        for (job, why) in waiting {
+            if view.waiting.get(job) != Some(why) {
+                tracing::warn!(job = %job, "scheduler: cannot place the job: {why}");
+                let opts = PutOptions::new().with_lease(lease);
+                c.put(key("waiting", job), why.as_str(), Some(opts)).await?;
+            }
+        }
+        for job in view.waiting.keys() {
+            let placed = view.owners.get(job).is_some_and(|(o, _, _)| {
+                o.node.as_ref().is_some_and(|n| view.nodes.contains_key(n))
+            });
+            let still = waiting.iter().any(|(j, _)| j == job);
+            let wanted = view
+                .records
+                .get(job)
+                .is_some_and(|r| r.desired == Desired::Running);
+            if !still && (placed || !wanted) {
+                c.delete(key("waiting", job), None).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Leaves the fleet at a clean shutdown: the lease is revoked, so the
@@ -519,13 +579,14 @@ impl Node {
     }
 
     /// Every job record in the fleet, with its owner.
-    pub fn records(&self) -> Result<Vec<(JobRecord, Option<Owner>)>, EtcdError> {
+    pub fn records(&self) -> Result<Vec<Recorded>, EtcdError> {
         let mut v = self.view()?;
         Ok(v.records
             .into_values()
-            .map(|r| {
-                let o = v.owners.remove(&r.name).map(|(o, _, _)| o);
-                (r, o)
+            .map(|record| Recorded {
+                owner: v.owners.remove(&record.name).map(|(o, _, _)| o),
+                waiting: v.waiting.remove(&record.name),
+                record,
             })
             .collect())
     }
@@ -571,6 +632,7 @@ impl Node {
                 id: n.id.clone(),
                 api: n.api.clone(),
                 cores: n.cores,
+                memory_mb: n.memory_mb,
                 joined_at_ms: n.joined_at_ms,
                 scheduler: leader.as_deref() == Some(n.id.as_str()),
                 draining: v.drains.contains(&n.id),

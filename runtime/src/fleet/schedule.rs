@@ -7,6 +7,12 @@
 //! declares. Each job goes to the live, non-draining node whose load after
 //! taking it is lowest (ties: the lower node ID), so jobs spread by count
 //! on equal nodes and by cores on unequal ones.
+//!
+//! Memory is a limit, not a weight: a job needs the linear memory its
+//! subtasks may grow to (`limits.memory-mb` × its operator subtasks); a
+//! node that declares memory takes a job only while the jobs it owns and
+//! that one fit in it. A job no node can take waits, with the reason, until
+//! one can (a node joins, a job ends).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,6 +25,8 @@ pub struct Placement {
     pub cores: u32,
     /// Draining: it takes no job.
     pub draining: bool,
+    /// Declared memory in MiB; `None`: not declared, no limit.
+    pub memory_mb: Option<u64>,
 }
 
 /// A job that should run, as placement sees it.
@@ -28,44 +36,102 @@ pub struct Assignment {
     pub job: String,
     /// Its weight.
     pub weight: u32,
+    /// The memory it needs, in MiB (0: unknown, fits anywhere).
+    pub memory_mb: u64,
     /// The node that owns it now, if any (alive or not).
     pub owner: Option<String>,
+}
+
+/// What placement decided.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Planned {
+    /// Jobs to (re)assign, each with its new node.
+    pub placed: Vec<(String, String)>,
+    /// Jobs no node can take now, each with why.
+    pub waiting: Vec<(String, String)>,
 }
 
 /// The jobs to (re)assign, each with its new node: those whose owner is
 /// missing or not among `nodes`. Jobs with a live owner stay put (moving a
 /// running job costs a restore; a drain moves them explicitly).
-pub fn plan(nodes: &[Placement], jobs: &[Assignment]) -> Vec<(String, String)> {
+pub fn plan(nodes: &[Placement], jobs: &[Assignment]) -> Planned {
     let alive: BTreeSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
-    let mut load: BTreeMap<&str, u64> = nodes.iter().map(|n| (n.id.as_str(), 0)).collect();
+    // Per node: its weight, and the memory its jobs need.
+    let mut load: BTreeMap<&str, (u64, u64)> =
+        nodes.iter().map(|n| (n.id.as_str(), (0, 0))).collect();
     for j in jobs {
         if let Some(o) = j.owner.as_deref()
-            && let Some(l) = load.get_mut(o)
+            && let Some((w, m)) = load.get_mut(o)
         {
-            *l += u64::from(j.weight.max(1));
+            *w += u64::from(j.weight.max(1));
+            *m += j.memory_mb;
         }
     }
-    let mut out = Vec::new();
+    let mut out = Planned::default();
     let mut orphans: Vec<&Assignment> = jobs
         .iter()
         .filter(|j| !j.owner.as_deref().is_some_and(|o| alive.contains(o)))
         .collect();
     // Heaviest first, then by name: the same input places the same way.
-    orphans.sort_by(|a, b| b.weight.cmp(&a.weight).then(a.job.cmp(&b.job)));
+    orphans.sort_by(|a, b| {
+        (b.weight, b.memory_mb)
+            .cmp(&(a.weight, a.memory_mb))
+            .then(a.job.cmp(&b.job))
+    });
     for j in orphans {
         let w = u64::from(j.weight.max(1));
-        let best = nodes.iter().filter(|n| !n.draining).min_by(|a, b| {
-            // (load + w) / cores, compared without division.
-            let la = (load[a.id.as_str()] + w) * u64::from(b.cores.max(1));
-            let lb = (load[b.id.as_str()] + w) * u64::from(a.cores.max(1));
-            la.cmp(&lb).then(a.id.cmp(&b.id))
-        });
-        if let Some(n) = best {
-            *load.get_mut(n.id.as_str()).unwrap_or(&mut 0) += w;
-            out.push((j.job.clone(), n.id.clone()));
+        let fits = |n: &Placement| {
+            n.memory_mb
+                .is_none_or(|cap| load[n.id.as_str()].1 + j.memory_mb <= cap)
+        };
+        let best = nodes
+            .iter()
+            .filter(|n| !n.draining && fits(n))
+            .min_by(|a, b| {
+                // (load + w) / cores, compared without division.
+                let la = (load[a.id.as_str()].0 + w) * u64::from(b.cores.max(1));
+                let lb = (load[b.id.as_str()].0 + w) * u64::from(a.cores.max(1));
+                la.cmp(&lb).then(a.id.cmp(&b.id))
+            });
+        match best {
+            Some(n) => {
+                if let Some((lw, lm)) = load.get_mut(n.id.as_str()) {
+                    *lw += w;
+                    *lm += j.memory_mb;
+                }
+                out.placed.push((j.job.clone(), n.id.clone()));
+            }
+            None => out
+                .waiting
+                .push((j.job.clone(), why_waiting(nodes, &load, j))),
         }
     }
     out
+}
+
+/// Why no node takes `j`, in the user's words.
+fn why_waiting(nodes: &[Placement], load: &BTreeMap<&str, (u64, u64)>, j: &Assignment) -> String {
+    let open: Vec<&Placement> = nodes.iter().filter(|n| !n.draining).collect();
+    if open.is_empty() {
+        return if nodes.is_empty() {
+            "no live node in the fleet; start a wrun serve --cluster node".into()
+        } else {
+            "every live node is draining; start another node".into()
+        };
+    }
+    let most = open
+        .iter()
+        .filter_map(|n| Some((n, n.memory_mb? - load[n.id.as_str()].1.min(n.memory_mb?))))
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.id.cmp(&a.0.id)));
+    match most {
+        Some((n, free)) => format!(
+            "needs {} MiB of memory (limits.memory-mb × its operator subtasks); the most any node has free is {free} MiB, on {} (--memory-mb {}): lower limits.memory-mb or the parallelism, or add a node",
+            j.memory_mb,
+            n.id,
+            n.memory_mb.unwrap_or(0)
+        ),
+        None => "no node can take it".into(),
+    }
 }
 
 #[cfg(test)]
@@ -77,6 +143,7 @@ mod tests {
             id: id.into(),
             cores,
             draining,
+            memory_mb: None,
         }
     }
 
@@ -84,6 +151,7 @@ mod tests {
         Assignment {
             job: name.into(),
             weight,
+            memory_mb: 0,
             owner: owner.map(String::from),
         }
     }
@@ -96,7 +164,7 @@ mod tests {
             node("c", 1, false),
         ];
         let jobs: Vec<_> = (0..6).map(|i| job(&format!("j{i}"), 1, None)).collect();
-        let p = plan(&nodes, &jobs);
+        let p = plan(&nodes, &jobs).placed;
         let mut per: BTreeMap<String, usize> = BTreeMap::new();
         for (_, n) in &p {
             *per.entry(n.clone()).or_default() += 1;
@@ -112,7 +180,7 @@ mod tests {
             job("y", 1, Some("gone")),
             job("z", 1, None),
         ];
-        let p = plan(&nodes, &jobs);
+        let p = plan(&nodes, &jobs).placed;
         assert_eq!(
             p,
             vec![
@@ -131,11 +199,48 @@ mod tests {
             node("c", 64, true),
         ];
         let jobs: Vec<_> = (0..4).map(|i| job(&format!("j{i}"), 2, None)).collect();
-        let p = plan(&nodes, &jobs);
+        let p = plan(&nodes, &jobs).placed;
         assert!(p.iter().all(|(_, n)| n == "a"), "{p:?}");
-        assert!(
-            plan(&[node("c", 1, true)], &jobs).is_empty(),
-            "no node can take them"
+        let none = plan(&[node("c", 1, true)], &jobs);
+        assert!(none.placed.is_empty(), "no node can take them");
+        assert!(none.waiting[0].1.contains("draining"), "{none:?}");
+    }
+
+    #[test]
+    fn memory_limits_what_a_node_takes_and_says_why_a_job_waits() {
+        let mem = |id: &str, mb| Placement {
+            memory_mb: Some(mb),
+            ..node(id, 2, false)
+        };
+        let need = |name: &str, mb, owner: Option<&str>| Assignment {
+            memory_mb: mb,
+            ..job(name, 1, owner)
+        };
+        // a has 1 GiB with 768 MiB taken; b has 4 GiB, free.
+        let nodes = [mem("a", 1024), mem("b", 4096)];
+        let jobs = [
+            need("big", 768, Some("a")),
+            need("x", 512, None),
+            need("y", 200, None),
+        ];
+        let p = plan(&nodes, &jobs);
+        assert_eq!(
+            p.placed,
+            vec![("x".into(), "b".into()), ("y".into(), "a".into())],
+            "x does not fit on a; y does, and a and b are then equally loaded (the lower ID wins)"
         );
+        // Nothing has room for 8 GiB: it waits, and the reason names the
+        // need and the roomiest node.
+        let p = plan(&nodes, &[need("huge", 8192, None)]);
+        assert!(p.placed.is_empty());
+        let (job, why) = &p.waiting[0];
+        assert_eq!(job, "huge");
+        assert!(
+            why.contains("8192 MiB") && why.contains("free is 4096 MiB, on b"),
+            "{why}"
+        );
+        // A node that declares no memory takes anything.
+        let p = plan(&[node("c", 1, false)], &[need("huge", 8192, None)]);
+        assert_eq!(p.placed, vec![("huge".into(), "c".into())]);
     }
 }

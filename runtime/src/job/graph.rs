@@ -206,6 +206,20 @@ pub struct Vertex {
     pub watermark: Option<super::settings::WatermarkStrategy>,
 }
 
+impl JobGraph {
+    /// The most linear memory the job's Wasm instances may take, in MiB:
+    /// `limits.memory-mb` for each operator subtask.
+    pub fn memory_mb(&self) -> u64 {
+        let subtasks: u64 = self
+            .vertices
+            .iter()
+            .filter(|v| matches!(v.kind, VertexKind::Operator { .. }))
+            .map(|v| u64::from(v.parallelism))
+            .sum();
+        self.limits.memory_mb.saturating_mul(subtasks)
+    }
+}
+
 impl Vertex {
     /// The uid if given, else the name: what a guest's context calls it.
     pub fn display_uid(&self) -> &str {

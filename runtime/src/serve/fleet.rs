@@ -266,7 +266,7 @@ impl Host for FleetHost {
 /// The fleet as the API asks it.
 pub(super) struct ApiCluster(pub(super) Arc<Node>);
 
-fn status_of(r: &JobRecord, node: Option<String>) -> JobStatus {
+fn status_of(r: &JobRecord, node: Option<String>, waiting: Option<String>) -> JobStatus {
     let c = JobControl::new(&r.name);
     c.update(|s| {
         s.state = match r.desired {
@@ -279,6 +279,7 @@ fn status_of(r: &JobRecord, node: Option<String>) -> JobStatus {
         };
         s.error = r.error.clone();
         s.node = node;
+        s.waiting = waiting;
     });
     c.status()
 }
@@ -309,17 +310,20 @@ impl crate::api::Cluster for ApiCluster {
             .records()
             .map_err(|e| e.to_string())?
             .into_iter()
-            .map(|(r, o)| {
-                let node = o
-                    .and_then(|o| o.node)
-                    .filter(|_| r.desired == Desired::Running);
-                status_of(&r, node)
+            .map(|j| {
+                let running = j.record.desired == Desired::Running;
+                let node = j.owner.and_then(|o| o.node).filter(|_| running);
+                status_of(&j.record, node, j.waiting.filter(|_| running))
             })
             .collect())
     }
     fn cancel_unplaced(&self, job: &str) -> Result<bool, String> {
         let records = self.0.records().map_err(|e| e.to_string())?;
-        let Some((mut r, _)) = records.into_iter().find(|(r, _)| r.name == job) else {
+        let Some(mut r) = records
+            .into_iter()
+            .map(|j| j.record)
+            .find(|r| r.name == job)
+        else {
             return Ok(false);
         };
         r.desired = Desired::Cancelled;

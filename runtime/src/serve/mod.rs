@@ -365,12 +365,13 @@ impl Runtime {
             .map(|spec| self.savepoint(spec))
             .transpose()?;
         let from_savepoint = from.as_ref().map(|sp| sp.id.clone());
-        let record = JobRecord {
+        let mut record = JobRecord {
             name: graph.name.clone(),
             manifest: req.manifest.clone(),
             manifest_path: path,
             base_dir: base,
             parallelism: req.parallelism,
+            memory_mb: 0,
             modules,
             from_savepoint: from_savepoint.clone(),
             allow_non_restored_state: req.allow_non_restored_state,
@@ -385,6 +386,7 @@ impl Runtime {
             from.map(|sp| Restore::savepoint(sp, None, req.allow_non_restored_state)),
         );
         deployment.check().map_err(|e| bad(e.to_string()))?;
+        record.memory_mb = deployment.graph.memory_mb();
         if let Some(node) = &self.cluster {
             return self.deploy_to_fleet(node, &record);
         }

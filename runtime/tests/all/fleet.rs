@@ -45,6 +45,8 @@ struct Node {
     url: String,
     /// Its network namespace and address there, if namespaced.
     ns: Option<(String, String)>,
+    /// Arguments of its own (`--memory-mb`).
+    args: Vec<String>,
 }
 
 /// etcd, garage, NATS and the nodes (declared in the order they stop,
@@ -66,6 +68,11 @@ const LEASE_TTL_S: &str = "2";
 
 impl Fleet {
     fn start(n: usize) -> Fleet {
+        Fleet::start_with(vec![Vec::new(); n])
+    }
+
+    /// A fleet whose node `i` gets the extra arguments `args[i]`.
+    fn start_with(args: Vec<Vec<&str>>) -> Fleet {
         let mut net = Net::new();
         let host = net.as_ref().map_or("127.0.0.1".into(), Net::host);
         let etcd = Etcd::start_on(&host);
@@ -73,8 +80,11 @@ impl Fleet {
         let state = garage.url("fleet");
         let (nats_server, nats) = nats::with_streams_on(NatsServer::start_on(&host, &[]));
         let dir = tempfile::tempdir().unwrap();
-        let nodes = (0..n)
-            .map(|i| {
+        let n = args.len();
+        let nodes = args
+            .into_iter()
+            .enumerate()
+            .map(|(i, args)| {
                 let id = format!("n{i}");
                 Node {
                     data: dir.path().join(&id),
@@ -82,6 +92,7 @@ impl Fleet {
                     child: None,
                     url: String::new(),
                     ns: net.as_mut().map(|net| net.add(i)),
+                    args: args.into_iter().map(String::from).collect(),
                 }
             })
             .collect();
@@ -99,6 +110,22 @@ impl Fleet {
             f.spawn(i);
         }
         f
+    }
+
+    /// Adds a node with extra arguments `args`, started; returns its index.
+    fn add(&mut self, args: &[&str]) -> usize {
+        let i = self.nodes.len();
+        let id = format!("n{i}");
+        self.nodes.push(Node {
+            data: self.dir.path().join(&id),
+            id,
+            child: None,
+            url: String::new(),
+            ns: self.net.as_mut().map(|net| net.add(i)),
+            args: args.iter().map(|a| a.to_string()).collect(),
+        });
+        self.spawn(i);
+        i
     }
 
     /// Starts node `i` (again).
@@ -125,6 +152,7 @@ impl Fleet {
             .args(["--node-id", &n.id])
             .args(["--state-url", &self.state])
             .args(["--lease-ttl", LEASE_TTL_S, "--cores", "2"])
+            .args(&n.args)
             .env("WRUN_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -500,6 +528,47 @@ fn an_owner_paused_loses_the_job_and_commits_nothing_when_it_wakes() {
     assert_eq!(nats::sorted_stream(&url, "OUT"), golden);
     let s = f.client(other).get("/v1/jobs/test").unwrap();
     assert_eq!(s["node"].as_str(), Some(f.nodes[other].id.as_str()), "{s}");
+}
+
+/// Nodes that declare too little memory for a job leave it waiting, with
+/// the reason in its status; a node with room that joins takes it.
+#[test]
+fn a_job_waits_for_a_node_with_the_memory_it_needs() {
+    let mut f = Fleet::start_with(vec![vec!["--memory-mb", "300"]; 2]);
+    let url = f.nats.clone();
+    let (msgs, golden) = nats::input(500, &["a"]);
+    nats::publish(&url, &msgs);
+    // Two counter subtasks of 256 MiB each: 512 MiB.
+    write_job(f.dir.path(), &url);
+    let out = ok(f.dir.path(), &["deploy", "job.toml", "--data-dir", f.d(0)]);
+    assert!(out.contains("deployed"), "{out}");
+    let s = wait_job(&f.client(1), "test", "waiting", |s| {
+        s["waiting"].is_string()
+    });
+    let why = s["waiting"].as_str().unwrap();
+    assert!(
+        why.contains("needs 512 MiB") && why.contains("free is 300 MiB, on n0"),
+        "{why}"
+    );
+    assert_eq!(s["state"], "starting", "{s}");
+    let status = ok(
+        f.dir.path(),
+        &["job", "status", "test", "--data-dir", f.d(0)],
+    );
+    assert!(
+        status.contains("waiting     for a node: needs 512 MiB"),
+        "{status}"
+    );
+    let list = ok(f.dir.path(), &["node", "list", "--data-dir", f.d(0)]);
+    assert!(list.contains("300 MiB"), "{list}");
+    // A roomy node joins: the job goes there, and the reason is gone.
+    let big = f.add(&["--memory-mb", "1024"]);
+    let s = wait_job(&f.client(0), "test", "placed on the new node", |s| {
+        s["node"] == f.nodes[big].id.as_str() && s["state"] == "running"
+    });
+    assert!(s.get("waiting").is_none(), "{s}");
+    wait_output(&url, golden.len(), "on the roomy node");
+    assert_eq!(nats::sorted_stream(&url, "OUT"), golden);
 }
 
 #[test]
