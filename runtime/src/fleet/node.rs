@@ -567,8 +567,11 @@ impl Node {
         let lease = *self.lease.borrow();
         if lease != 0 {
             let mut c = self.etcd.client();
-            if let Err(e) = self.etcd.block(async move { c.lease_revoke(lease).await }) {
-                tracing::warn!("leaving the fleet: {e}; its jobs move when the lease expires");
+            match self.etcd.block(async move { c.lease_revoke(lease).await }) {
+                Ok(_) => tracing::info!(node = %self.cfg.node_id, "left the fleet: its jobs move to other nodes now"),
+                Err(e) => {
+                    tracing::warn!("leaving the fleet: {e}; its jobs move when the lease expires")
+                }
             }
         }
     }

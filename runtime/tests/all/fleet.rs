@@ -530,6 +530,38 @@ fn an_owner_paused_loses_the_job_and_commits_nothing_when_it_wakes() {
     assert_eq!(s["node"].as_str(), Some(f.nodes[other].id.as_str()), "{s}");
 }
 
+/// A node stopped cleanly (SIGTERM) revokes its lease on the way out: it is
+/// gone from etcd the moment it exits (not a TTL later), and its job moves
+/// and resumes exactly once.
+#[test]
+fn a_node_stopped_cleanly_leaves_at_once_and_its_job_moves() {
+    let mut f = Fleet::start(2);
+    let url = f.nats.clone();
+    let (msgs, golden) = nats::input(2000, &["a"]);
+    let (first, rest) = msgs.split_at(1000);
+    nats::publish(&url, first);
+    write_job(f.dir.path(), &url);
+    let owner = deploy(&f, 0, &[]);
+    wait_output(&url, 200, "before the stop");
+    let i = f.index(&owner);
+    f.signal(i, "-TERM");
+    let status = f.nodes[i].child.take().unwrap().wait().unwrap();
+    assert!(status.success(), "a clean stop exits 0: {status:?}");
+    assert_eq!(
+        f.etcd.get(&format!("/wrun/nodes/{owner}")),
+        None,
+        "the node's key went with its revoked lease, before any TTL"
+    );
+    assert!(f.log(i).contains("left the fleet"), "{}", f.log(i));
+    nats::publish(&url, rest);
+    let other = 1 - i;
+    wait_job(&f.client(other), "test", "moved after the stop", |s| {
+        s["node"].as_str().is_some_and(|n| n != owner) && s["state"] == "running"
+    });
+    wait_output(&url, golden.len(), "after the move");
+    assert_eq!(nats::sorted_stream(&url, "OUT"), golden);
+}
+
 /// Nodes that declare too little memory for a job leave it waiting, with
 /// the reason in its status; a node with room that joins takes it.
 #[test]
