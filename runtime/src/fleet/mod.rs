@@ -117,6 +117,10 @@ pub struct Owner {
     pub node: Option<String>,
     /// The ownership epoch.
     pub epoch: u64,
+    /// With no node: the node that gave the job back (it could not start
+    /// it, or drained); placement prefers any other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left: Option<String>,
 }
 
 /// A job's checkpoints as committed in `checkpoints/<job>`.

@@ -498,6 +498,10 @@ impl Node {
                     .owners
                     .get(&r.name)
                     .and_then(|(o, _, _)| o.node.clone()),
+                left: view
+                    .owners
+                    .get(&r.name)
+                    .and_then(|(o, _, _)| o.left.clone()),
             })
             .collect();
         let mut wrote = false;
@@ -512,6 +516,7 @@ impl Node {
             let owner = Owner {
                 node: Some(node.clone()),
                 epoch: epoch + 1,
+                left: None,
             };
             let k = key("owners", &job);
             let txn = Txn::new()
@@ -568,7 +573,9 @@ impl Node {
         if lease != 0 {
             let mut c = self.etcd.client();
             match self.etcd.block(async move { c.lease_revoke(lease).await }) {
-                Ok(_) => tracing::info!(node = %self.cfg.node_id, "left the fleet: its jobs move to other nodes now"),
+                Ok(_) => {
+                    tracing::info!(node = %self.cfg.node_id, "left the fleet: its jobs move to other nodes now")
+                }
                 Err(e) => {
                     tracing::warn!("leaving the fleet: {e}; its jobs move when the lease expires")
                 }
@@ -739,6 +746,7 @@ impl Node {
                     encode(&Owner {
                         node: None,
                         epoch: epoch + 1,
+                        left: None,
                     }),
                     None,
                 ),
@@ -777,10 +785,12 @@ impl Node {
         let mine = Owner {
             node: Some(self.cfg.node_id.clone()),
             epoch: fence.epoch(),
+            left: None,
         };
         let free = Owner {
             node: None,
             epoch: fence.epoch(),
+            left: Some(self.cfg.node_id.clone()),
         };
         let mut ops = vec![TxnOp::put(ok.as_str(), encode(&free), None)];
         if let Some(r) = record {
@@ -829,6 +839,7 @@ mod tests {
         let o = Owner {
             node: Some("n1".into()),
             epoch: 7,
+            left: None,
         };
         assert_eq!(encode(&o), br#"{"node":"n1","epoch":7}"#.to_vec());
     }

@@ -13,6 +13,9 @@
 //! node that declares memory takes a job only while the jobs it owns and
 //! that one fit in it. A job no node can take waits, with the reason, until
 //! one can (a node joins, a job ends).
+//!
+//! A job its node gave back (it could not start it there) goes to another
+//! node when there is one that can take it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -40,6 +43,8 @@ pub struct Assignment {
     pub memory_mb: u64,
     /// The node that owns it now, if any (alive or not).
     pub owner: Option<String>,
+    /// The node that gave it back, if any: any other is preferred.
+    pub left: Option<String>,
 }
 
 /// What placement decided.
@@ -84,9 +89,11 @@ pub fn plan(nodes: &[Placement], jobs: &[Assignment]) -> Planned {
             n.memory_mb
                 .is_none_or(|cap| load[n.id.as_str()].1 + j.memory_mb <= cap)
         };
-        let best = nodes
-            .iter()
-            .filter(|n| !n.draining && fits(n))
+        let open: Vec<&Placement> = nodes.iter().filter(|n| !n.draining && fits(n)).collect();
+        let elsewhere = open.iter().any(|n| Some(&n.id) != j.left.as_ref());
+        let best = open
+            .into_iter()
+            .filter(|n| !elsewhere || Some(&n.id) != j.left.as_ref())
             .min_by(|a, b| {
                 // (load + w) / cores, compared without division.
                 let la = (load[a.id.as_str()].0 + w) * u64::from(b.cores.max(1));
@@ -153,6 +160,7 @@ mod tests {
             weight,
             memory_mb: 0,
             owner: owner.map(String::from),
+            left: None,
         }
     }
 
@@ -204,6 +212,25 @@ mod tests {
         let none = plan(&[node("c", 1, true)], &jobs);
         assert!(none.placed.is_empty(), "no node can take them");
         assert!(none.waiting[0].1.contains("draining"), "{none:?}");
+    }
+
+    #[test]
+    fn a_job_given_back_goes_elsewhere_when_it_can() {
+        let back = |left: &str| Assignment {
+            left: Some(left.into()),
+            ..job("j", 1, None)
+        };
+        let two = [node("a", 1, false), node("b", 1, false)];
+        assert_eq!(
+            plan(&two, &[back("a")]).placed,
+            vec![("j".into(), "b".into())]
+        );
+        // The only node there is takes it again.
+        let one = [node("a", 1, false)];
+        assert_eq!(
+            plan(&one, &[back("a")]).placed,
+            vec![("j".into(), "a".into())]
+        );
     }
 
     #[test]

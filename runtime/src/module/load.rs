@@ -8,6 +8,21 @@ use crate::sandbox::{OperatorModule, Sandbox, SandboxError};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+impl LoadError {
+    /// The module store could not be read (a disk error, the fleet's shared
+    /// store unreachable): trying again later can help, unlike a module
+    /// that is missing, corrupt or not a wrun operator.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            LoadError::Resolve {
+                source: ModuleError::Io { .. },
+                ..
+            }
+        )
+    }
+}
+
 /// An operator whose component cannot be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {

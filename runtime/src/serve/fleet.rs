@@ -126,14 +126,20 @@ impl Runtime {
     fn cannot_start(&self, r: &JobRecord, control: &JobControl, held: &Held, e: ApiError) {
         let node = self.cluster.clone();
         tracing::error!(job = %r.name, "cannot start the job here: {e}");
+        let for_good = e.kind() == ErrorKind::BadRequest;
         control.update(|s| {
-            s.state = JobState::Failed;
+            // Given back, the job waits to be placed again.
+            s.state = if for_good {
+                JobState::Failed
+            } else {
+                JobState::Starting
+            };
             s.error = Some(e.to_string());
         });
         let Some(node) = node else {
             return;
         };
-        let result = if e.kind() == ErrorKind::BadRequest {
+        let result = if for_good {
             let mut failed = r.clone();
             failed.desired = Desired::Failed;
             failed.error = Some(e.to_string());

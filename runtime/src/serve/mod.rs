@@ -260,8 +260,14 @@ impl Runtime {
                 );
             }
         }
-        Deployment::load(graph, self.data.modules(), &self.sandbox)
-            .map_err(|e| ApiError::chain(ErrorKind::BadRequest, &anyhow::Error::from(e)))
+        Deployment::load(graph, self.data.modules(), &self.sandbox).map_err(|e| {
+            let kind = if e.is_transient() {
+                ErrorKind::Unavailable
+            } else {
+                ErrorKind::BadRequest
+            };
+            ApiError::chain(kind, &anyhow::Error::from(e))
+        })
     }
 
     /// Pins every operator's module: uploaded paths (by the CLI), digests
@@ -539,17 +545,21 @@ impl Runtime {
             let _no_deploys = self.deploying.lock().unwrap_or_else(|p| p.into_inner());
             self.shutting_down.store(true, Ordering::SeqCst);
         }
-        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        for r in jobs.values() {
-            r.control.cancel();
-        }
-        for (name, r) in jobs.iter_mut() {
-            if let Some(t) = r.thread.take() {
-                tracing::info!(job = %name, "waiting for the job to stop");
-                let _ = t.join();
+        // Not joined under the lock: a fleet job's last commit goes through
+        // etcd, whose tasks ask which jobs run (the same lock).
+        let threads: Vec<_> = {
+            let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            for r in jobs.values() {
+                r.control.cancel();
             }
+            jobs.iter_mut()
+                .filter_map(|(name, r)| r.thread.take().map(|t| (name.clone(), t)))
+                .collect()
+        };
+        for (name, t) in threads {
+            tracing::info!(job = %name, "waiting for the job to stop");
+            let _ = t.join();
         }
-        drop(jobs);
         if let Some(node) = &self.cluster {
             // The jobs move at once, not a lease later.
             node.leave();

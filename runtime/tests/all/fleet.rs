@@ -76,7 +76,10 @@ impl Fleet {
         let mut net = Net::new();
         let host = net.as_ref().map_or("127.0.0.1".into(), Net::host);
         let etcd = Etcd::start_on(&host);
-        let garage = Garage::start_on(&host);
+        // The store on an address of its own, which a test can block
+        // from one node.
+        let store_host = net.as_ref().map_or(host.clone(), |n| n.add_host(2));
+        let garage = Garage::start_on(&store_host);
         let state = garage.url("fleet");
         let (nats_server, nats) = nats::with_streams_on(NatsServer::start_on(&host, &[]));
         let dir = tempfile::tempdir().unwrap();
@@ -530,6 +533,34 @@ fn an_owner_paused_loses_the_job_and_commits_nothing_when_it_wakes() {
     assert_eq!(s["node"].as_str(), Some(f.nodes[other].id.as_str()), "{s}");
 }
 
+/// A node that cannot reach the object store (a route to it blocked in its
+/// namespace; etcd and NATS still reachable) cannot start the job it is
+/// given: it gives the job back, and the scheduler places it on another
+/// node, where it runs exactly once. Needs network namespaces (root).
+#[test]
+fn a_node_that_cannot_reach_the_store_gives_its_job_back_and_another_runs_it() {
+    let f = Fleet::start(2);
+    let Some(net) = &f.net else {
+        eprintln!("skipped: needs network namespaces (run as root)");
+        return;
+    };
+    net.block(0, &f.garage.host);
+    let url = f.nats.clone();
+    let (msgs, golden) = nats::input(500, &["a"]);
+    nats::publish(&url, &msgs);
+    write_job(f.dir.path(), &url);
+    // Both nodes are idle: placement picks n0 first (the lower ID).
+    let on = deploy(&f, 1, &[]);
+    assert_eq!(on, "n1", "the job runs where the store is reachable");
+    let log = f.log(0);
+    assert!(
+        log.contains("cannot start the job here") && log.contains("job=test"),
+        "n0 was given the job first and gave it back:\n{log}"
+    );
+    wait_output(&url, golden.len(), "on n1");
+    assert_eq!(nats::sorted_stream(&url, "OUT"), golden);
+}
+
 /// A node stopped cleanly (SIGTERM) revokes its lease on the way out: it is
 /// gone from etcd the moment it exits (not a TTL later), and its job moves
 /// and resumes exactly once.
@@ -545,7 +576,18 @@ fn a_node_stopped_cleanly_leaves_at_once_and_its_job_moves() {
     wait_output(&url, 200, "before the stop");
     let i = f.index(&owner);
     f.signal(i, "-TERM");
-    let status = f.nodes[i].child.take().unwrap().wait().unwrap();
+    let mut child = f.nodes[i].child.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the node did not stop within 60 s:\n{}", f.log(i));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(status.success(), "a clean stop exits 0: {status:?}");
     assert_eq!(
         f.etcd.get(&format!("/wrun/nodes/{owner}")),
@@ -755,6 +797,7 @@ fn the_fence_refuses_an_owner_whose_epoch_has_passed() {
         serde_json::to_vec(&Owner {
             node: Some(node.into()),
             epoch,
+            left: None,
         })
         .unwrap()
     };

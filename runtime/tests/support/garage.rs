@@ -39,7 +39,7 @@ pub struct Garage {
     /// Its S3 API port.
     pub port: u16,
     /// The address its S3 API listens on.
-    host: String,
+    pub host: String,
     dir: tempfile::TempDir,
 }
 

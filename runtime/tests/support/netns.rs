@@ -86,6 +86,38 @@ impl Net {
         format!("10.231.{}.1", self.net)
     }
 
+    /// Another address of this machine on the bridge (10.231.n.`k`, `k` in
+    /// 2..10): a server there can be blocked from one namespace alone.
+    pub fn add_host(&self, k: u8) -> String {
+        let addr = format!("10.231.{}.{k}", self.net);
+        ip(&["addr", "add", &format!("{addr}/24"), "dev", &self.bridge]).unwrap();
+        addr
+    }
+
+    /// Namespace `i` can no longer reach `addr` (an `unreachable` route:
+    /// each new connection is refused at once, as when a router answers
+    /// that the host is down; open ones are reset, so none hangs until its
+    /// request times out), the rest of its network unchanged.
+    pub fn block(&self, i: usize, addr: &str) {
+        let ns = format!("wrun-{}-{i}", self.tag);
+        ip(&[
+            "-n",
+            &ns,
+            "route",
+            "add",
+            "unreachable",
+            &format!("{addr}/32"),
+        ])
+        .unwrap();
+        let st = Command::new("ip")
+            .args(["netns", "exec", &ns, "ss", "-K", "dst", addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "ss -K in {ns}: {st:?}");
+    }
+
     /// Makes namespace `i` and returns its name and address.
     pub fn add(&mut self, i: usize) -> (String, String) {
         let name = format!("wrun-{}-{i}", self.tag);
