@@ -16,7 +16,7 @@
 //! and garage: scripts/setup; the `wrun` binary: WRUN, default
 //! target/release/wrun). WRUN_BENCH_FAILOVER_KEYS (default 1,000,000),
 //! WRUN_BENCH_FAILOVER_REPS (default 3), WRUN_BENCH_FAILOVER_TTL (the
-//! lease, default 3 s). Prints JSON lines and a Markdown table.
+//! lease, default 2 s: the fleet's). Prints JSON lines and a Markdown table.
 
 use async_nats::jetstream::{self, stream};
 use serde_json::Value;
@@ -104,7 +104,7 @@ fn main() {
     let guest = PathBuf::from(wrun_test_guests::KEYED_SUM);
     let keys: u64 = env_or("WRUN_BENCH_FAILOVER_KEYS", 1_000_000);
     let reps: usize = env_or("WRUN_BENCH_FAILOVER_REPS", 3);
-    let ttl: u64 = env_or("WRUN_BENCH_FAILOVER_TTL", 3);
+    let ttl: u64 = env_or("WRUN_BENCH_FAILOVER_TTL", 2);
 
     let etcd = etcd::Etcd::start();
     let garage = garage::Garage::start();

@@ -1,5 +1,10 @@
 //! Bearer-token authentication: the token file of a data directory and the
-//! middleware every route sits behind.
+//! middleware every route sits behind. The dashboard's requests carry the
+//! same token in a cookie (`HttpOnly`, `SameSite=Strict`, set by its login
+//! page: api/ui.rs); a request that changes something with the cookie alone
+//! must also carry the header `x-wrun-ui`, which no cross-site form can
+//! send and no cross-site script may without a CORS answer this server
+//! never gives.
 
 use super::error::{ApiError, ErrorKind};
 use super::state::ApiState;
@@ -16,14 +21,63 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
-pub(super) async fn auth(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
-    let given = req
+/// The dashboard's cookie.
+pub(super) const COOKIE: &str = "wrun-token";
+
+/// The header a cookie-authenticated request that changes something needs.
+pub(super) const UI_HEADER: &str = "x-wrun-ui";
+
+/// The value of cookie `name` in `headers`, if any.
+pub(super) fn cookie<'h>(headers: &'h axum::http::HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(|h| h.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Whether `given` is the API token.
+pub(super) fn is_token(state: &ApiState, given: &str) -> bool {
+    same(given.as_bytes(), state.token.as_bytes())
+}
+
+pub(super) async fn auth(
+    State(state): State<Arc<ApiState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "));
-    match given {
-        Some(t) if same(t.as_bytes(), state.token.as_bytes()) => next.run(req).await,
+    if bearer.is_none()
+        && let Some(t) = cookie(req.headers(), COOKIE)
+        && is_token(&state, t)
+    {
+        let safe = matches!(
+            *req.method(),
+            axum::http::Method::GET | axum::http::Method::HEAD
+        );
+        if !safe && !req.headers().contains_key(UI_HEADER) {
+            return ApiError::new(
+                ErrorKind::Forbidden,
+                "a request that changes something needs the `x-wrun-ui` header besides the dashboard's cookie (cross-site requests are refused)",
+            )
+            .into_response();
+        }
+        // As if the token had come in the header: a request forwarded to
+        // another node of a fleet carries it on.
+        if let Ok(v) = axum::http::HeaderValue::from_str(&format!("Bearer {}", state.token)) {
+            req.headers_mut().insert(header::AUTHORIZATION, v);
+        }
+        return next.run(req).await;
+    }
+    match bearer {
+        Some(t) if is_token(&state, t) => next.run(req).await,
         Some(_) => ApiError::new(
             ErrorKind::Unauthorized,
             "wrong bearer token; use the one in <data-dir>/api-token (or WRUN_TOKEN)",

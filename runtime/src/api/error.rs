@@ -20,6 +20,9 @@ pub enum ErrorKind {
     BadRequest,
     /// No or a wrong bearer token (401).
     Unauthorized,
+    /// Authenticated, but refused as it came (403): a cookie-only request
+    /// that changes something without the dashboard's header.
+    Forbidden,
     /// No such job, module, savepoint, request or route (404).
     NotFound,
     /// The route does not take that method (405).
@@ -41,6 +44,7 @@ impl ErrorKind {
         match self {
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::Conflict => StatusCode::CONFLICT,

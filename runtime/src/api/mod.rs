@@ -15,7 +15,9 @@
 //! - `state.rs`: [`ApiState`], the [`Deployer`] hook, [`Modules`];
 //! - `requests.rs`: asynchronous requests, bounded and expiring;
 //! - `extract.rs`: the strict extractors every route reads input with;
-//! - `auth.rs`: the bearer token and its check;
+//! - `auth.rs`: the bearer token (or the dashboard's cookie) and its check;
+//! - `history.rs`: the last minutes of each job's vertex metrics;
+//! - `ui.rs`: the dashboard's pages and its login;
 //! - `cluster.rs`: in a fleet, forwarding to the node that runs a job;
 //! - `routes/`: the router and a file per resource;
 //! - `server.rs`: serving on a thread of its own;
@@ -26,11 +28,13 @@ mod client;
 mod cluster;
 mod error;
 mod extract;
+mod history;
 mod requests;
 mod routes;
 mod server;
 mod state;
 mod types;
+mod ui;
 
 pub use auth::{set_token, token};
 pub use client::{Client, Endpoint};

@@ -50,10 +50,22 @@ pub fn serve(listen: SocketAddr, state: Arc<ApiState>) -> anyhow::Result<Server>
                         return;
                     }
                 };
-                let app = super::router(state);
+                let app = super::router(state.clone());
+                let sampler = state.clone();
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(super::history::PERIOD);
+                    loop {
+                        tick.tick().await;
+                        sampler.history.sample(&sampler.controls());
+                    }
+                });
+                let closing = state.clone();
                 let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
+                    .with_graceful_shutdown(async move {
                         let _ = rx.await;
+                        // Event streams end, so no connection holds the
+                        // shutdown up.
+                        closing.closing.send_replace(true);
                     })
                     .await;
             });

@@ -38,6 +38,10 @@ pub struct ApiState {
     pub(super) requests: Mutex<RequestTable>,
     /// The fleet, when this process is a node of one.
     pub(super) cluster: std::sync::OnceLock<Arc<dyn super::Cluster>>,
+    /// The last minutes of each job's vertex metrics.
+    pub(super) history: super::history::History,
+    /// `true` once the server stops: event streams end.
+    pub(super) closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl ApiState {
@@ -59,6 +63,8 @@ impl ApiState {
             deployer: std::sync::OnceLock::new(),
             requests: Mutex::new(RequestTable::new(MAX_FINISHED, KEEP_FINISHED)),
             cluster: std::sync::OnceLock::new(),
+            history: Default::default(),
+            closing: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -85,6 +91,12 @@ impl ApiState {
     /// Every savepoint registry now.
     pub fn registries(&self) -> Vec<Arc<dyn SavepointStore>> {
         self.registries.all()
+    }
+
+    /// Every job's control, by name.
+    pub(super) fn controls(&self) -> Vec<(String, Arc<JobControl>)> {
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        jobs.iter().map(|(n, c)| (n.clone(), c.clone())).collect()
     }
 
     /// A job's control, if one by that name was ever added.

@@ -3,10 +3,10 @@
 //! (backpressure) instead of growing memory.
 
 use super::ExecError;
+use super::load::Link;
 use crate::batch::{Batch, EventRef};
 use crate::job::Partition;
 use crate::state::{key_group_of, subtask_for_key_group};
-use std::sync::mpsc::SyncSender;
 
 /// How many batches a subtask's input channel holds before senders block.
 pub const CHANNEL_BATCHES: usize = 16;
@@ -78,7 +78,7 @@ pub struct Message {
 }
 
 struct Target {
-    tx: SyncSender<Message>,
+    tx: Link,
     channel: u32,
     buf: Batch,
 }
@@ -101,7 +101,7 @@ impl Output {
     /// per downstream subtask, in subtask order. A `forward` edge has one.
     pub fn new(
         partition: Partition,
-        targets: Vec<(SyncSender<Message>, u32)>,
+        targets: Vec<(Link, u32)>,
         max_parallelism: u32,
         batch_size: usize,
         edge: String,
@@ -375,7 +375,7 @@ mod tests {
         (
             Output::new(
                 p,
-                txs.into_iter().map(|t| (t, 0)).collect(),
+                txs.into_iter().map(|t| (Link::unmetered(t), 0)).collect(),
                 128,
                 4,
                 "a -> b".into(),
@@ -422,7 +422,7 @@ mod tests {
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..1).map(|_| sync_channel(1000)).unzip();
         let mut o = Output::new(
             Partition::Forward,
-            txs.into_iter().map(|t| (t, 0)).collect(),
+            txs.into_iter().map(|t| (Link::unmetered(t), 0)).collect(),
             128,
             4,
             "a -> b".into(),

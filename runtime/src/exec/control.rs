@@ -72,6 +72,10 @@ pub struct JobStatus {
     pub state: JobState,
     /// Restarts so far.
     pub restarts: u32,
+    /// When its first attempt started (ms since the Unix epoch); absent
+    /// before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<u64>,
     /// The newest completed checkpoint of this run.
     pub last_checkpoint: Option<u64>,
     /// The checkpoint the current attempt started from.
@@ -185,6 +189,7 @@ impl CheckpointSummary {
 /// The handle to a running job.
 pub struct JobControl {
     metrics: std::sync::OnceLock<Arc<super::metrics::JobMetrics>>,
+    plan: std::sync::OnceLock<Arc<super::plan::JobPlan>>,
     coordinator: Mutex<Option<Controls>>,
     cancel_attempt: Mutex<Option<Arc<AtomicBool>>>,
     cancelled: AtomicBool,
@@ -196,6 +201,7 @@ impl JobControl {
     pub fn new(name: &str) -> Arc<JobControl> {
         Arc::new(JobControl {
             metrics: std::sync::OnceLock::new(),
+            plan: std::sync::OnceLock::new(),
             coordinator: Mutex::new(None),
             cancel_attempt: Mutex::new(None),
             cancelled: AtomicBool::new(false),
@@ -203,6 +209,7 @@ impl JobControl {
                 name: name.to_string(),
                 state: JobState::Starting,
                 restarts: 0,
+                started_at_ms: None,
                 last_checkpoint: None,
                 restored_from: None,
                 checkpoints: Vec::new(),
@@ -222,6 +229,25 @@ impl JobControl {
     /// The job's live counters, once it has started.
     pub fn metrics(&self) -> Option<Arc<super::metrics::JobMetrics>> {
         self.metrics.get().cloned()
+    }
+
+    /// The job's graph and modules, once it has started.
+    pub fn plan(&self) -> Option<Arc<super::plan::JobPlan>> {
+        self.plan.get().cloned()
+    }
+
+    /// Records the job's graph and modules (its first attempt's) and when
+    /// it started.
+    pub(crate) fn started(
+        &self,
+        graph: &crate::job::JobGraph,
+        modules: &std::collections::HashMap<usize, Arc<crate::sandbox::OperatorModule>>,
+    ) {
+        self.plan
+            .get_or_init(|| Arc::new(super::plan::JobPlan::new(graph, modules)));
+        self.update(|s| {
+            s.started_at_ms.get_or_insert_with(crate::time::unix_ms);
+        });
     }
 
     /// The job's counters, created for `graph` on first use; they outlive

@@ -6,10 +6,12 @@
 
 use super::ExecError;
 use super::channel::{Barrier, Message, Payload};
+use super::load::SubtaskLoad;
 use super::watermark::{InputWatermarks, Watermark};
 use crate::batch::Batch;
 use std::collections::VecDeque;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::Duration;
 
 /// What a subtask does next.
@@ -28,6 +30,8 @@ pub(super) enum Next {
 
 pub(super) struct Inputs {
     rx: Receiver<Message>,
+    /// The subtask's load: time waiting for input, messages taken.
+    load: Arc<SubtaskLoad>,
     ended: Vec<bool>,
     blocked: Vec<bool>,
     aligning: Option<Barrier>,
@@ -45,9 +49,10 @@ pub(super) struct Inputs {
 }
 
 impl Inputs {
-    pub(super) fn new(rx: Receiver<Message>, channels: usize) -> Inputs {
+    pub(super) fn new(rx: Receiver<Message>, channels: usize, load: Arc<SubtaskLoad>) -> Inputs {
         Inputs {
             rx,
+            load,
             ended: vec![false; channels],
             blocked: vec![false; channels],
             aligning: None,
@@ -151,8 +156,22 @@ impl Inputs {
     }
 
     fn recv(&mut self, timeout: Duration) -> Result<Option<Message>, ExecError> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(m) => Ok(Some(m)),
+        // Only a wait is timed: a queued message costs no clock read.
+        let got = match self.rx.try_recv() {
+            Ok(m) => Ok(m),
+            Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+            Err(TryRecvError::Empty) => {
+                let t = std::time::Instant::now();
+                let r = self.rx.recv_timeout(timeout);
+                self.load.idle(t.elapsed());
+                r
+            }
+        };
+        match got {
+            Ok(m) => {
+                self.load.dequeued();
+                Ok(Some(m))
+            }
             Err(RecvTimeoutError::Timeout) => Ok(None),
             Err(RecvTimeoutError::Disconnected) => Err(ExecError::Disconnected),
         }
@@ -196,7 +215,7 @@ mod tests {
         send(1, Payload::Barrier(barrier(7)));
         send(1, Payload::End);
         send(0, Payload::End);
-        let mut inputs = Inputs::new(rx, 2);
+        let mut inputs = Inputs::new(rx, 2, Arc::default());
         let mut seen = Vec::new();
         loop {
             match inputs.next(Duration::from_millis(1)).unwrap() {
@@ -220,7 +239,7 @@ mod tests {
         send(0, Payload::Watermark(Watermark::At(20)));
         send(1, Payload::End);
         send(0, Payload::End);
-        let mut inputs = Inputs::new(rx, 2);
+        let mut inputs = Inputs::new(rx, 2, Arc::default());
         let mut seen = Vec::new();
         loop {
             match inputs.next(Duration::from_millis(1)).unwrap() {
@@ -246,7 +265,7 @@ mod tests {
             payload: Payload::Barrier(barrier(1)),
         })
         .unwrap();
-        let mut inputs = Inputs::new(rx, 2);
+        let mut inputs = Inputs::new(rx, 2, Arc::default());
         assert!(matches!(
             inputs.next(Duration::from_millis(1)).unwrap(),
             Next::Aligned(b) if b.id == 1

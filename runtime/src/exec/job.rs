@@ -145,6 +145,7 @@ pub fn run_job(
         None => Arc::new(metrics::JobMetrics::for_graph(graph)),
     };
     if let Some(c) = &opts.control {
+        c.started(graph, modules);
         c.update(|s| s.restored_from = restore.map(|m| m.id.0));
     }
     let mut wiring = Wiring::new(graph, &metrics);

@@ -5,6 +5,7 @@
 //! as its [`super::JobControl`], so counters survive restarts, as
 //! Prometheus expects of counters.
 
+use super::load::{LoadTotals, SubtaskLoad};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeCounterValue, MetricEncoder, NoLabelSet, prometheus_text,
@@ -182,13 +183,20 @@ pub struct VertexMetrics {
     split_watermarks: std::sync::Mutex<std::collections::BTreeMap<String, Option<i64>>>,
     /// Source to this sink, per event (sinks only).
     pub end_to_end: LatencyHistogram,
+    /// Per subtask: where its time goes, how full its input queue is.
+    subtasks: Vec<Arc<SubtaskLoad>>,
+    /// The state format an operator declared (`name` v`version`), once a
+    /// subtask opened.
+    state_format: std::sync::Mutex<Option<String>>,
 }
 
 impl VertexMetrics {
-    fn new(name: &str, kind: &'static str) -> VertexMetrics {
+    fn new(name: &str, kind: &'static str, parallelism: u32) -> VertexMetrics {
         VertexMetrics {
             name: name.to_string(),
             kind,
+            subtasks: (0..parallelism.max(1)).map(|_| Arc::default()).collect(),
+            state_format: Default::default(),
             records_in: AtomicU64::new(0),
             records_out: AtomicU64::new(0),
             latency: Default::default(),
@@ -205,6 +213,29 @@ impl VertexMetrics {
             split_watermarks: Default::default(),
             end_to_end: LatencyHistogram::default(),
         }
+    }
+
+    /// Subtask `i`'s load counters (a detached one past the parallelism).
+    pub fn subtask(&self, i: u32) -> Arc<SubtaskLoad> {
+        self.subtasks.get(i as usize).cloned().unwrap_or_default()
+    }
+
+    /// The operator declared state format `f`.
+    pub fn set_state_format(&self, f: String) {
+        *self.state_format.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
+    }
+
+    /// The state format the operator declared, once known.
+    pub fn state_format(&self) -> Option<String> {
+        self.state_format
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Every subtask's load counters now, in subtask order.
+    pub fn loads(&self) -> Vec<LoadTotals> {
+        self.subtasks.iter().map(|l| l.totals()).collect()
     }
 
     /// The operator's state in the last completed checkpoint took `bytes`.
@@ -370,13 +401,20 @@ pub struct JobMetrics {
 }
 
 impl JobMetrics {
-    /// Zeroed counters for a job's vertices (`(name, kind)`).
+    /// Zeroed counters for a job's vertices (`(name, kind)`), one subtask
+    /// each.
     pub fn new(job: &str, vertices: &[(String, &'static str)]) -> JobMetrics {
+        let vs: Vec<_> = vertices.iter().map(|(n, k)| (n.clone(), *k, 1)).collect();
+        JobMetrics::with_subtasks(job, &vs)
+    }
+
+    /// Zeroed counters for a job's vertices (`(name, kind, parallelism)`).
+    pub fn with_subtasks(job: &str, vertices: &[(String, &'static str, u32)]) -> JobMetrics {
         JobMetrics {
             job: job.to_string(),
             vertices: vertices
                 .iter()
-                .map(|(n, k)| VertexMetrics::new(n, k))
+                .map(|(n, k, p)| VertexMetrics::new(n, k, *p))
                 .collect(),
             restarts: AtomicU64::new(0),
             restart_backoff_ms: AtomicU64::new(0),
@@ -391,7 +429,7 @@ impl JobMetrics {
 
     /// Zeroed counters for `graph`'s vertices.
     pub fn for_graph(graph: &crate::job::JobGraph) -> JobMetrics {
-        let vertices: Vec<(String, &'static str)> = graph
+        let vertices: Vec<(String, &'static str, u32)> = graph
             .vertices
             .iter()
             .map(|v| {
@@ -400,10 +438,10 @@ impl JobMetrics {
                     crate::job::VertexKind::Sink(_) => "sink",
                     crate::job::VertexKind::Operator { .. } => "operator",
                 };
-                (v.name.clone(), kind)
+                (v.name.clone(), kind, v.parallelism)
             })
             .collect();
-        JobMetrics::new(&graph.name, &vertices)
+        JobMetrics::with_subtasks(&graph.name, &vertices)
     }
 
     /// A vertex's counters.
@@ -565,6 +603,60 @@ impl Scrape {
         Ok(())
     }
 
+    /// Where each subtask's time goes, and how full its input queue is.
+    /// Busy time is the rest: `1 - rate(idle) - rate(backpressured)`.
+    fn loads(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        type Family = (
+            &'static str,
+            &'static str,
+            MetricType,
+            fn(&LoadTotals) -> f64,
+        );
+        let families: [Family; 3] = [
+            (
+                "wrun_subtask_idle_seconds",
+                "Time a subtask spent waiting for input (an empty input queue; a source whose system had nothing). Busy time is the rest: 1 - rate(idle) - rate(backpressured).",
+                MetricType::Counter,
+                |t| ns_to_secs(t.idle_ns),
+            ),
+            (
+                "wrun_subtask_backpressured_seconds",
+                "Time a subtask spent waiting to hand a batch to a downstream subtask whose input queue was full.",
+                MetricType::Counter,
+                |t| ns_to_secs(t.backpressured_ns),
+            ),
+            (
+                "wrun_subtask_input_queue_fill",
+                "How full a subtask's input queue is, 0 to 1 (sources have none: 0). Near 1: the subtask is the bottleneck, or waits on one downstream.",
+                MetricType::Gauge,
+                LoadTotals::queue_fill,
+            ),
+        ];
+        for (name, help, kind, value) in families {
+            let mut family = e.encode_descriptor(name, help, None, kind)?;
+            for j in &self.0 {
+                for v in &j.vertices {
+                    for (s, t) in v.loads().iter().enumerate() {
+                        let s = s.to_string();
+                        let labels = [
+                            ("job", j.job.as_str()),
+                            ("operator", v.name.as_str()),
+                            ("kind", v.kind),
+                            ("subtask", s.as_str()),
+                        ];
+                        let mut f = family.encode_family(&labels)?;
+                        if matches!(kind, MetricType::Counter) {
+                            f.encode_counter::<NoLabelSet, _, u64>(&value(t), None)?;
+                        } else {
+                            f.encode_gauge(&value(t))?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn per_vertex(
         &self,
         encoder: &mut DescriptorEncoder,
@@ -679,6 +771,7 @@ impl Collector for Scrape {
             }
         }
         self.watermarks(e)?;
+        self.loads(e)?;
         {
             let mut family = e.encode_descriptor(
                 "wrun_connector_connected",

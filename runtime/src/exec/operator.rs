@@ -281,12 +281,21 @@ impl Loop<'_> {
             self.logic.restore(&s).inspect_err(|e| self.count_trap(e))?;
         }
         let format: Option<StateFormat> = description.as_ref().map(|d| d.format.clone());
+        if let Some(f) = &format {
+            self.metrics
+                .vertex(self.vertex)
+                .set_state_format(format!("{} v{}", f.name, f.version));
+        }
         self.side_names = description.map(|d| d.outputs).unwrap_or_default();
         self.logic
             .open(&self.info)
             .inspect_err(|e| self.count_trap(e))?;
         let rx = std::mem::replace(&mut self.rx, std::sync::mpsc::sync_channel(0).1);
-        let mut inputs = Inputs::new(rx, self.inputs);
+        let load = self
+            .metrics
+            .vertex(self.vertex)
+            .subtask(self.info.subtask_index);
+        let mut inputs = Inputs::new(rx, self.inputs, load);
         // Events wait in `pending` only while more input is already queued:
         // when the input runs dry, what is pending is processed and every
         // partial output buffer is sent at once. Under load batches fill up;

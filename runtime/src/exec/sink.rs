@@ -70,7 +70,7 @@ pub(super) fn run(task: SinkTask<'_>, shared: &Shared) -> Result<Counts, ExecErr
     };
     let mut sink = open_sink(kind, &open).map_err(err)?;
     let mut c = Counts::default();
-    let mut inputs = Inputs::new(rx, inputs);
+    let mut inputs = Inputs::new(rx, inputs, metrics.vertex(v).subtask(subtask));
     loop {
         if let Some(commit) = &commit {
             while let Ok(id) = commit.try_recv() {

@@ -304,6 +304,7 @@ pub(super) fn run(
     // saturated, so what is sent goes downstream at once.
     let mut idled = false;
     let mut watermarks = ctl.watermark.map(|w| SourceWatermarks::new(w, name));
+    let load = metrics.subtask(index);
     loop {
         shared.check_cancel()?;
         // A pending barrier puts the partial batch before itself, so the
@@ -324,9 +325,14 @@ pub(super) fn run(
             .min(CANCEL_POLL);
         let before = batch.len();
         let bytes_before = batch.byte_len();
+        let polled_at = std::time::Instant::now();
         let polled = reader
             .poll(&mut batch, batch_size - before, now, wait)
             .map_err(err)?;
+        if batch.len() == before && matches!(polled, Poll::Idle { .. }) {
+            // The system had nothing: the poll's wait was idle time.
+            load.idle(polled_at.elapsed());
+        }
         ctl.completed(reader.as_mut());
         let added = batch.len() - before;
         if added > 0 {
@@ -357,7 +363,10 @@ pub(super) fn run(
                     let deadline = watermarks
                         .as_ref()
                         .map_or(deadline, |w| deadline.min(w.due()));
-                    if let Some(b) = ctl.wait(deadline, shared)? {
+                    let waited = std::time::Instant::now();
+                    let barrier = ctl.wait(deadline, shared)?;
+                    load.idle(waited.elapsed());
+                    if let Some(b) = barrier {
                         outputs.emit(batch.take())?;
                         if ctl.pass(name, index, reader.position(), b, &mut outputs)? {
                             ctl.stopped(reader.as_mut(), shared);

@@ -4,6 +4,7 @@
 //! sinks).
 
 use super::channel::{self, CHANNEL_BATCHES, Message, Output, Outputs};
+use super::load::Link;
 use super::metrics::JobMetrics;
 use crate::job::{JobGraph, Partition, VertexKind};
 use std::collections::HashMap;
@@ -53,8 +54,9 @@ impl Wiring {
                 continue;
             }
             let cap = CHANNEL_BATCHES * graph.inputs(v).count().max(1);
-            for _ in 0..vertex.parallelism {
+            for s in 0..vertex.parallelism {
                 let (tx, rx) = sync_channel(cap);
+                metrics.vertex(v).subtask(s).reset_queue(cap);
                 senders[v].push(tx);
                 receivers[v].push(rx);
             }
@@ -80,15 +82,18 @@ impl Wiring {
                     .map(|(i, e)| {
                         let base = chan_base[&i];
                         let to = &graph.vertices[e.to];
-                        let targets: Vec<(SyncSender<Message>, u32)> =
-                            if e.partition == Partition::Forward {
-                                vec![(senders[e.to][subtask as usize].clone(), base)]
-                            } else {
-                                senders[e.to]
-                                    .iter()
-                                    .map(|tx| (tx.clone(), base + subtask))
-                                    .collect()
-                            };
+                        let from = metrics.vertex(v).subtask(subtask);
+                        let link = |to: usize| {
+                            let tx = senders[e.to][to].clone();
+                            Link::new(tx, metrics.vertex(e.to).subtask(to as u32), from.clone())
+                        };
+                        let targets: Vec<(Link, u32)> = if e.partition == Partition::Forward {
+                            vec![(link(subtask as usize), base)]
+                        } else {
+                            (0..senders[e.to].len())
+                                .map(|to| (link(to), base + subtask))
+                                .collect()
+                        };
                         let from = match &e.output {
                             Some(o) => format!("{}.{o}", graph.vertices[v].name),
                             None => graph.vertices[v].name.clone(),

@@ -63,8 +63,11 @@ pub struct ClusterConfig {
     pub memory_mb: Option<u64>,
 }
 
-/// The default lease: a lost node's jobs move this long after it died.
-pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(3);
+/// The default lease: a lost node's jobs move this long after it died. Two
+/// seconds keeps failover under five (docs/benchmarks.md, row 28) and is
+/// the shortest lease a default etcd grants (1.5 × its 1 s election
+/// timeout, rounded up); a node renews it every 2/3 s.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(2);
 
 /// The etcd endpoints of `--cluster` (`http://HOST:PORT`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,6 +6,7 @@ mod checkpoint;
 mod common;
 mod components;
 mod crash;
+mod dashboard;
 mod datadir;
 mod errors;
 mod examples;

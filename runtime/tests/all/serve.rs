@@ -50,6 +50,11 @@ impl Serve {
         Client::new(&self.url, token.trim())
     }
 
+    /// Where its API (and dashboard) answers.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
     pub(crate) fn d(&self) -> &str {
         self.data.to_str().unwrap()
     }

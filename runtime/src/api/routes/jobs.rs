@@ -22,17 +22,29 @@ pub(super) async fn list_jobs(
 ) -> Result<Json<JobList>, ApiError> {
     // A node of a fleet lists the fleet's jobs (but only its own when
     // another node asks, gathering the list).
+    let auth = if headers.contains_key(crate::api::FORWARDED) {
+        None
+    } else {
+        headers.get(axum::http::header::AUTHORIZATION).cloned()
+    };
+    Ok(Json(JobList {
+        jobs: statuses(&state, auth).await?,
+    }))
+}
+
+/// Every job's status: with `auth` (the caller's credentials), in a fleet,
+/// every node's jobs; else this process's.
+pub(super) async fn statuses(
+    state: &Arc<ApiState>,
+    auth: Option<axum::http::HeaderValue>,
+) -> Result<Vec<JobStatus>, ApiError> {
     if let Some(c) = state.cluster.get().cloned()
-        && !headers.contains_key(crate::api::FORWARDED)
+        && auth.is_some()
     {
-        let auth = headers.get(axum::http::header::AUTHORIZATION).cloned();
-        let jobs = crate::api::cluster::fleet_jobs(&state, c, auth).await?;
-        return Ok(Json(JobList { jobs }));
+        return crate::api::cluster::fleet_jobs(state, c, auth).await;
     }
     let jobs = state.jobs.lock().unwrap_or_else(|p| p.into_inner());
-    Ok(Json(JobList {
-        jobs: jobs.values().map(|c| c.status()).collect(),
-    }))
+    Ok(jobs.values().map(|c| c.status()).collect())
 }
 
 pub(super) async fn job_status(

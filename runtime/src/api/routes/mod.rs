@@ -5,6 +5,7 @@
 
 mod checkpoints;
 mod jobs;
+mod live;
 mod meta;
 mod modules;
 mod requests;
@@ -41,6 +42,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/jobs", get(jobs::list_jobs).post(jobs::deploy))
         .route("/v1/savepoint-imports", post(savepoints::import_savepoint))
         .route("/v1/jobs/{job}", get(jobs::job_status))
+        .route("/v1/jobs/{job}/graph", get(live::job_graph))
+        .route("/v1/jobs/{job}/metrics", get(live::job_metrics))
+        .route("/v1/events", get(live::events))
         .route("/v1/jobs/{job}/checkpoints", post(jobs::trigger_checkpoint))
         .route("/v1/jobs/{job}/savepoints", post(jobs::trigger_savepoint))
         .route("/v1/jobs/{job}/cancel", post(jobs::cancel_job))
@@ -69,6 +73,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             state.clone(),
             super::auth::auth,
         ))
+        .merge(super::ui::routes(state.clone()))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
