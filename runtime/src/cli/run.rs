@@ -111,7 +111,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
     api.add_job(&graph.name, control.clone());
     let server = crate::api::serve(args.listen, api.clone())?;
     let endpoint = EndpointFile::write(&args.data_dir, server.addr)?;
-    tracing::info!(job = %graph.name, api = %format!("http://{}", server.addr), "running");
+    tracing::info!(job = %graph.name, api = %format!("http://{}", server.addr), "running; its dashboard is at http://{}/ui/ while it runs (sign in with the token in {})", server.addr, args.data_dir.join("api-token").display());
     if graph.savepoints.backend == SavepointBackend::Memory {
         tracing::warn!(job = %graph.name, "savepoints of this job are kept in memory: they are lost when this wrun stops and can only resume a job inside this same running wrun (see docs/savepoints.md)");
     }

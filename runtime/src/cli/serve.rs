@@ -159,9 +159,10 @@ pub(super) fn run(args: ServeArgs) -> Result<()> {
     }
     tracing::info!(
         api = %format!("http://{}", server.addr),
-        "wrun serve: data directory {}, token in {}",
+        "wrun serve: data directory {}, token in {}; the dashboard is at http://{}/ui/",
         args.data_dir.display(),
-        args.data_dir.join("api-token").display()
+        args.data_dir.join("api-token").display(),
+        server.addr
     );
     signals()?;
     tracing::info!(

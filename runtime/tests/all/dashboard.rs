@@ -430,6 +430,35 @@ fn a_cookie_without_the_dashboards_header_changes_nothing() {
             .unwrap()
             .contains("Wrong token")
     );
+    // The event stream: refusals are plain errors; an answer is a stream
+    // whose first event comes at once.
+    for (q, status) in [("?job=nope", 404), ("?bogus=1", 400), ("?job=..", 400)] {
+        let r = agent
+            .get(format!("{base}/v1/events{q}"))
+            .header("cookie", &cookie)
+            .call()
+            .unwrap();
+        assert_eq!(r.status(), status, "{q}");
+    }
+    let r = agent.get(format!("{base}/v1/events")).call().unwrap();
+    assert_eq!(r.status(), 401);
+    let mut r = agent
+        .get(format!("{base}/v1/events"))
+        .header("authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    assert_eq!(
+        r.headers().get("content-type").unwrap().to_str().unwrap(),
+        "text/event-stream"
+    );
+    let mut first = [0u8; 64];
+    let n = std::io::Read::read(&mut r.body_mut().as_reader(), &mut first).unwrap();
+    let text = String::from_utf8_lossy(&first[..n]);
+    assert!(
+        text.starts_with("event: jobs\ndata: {\"jobs\":[]"),
+        "{text}"
+    );
+    drop(r);
     // Pages carry a policy that runs no inline script.
     let r = agent.get(format!("{base}/ui/login")).call().unwrap();
     let csp = r
