@@ -293,7 +293,7 @@
         const last = (status.checkpoints || []).slice(-1)[0];
         setText(c.last, last ? `#${last.id}, ${fmtAgo(last["triggered-at-ms"] + last["duration-ms"])}` : "none yet");
         renderFailure(failure, status);
-        renderCheckpoints(cps, status.checkpoints || []);
+        renderCheckpoints(cps, status.checkpoints || [], status["failed-checkpoints"] || []);
         if (d.metrics) {
           metrics = d.metrics;
           for (const s of d.metrics.history) if (!history.length || s["at-ms"] > history[history.length - 1]["at-ms"]) history.push(s);
@@ -329,6 +329,8 @@
   const W = 210, H = 92;
   function drawGraph(wrap, graph, onSelect) {
     clear(wrap);
+    const old = document.getElementById("fit-graph");
+    if (old) old.remove();
     const g = new dagre.graphlib.Graph({ multigraph: true });
     g.setGraph({ rankdir: "LR", nodesep: 24, ranksep: 80, marginx: 16, marginy: 16 });
     g.setDefaultEdgeLabel(() => ({}));
@@ -336,7 +338,20 @@
     graph.edges.forEach((e, i) => g.setEdge(String(e.from), String(e.to), { label: e.partition, width: 60, height: 14, labelpos: "c" }, "e" + i));
     dagre.layout(g);
     const gg = g.graph();
-    const svg = sv("svg", { class: "graph", width: Math.ceil(gg.width), height: Math.ceil(gg.height), role: "group", "aria-label": "job graph" });
+    const gw = Math.ceil(gg.width), gh = Math.ceil(gg.height);
+    const svg = sv("svg", { class: "graph", viewBox: `0 0 ${gw} ${gh}`, role: "group", "aria-label": "job graph" });
+    // At full size (the frame scrolls), or fitted to the frame: an
+    // overview of a large graph.
+    const size = (fit) => {
+      svg.style.width = fit ? "100%" : gw + "px";
+      svg.style.height = fit ? "auto" : gh + "px";
+      fitButton.setAttribute("aria-pressed", String(fit));
+      setText(fitButton, fit ? "Full size" : "Fit to the frame");
+    };
+    const fitButton = el("button", { type: "button", id: "fit-graph" });
+    let fitted = false;
+    fitButton.addEventListener("click", () => { fitted = !fitted; size(fitted); });
+    size(false);
     svg.append(sv("defs", {},
       sv("pattern", { id: "hatch", width: 6, height: 6, patternUnits: "userSpaceOnUse", patternTransform: "rotate(45)" },
         sv("rect", { width: 6, height: 6, fill: "#fff" }), sv("rect", { width: 3, height: 6, fill: "#d55e00" })),
@@ -370,6 +385,7 @@
       return { node, rates, busy, bp, x, share };
     });
     wrap.append(svg);
+    wrap.before(fitButton);
     return {
       select(i) { nodes.forEach((n, k) => n.node.classList.toggle("selected", k === i)); },
       update(metrics, history) {
@@ -462,8 +478,16 @@
     return svg;
   }
 
-  function renderCheckpoints(box, cps) {
+  function renderCheckpoints(box, cps, failed) {
     clear(box);
+    if (failed.length) {
+      const body = el("tbody");
+      for (const f of failed.slice().reverse()) {
+        body.append(el("tr", { "data-failed-checkpoint": f.id }, el("td", { class: "num" }, "#" + f.id), el("td", {}, fmtTime(f["failed-at-ms"])), el("td", { class: "error" }, f.reason)));
+      }
+      box.append(el("h3", {}, `Failed (${failed.length} of the last)`), el("table", {},
+        el("thead", {}, el("tr", {}, el("th", { class: "num" }, "ID"), el("th", {}, "failed"), el("th", {}, "why"))), body));
+    }
     if (!cps.length) { box.append(el("p", { class: "muted" }, "No checkpoint completed yet in this run.")); return; }
     const w = 520, h = 110, bw = Math.min(40, (w - 40) / cps.length - 6);
     const maxD = Math.max(1, ...cps.map((c) => c["duration-ms"]));
@@ -485,7 +509,7 @@
     }
     box.append(chart, el("table", {}, el("thead", {}, el("tr", {}, el("th", { class: "num" }, "ID"), el("th", {}, "triggered"),
       el("th", { class: "num" }, "duration"), el("th", { class: "num" }, "size"), el("th", { class: "num" }, "incremental"))), body),
-      el("p", { class: "muted" }, "A failed checkpoint shows as the job's last failure above, and in wrun_checkpoints_failed_total."));
+      el("p", { class: "muted" }, "Failed checkpoints are listed above this chart when there are any, and counted in wrun_checkpoints_failed_total."));
   }
 
   // ---- savepoints ----------------------------------------------------------
@@ -540,18 +564,35 @@
     main.append(el("h1", {}, "Modules"), box, el("h2", {}, "Upload a component"),
       el("div", { class: "panel" }, el("p", {}, el("label", { for: "module-file" }, "Component "), file, " ",
         el("label", { for: "module-name" }, "as "), name, " @ ", version), upload, out));
-    const load = () => api("/v1/modules").then((d) => {
+    // The state format a module declares is known once an operator runs
+    // it: gathered from the running jobs' graphs.
+    const declared = async () => {
+      const out = {};
+      const jobs = (await api("/v1/jobs")).jobs.filter((j) => j.state === "running" && !j.node);
+      for (const j of jobs) {
+        const g = await api(`/v1/jobs/${encodeURIComponent(j.name)}/graph`).catch(() => null);
+        if (!g) continue;
+        g.vertices.forEach((v, i) => {
+          const f = g["state-formats"][i];
+          if (v.module && f) (out[v.module.digest] = out[v.module.digest] || new Set()).add(f);
+        });
+      }
+      return out;
+    };
+    const load = () => Promise.all([api("/v1/modules"), declared().catch(() => ({}))]).then(([d, formats]) => {
       clear(box);
       if (!d.modules.length) { box.append(el("p", { class: "muted" }, "No modules pushed yet.")); return; }
       const body = el("tbody");
       for (const m of d.modules) {
-        body.append(el("tr", {}, el("td", {}, (m.names || []).join(", ") || "–"), el("td", { class: "mono", title: m.digest }, m.digest.slice(0, 19) + "…"),
+        const f = formats[m.digest];
+        body.append(el("tr", { "data-module": m.digest }, el("td", {}, (m.names || []).join(", ") || "–"), el("td", { class: "mono", title: m.digest }, m.digest.slice(0, 19) + "…"),
           el("td", { class: "mono" }, m.world), el("td", {}, m.stateful ? "keyed state" : "stateless"),
+          el("td", { class: "mono" }, f ? [...f].join(", ") : "–"),
           el("td", {}, (m.outputs || []).join(", ") || "–"), el("td", { class: "num" }, fmtBytes(m.size)), el("td", {}, fmtTime(m["pushed-at-ms"]))));
       }
       box.append(el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "name@version"), el("th", {}, "digest"), el("th", {}, "WIT world"),
-        el("th", {}, "state"), el("th", {}, "named outputs"), el("th", { class: "num" }, "size"), el("th", {}, "pushed"))), body),
-        el("p", { class: "muted" }, "The state format an operator declares is known once it runs: see its vertex on the job's page."));
+        el("th", {}, "state"), el("th", {}, "state format"), el("th", {}, "named outputs"), el("th", { class: "num" }, "size"), el("th", {}, "pushed"))), body),
+        el("p", { class: "muted" }, "A module declares its state format when an operator runs it: the column shows what the running jobs' operators declared (– while none runs it)."));
     }).catch((e) => setText(box, e.message));
     load();
   }

@@ -83,6 +83,10 @@ pub struct JobStatus {
     /// The last completed checkpoints, oldest first (at most
     /// [`CHECKPOINT_HISTORY`]).
     pub checkpoints: Vec<CheckpointSummary>,
+    /// The last failed checkpoints, oldest first (at most
+    /// [`CHECKPOINT_HISTORY`]).
+    #[serde(default)]
+    pub failed_checkpoints: Vec<FailedCheckpoint>,
     /// Why it failed, when it did (while restarting: the failure that
     /// made it restart).
     pub error: Option<String>,
@@ -157,6 +161,18 @@ pub struct SplitWatermark {
 /// How many completed checkpoints a job's status lists.
 pub const CHECKPOINT_HISTORY: usize = 10;
 
+/// A checkpoint that failed, in a job's status.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct FailedCheckpoint {
+    /// Its ID.
+    pub id: u64,
+    /// When it failed (ms since the Unix epoch).
+    pub failed_at_ms: u64,
+    /// Why.
+    pub reason: String,
+}
+
 /// One completed checkpoint in a job's status.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -213,6 +229,7 @@ impl JobControl {
                 last_checkpoint: None,
                 restored_from: None,
                 checkpoints: Vec::new(),
+                failed_checkpoints: Vec::new(),
                 error: None,
                 error_domain: None,
                 retryable: None,
@@ -229,6 +246,22 @@ impl JobControl {
     /// The job's live counters, once it has started.
     pub fn metrics(&self) -> Option<Arc<super::metrics::JobMetrics>> {
         self.metrics.get().cloned()
+    }
+
+    /// Checkpoint `id` failed for `why`.
+    pub(crate) fn checkpoint_failed(&self, id: u64, why: String) {
+        self.update(|s| {
+            s.failed_checkpoints.push(FailedCheckpoint {
+                id,
+                failed_at_ms: crate::time::unix_ms(),
+                reason: why,
+            });
+            let over = s
+                .failed_checkpoints
+                .len()
+                .saturating_sub(CHECKPOINT_HISTORY);
+            s.failed_checkpoints.drain(..over);
+        });
     }
 
     /// The job's graph and modules, once it has started.

@@ -39,8 +39,8 @@ pub use crate::connect::file::json_line;
 pub use crate::connect::generator::generated;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use control::{
-    CHECKPOINT_HISTORY, CheckpointSummary, JobControl, JobState, JobStatus, SplitWatermark,
-    StopMode, SubtaskWatermark, Triggered,
+    CHECKPOINT_HISTORY, CheckpointSummary, FailedCheckpoint, JobControl, JobState, JobStatus,
+    SplitWatermark, StopMode, SubtaskWatermark, Triggered,
 };
 #[cfg(test)]
 pub(crate) use coordinator::Controls;

@@ -373,6 +373,26 @@ pub fn wait_for_api(child: &mut std::process::Child, data: &Path) -> String {
 }
 
 /// A free loopback port (bound, then released).
+/// Waits up to `within` for `child` to exit; `None` (and the child killed)
+/// if it did not.
+pub fn wait_exit(
+    child: &mut std::process::Child,
+    within: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -499,18 +519,8 @@ pub fn run_until_killed(dir: &Path, point: &str, at: &str, has_output: impl Fn()
         child.kill().unwrap();
     }
     // The run never ends by itself: it must die at the point.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{at}: wrun did not reach the crash point within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let status = wait_exit(&mut child, Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("{at}: wrun did not reach the crash point within 60 s"));
     assert_eq!(
         status.signal(),
         Some(libc::SIGKILL),

@@ -305,6 +305,20 @@ fn the_dashboard_shows_a_running_job_and_steers_it_in_a_real_browser() {
     );
     b.screenshot("job");
 
+    // The modules page: the counter's module, with the state format the
+    // running operator declared.
+    b.goto(&format!("{base}/ui/#/modules"));
+    b.wait_js(
+        "the module with its state format",
+        "const t = document.getElementById('modules').innerText; return t.includes('wrun:operator@') && t.includes('wordcount v1')",
+    );
+    b.screenshot("modules");
+    b.goto(&format!("{base}/ui/#/jobs/dash"));
+    b.wait_js(
+        "the job's graph again",
+        "return document.querySelectorAll('svg.graph g.vertex').length === 3",
+    );
+
     // A savepoint from the page: `wrun savepoint list` has it.
     b.click("#main .actions button.primary");
     let said = b.wait_js(
@@ -347,12 +361,6 @@ fn the_dashboard_shows_a_running_job_and_steers_it_in_a_real_browser() {
         "return document.querySelectorAll('#savepoints tr[data-savepoint]').length >= 2",
     );
     b.screenshot("savepoints");
-    b.goto(&format!("{base}/ui/#/modules"));
-    b.wait_js(
-        "modules listed",
-        "return document.getElementById('modules').innerText.includes('wrun:operator@')",
-    );
-    b.screenshot("modules");
 
     let errors = b.severe_log();
     assert!(errors.is_empty(), "the browser console: {errors:#?}");

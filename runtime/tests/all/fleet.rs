@@ -577,17 +577,8 @@ fn a_node_stopped_cleanly_leaves_at_once_and_its_job_moves() {
     let i = f.index(&owner);
     f.signal(i, "-TERM");
     let mut child = f.nodes[i].child.take().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the node did not stop within 60 s:\n{}", f.log(i));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut child, Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("the node did not stop within 60 s:\n{}", f.log(i)));
     assert!(status.success(), "a clean stop exits 0: {status:?}");
     assert_eq!(
         f.etcd.get(&format!("/wrun/nodes/{owner}")),

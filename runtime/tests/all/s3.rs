@@ -240,6 +240,15 @@ fn an_unreachable_store_fails_checkpoints_and_the_job_goes_on() {
         wait("no checkpoint failed while the store was down", &|| {
             metrics().is_some_and(|m| m.checkpoints_failed() >= 2)
         });
+        // The status lists them, each with why.
+        let failed = control.status().failed_checkpoints;
+        assert!(failed.len() >= 2, "{failed:?}");
+        assert!(
+            failed
+                .iter()
+                .all(|f| f.reason.contains(&format!("checkpoint {}", f.id))),
+            "{failed:?}"
+        );
         let completed = metrics().unwrap().checkpoints_completed();
         g.start_again();
         wait("no checkpoint completed after the store came back", &|| {

@@ -81,8 +81,14 @@ pub(crate) enum Action {
         req: ReqId,
         outcome: Result<u64, String>,
     },
-    /// A checkpoint failed or was given up: counted in the metrics.
-    CountFailure,
+    /// Checkpoint `id` failed or was given up, for `why`: counted in the
+    /// metrics and listed in the job's status.
+    CountFailure {
+        /// The checkpoint.
+        id: u64,
+        /// Why, in the user's words.
+        why: String,
+    },
     /// A tolerated checkpoint failure, to log.
     Warn(String),
     /// Fail the job (it restarts under its policy).
@@ -213,6 +219,7 @@ impl Decider {
                     if let Some(p) = self.pending.take() {
                         out.push(Action::Discard { id: p.id });
                         self.abandon(
+                            p.id,
                             p.request,
                             "the job's input ended before every subtask took part; the job finished without it".into(),
                             &mut out,
@@ -269,7 +276,7 @@ impl Decider {
                     );
                     out.push(Action::Discard { id: p.id });
                     self.failed(&msg, p.end, &mut out);
-                    self.abandon(p.request, msg, &mut out);
+                    self.abandon(p.id, p.request, msg, &mut out);
                     self.next_trigger = now.saturating_add(self.s.min_pause);
                 }
                 if self.pending.is_none()
@@ -322,7 +329,7 @@ impl Decider {
         if let Err(e) = outcome {
             let msg = format!("checkpoint {id} failed: {e}");
             self.failed(&msg, p.end, out);
-            self.abandon(p.request, msg, out);
+            self.abandon(p.id, p.request, msg, out);
             return;
         }
         self.failures = 0;
@@ -353,6 +360,7 @@ impl Decider {
         match outcome {
             Ok(()) => self.completed(p, out),
             Err(e) => self.abandon(
+                p.id,
                 p.request,
                 format!(
                     "checkpoint {id} completed, but the savepoint could not be registered: {e}"
@@ -410,8 +418,11 @@ impl Decider {
     /// A checkpoint that will not complete: counted; whoever asked is
     /// told; a stop that cannot complete fails the job (its sources have
     /// stopped).
-    fn abandon(&mut self, request: Option<Req>, why: String, out: &mut Vec<Action>) {
-        out.push(Action::CountFailure);
+    fn abandon(&mut self, id: u64, request: Option<Req>, why: String, out: &mut Vec<Action>) {
+        out.push(Action::CountFailure {
+            id,
+            why: why.clone(),
+        });
         if let Some(r) = request {
             if r.stop.is_some() {
                 out.push(Action::Fail(format!(

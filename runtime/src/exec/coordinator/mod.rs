@@ -338,9 +338,12 @@ impl Coordinator<'_> {
                     }
                     Vec::new()
                 }
-                Action::CountFailure => {
-                    if let Some(m) = self.control.as_ref().and_then(|c| c.metrics()) {
-                        m.checkpoint_failed();
+                Action::CountFailure { id, why } => {
+                    if let Some(c) = &self.control {
+                        if let Some(m) = c.metrics() {
+                            m.checkpoint_failed();
+                        }
+                        c.checkpoint_failed(id, why);
                     }
                     shell.written = None;
                     shell.savepoint = None;
