@@ -87,6 +87,9 @@
   }
   const fmtAgo = (ms) => (ms ? fmtDur(Date.now() - ms) + " ago" : "–");
   const fmtTime = (ms) => (ms ? new Date(ms).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC") : "–");
+  // An event-time watermark: none yet, the end of the input (the largest
+  // i64, past any date), or a time.
+  const fmtWatermark = (ms) => (ms === null || ms === undefined ? "none yet" : ms >= 8.64e15 ? "end of input" : fmtTime(ms));
   const pct = (x) => (x === undefined || x === null ? "–" : Math.round(x * 100) + "%");
   const badge = (state) => el("span", { class: "state " + state }, state);
 
@@ -246,7 +249,7 @@
     const failure = el("div", { id: "failure" });
     const graphWrap = el("div", { class: "graph-wrap", id: "graph" }, el("p", { class: "muted", style: "padding:1rem" }, "Waiting for the job to start…"));
     const side = el("aside", { class: "panel", id: "vertex", "aria-live": "polite" }, el("p", { class: "muted" }, "Select a vertex (click, or Tab and Enter) for its subtasks, module and charts."));
-    const legend = el("div", { class: "legend" },
+    const legend = el("div", { class: "legend", id: "graph-legend" },
       el("span", {}, el("span", { class: "swatch busy" }), "busy"),
       el("span", {}, el("span", { class: "swatch bp" }), "backpressured (waiting on a full queue downstream)"),
       el("span", {}, el("span", { class: "swatch idle" }), "idle (waiting for input)"),
@@ -385,7 +388,8 @@
       return { node, rates, busy, bp, x, share };
     });
     wrap.append(svg);
-    wrap.before(fitButton);
+    // Beside the legend, outside the graph and panel grid.
+    (document.getElementById("graph-legend") || wrap.parentNode).append(fitButton);
     return {
       select(i) { nodes.forEach((n, k) => n.node.classList.toggle("selected", k === i)); },
       update(metrics, history) {
@@ -449,10 +453,15 @@
       side.append(el("h3", {}, "Lag per split"), el("table", {}, el("tbody", {},
         m.lag.map((l) => el("tr", {}, el("td", { class: "mono" }, l.split), el("td", { class: "num" }, fmtNum(l.records) + " records"))))));
     }
+    const splits = ((status && status["split-watermarks"]) || []).filter((w) => w.vertex === v.name);
+    if (splits.length) {
+      side.append(el("h3", {}, "Watermark per split"), el("table", {}, el("tbody", {},
+        splits.map((w) => el("tr", {}, el("td", { class: "mono" }, w.split), el("td", { class: "num" }, fmtWatermark(w["watermark-ms"])))))));
+    }
     const wms = ((status && status.watermarks) || []).filter((w) => w.vertex === v.name);
     if (wms.length) {
       side.append(el("h3", {}, "Watermarks"), el("table", {}, el("tbody", {},
-        wms.map((w) => el("tr", {}, el("td", { class: "num" }, String(w.subtask)), el("td", { class: "num" }, w["watermark-ms"] === null || w["watermark-ms"] === undefined ? "idle" : fmtTime(w["watermark-ms"])))))));
+        wms.map((w) => el("tr", {}, el("td", { class: "num" }, String(w.subtask)), el("td", { class: "num" }, w.idle ? "idle" : fmtWatermark(w["watermark-ms"])))))));
     }
     if (history.length > 1) {
       side.append(el("h3", {}, "Records per second (last minutes)"),

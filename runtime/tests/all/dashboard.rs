@@ -191,6 +191,8 @@ kind = "generator"
 count = 1000000000
 keys = 50
 rate = 2000.0
+events-per-second = 2000
+watermark = {{ out-of-orderness-ms = 100 }}
 parallelism = 2
 
 [[operator]]
@@ -298,10 +300,23 @@ fn the_dashboard_shows_a_running_job_and_steers_it_in_a_real_browser() {
         "return [...document.querySelectorAll('svg.graph g.vertex')].some(g => g.textContent.includes('/s in'))",
     );
     // A vertex's panel: subtasks, module, charts.
+    // The source's panel: a watermark per split.
+    b.js("document.querySelector('svg.graph g.vertex').dispatchEvent(new MouseEvent('click'))");
+    b.wait_js(
+        "the source's split watermarks",
+        "const p = document.getElementById('vertex'); return p.innerText.includes('Watermark per split') && p.innerText.includes(' UTC')",
+    );
     b.click("svg.graph g.vertex[data-vertex=\"count\"]");
     b.wait_js(
         "the operator's panel",
-        "const p = document.getElementById('vertex'); return p.innerText.includes('blake3:') && p.innerText.includes('Subtasks')",
+        "const p = document.getElementById('vertex'); return p.innerText.includes('blake3:') && p.innerText.includes('Subtasks') && p.innerText.includes('Watermarks')",
+    );
+    // On a laptop-sized window the graph and the panel sit side by side,
+    // the graph the wider.
+    assert_eq!(
+        b.js("const g = document.getElementById('graph').getBoundingClientRect(), p = document.getElementById('vertex').getBoundingClientRect(); return g.right <= p.left && Math.abs(g.top - p.top) < 2 && g.width > 2 * p.width"),
+        json!(true),
+        "the graph and its panel side by side"
     );
     b.screenshot("job");
 
