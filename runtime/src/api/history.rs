@@ -142,6 +142,12 @@ impl History {
         }
     }
 
+    /// `job`'s newest sample, if any (without copying the rest).
+    pub fn latest(&self, job: &str) -> Option<Sample> {
+        let h = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        h.get(job).and_then(|j| j.samples.back().cloned())
+    }
+
     /// `job`'s samples since `since_ms` (all kept, without), oldest first,
     /// and its subtasks at the latest.
     pub fn of(&self, job: &str, since_ms: Option<u64>) -> (Vec<Sample>, Vec<Vec<SubtaskSample>>) {

@@ -177,8 +177,7 @@ fn summaries(state: &ApiState) -> serde_json::Map<String, serde_json::Value> {
             .map(|v| v.parallelism)
             .max()
             .unwrap_or(0);
-        let (history, _) = state.history.of(&name, None);
-        let rate = history.last().map(|s| {
+        let rate = state.history.latest(&name).map(|s| {
             s.vertices
                 .iter()
                 .zip(&plan.vertices)
