@@ -225,6 +225,7 @@
     const card = (label) => { const v = el("div", { class: "value num" }, "–"); cards.append(el("div", { class: "card" }, el("div", { class: "label" }, label), v)); return v; };
     const c = { uptime: card("Uptime"), restarts: card("Restarts"), node: card("Node"), last: card("Last checkpoint"), rate: card("Throughput (in)") };
     const out = el("p", { class: "progress", role: "status", id: "action-progress" });
+    const newPar = el("input", { id: "rescale-parallelism", type: "number", min: "1", max: "32768", class: "narrow", title: "the default parallelism of operators that do not set their own" });
     const actions = el("div", { class: "actions" },
       action("Take a savepoint", "primary", out, async (say) => {
         out.className = "progress";
@@ -239,6 +240,20 @@
         say("stopping at a savepoint…");
         const r = await follow(await post(`/v1/jobs/${encodeURIComponent(name)}/savepoints`, { stop: "suspend" }), say);
         say(`stopped at savepoint ${r.savepoint ? r.savepoint.id : ""}; resume it with wrun deploy job.toml --from-savepoint ${r.savepoint ? r.savepoint.id : "ID"}`);
+        loadSavepoints();
+      }),
+      el("label", { for: "rescale-parallelism" }, "New parallelism"),
+      newPar,
+      action("Rescale", "", out, async (say) => {
+        const n = Number(newPar.value);
+        if (!Number.isInteger(n) || n < 1) { out.className = "progress error"; say("give the new parallelism, a whole number from 1"); return; }
+        if (!confirm(`Stop job '${name}' at a savepoint and run it again from there at parallelism ${n}?`)) return;
+        out.className = "progress";
+        say(`rescaling to ${n}: stopping at a savepoint…`);
+        const r = await follow(await post(`/v1/jobs/${encodeURIComponent(name)}/rescale`, { parallelism: n }), say);
+        say(`rescaled: stopped at savepoint ${r.savepoint ? r.savepoint.id : ""} and running again from it at parallelism ${n}`);
+        // The new run has other subtasks: draw its graph afresh.
+        graph = null; metrics = null; selected = null; history.length = 0;
         loadSavepoints();
       }),
       action("Cancel", "danger", out, async (say) => {
@@ -266,6 +281,8 @@
       if (graph) return;
       try {
         graph = await api(`/v1/jobs/${encodeURIComponent(name)}/graph`);
+        const ops = graph.vertices.filter((v) => v.kind === "operator").map((v) => v.parallelism);
+        if (ops.length) newPar.placeholder = "now " + Math.max(...ops);
         api("/v1/modules").then((d) => {
           moduleNames = Object.fromEntries(d.modules.map((m) => [m.digest, m.names || []]));
           renderSide();
@@ -442,7 +459,7 @@
     if (m && m.subtasks.length) {
       const body = el("tbody");
       for (const s of m.subtasks) {
-        body.append(el("tr", {}, el("td", { class: "num" }, String(s.subtask)), el("td", {}, shareBar(s)),
+        body.append(el("tr", { "data-subtask": s.subtask }, el("td", { class: "num" }, String(s.subtask)), el("td", {}, shareBar(s)),
           el("td", { class: "num" }, pct(s.busy)), el("td", { class: "num" }, pct(s.backpressured)),
           el("td", { class: "num" }, v.kind === "source" ? "–" : pct(s["queue-fill"]))));
       }

@@ -13,6 +13,14 @@ use std::sync::{Arc, Mutex};
 pub trait Deployer: Send + Sync {
     /// Validates and starts a job; returns its status.
     fn deploy(&self, req: DeployRequest) -> Result<crate::exec::JobStatus, ApiError>;
+    /// The deploy that runs job `job` again with default parallelism
+    /// `parallelism`: its record's manifest and pinned modules, checked,
+    /// not started. Refused when the job does not run, or when no vertex
+    /// would change.
+    fn rescaled(&self, job: &str, parallelism: u32) -> Result<DeployRequest, ApiError>;
+    /// Waits until this process's run of `job` has ended and how it ended
+    /// is recorded (a new deploy of the name may follow).
+    fn settle(&self, job: &str);
 }
 
 /// Module uploads, listing and inspection.

@@ -122,6 +122,15 @@ pub struct DeployRequest {
     pub allow_non_restored_state: bool,
 }
 
+/// The body of `POST /v1/jobs/{job}/rescale`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RescaleRequest {
+    /// The new default parallelism: of every operator that does not set
+    /// its own in the manifest (as `wrun deploy --parallelism`).
+    pub parallelism: u32,
+}
+
 /// The body of `POST /v1/jobs/{job}/savepoints`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]

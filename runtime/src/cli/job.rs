@@ -1,7 +1,7 @@
-//! `wrun job list|status|stop|cancel`: the jobs of the running wrun,
+//! `wrun job list|status|stop|rescale|cancel`: the jobs of the running wrun,
 //! through its API.
 
-use super::output::{job_name, utc};
+use super::output::{job_name, print_taken, progress, utc};
 use super::stop::StopArgs;
 use crate::api::Client;
 use anyhow::Result;
@@ -28,6 +28,19 @@ pub enum JobCommand {
     /// Stop a job: with --savepoint, at a savepoint; else cancel (same as
     /// `wrun stop`).
     Stop(StopArgs),
+    /// Run a job at another parallelism: stop it at a savepoint and deploy
+    /// it again from there (a `wrun serve` only). Operators that set their
+    /// own `parallelism` in the manifest keep it.
+    Rescale {
+        /// The job.
+        job: String,
+        /// The new default parallelism (as `wrun deploy --parallelism`).
+        #[arg(long, short = 'p')]
+        parallelism: u32,
+        /// Data directory of the running wrun.
+        #[arg(long, env = "WRUN_DATA_DIR", default_value = ".wrun")]
+        data_dir: PathBuf,
+    },
     /// Cancel a job: no savepoint, no restart (`wrun stop JOB` does the same).
     Cancel {
         /// The job.
@@ -171,6 +184,23 @@ pub(super) fn run(cmd: JobCommand) -> Result<()> {
             Ok(())
         }
         JobCommand::Stop(args) => super::stop::run(args),
+        JobCommand::Rescale {
+            job,
+            parallelism,
+            data_dir,
+        } => {
+            let job = job_name(&job)?;
+            let c = Client::for_data_dir(&data_dir)?;
+            let r = c.post(
+                &format!("/v1/jobs/{job}/rescale"),
+                &json!({ "parallelism": parallelism }),
+            )?;
+            let id = r["request-id"].as_str().unwrap_or_default().to_string();
+            let v = c.wait(&id, progress("rescale"))?;
+            print_taken(&v)?;
+            println!("job '{job}' deployed again from it at parallelism {parallelism}");
+            Ok(())
+        }
         JobCommand::Cancel { job, data_dir } => {
             let job = job_name(&job)?;
             let c = Client::for_data_dir(&data_dir)?;

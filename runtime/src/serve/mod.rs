@@ -416,6 +416,76 @@ impl Runtime {
         Ok(control.status())
     }
 
+    /// A job's record: this node's, or the fleet's.
+    fn record_of(&self, job: &str) -> Result<JobRecord, ApiError> {
+        let records = match &self.cluster {
+            Some(node) => node
+                .records()
+                .map(|rs| rs.into_iter().map(|r| r.record).collect())
+                .map_err(|e| {
+                    ApiError::new(
+                        ErrorKind::Unavailable,
+                        format!("{e}; try again once etcd answers"),
+                    )
+                })?,
+            None => self
+                .records()
+                .map_err(|e| ApiError::chain(ErrorKind::Internal, &e))?,
+        };
+        records
+            .into_iter()
+            .find(|r| r.name == job)
+            .ok_or_else(|| ApiError::not_found(format!("no job '{job}' was deployed here")))
+    }
+
+    /// The deploy that runs a job again with another default parallelism
+    /// (see [`Deployer::rescaled`]).
+    fn rescaled(&self, job: &str, parallelism: u32) -> Result<DeployRequest, ApiError> {
+        let r = self.record_of(job)?;
+        if r.desired != Desired::Running {
+            return Err(ApiError::conflict(format!(
+                "job '{job}' is not running; deploy it from a savepoint with `--parallelism {parallelism}`"
+            )));
+        }
+        let parse = |p| {
+            crate::job::parse_manifest(&r.manifest, &r.manifest_path, &r.base_dir, p).map_err(|e| {
+                bad(format!(
+                    "cannot rescale job '{job}' to parallelism {parallelism}: {e}"
+                ))
+            })
+        };
+        let shape = |g: &JobGraph| g.vertices.iter().map(|v| v.parallelism).collect::<Vec<_>>();
+        if shape(&parse(r.parallelism)?) == shape(&parse(Some(parallelism))?) {
+            return Err(ApiError::conflict(format!(
+                "job '{job}' already runs at default parallelism {parallelism} (operators that set their own `parallelism` in the manifest keep it; change those in the manifest and deploy it from a savepoint)"
+            )));
+        }
+        Ok(DeployRequest {
+            manifest: r.manifest,
+            manifest_path: Some(r.manifest_path),
+            base_dir: Some(r.base_dir),
+            parallelism: Some(parallelism),
+            // Operators named by path run what was uploaded for them; the
+            // others name a digest or an immutable name@version.
+            components: r.modules,
+            from_savepoint: None,
+            allow_non_restored_state: false,
+        })
+    }
+
+    /// Waits until this process's run of `job` has ended and recorded how.
+    fn settle(&self, job: &str) {
+        let thread = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(job)
+            .and_then(|r| r.thread.take());
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+
     /// Runs a job on a thread of its own; when it ends, records how.
     fn start(
         self: &Arc<Self>,
@@ -570,14 +640,26 @@ impl Runtime {
 /// The API's way into the runtime (weak: the runtime owns the API state).
 struct Handle(std::sync::Weak<Runtime>);
 
+impl Handle {
+    fn runtime(&self) -> Result<Arc<Runtime>, ApiError> {
+        self.0
+            .upgrade()
+            .ok_or_else(|| ApiError::new(ErrorKind::Unavailable, "wrun serve is shutting down"))
+    }
+}
+
 impl Deployer for Handle {
     fn deploy(&self, req: DeployRequest) -> Result<JobStatus, ApiError> {
-        match self.0.upgrade() {
-            Some(rt) => rt.deploy(req),
-            None => Err(ApiError::new(
-                ErrorKind::Unavailable,
-                "wrun serve is shutting down",
-            )),
+        self.runtime()?.deploy(req)
+    }
+
+    fn rescaled(&self, job: &str, parallelism: u32) -> Result<DeployRequest, ApiError> {
+        self.runtime()?.rescaled(job, parallelism)
+    }
+
+    fn settle(&self, job: &str) {
+        if let Ok(rt) = self.runtime() {
+            rt.settle(job);
         }
     }
 }

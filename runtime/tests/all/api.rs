@@ -63,6 +63,7 @@ fn savepoint_workflow_through_the_cli_and_api() {
     for (method, path) in [
         ("POST", "/v1/jobs/counts/savepoints"),
         ("POST", "/v1/jobs/counts/cancel"),
+        ("POST", "/v1/jobs/counts/rescale"),
         ("POST", "/v1/savepoint-imports"),
         ("POST", "/v1/modules"),
         ("DELETE", "/v1/savepoints/x"),

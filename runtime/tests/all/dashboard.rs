@@ -134,6 +134,19 @@ impl Browser {
             .unwrap();
     }
 
+    /// Presses one key (a WebDriver key code, e.g. Tab `\u{E004}`, Enter
+    /// `\u{E007}`) as a person at the keyboard: it goes to whatever has
+    /// the focus.
+    fn press(&self, key: char) {
+        use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+        let keys = KeyActions::new("keyboard".into())
+            .then(KeyAction::Down { value: key })
+            .then(KeyAction::Up { value: key });
+        self.rt
+            .block_on(self.c().perform_actions(keys))
+            .unwrap_or_else(|e| panic!("press {key:?}: {e}"));
+    }
+
     fn accept_confirm(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.rt.block_on(self.c().accept_alert()).is_err() {
@@ -182,6 +195,7 @@ fn job() -> String {
     format!(
         r#"version = 1
 name = "dash"
+parallelism = 2
 [checkpoint]
 interval-ms = 500
 
@@ -199,7 +213,6 @@ parallelism = 2
 name = "count"
 uid = "counter"
 component = "{component}"
-parallelism = 2
 
 [[sink]]
 name = "out"
@@ -354,8 +367,38 @@ fn the_dashboard_shows_a_running_job_and_steers_it_in_a_real_browser() {
         &format!("return !!document.querySelector('#savepoints tr[data-savepoint=\"{id}\"]')"),
     );
 
+    // Rescale from the page, by keyboard: the new parallelism typed, Tab
+    // to the Rescale button, Enter. The job stops at a savepoint and runs
+    // again from it with three counting subtasks.
+    b.type_into("#rescale-parallelism", "3");
+    b.press('\u{E004}');
+    assert_eq!(
+        b.js("return document.activeElement.textContent"),
+        json!("Rescale")
+    );
+    b.press('\u{E007}');
+    b.accept_confirm();
+    b.wait_js(
+        "rescaled",
+        "return document.getElementById('action-progress').textContent.includes('running again from it at parallelism 3')",
+    );
+    let graph = serve.client().get("/v1/jobs/dash/graph").unwrap();
+    assert_eq!(graph["vertices"][1]["parallelism"], 3, "{graph}");
+    // Its vertex chosen by keyboard: three subtasks in the panel.
+    b.wait_js(
+        "the new graph drawn",
+        "return document.querySelectorAll('svg.graph g.vertex').length === 3",
+    );
+    b.js("document.querySelector('svg.graph g.vertex[data-vertex=\"count\"]').focus()");
+    b.press('\u{E007}');
+    b.wait_js(
+        "three subtasks after the rescale",
+        "return document.querySelectorAll('#vertex tr[data-subtask]').length === 3",
+    );
+    b.screenshot("job-rescaled");
+
     // Stop with a savepoint from the page: the job stops.
-    b.js("document.querySelectorAll('#main .actions button')[1].click()");
+    b.js("[...document.querySelectorAll('#main .actions button')].find(b => b.textContent === 'Stop with a savepoint').click()");
     b.accept_confirm();
     b.wait_js(
         "stopped at a savepoint",

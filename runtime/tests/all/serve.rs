@@ -600,3 +600,71 @@ fn sigterm_then_a_restart_resumes_the_job() {
     wait_job(&c, "counts", "finished", state_is("finished"));
     assert_continued(&dir.path().join("out.jsonl"), 40_000);
 }
+
+/// `wrun job rescale`: refused while nothing would change or the new
+/// parallelism is out of range (the job keeps running); then the job stops
+/// at a savepoint and runs again from it at parallelism 3, every key
+/// counted exactly once across the move.
+#[test]
+fn rescale_stops_at_a_savepoint_and_runs_again_wider() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&dir.path().join("data"), &[]);
+    let d = serve.d().to_string();
+    let c = serve.client();
+    // The counter takes the job's default parallelism (1).
+    let manifest = format!(
+        "{}\n[checkpoint]\ninterval-ms = 50\n",
+        job(v1(), "counter", 1, 40_000, Some(8_000)).replace("parallelism = 1\n", "")
+    );
+    std::fs::write(dir.path().join("job.toml"), manifest).unwrap();
+    ok(dir.path(), &["deploy", "job.toml", "--data-dir", &d]);
+    wait_job(&c, "counts", "checkpointed", |s| {
+        s["last-checkpoint"].as_u64().is_some()
+    });
+    let token = std::fs::read_to_string(serve.data.join("api-token")).unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let refused = |p: u32, status: u16, says: &str| {
+        let mut r = agent
+            .post(format!("{}/v1/jobs/counts/rescale", serve.url()))
+            .header("Authorization", format!("Bearer {}", token.trim()))
+            .send_json(serde_json::json!({ "parallelism": p }))
+            .unwrap();
+        let body = r.body_mut().read_to_string().unwrap();
+        assert_eq!(r.status().as_u16(), status, "rescale to {p}: {body}");
+        assert!(body.contains(says), "rescale to {p}: {body}");
+    };
+    refused(1, 409, "already runs at default parallelism 1");
+    refused(17, 400, "max-parallelism 16");
+    refused(0, 400, "at least 1");
+    let (code, _, err) = wrun(
+        dir.path(),
+        &["job", "rescale", "nope", "-p", "2", "--data-dir", &d],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("no job 'nope'"), "{err}");
+    assert_eq!(c.get("/v1/jobs/counts").unwrap()["state"], "running");
+
+    let out = ok(
+        dir.path(),
+        &["job", "rescale", "counts", "-p", "3", "--data-dir", &d],
+    );
+    assert!(
+        out.contains("savepoint") && out.contains("deployed again from it at parallelism 3"),
+        "{out}"
+    );
+    let graph = c.get("/v1/jobs/counts/graph").unwrap();
+    let count = graph["vertices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "count")
+        .unwrap()
+        .clone();
+    assert_eq!(count["parallelism"], 3, "{graph}");
+    let s = wait_job(&c, "counts", "finished", state_is("finished"));
+    assert!(s["restored-from"].as_u64().is_some(), "{s}");
+    assert_continued(&dir.path().join("out.jsonl"), 40_000);
+}

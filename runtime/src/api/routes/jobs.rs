@@ -1,14 +1,14 @@
 //! `/v1/jobs`: the list, deployment (through the [`Deployer`]), a job's
-//! status, and the triggers (checkpoint, savepoint, stop, cancel).
+//! status, and the triggers (checkpoint, savepoint, stop, rescale, cancel).
 //!
 //! [`Deployer`]: crate::api::Deployer
 
-use super::requests::start;
+use super::requests::{start, start_then};
 use crate::api::error::{ApiError, internal};
 use crate::api::extract::{JobName, JsonObject, NoQuery, StrictQuery};
 use crate::api::state::ApiState;
-use crate::api::types::{Cancelled, DeployRequest, JobList, SavepointRequest};
-use crate::exec::{JobState, JobStatus};
+use crate::api::types::{Cancelled, DeployRequest, JobList, RescaleRequest, SavepointRequest};
+use crate::exec::{JobState, JobStatus, StopMode};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -94,6 +94,54 @@ pub(super) async fn trigger_savepoint(
         crate::checkpoint::check_name(n).map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
     start(&state, &job, Some(body.name), body.stop)
+}
+
+/// Stops the job at a savepoint and deploys it again from there with
+/// another default parallelism: one request, completed once the job is
+/// deployed again.
+pub(super) async fn rescale_job(
+    State(state): State<Arc<ApiState>>,
+    JobName(job): JobName,
+    _: StrictQuery<NoQuery>,
+    JsonObject(body): JsonObject<RescaleRequest>,
+) -> Result<Response, ApiError> {
+    let Some(d) = state.deployer.get().cloned() else {
+        return Err(ApiError::conflict(
+            "this wrun runs one job (`wrun run`), which cannot redeploy itself: stop it with a savepoint (`wrun stop JOB --savepoint`) and run it again with `--from-savepoint ID --parallelism N`",
+        ));
+    };
+    if body.parallelism == 0 {
+        return Err(ApiError::bad_request("`parallelism` must be at least 1"));
+    }
+    state.job(&job)?;
+    let (d2, j, n) = (d.clone(), job.clone(), body.parallelism);
+    // Checked before the job stops: a rescale that cannot start again is
+    // refused while the job still runs.
+    let mut redeploy = tokio::task::spawn_blocking(move || d2.rescaled(&j, n))
+        .await
+        .map_err(internal)??;
+    let name = job.clone();
+    let then: super::requests::Then = Box::new(move |t| {
+        let Some(sp) = &t.savepoint else {
+            return Err("the stop took no savepoint".into());
+        };
+        d.settle(&name);
+        redeploy.from_savepoint = Some(sp.id.clone());
+        d.deploy(redeploy).map(|_| ()).map_err(|e| {
+            format!(
+                "job '{name}' stopped at savepoint {} but did not start again: {e}; deploy it with `wrun deploy JOB.toml --from-savepoint {} --parallelism {n}`",
+                sp.id, sp.id
+            )
+        })
+    });
+    start_then(
+        &state,
+        &job,
+        Some(None),
+        Some(StopMode::Suspend),
+        "rescale",
+        Some(then),
+    )
 }
 
 pub(super) async fn cancel_job(

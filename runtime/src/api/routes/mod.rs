@@ -47,6 +47,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/events", get(live::events))
         .route("/v1/jobs/{job}/checkpoints", post(jobs::trigger_checkpoint))
         .route("/v1/jobs/{job}/savepoints", post(jobs::trigger_savepoint))
+        .route("/v1/jobs/{job}/rescale", post(jobs::rescale_job))
         .route("/v1/jobs/{job}/cancel", post(jobs::cancel_job))
         .route("/v1/requests/{id}", get(requests::request_status))
         .route("/v1/checkpoints", get(checkpoints::list_checkpoints))
@@ -102,6 +103,14 @@ mod tests {
             self.0.lock().unwrap().push(req);
             Ok(crate::exec::JobControl::new(&name).status())
         }
+        fn rescaled(&self, job: &str, parallelism: u32) -> Result<DeployRequest, ApiError> {
+            Ok(DeployRequest {
+                manifest: format!("name = \"{job}\""),
+                parallelism: Some(parallelism),
+                ..Default::default()
+            })
+        }
+        fn settle(&self, _: &str) {}
     }
 
     /// An API with job `j`, whose coordinator is a channel the test holds:

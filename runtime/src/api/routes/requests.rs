@@ -1,4 +1,5 @@
-//! Asynchronous requests: a trigger sent to a job, tracked in the
+//! Asynchronous requests: a trigger sent to a job (and, for a rescale, the
+//! deploy after it), tracked in the
 //! [`RequestTable`](crate::api::requests) until its outcome, and
 //! `GET /v1/requests/{id}` to poll it.
 //!
@@ -18,6 +19,10 @@ use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// What runs once a trigger has completed, before its request does (a
+/// rescale's deploy); an error fails the request.
+pub(super) type Then = Box<dyn FnOnce(&Triggered) -> Result<(), String> + Send>;
+
 /// Sends a trigger to the job and tracks its outcome as a request.
 pub(super) fn start(
     state: &Arc<ApiState>,
@@ -25,12 +30,25 @@ pub(super) fn start(
     savepoint: Option<Option<String>>,
     stop: Option<StopMode>,
 ) -> Result<Response, ApiError> {
-    let control = state.job(job)?;
     let kind = match (&savepoint, stop) {
         (_, Some(_)) => "stop",
         (Some(_), None) => "savepoint",
         (None, None) => "checkpoint",
     };
+    start_then(state, job, savepoint, stop, kind, None)
+}
+
+/// [`start`], as a request of `kind`, with `then` run once the trigger
+/// completed.
+pub(super) fn start_then(
+    state: &Arc<ApiState>,
+    job: &str,
+    savepoint: Option<Option<String>>,
+    stop: Option<StopMode>,
+    kind: &str,
+    then: Option<Then>,
+) -> Result<Response, ApiError> {
+    let control = state.job(job)?;
     // Admitted, triggered and recorded under one lock: two triggers cannot
     // both take the last place.
     let (id, rx) = {
@@ -47,31 +65,39 @@ pub(super) fn start(
         let outcome = rx
             .recv()
             .unwrap_or_else(|_| Err("the job stopped before the request completed".into()));
-        let summary = |sp: crate::checkpoint::Savepoint| {
+        let summary = |sp: &crate::checkpoint::Savepoint| {
             let location = st
                 .registries()
                 .iter()
                 .find(|r| r.backend() == sp.backend)
                 .map(|r| r.location())
                 .unwrap_or_default();
-            SavepointSummary::of(&sp, location)
+            SavepointSummary::of(sp, location)
         };
-        let outcome = outcome.map(|t: Triggered| (t.checkpoint, t.savepoint.map(summary)));
-        st.requests().finish(
-            &waiting,
-            Instant::now(),
-            |status: &mut RequestStatus| match outcome {
-                Ok((checkpoint, savepoint)) => {
-                    status.status = "completed".into();
+        let (taken, error) = match outcome {
+            Ok(t) => {
+                let after = then.map(|f| f(&t)).unwrap_or(Ok(()));
+                (
+                    Some((t.checkpoint, t.savepoint.as_ref().map(summary))),
+                    after.err(),
+                )
+            }
+            Err(e) => (None, Some(e)),
+        };
+        st.requests()
+            .finish(&waiting, Instant::now(), |status: &mut RequestStatus| {
+                if let Some((checkpoint, savepoint)) = taken {
                     status.checkpoint = Some(checkpoint);
                     status.savepoint = savepoint;
                 }
-                Err(e) => {
-                    status.status = "failed".into();
-                    status.error = Some(e);
+                match error {
+                    None => status.status = "completed".into(),
+                    Some(e) => {
+                        status.status = "failed".into();
+                        status.error = Some(e);
+                    }
                 }
-            },
-        );
+            });
     });
     Ok((StatusCode::ACCEPTED, Json(Accepted { request_id: id })).into_response())
 }
