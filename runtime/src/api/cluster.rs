@@ -2,7 +2,9 @@
 //! node runs is forwarded to that node (once: a forwarded request carries
 //! [`FORWARDED`] and is never forwarded again); the job list gathers every
 //! node's; a request ID this node does not know is asked of the others;
-//! `/v1/nodes` answers from etcd. Every node serves the fleet's one token,
+//! a job's event stream on a node that does not run it asks the owner each
+//! second (so it follows the job when it moves); `/v1/nodes` answers from
+//! etcd. Every node serves the fleet's one token,
 //! so a forwarded request passes the owner's check as it passed this one's.
 
 use super::error::{ApiError, ErrorKind, internal};
@@ -59,7 +61,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Whether this node runs `job` now.
-fn runs_here(state: &ApiState, job: &str) -> bool {
+pub(super) fn runs_here(state: &ApiState, job: &str) -> bool {
     state.control(job).is_some_and(|c| {
         matches!(
             c.status().state,
@@ -256,6 +258,85 @@ async fn send(api: &str, node: &str, parts: &axum::http::request::Parts, body: B
         )
         .into_response(),
         Err(e) => internal(e).into_response(),
+    }
+}
+
+/// `GET path` of node `node` at `api`, forwarded (never forwarded again),
+/// as JSON; 5 seconds at most.
+fn get_forwarded(
+    api: &str,
+    path: &str,
+    auth: Option<&HeaderValue>,
+) -> Result<serde_json::Value, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let mut r = agent
+        .get(format!("{}{path}", api.trim_end_matches('/')))
+        .header(FORWARDED, "1");
+    if let Some(a) = auth {
+        r = r.header(
+            header::AUTHORIZATION.as_str(),
+            a.to_str().unwrap_or_default(),
+        );
+    }
+    r.call()
+        .map_err(|e| e.to_string())?
+        .body_mut()
+        .read_json()
+        .map_err(|e| e.to_string())
+}
+
+/// Job `job` as its event on the event stream shows it (`{"status",
+/// "metrics"?}`), when this node does not run it: from the node that does
+/// (its status, and its metrics since `since_ms`), else from its record.
+/// `Ok(None)`: not in a fleet, or the fleet has no such job.
+pub(super) async fn job_event_elsewhere(
+    state: &Arc<ApiState>,
+    job: &str,
+    since_ms: u64,
+    auth: Option<HeaderValue>,
+) -> Result<Option<serde_json::Value>, ApiError> {
+    let Some(cluster) = state.cluster.get().cloned() else {
+        return Ok(None);
+    };
+    let c = cluster.clone();
+    let j = job.to_string();
+    match blocking(move || c.owner(&j)).await? {
+        Some((node, api)) if node != cluster.node() => {
+            let job = job.to_string();
+            let got = tokio::task::spawn_blocking(move || {
+                let status = get_forwarded(&api, &format!("/v1/jobs/{job}"), auth.as_ref())?;
+                // None until the job has started there.
+                let metrics = get_forwarded(
+                    &api,
+                    &format!("/v1/jobs/{job}/metrics?since-ms={since_ms}"),
+                    auth.as_ref(),
+                )
+                .ok();
+                Ok::<_, String>(match metrics {
+                    Some(m) => serde_json::json!({ "status": status, "metrics": m }),
+                    None => serde_json::json!({ "status": status }),
+                })
+            })
+            .await
+            .map_err(internal)?
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorKind::Unavailable,
+                    format!("node '{node}' runs the job but did not answer ({e})"),
+                )
+            })?;
+            Ok(Some(got))
+        }
+        _ => {
+            let recorded = blocking(move || cluster.recorded()).await?;
+            Ok(recorded
+                .into_iter()
+                .find(|s| s.name == job)
+                .map(|s| serde_json::json!({ "status": s })))
+        }
     }
 }
 

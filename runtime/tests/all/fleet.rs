@@ -16,8 +16,9 @@
 //! - the owner paused (SIGSTOP, as a long stall would): the job moves, and
 //!   when the old owner wakes mid-step its fence refuses every commit,
 //!   proven by its log, by etcd's committed checkpoints and by the output;
-//! - a drain moves a job with a savepoint; a savepoint taken on one node
-//!   resumes through another.
+//! - a drain moves a job with a savepoint; a node that does not run the
+//!   job streams its events (from the owner) and rescales it; a savepoint
+//!   taken on one node resumes through another.
 
 use crate::common::*;
 use crate::nats;
@@ -292,6 +293,25 @@ fn wait_output(url: &str, n: usize, what: &str) {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// The first `job` event of `GET /v1/events?job=J` on node `i`.
+fn first_job_event(f: &Fleet, i: usize, job: &str) -> Value {
+    use std::io::BufRead;
+    let token = std::fs::read_to_string(f.nodes[i].data.join("api-token")).unwrap();
+    let mut r = ureq::get(format!("{}/v1/events?job={job}", f.nodes[i].url))
+        .header("authorization", &format!("Bearer {}", token.trim()))
+        .call()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(r.body_mut().as_reader()).lines();
+    while let Some(Ok(l)) = lines.next() {
+        if l == "event: job" {
+            let data = lines.next().unwrap().unwrap();
+            return serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+        }
+        assert!(!l.starts_with("event: error"), "{l}");
+    }
+    panic!("the event stream of node {i} ended without a job event");
 }
 
 fn write_job(dir: &Path, url: &str) {
@@ -644,7 +664,13 @@ fn a_drain_moves_the_job_with_a_savepoint_and_a_savepoint_resumes_through_anothe
     let (a, rest) = msgs.split_at(1000);
     let (b, c) = rest.split_at(1000);
     nats::publish(&url, a);
-    write_job(f.dir.path(), &url);
+    // The counter takes the job's default parallelism (1), so that a
+    // rescale changes it.
+    std::fs::write(
+        f.dir.path().join("job.toml"),
+        nats::job(&url, 1, 2, &[], false).replace("parallelism = 2\n", ""),
+    )
+    .unwrap();
     let owner = deploy(&f, 0, &[]);
     wait_output(&url, 300, "before the drain");
     let out = ok(
@@ -657,6 +683,60 @@ fn a_drain_moves_the_job_with_a_savepoint_and_a_savepoint_resumes_through_anothe
         s["node"].as_str().is_some_and(|n| n != owner) && s["state"] == "running"
     });
     let moved_to = s["node"].as_str().unwrap().to_string();
+    // A node that does not run the job streams its events from the node
+    // that does (the dashboard's job page on any node).
+    let other = (0..3).find(|&k| f.nodes[k].id != moved_to).unwrap();
+    let ev = first_job_event(&f, other, "test");
+    assert_eq!(ev["status"]["node"], moved_to.as_str(), "{ev}");
+    assert_eq!(
+        ev["metrics"]["vertices"].as_array().unwrap().len(),
+        3,
+        "{ev}"
+    );
+    // A request forwarded once is never forwarded again: with the header,
+    // a node that never ran the job answers for itself.
+    let never = (0..3)
+        .find(|&k| f.nodes[k].id != moved_to && f.nodes[k].id != owner)
+        .unwrap();
+    let token = std::fs::read_to_string(f.nodes[never].data.join("api-token")).unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let graph = |forwarded: bool| {
+        let mut r = agent
+            .get(format!("{}/v1/jobs/test/graph", f.nodes[never].url))
+            .header("authorization", &format!("Bearer {}", token.trim()));
+        if forwarded {
+            r = r.header("x-wrun-forwarded", "1");
+        }
+        r.call().unwrap().status().as_u16()
+    };
+    assert_eq!(graph(false), 200, "forwarded to the owner");
+    assert_eq!(graph(true), 404, "answered here, not forwarded again");
+    // Rescaled through that node: the owner stops it at a savepoint and
+    // deploys it again; the fleet places the wider job.
+    let out = ok(
+        f.dir.path(),
+        &[
+            "job",
+            "rescale",
+            "test",
+            "-p",
+            "3",
+            "--data-dir",
+            f.d(other),
+        ],
+    );
+    assert!(
+        out.contains("deployed again from it at parallelism 3"),
+        "{out}"
+    );
+    wait_job(&f.client(other), "test", "running again", |s| {
+        s["state"] == "running" && s["node"].is_string()
+    });
+    let g = f.client(other).get("/v1/jobs/test/graph").unwrap();
+    assert_eq!(g["vertices"][1]["parallelism"], 3, "{g}");
     let sps = ok(f.dir.path(), &["savepoint", "list", "--data-dir", f.d(0)]);
     assert!(
         sps.contains("test"),

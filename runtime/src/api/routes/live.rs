@@ -193,6 +193,29 @@ fn summaries(state: &ApiState) -> serde_json::Map<String, serde_json::Value> {
     out
 }
 
+/// Job `job`'s event: from this process when it runs the job here (or,
+/// outside a fleet, ran it last), else from the fleet.
+async fn job_event(
+    state: &Arc<ApiState>,
+    job: &str,
+    since: u64,
+    auth: Option<axum::http::HeaderValue>,
+) -> Result<serde_json::Value, ApiError> {
+    let local = state.job(job);
+    let here = crate::api::cluster::runs_here(state, job);
+    if !here
+        && let Some(v) = crate::api::cluster::job_event_elsewhere(state, job, since, auth).await?
+    {
+        return Ok(v);
+    }
+    let c = local?;
+    let ev = JobEvent {
+        status: c.status(),
+        metrics: metrics_of(state, job, &c, Some(since)).ok(),
+    };
+    Ok(serde_json::to_value(ev).unwrap_or_default())
+}
+
 /// One event of the stream, now.
 async fn event_now(
     state: &Arc<ApiState>,
@@ -210,16 +233,11 @@ async fn event_now(
                 )
             })
         }
-        Some(job) => state.job(job).map(|c| {
+        Some(job) => {
             // Only the newest sample: a client keeps its own history.
             let since = crate::time::unix_ms().saturating_sub(PERIOD.as_millis() as u64 * 2);
-            let metrics = metrics_of(state, job, &c, Some(since)).ok();
-            let ev = JobEvent {
-                status: c.status(),
-                metrics,
-            };
-            ("job", serde_json::to_value(ev).unwrap_or_default())
-        }),
+            job_event(state, job, since, auth).await.map(|v| ("job", v))
+        }
     };
     match data {
         Ok((name, v)) => Event::default().event(name).data(v.to_string()),
@@ -234,11 +252,12 @@ pub(super) async fn events(
     headers: axum::http::HeaderMap,
     StrictQuery(q): StrictQuery<EventsQuery>,
 ) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let auth = headers.get(axum::http::header::AUTHORIZATION).cloned();
     if let Some(j) = &q.job {
         check_job(j)?;
-        state.job(j)?;
+        // An unknown job is refused at once (in a fleet, one no node has).
+        job_event(&state, j, crate::time::unix_ms(), auth.clone()).await?;
     }
-    let auth = headers.get(axum::http::header::AUTHORIZATION).cloned();
     let closing = state.closing.subscribe();
     let stream = futures_util::stream::unfold(
         (state, q.job, closing, true),
