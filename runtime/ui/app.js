@@ -461,10 +461,11 @@
       for (const s of m.subtasks) {
         body.append(el("tr", { "data-subtask": s.subtask }, el("td", { class: "num" }, String(s.subtask)), el("td", {}, shareBar(s)),
           el("td", { class: "num" }, pct(s.busy)), el("td", { class: "num" }, pct(s.backpressured)),
-          el("td", { class: "num" }, v.kind === "source" ? "–" : pct(s["queue-fill"]))));
+          el("td", { class: "num" }, v.kind === "source" ? "–" : pct(s["queue-fill"])),
+          el("td", { class: "num" }, v.kind === "sink" ? "–" : pct(s["output-fill"]))));
       }
       side.append(el("h3", {}, "Subtasks (last second)"), el("table", {},
-        el("thead", {}, el("tr", {}, el("th", {}, "#"), el("th", {}, "time"), el("th", { class: "num" }, "busy"), el("th", { class: "num" }, "bp"), el("th", { class: "num" }, "queue"))), body));
+        el("thead", {}, el("tr", {}, el("th", {}, "#"), el("th", {}, "time"), el("th", { class: "num" }, "busy"), el("th", { class: "num" }, "bp"), el("th", { class: "num", title: "how full its input queue is" }, "in q"), el("th", { class: "num", title: "how full its output is: the fullest queue it sends to" }, "out q"))), body));
     }
     if (m && m.lag.length) {
       side.append(el("h3", {}, "Lag per split"), el("table", {}, el("tbody", {},

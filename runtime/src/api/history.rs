@@ -44,6 +44,9 @@ pub struct SubtaskSample {
     pub shares: Shares,
     /// How full its input queue is, 0..=1.
     pub queue_fill: f64,
+    /// How full its output is, 0..=1: the fullest input queue of the
+    /// subtasks it sends to.
+    pub output_fill: f64,
 }
 
 /// A job's vertices at one moment.
@@ -119,6 +122,7 @@ impl History {
                             subtask: s,
                             shares: a.shares_since(b, window),
                             queue_fill: a.queue_fill(),
+                            output_fill: a.output_fill,
                         })
                         .collect();
                     let max = |f: fn(&Shares) -> f64| {

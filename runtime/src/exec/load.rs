@@ -2,7 +2,9 @@
 //! for input: an empty input queue, a source whose system has nothing),
 //! **backpressured** (waiting to hand a batch to a downstream subtask whose
 //! input queue is full) and **busy** (the rest: processing). Also how full
-//! each subtask's input queue is.
+//! each subtask's input queue is, and its output's: the fullest input
+//! queue of the subtasks it sends to (every subtask has one input queue,
+//! which all its senders share).
 //!
 //! Only waits are timed, and only when they happen: a send that finds room
 //! and a receive that finds a message cost one atomic add, no clock read.
@@ -10,9 +12,9 @@
 //! ([`LoadTotals::shares_since`]).
 
 use super::channel::Message;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{SendError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// One subtask's counters.
@@ -24,10 +26,13 @@ pub struct SubtaskLoad {
     queued: AtomicI64,
     /// Its input queue's capacity (0: it has no input).
     capacity: AtomicU64,
+    /// The loads of the subtasks it sends to: their input queues are its
+    /// output. Registered when a link is made, never on a send.
+    downstream: Mutex<Vec<Arc<SubtaskLoad>>>,
 }
 
 /// A subtask's cumulative counters at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct LoadTotals {
     /// Time spent waiting for input, in ns.
     pub idle_ns: u64,
@@ -37,6 +42,8 @@ pub struct LoadTotals {
     pub queued: u64,
     /// Its input queue's capacity.
     pub capacity: u64,
+    /// The fullest queue it sends to, 0..=1 (0 for a sink).
+    pub output_fill: f64,
 }
 
 /// Shares of a time window, each in 0..=1, summing to 1.
@@ -103,13 +110,37 @@ impl SubtaskLoad {
         self.queued.fetch_sub(1, Relaxed);
     }
 
-    /// The counters now.
-    pub fn totals(&self) -> LoadTotals {
+    /// Sends to the subtask whose load is `to` (once per pair).
+    fn sends_to(&self, to: &Arc<SubtaskLoad>) {
+        let mut d = self.downstream.lock().unwrap_or_else(|p| p.into_inner());
+        if !d.iter().any(|t| Arc::ptr_eq(t, to)) {
+            d.push(to.clone());
+        }
+    }
+
+    /// Its input queue's fill alone.
+    fn input_totals(&self) -> LoadTotals {
         LoadTotals {
             idle_ns: self.idle_ns.load(Relaxed),
             backpressured_ns: self.backpressured_ns.load(Relaxed),
             queued: self.queued.load(Relaxed).max(0) as u64,
             capacity: self.capacity.load(Relaxed),
+            output_fill: 0.0,
+        }
+    }
+
+    /// The counters now.
+    pub fn totals(&self) -> LoadTotals {
+        let output_fill = self
+            .downstream
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|t| t.input_totals().queue_fill())
+            .fold(0.0, f64::max);
+        LoadTotals {
+            output_fill,
+            ..self.input_totals()
         }
     }
 }
@@ -129,6 +160,7 @@ impl Link {
     /// `tx`, feeding the subtask whose load is `to`, sent on by the one
     /// whose load is `from`.
     pub fn new(tx: SyncSender<Message>, to: Arc<SubtaskLoad>, from: Arc<SubtaskLoad>) -> Link {
+        from.sends_to(&to);
         Link { tx, to, from }
     }
 
@@ -173,15 +205,27 @@ mod tests {
     }
 
     #[test]
-    fn sends_count_at_the_receiver_and_a_failed_one_does_not() {
+    fn sends_count_at_the_receiver_as_the_senders_output_and_a_failed_one_does_not() {
         let (tx, rx) = sync_channel(2);
         let to = Arc::new(SubtaskLoad::default());
         to.reset_queue(2);
-        let link = Link::new(tx, to.clone(), Arc::default());
+        let from = Arc::new(SubtaskLoad::default());
+        let link = Link::new(tx, to.clone(), from.clone());
+        // Its fullest downstream queue is the sender's output fill.
+        let (tx2, _rx2) = sync_channel(4);
+        let other = Arc::new(SubtaskLoad::default());
+        other.reset_queue(4);
+        Link::new(tx2, other.clone(), from.clone())
+            .send(msg())
+            .unwrap();
+        assert_eq!(from.totals().output_fill, 0.25);
         link.send(msg()).unwrap();
         assert_eq!(to.totals().queue_fill(), 0.5);
+        assert_eq!(from.totals().output_fill, 0.5);
         link.send(msg()).unwrap();
         assert_eq!(to.totals().queue_fill(), 1.0);
+        assert_eq!(from.totals().output_fill, 1.0);
+        assert_eq!(to.totals().output_fill, 0.0, "a receiver sending nowhere");
         rx.recv().unwrap();
         to.dequeued();
         assert_eq!(to.totals().queued, 1);

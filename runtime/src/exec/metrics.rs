@@ -603,7 +603,8 @@ impl Scrape {
         Ok(())
     }
 
-    /// Where each subtask's time goes, and how full its input queue is.
+    /// Where each subtask's time goes, and how full its input queue and
+    /// its output are.
     /// Busy time is the rest: `1 - rate(idle) - rate(backpressured)`.
     fn loads(&self, e: &mut DescriptorEncoder) -> fmt::Result {
         type Family = (
@@ -612,7 +613,7 @@ impl Scrape {
             MetricType,
             fn(&LoadTotals) -> f64,
         );
-        let families: [Family; 3] = [
+        let families: [Family; 4] = [
             (
                 "wrun_subtask_idle_seconds",
                 "Time a subtask spent waiting for input (an empty input queue; a source whose system had nothing). Busy time is the rest: 1 - rate(idle) - rate(backpressured).",
@@ -630,6 +631,12 @@ impl Scrape {
                 "How full a subtask's input queue is, 0 to 1 (sources have none: 0). Near 1: the subtask is the bottleneck, or waits on one downstream.",
                 MetricType::Gauge,
                 LoadTotals::queue_fill,
+            ),
+            (
+                "wrun_subtask_output_fill",
+                "How full a subtask's output is, 0 to 1: the fullest input queue of the subtasks it sends to (sinks send nowhere: 0). Near 1 with backpressured time: a subtask downstream is the bottleneck.",
+                MetricType::Gauge,
+                |t| t.output_fill,
             ),
         ];
         for (name, help, kind, value) in families {

@@ -535,3 +535,85 @@ fn a_cookie_without_the_dashboards_header_changes_nothing() {
         .unwrap();
     assert!(csp.contains("script-src 'self'"), "{csp}");
 }
+
+/// The figures that show where a job is slow point at the slow operator:
+/// a generator as fast as it can go into an operator that recurses deeply
+/// per event. The generator's output is full and it waits on it
+/// (backpressured); the operator's input queue is full and it is busy;
+/// the sink, fed by the slow one, waits for input (idle).
+#[test]
+fn backpressure_shows_where_the_job_is_slow() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        r#"version = 1
+name = "slow"
+[[source]]
+name = "gen"
+kind = "generator"
+count = 1000000000
+keys = 50
+
+[[operator]]
+name = "slow"
+component = "{chaos}"
+config = {{ mode = "recurse", n = 2000 }}
+
+[[sink]]
+name = "out"
+kind = "discard"
+
+[[edge]]
+from = "gen"
+to = "slow"
+
+[[edge]]
+from = "slow"
+to = "out"
+"#,
+        chaos = guest("chaos"),
+    );
+    let control = wrun::exec::JobControl::new("slow");
+    let opts = wrun::exec::RunOptions {
+        control: Some(control.clone()),
+        ..Default::default()
+    };
+    let (d, t) = (dir.path().to_path_buf(), toml.clone());
+    let job = std::thread::spawn(move || run_with(&d, &t, None, &opts));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut before, mut at) = (None, Instant::now());
+    loop {
+        assert!(Instant::now() < deadline, "no metrics within a minute");
+        if job.is_finished() {
+            panic!("the job ended: {:?}", job.join().unwrap().map(|_| ()));
+        }
+        if let Some(m) = control.metrics() {
+            let now: Vec<_> = m.vertices.iter().map(|v| v.loads()[0]).collect();
+            if let Some(b) = &before {
+                let b: &Vec<wrun::exec::load::LoadTotals> = b;
+                let window = at.elapsed();
+                let share = |i: usize| now[i].shares_since(&b[i], window);
+                let (gen_, slow, out) = (share(0), share(1), share(2));
+                if now[0].output_fill > 0.5
+                    && now[1].queue_fill() > 0.5
+                    && gen_.backpressured > 0.5
+                    && slow.busy > 0.5
+                    && out.idle > 0.5
+                {
+                    assert_eq!(now[2].output_fill, 0.0, "a sink sends nowhere");
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "backpressure never showed: gen {gen_:?} (output {}), slow {slow:?} (input {}), out {out:?}",
+                    now[0].output_fill,
+                    now[1].queue_fill()
+                );
+            }
+            before = Some(now);
+            at = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    control.cancel();
+    assert!(job.join().unwrap().is_err(), "cancelled");
+}
