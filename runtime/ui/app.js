@@ -363,8 +363,12 @@
     // At full size (the frame scrolls), or fitted to the frame: an
     // overview of a large graph.
     const size = (fit) => {
-      svg.style.width = fit ? "100%" : gw + "px";
-      svg.style.height = fit ? "auto" : gh + "px";
+      // Fitted: scaled down (never up) until both sides fit the frame,
+      // whose height is capped by the style sheet.
+      const maxH = parseFloat(getComputedStyle(wrap).maxHeight) || window.innerHeight * 0.7;
+      const k = fit ? Math.min(1, (wrap.clientWidth - 2) / gw, (maxH - 2) / gh) : 1;
+      svg.style.width = Math.floor(gw * k) + "px";
+      svg.style.height = Math.floor(gh * k) + "px";
       fitButton.setAttribute("aria-pressed", String(fit));
       setText(fitButton, fit ? "Full size" : "Fit to the frame");
     };

@@ -617,3 +617,91 @@ to = "out"
     control.cancel();
     assert!(job.join().unwrap().is_err(), "cancelled");
 }
+
+/// A 50-vertex job (two sources, three layers of fifteen operators, three
+/// sinks) stays readable: every vertex drawn, no two overlapping, every
+/// name inside its box; at full size the frame scrolls and *Fit to the
+/// frame* shows all of it inside the frame.
+#[test]
+fn a_50_vertex_graph_stays_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&dir.path().join("data"), &[]);
+    let counter = guest("wordcount-counter");
+    let mut m = String::from("version = 1\nname = \"wide\"\n");
+    for s in 0..2 {
+        m += &format!(
+            "[[source]]\nname = \"source-{s}\"\nkind = \"generator\"\ncount = 1000000000\nkeys = 10\nrate = 50.0\n"
+        );
+    }
+    for layer in ["a", "b", "c"] {
+        for i in 0..15 {
+            m += &format!(
+                "[[operator]]\nname = \"{layer}-operator-{i}\"\nuid = \"{layer}{i}\"\ncomponent = \"{counter}\"\n"
+            );
+        }
+    }
+    for k in 0..3 {
+        m += &format!("[[sink]]\nname = \"sink-{k}\"\nkind = \"discard\"\n");
+    }
+    for i in 0..15 {
+        m += &format!(
+            "[[edge]]\nfrom = \"source-{}\"\nto = \"a-operator-{i}\"\npartition = \"hash\"\n",
+            i % 2
+        );
+        m += &format!("[[edge]]\nfrom = \"a-operator-{i}\"\nto = \"b-operator-{i}\"\n");
+        m += &format!("[[edge]]\nfrom = \"b-operator-{i}\"\nto = \"c-operator-{i}\"\n");
+        m += &format!(
+            "[[edge]]\nfrom = \"c-operator-{i}\"\nto = \"sink-{}\"\n",
+            i % 3
+        );
+    }
+    std::fs::write(dir.path().join("job.toml"), m).unwrap();
+    ok(dir.path(), &["deploy", "job.toml", "--data-dir", serve.d()]);
+    let base = serve.url().trim_end_matches('/').to_string();
+    let token = std::fs::read_to_string(Path::new(serve.d()).join("api-token")).unwrap();
+    let b = Browser::start();
+    b.goto(&format!("{base}/ui/login"));
+    b.type_into("#token", token.trim());
+    b.click("#login button");
+    b.wait_js(
+        "signed in",
+        "return !!document.querySelector('tr[data-job=\"wide\"]')",
+    );
+    b.goto(&format!("{base}/ui/#/jobs/wide"));
+    b.wait_js(
+        "fifty vertices drawn",
+        "return document.querySelectorAll('svg.graph g.vertex').length === 50",
+    );
+    // No two boxes overlap, and each name fits in its box.
+    let problems = b.js(
+        "const boxes = [...document.querySelectorAll('svg.graph g.vertex')].map(g => [g.getAttribute('data-vertex'), g.querySelector('rect.box').getBoundingClientRect(), g.querySelector('text.name').getBoundingClientRect()]);
+         const out = [];
+         boxes.forEach(([n, r, t], i) => {
+           if (t.left < r.left || t.right > r.right) out.push(n + ': name outside its box');
+           boxes.slice(i + 1).forEach(([m, s]) => {
+             if (r.left < s.right && s.left < r.right && r.top < s.bottom && s.top < r.bottom) out.push(n + ' overlaps ' + m);
+           });
+         });
+         return out;",
+    );
+    assert_eq!(problems, json!([]), "the layout");
+    // At full size the frame scrolls; fitted, the whole graph is inside it.
+    let fits = "const w = document.getElementById('graph'), s = w.querySelector('svg').getBoundingClientRect(), f = w.getBoundingClientRect(); return s.width <= f.width + 1 && s.height <= f.height + 1";
+    assert_eq!(
+        b.js(fits),
+        json!(false),
+        "at full size the graph is larger than its frame"
+    );
+    b.click("#fit-graph");
+    assert_eq!(b.js(fits), json!(true), "fitted to the frame");
+    b.wait_js(
+        "rates on every vertex",
+        "return [...document.querySelectorAll('svg.graph g.vertex text.rates')].every(t => t.textContent.includes('/s'))",
+    );
+    b.screenshot("job-50-vertices-fitted");
+    b.click("#fit-graph");
+    assert_eq!(b.js(fits), json!(false), "back at full size");
+    b.screenshot("job-50-vertices");
+    let errors = b.severe_log();
+    assert!(errors.is_empty(), "the browser console: {errors:#?}");
+}
