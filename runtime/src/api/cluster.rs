@@ -10,6 +10,7 @@
 use super::error::{ApiError, ErrorKind, internal};
 use super::extract::{NoQuery, Segment, StrictQuery};
 use super::state::ApiState;
+use super::types::JobList;
 use crate::exec::{JobState, JobStatus};
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -18,6 +19,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -341,53 +343,43 @@ pub(super) async fn job_event_elsewhere(
 }
 
 /// `GET /v1/jobs` in a fleet: the jobs this node runs, those every other
-/// node runs, and those that run nowhere (from their records).
+/// node runs (their statuses and summaries as those nodes give them), and
+/// those that run nowhere (from their records).
 pub(super) async fn fleet_jobs(
     state: &Arc<ApiState>,
     cluster: Arc<dyn Cluster>,
     auth: Option<HeaderValue>,
-) -> Result<Vec<JobStatus>, ApiError> {
-    let mut all: std::collections::BTreeMap<String, JobStatus> = Default::default();
+) -> Result<JobList, ApiError> {
+    let mut all: BTreeMap<String, JobStatus> = Default::default();
+    let mut summaries = BTreeMap::new();
     let c = cluster.clone();
     let (peers, recorded) = blocking(move || Ok((c.peers()?, c.recorded()?))).await?;
     for s in recorded {
         all.insert(s.name.clone(), s);
     }
     for (node, api) in peers {
-        let url = format!("{}/v1/jobs", api.trim_end_matches('/'));
         let auth = auth.clone();
-        let got = tokio::task::spawn_blocking(move || {
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .timeout_global(Some(Duration::from_secs(5)))
-                .build()
-                .into();
-            let mut r = agent.get(&url).header(FORWARDED, "1");
-            if let Some(a) = &auth {
-                r = r.header(
-                    header::AUTHORIZATION.as_str(),
-                    a.to_str().unwrap_or_default(),
-                );
-            }
-            r.call()
-                .map_err(|e| e.to_string())?
-                .body_mut()
-                .read_json::<serde_json::Value>()
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(internal)?;
+        let got =
+            tokio::task::spawn_blocking(move || get_forwarded(&api, "/v1/jobs", auth.as_ref()))
+                .await
+                .map_err(internal)?
+                .and_then(|v| serde_json::from_value::<JobList>(v).map_err(|e| e.to_string()));
         match got {
-            Ok(v) => {
-                for j in v["jobs"].as_array().into_iter().flatten() {
-                    if let Ok(s) = serde_json::from_value::<RemoteStatus>(j.clone()) {
-                        let active =
-                            matches!(s.state.as_str(), "starting" | "running" | "restarting");
-                        if active && let Some(e) = all.get_mut(&s.name) {
-                            e.state = serde_json::from_value(j["state"].clone()).unwrap_or(e.state);
-                            e.restarts = s.restarts;
-                            e.last_checkpoint = s.last_checkpoint;
-                            e.node = Some(node.clone());
+            Ok(list) => {
+                for s in list.jobs {
+                    let active = matches!(
+                        s.state,
+                        JobState::Starting | JobState::Running | JobState::Restarting
+                    );
+                    // Only a job its record knows: not one the node ran
+                    // before it was deployed again elsewhere.
+                    if active && all.contains_key(&s.name) {
+                        if let Some(sum) = list.summaries.get(&s.name) {
+                            summaries.insert(s.name.clone(), sum.clone());
                         }
+                        let mut s = s;
+                        s.node = Some(node.clone());
+                        all.insert(s.name.clone(), s);
                     }
                 }
             }
@@ -396,26 +388,22 @@ pub(super) async fn fleet_jobs(
     }
     let me = cluster.node();
     let jobs = state.jobs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mine = super::routes::summaries(state);
     for c in jobs.values() {
         let s = c.status();
         if runs_here(state, &s.name) || !all.contains_key(&s.name) {
             let mut s = s;
             s.node.get_or_insert(me.clone());
+            if let Some(sum) = mine.get(&s.name) {
+                summaries.insert(s.name.clone(), sum.clone());
+            }
             all.insert(s.name.clone(), s);
         }
     }
-    Ok(all.into_values().collect())
-}
-
-/// What the job list reads of another node's statuses.
-#[derive(serde::Deserialize)]
-struct RemoteStatus {
-    name: String,
-    state: String,
-    #[serde(default)]
-    restarts: u32,
-    #[serde(default)]
-    last_checkpoint: Option<u64>,
+    Ok(JobList {
+        jobs: all.into_values().collect(),
+        summaries,
+    })
 }
 
 /// `GET /v1/nodes`.

@@ -165,8 +165,23 @@ pub struct Accepted {
 /// `GET /v1/jobs` (answered only: a job's status is the runtime's type).
 #[derive(Debug, Clone, Serialize)]
 pub struct JobList {
-    /// Every job of this process.
+    /// Every job of this process (in a fleet, of every node).
     pub jobs: Vec<crate::exec::JobStatus>,
+    /// Per job that runs: its widest vertex's parallelism and its
+    /// throughput, by name.
+    #[serde(default)]
+    pub summaries: BTreeMap<String, JobSummary>,
+}
+
+/// A running job at a glance (the dashboard's jobs page).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct JobSummary {
+    /// Its widest vertex's parallelism.
+    pub parallelism: u32,
+    /// The records its sources read per second (the last second), once
+    /// the server has sampled it twice.
+    pub records_per_s: Option<f64>,
 }
 
 /// `POST /v1/jobs/{job}/cancel`.

@@ -63,7 +63,7 @@ pub enum JobState {
 }
 
 /// A job's status for the API.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct JobStatus {
     /// The job.
@@ -118,7 +118,7 @@ pub struct JobStatus {
 }
 
 /// A connector subtask's connection to its system.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct ConnectorStatus {
     /// The source or sink.
@@ -174,7 +174,7 @@ pub struct FailedCheckpoint {
 }
 
 /// One completed checkpoint in a job's status.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct CheckpointSummary {
     /// Its ID.

@@ -732,11 +732,35 @@ fn a_drain_moves_the_job_with_a_savepoint_and_a_savepoint_resumes_through_anothe
         out.contains("deployed again from it at parallelism 3"),
         "{out}"
     );
-    wait_job(&f.client(other), "test", "running again", |s| {
+    let s = wait_job(&f.client(other), "test", "running again", |s| {
         s["state"] == "running" && s["node"].is_string()
     });
     let g = f.client(other).get("/v1/jobs/test/graph").unwrap();
     assert_eq!(g["vertices"][1]["parallelism"], 3, "{g}");
+    // The job list through a node that does not run it: the owner's status
+    // (with its start) and its summary (the dashboard's jobs page).
+    let runs = s["node"].as_str().unwrap().to_string();
+    let elsewhere = (0..3).find(|&k| f.nodes[k].id != runs).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let l = f.client(elsewhere).get("/v1/jobs").unwrap();
+        let job = l["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == "test")
+            .cloned();
+        if job.as_ref().is_some_and(|j| j["started-at-ms"].is_u64())
+            && l["summaries"]["test"]["parallelism"] == 3
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no summary of the job through another node: {l}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let sps = ok(f.dir.path(), &["savepoint", "list", "--data-dir", f.d(0)]);
     assert!(
         sps.contains("test"),

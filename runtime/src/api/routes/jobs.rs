@@ -7,12 +7,15 @@ use super::requests::{start, start_then};
 use crate::api::error::{ApiError, internal};
 use crate::api::extract::{JobName, JsonObject, NoQuery, StrictQuery};
 use crate::api::state::ApiState;
-use crate::api::types::{Cancelled, DeployRequest, JobList, RescaleRequest, SavepointRequest};
+use crate::api::types::{
+    Cancelled, DeployRequest, JobList, JobSummary, RescaleRequest, SavepointRequest,
+};
 use crate::exec::{JobState, JobStatus, StopMode};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub(super) async fn list_jobs(
@@ -27,24 +30,57 @@ pub(super) async fn list_jobs(
     } else {
         headers.get(axum::http::header::AUTHORIZATION).cloned()
     };
-    Ok(Json(JobList {
-        jobs: statuses(&state, auth).await?,
-    }))
+    Ok(Json(job_list(&state, auth).await?))
 }
 
-/// Every job's status: with `auth` (the caller's credentials), in a fleet,
-/// every node's jobs; else this process's.
-pub(super) async fn statuses(
+/// Every job's status and summary: with `auth` (the caller's credentials),
+/// in a fleet, every node's jobs; else this process's.
+pub(super) async fn job_list(
     state: &Arc<ApiState>,
     auth: Option<axum::http::HeaderValue>,
-) -> Result<Vec<JobStatus>, ApiError> {
+) -> Result<JobList, ApiError> {
     if let Some(c) = state.cluster.get().cloned()
         && auth.is_some()
     {
         return crate::api::cluster::fleet_jobs(state, c, auth).await;
     }
     let jobs = state.jobs.lock().unwrap_or_else(|p| p.into_inner());
-    Ok(jobs.values().map(|c| c.status()).collect())
+    let jobs = jobs.values().map(|c| c.status()).collect();
+    Ok(JobList {
+        jobs,
+        summaries: summaries(state),
+    })
+}
+
+/// Per job this process runs: its widest vertex's parallelism and the
+/// records its sources read per second (the last sample).
+pub(crate) fn summaries(state: &ApiState) -> BTreeMap<String, JobSummary> {
+    let mut out = BTreeMap::new();
+    for (name, c) in state.controls() {
+        let Some(plan) = c.plan() else { continue };
+        let parallelism = plan
+            .vertices
+            .iter()
+            .map(|v| v.parallelism)
+            .max()
+            .unwrap_or(0);
+        let records_per_s = state.history.latest(&name).map(|s| {
+            s.vertices
+                .iter()
+                .zip(&plan.vertices)
+                .filter(|(_, v)| v.kind == "source")
+                .map(|(s, _)| s.out_per_s)
+                .sum::<f64>()
+        });
+        out.insert(
+            name,
+            JobSummary {
+                parallelism,
+                records_per_s,
+            },
+        );
+    }
+    out
 }
 
 pub(super) async fn job_status(

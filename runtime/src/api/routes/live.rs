@@ -165,34 +165,6 @@ struct JobEvent {
     metrics: Option<JobMetricsView>,
 }
 
-/// Per job this process runs: its widest vertex's parallelism and the
-/// records its sources read per second (the last sample).
-fn summaries(state: &ApiState) -> serde_json::Map<String, serde_json::Value> {
-    let mut out = serde_json::Map::new();
-    for (name, c) in state.controls() {
-        let Some(plan) = c.plan() else { continue };
-        let parallelism = plan
-            .vertices
-            .iter()
-            .map(|v| v.parallelism)
-            .max()
-            .unwrap_or(0);
-        let rate = state.history.latest(&name).map(|s| {
-            s.vertices
-                .iter()
-                .zip(&plan.vertices)
-                .filter(|(_, v)| v.kind == "source")
-                .map(|(s, _)| s.out_per_s)
-                .sum::<f64>()
-        });
-        out.insert(
-            name,
-            serde_json::json!({ "parallelism": parallelism, "records-per-s": rate }),
-        );
-    }
-    out
-}
-
 /// Job `job`'s event: from this process when it runs the job here (or,
 /// outside a fleet, ran it last), else from the fleet.
 async fn job_event(
@@ -224,14 +196,8 @@ async fn event_now(
 ) -> Event {
     let data = match job {
         None => {
-            let jobs = super::jobs::statuses(state, auth).await;
-            jobs.map(|jobs| {
-                let summaries = summaries(state);
-                (
-                    "jobs",
-                    serde_json::json!({ "jobs": jobs, "summaries": summaries }),
-                )
-            })
+            let list = super::jobs::job_list(state, auth).await;
+            list.map(|l| ("jobs", serde_json::to_value(l).unwrap_or_default()))
         }
         Some(job) => {
             // Only the newest sample: a client keeps its own history.

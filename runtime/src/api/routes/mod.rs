@@ -12,6 +12,7 @@ mod requests;
 mod savepoints;
 
 pub use checkpoints::checkpoint_rows;
+pub(crate) use jobs::summaries;
 
 use super::MAX_BODY_BYTES;
 use super::error::{ApiError, ErrorKind};
