@@ -456,7 +456,7 @@
       kv.append(el("dt", {}, "module"), el("dd", { class: "mono" }, names && names.length ? names.join(", ") : v.module.component === v.module.digest ? "(pushed without a name)" : v.module.component),
         el("dt", {}, "digest"), el("dd", { class: "mono" }, v.module.digest),
         el("dt", {}, "world"), el("dd", { class: "mono" }, v.module.world),
-        el("dt", {}, "state format"), el("dd", { class: "mono" }, graph["state-formats"][i] || (metrics ? "(declared once a subtask opens)" : "–")));
+        el("dt", {}, "state format"), el("dd", { class: "mono" }, graph["state-formats"][i] || v.module["state-format"] || (metrics ? "(declared once a subtask opens)" : "–")));
       if (v.module.outputs.length) kv.append(el("dt", {}, "named outputs"), el("dd", {}, v.module.outputs.join(", ")));
     }
     side.append(kv);
@@ -615,7 +615,9 @@
       if (!d.modules.length) { box.append(el("p", { class: "muted" }, "No modules pushed yet.")); return; }
       const body = el("tbody");
       for (const m of d.modules) {
-        const f = formats[m.digest];
+        // Declared on upload (0.2), else as the running jobs' operators
+        // declared it.
+        const f = m["state-format"] ? new Set([m["state-format"]]) : formats[m.digest];
         body.append(el("tr", { "data-module": m.digest }, el("td", {}, (m.names || []).join(", ") || "–"), el("td", { class: "mono", title: m.digest }, m.digest.slice(0, 19) + "…"),
           el("td", { class: "mono" }, m.world), el("td", {}, m.stateful ? "keyed state" : "stateless"),
           el("td", { class: "mono" }, f ? [...f].join(", ") : "–"),
@@ -623,7 +625,7 @@
       }
       box.append(el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "name@version"), el("th", {}, "digest"), el("th", {}, "WIT world"),
         el("th", {}, "state"), el("th", {}, "state format"), el("th", {}, "named outputs"), el("th", { class: "num" }, "size"), el("th", {}, "pushed"))), body),
-        el("p", { class: "muted" }, "A module declares its state format when an operator runs it: the column shows what the running jobs' operators declared (– while none runs it)."));
+        el("p", { class: "muted" }, "The state format is what the module declared when it was uploaded (wrun:operator@0.2); for an older module, what the running jobs' operators declared (– while none runs it)."));
     }).catch((e) => setText(box, e.message));
     load();
   }

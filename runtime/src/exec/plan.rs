@@ -54,6 +54,10 @@ pub struct PlanModule {
     pub world: String,
     /// Its named outputs besides the main one.
     pub outputs: Vec<String>,
+    /// The state format it declares (`name vN`), when known before a
+    /// subtask opens it (`wrun:operator@0.2`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_format: Option<String>,
 }
 
 /// One edge.
@@ -118,6 +122,10 @@ impl JobPlan {
                             digest: format!("blake3:{}", m.digest.hex()),
                             world: format!("wrun:operator@{}", m.wit_version),
                             outputs: m.outputs.clone(),
+                            state_format: m
+                                .format
+                                .as_ref()
+                                .map(|f| format!("{} v{}", f.name, f.version)),
                         }),
                     ),
                 };

@@ -39,6 +39,11 @@ pub struct ModuleInfo {
     /// of which a job's manifest must wire.
     #[serde(default)]
     pub outputs: Vec<String>,
+    /// The state format it declares (`name vN`), as its `describe` said
+    /// on upload (`wrun:operator@0.2`); absent for a 0.1 module, or one
+    /// pushed before wrun recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_format: Option<String>,
 }
 
 impl ModuleInfo {
@@ -63,6 +68,10 @@ impl ModuleInfo {
             componentized_from: None,
             compile_ms: 0,
             outputs: module.outputs.clone(),
+            state_format: module
+                .format
+                .as_ref()
+                .map(|f| format!("{} v{}", f.name, f.version)),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! `wrun:operator` world, and pre-link them for cheap instantiation.
 
 use super::bindings::{v1, v2};
+use super::StateFormat;
 use super::host::SubtaskData;
 use super::instance::{CallLimits, Description, OperatorInstance, SandboxError, SubtaskInfo};
 use crate::ids::Digest;
@@ -107,6 +108,9 @@ pub struct OperatorModule {
     /// Its named outputs besides the main one (0.2 `describe`; a 0.1
     /// module has none).
     pub outputs: Vec<String>,
+    /// The state format it declares (0.2 `describe`, asked when it is
+    /// loaded; a 0.1 module declares it only when a subtask opens it).
+    pub format: Option<StateFormat>,
     pub(crate) pre: ModulePre,
 }
 
@@ -274,7 +278,9 @@ impl Sandbox {
         let mut module = self.validate(component, digest)?;
         module.migrates_from = migrates_from(bytes);
         if module.wit == WitVersion::V0_2 {
-            module.outputs = self.describe(&module)?.outputs;
+            let d = self.describe(&module)?;
+            module.outputs = d.outputs;
+            module.format = Some(d.format);
         }
         let module = Arc::new(module);
         self.compiled
@@ -434,6 +440,7 @@ impl Sandbox {
             exports,
             migrates_from: Vec::new(),
             outputs: Vec::new(),
+            format: None,
             pre,
         })
     }
