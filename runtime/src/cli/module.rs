@@ -123,6 +123,9 @@ fn print_module(m: &ModuleInfo, full: bool) {
         m.world,
         if m.stateful { "stateful" } else { "stateless" }
     );
+    if let Some(f) = &m.state_format {
+        println!("state      {f}");
+    }
     if !m.outputs.is_empty() {
         println!("outputs    main, {}", m.outputs.join(", "));
     }

@@ -141,6 +141,7 @@ fn push_deploy_savepoint_stop_and_redeploy_v2() {
         out.contains("wrun:operator@0.2")
             && out.contains("stateful")
             && out.contains("wrun:operator/state@")
+            && out.contains("state      wordcount v1")
             && out.contains("size "),
         "{out}"
     );
