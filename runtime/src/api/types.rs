@@ -162,8 +162,8 @@ pub struct Accepted {
     pub request_id: String,
 }
 
-/// `GET /v1/jobs` (answered only: a job's status is the runtime's type).
-#[derive(Debug, Clone, Serialize)]
+/// `GET /v1/jobs` (also read by a node of a fleet from its peers).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobList {
     /// Every job of this process (in a fleet, of every node).
     pub jobs: Vec<crate::exec::JobStatus>,

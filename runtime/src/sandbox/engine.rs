@@ -1,8 +1,8 @@
 //! The engine: compile and cache components, validate them against the
 //! `wrun:operator` world, and pre-link them for cheap instantiation.
 
-use super::bindings::{v1, v2};
 use super::StateFormat;
+use super::bindings::{v1, v2};
 use super::host::SubtaskData;
 use super::instance::{CallLimits, Description, OperatorInstance, SandboxError, SubtaskInfo};
 use crate::ids::Digest;

@@ -44,8 +44,8 @@ pub(super) async fn job_list(
     {
         return crate::api::cluster::fleet_jobs(state, c, auth).await;
     }
-    let jobs = state.jobs.lock().unwrap_or_else(|p| p.into_inner());
-    let jobs = jobs.values().map(|c| c.status()).collect();
+    // Statuses first, summaries after: each takes the jobs lock.
+    let jobs = state.controls().iter().map(|(_, c)| c.status()).collect();
     Ok(JobList {
         jobs,
         summaries: summaries(state),
