@@ -63,12 +63,15 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Whether this node runs `job` now.
+/// Whether this process runs `job` now. In a fleet, a job this node was
+/// given carries its node until the node gives it up (or loses it).
 pub(super) fn runs_here(state: &ApiState, job: &str) -> bool {
     state.control(job).is_some_and(|c| {
+        let s = c.status();
         matches!(
-            c.status().state,
+            s.state,
             JobState::Starting | JobState::Running | JobState::Restarting
-        )
+        ) && (state.cluster.get().is_none() || s.node.is_some())
     })
 }
 

@@ -218,6 +218,10 @@ impl Runtime {
         {
             h.revoked.store(true, Ordering::SeqCst);
             r.control.cancel();
+            // No longer this node's, even while its thread winds down (a
+            // cut-off job may take a while to notice): the API forwards
+            // requests about it to its owner from now on.
+            r.control.update(|s| s.node = None);
         }
     }
 

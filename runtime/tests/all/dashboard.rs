@@ -621,7 +621,8 @@ to = "out"
 /// A 50-vertex job (two sources, three layers of fifteen operators, three
 /// sinks) stays readable: every vertex drawn, no two overlapping, every
 /// name inside its box; at full size the frame scrolls and *Fit to the
-/// frame* shows all of it inside the frame.
+/// frame* shows all of it inside the frame; the page keeps its layout on a
+/// laptop screen, a large monitor and a narrow window.
 #[test]
 fn a_50_vertex_graph_stays_readable() {
     let dir = tempfile::tempdir().unwrap();
@@ -702,6 +703,20 @@ fn a_50_vertex_graph_stays_readable() {
     b.click("#fit-graph");
     assert_eq!(b.js(fits), json!(false), "back at full size");
     b.screenshot("job-50-vertices");
+    // On a laptop screen and a large monitor the graph and its panel sit
+    // side by side; on a narrow window the panel moves under the graph;
+    // the page never scrolls sideways.
+    for (w, h, beside) in [(1366, 768, true), (2560, 1440, true), (1000, 800, false)] {
+        b.rt.block_on(b.c().set_window_size(w, h)).unwrap();
+        let seen = b.wait_js(
+            "the layout at the new size",
+            "const g = document.getElementById('graph').getBoundingClientRect(), p = document.getElementById('vertex').getBoundingClientRect(); return window.innerWidth > 0 && {sideways: document.documentElement.scrollWidth > window.innerWidth, beside: g.right <= p.left && Math.abs(g.top - p.top) < 2, below: p.top >= g.bottom}",
+        );
+        assert_eq!(seen["sideways"], false, "{w}x{h}: {seen}");
+        let at = if beside { "beside" } else { "below" };
+        assert_eq!(seen[at], true, "{w}x{h}: the panel {at} the graph: {seen}");
+        b.screenshot(&format!("job-50-vertices-{w}x{h}"));
+    }
     let errors = b.severe_log();
     assert!(errors.is_empty(), "the browser console: {errors:#?}");
 }
